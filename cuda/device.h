@@ -1,0 +1,17 @@
+// CUDA device discovery; the rest of the CUDA backend builds on it (issue: CUDA backend).
+#pragma once
+#include <string>
+
+namespace gt::cuda {
+
+struct DeviceReport {
+  int count = 0;        // usable devices
+  std::string reason;   // why there are none (driver missing, no device), empty when count > 0
+  std::string name;     // device 0's name
+  int cc_major = 0, cc_minor = 0;
+};
+
+// Never throws: a machine without a GPU or driver reports count 0 and the reason.
+DeviceReport query_devices();
+
+}  // namespace gt::cuda

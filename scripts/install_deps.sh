@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every build, test and demo dependency of gantrain from Debian's packages (needs root or sudo).
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config git
+  libopenmpi-dev openmpi-bin            # MPI ranks (issue: distributed)
+  libhdf5-dev                           # checkpoints and datasets
+  libyaml-cpp-dev                       # config files
+  libgtest-dev                          # unit tests
+  libopenblas-dev                       # CPU GEMM
+  libpng-dev zlib1g-dev                 # PNG sample grids, gzipped IDX files
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  python3-torch python3-numpy python3-h5py python3-yaml   # PyTorch oracle tests and benchmarks (/usr/bin/python3)
+  dataset-fashion-mnist                 # the demo's default data set
+)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[install] all ${#PKGS[@]} Debian packages already installed"
+  exit 0
+fi
+echo "[install] installing: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "[install] done"

@@ -1,0 +1,109 @@
+// Implementations of train, sample and info.
+#include "cli/commands.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "config/config.h"
+#include "core/rng.h"
+#include "io/checkpoint.h"
+#include "io/h5_tensors.h"
+#include "io/image.h"
+#include "nn/dcgan.h"
+#include "train/gan_step.h"
+#include "train/model_state.h"
+#include "train/trainer.h"
+
+namespace gt {
+
+namespace {
+
+std::string with_commas(int64_t n) {
+  const std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+DcganSpec spec_of(const Config& c) {
+  if (c.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", c.model.arch);
+  return DcganSpec{c.model.nz, c.model.g_width, c.model.d_width, c.model.resolution, c.model.channels, c.model.leaky_slope};
+}
+
+void print_model(const char* title, Sequential& net, const Shape& input) {
+  fmt::print("{}: input {}\n", title, shape_str(input));
+  Shape s = input;
+  for (size_t i = 0; i < net.size(); ++i) {
+    Layer& l = net.layer(i);
+    s = l.output_shape(s);
+    int64_t n = 0;
+    for (Param* p : l.params()) n += p->value.numel();
+    fmt::print("  main.{:<3} {:<16} -> {:<20} {:>12}\n", i, l.kind(), shape_str(s), n ? with_commas(n) : "");
+  }
+}
+
+std::string lower_ext(const std::string& path) {
+  std::string e = std::filesystem::path(path).extension().string();
+  for (auto& ch : e) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return e;
+}
+
+}  // namespace
+
+int cmd_train(const TrainArgs& a) {
+  const Config cfg = load_config(a.config, a.overrides);
+  const TrainSummary s = train(cfg);
+  return s.stopped_by_signal ? kExitStoppedBySignal : 0;
+}
+
+int cmd_info(const InfoArgs& a) {
+  if (a.config.empty() == a.file.empty()) user_error("info takes either --config FILE or a checkpoint/dataset FILE");
+  if (!a.config.empty()) {
+    const Config cfg = load_config(a.config);
+    const DcganSpec spec = spec_of(cfg);
+    Sequential G = make_dcgan_generator(spec);
+    Sequential D = make_dcgan_discriminator(spec);
+    print_model("G", G, {1, spec.nz, 1, 1});
+    print_model("D", D, {1, spec.channels, spec.resolution, spec.resolution});
+    fmt::print("G = {} parameters\nD = {} parameters\n", with_commas(G.param_count()), with_commas(D.param_count()));
+    return 0;
+  }
+  const Checkpoint ck = load_checkpoint(a.file);
+  fmt::print("checkpoint {}\n  format_version {} | step {} | epoch {} | images_seen {} | world_size {} | seed {} | code {}\n",
+             a.file, ck.meta.format_version, ck.meta.step, ck.meta.epoch, ck.meta.images_seen, ck.meta.world_size,
+             ck.meta.seed, ck.meta.code_version);
+  for (const auto& [group, tensors] : ck.groups) {
+    int64_t n = 0;
+    for (const auto& [name, t] : tensors) n += t.numel();
+    fmt::print("  /{:<14} {:>4} tensors {:>14} values\n", group, tensors.size(), with_commas(n));
+  }
+  return 0;
+}
+
+int cmd_sample(const SampleArgs& a) {
+  const std::string ext = lower_ext(a.out);
+  if (ext != ".png" && ext != ".h5") user_error("--out {}: expected a .png or .h5 file name", a.out);
+  const Checkpoint ck = load_checkpoint(a.checkpoint);
+  const Config cfg = parse_config(ck.meta.config_yaml, a.checkpoint + ":/meta/config");
+  const DcganSpec spec = spec_of(cfg);
+  const std::string group = a.ema ? "G_ema/params" : "G/params";
+  if (a.ema && ck.groups.find(group) == ck.groups.end())
+    user_error("{} has no averaged generator (/G_ema); sample without --ema", a.checkpoint);
+  Sequential G = make_dcgan_generator(spec);
+  import_state_dict(G, ck, group, a.checkpoint);
+  Tensor z({a.n, spec.nz});
+  fill_noise(z.f32(), a.n, spec.nz, static_cast<uint64_t>(a.seed), 0, 0);
+  Tensor images = generate(G, z);
+  if (ext == ".png") {
+    write_grid_png(a.out, images, std::max(1, static_cast<int>(std::lround(std::sqrt(a.n)))));
+  } else {
+    save_tensors_h5(a.out, {{"z", z}, {"images", images}});
+  }
+  fmt::print("wrote {} samples from {} (step {}) to {}\n", a.n, a.checkpoint, ck.meta.step, a.out);
+  return 0;
+}
+
+}  // namespace gt

@@ -1,0 +1,30 @@
+// The subcommands of the gantrain CLI, one function each; they return the process exit code.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gt {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+struct SampleArgs {
+  std::string checkpoint, out;
+  int n = 64;
+  int64_t seed = 0;
+  bool ema = false;
+};
+struct InfoArgs {
+  std::string config, file;
+};
+
+// Exit code of a run stopped by SIGINT/SIGTERM after its checkpoint was written (docs/user-guide.md).
+constexpr int kExitStoppedBySignal = 3;
+
+int cmd_train(const TrainArgs& a);
+int cmd_sample(const SampleArgs& a);
+int cmd_info(const InfoArgs& a);
+
+}  // namespace gt

@@ -1,0 +1,53 @@
+// gantrain command line: train, sample, info. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"gantrain: data-parallel GAN training (DCGAN, ...) on CPUs and GPUs"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(GT_VERSION) + " (" + GT_GIT_REV + ")");
+
+  gt::TrainArgs train_args;
+  auto* train = app.add_subcommand("train", "train a GAN from a YAML config");
+  train->add_option("--config", train_args.config, "YAML config file (see docs/config.md)")->required();
+  train->add_option("overrides", train_args.overrides, "key.path=value overrides, e.g. train.batch_size=256");
+
+  gt::SampleArgs sample_args;
+  auto* sample = app.add_subcommand("sample", "generate images from a checkpoint");
+  sample->add_option("--checkpoint", sample_args.checkpoint, "checkpoint .h5")->required();
+  sample->add_option("--n", sample_args.n, "number of images")->check(CLI::Range(1, 1 << 20));
+  sample->add_option("--seed", sample_args.seed, "noise seed");
+  sample->add_flag("--ema", sample_args.ema, "use the averaged generator G_ema");
+  sample->add_option("--out", sample_args.out, "output .png (grid) or .h5 (/z and /images)")->required();
+
+  gt::InfoArgs info_args;
+  auto* info = app.add_subcommand("info", "summarize a model config, a checkpoint or a dataset");
+  info->add_option("--config", info_args.config, "YAML config: print the model and parameter counts");
+  info->add_option("file", info_args.file, "checkpoint or dataset .h5");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  try {
+    if (*train) return gt::cmd_train(train_args);
+    if (*sample) return gt::cmd_sample(sample_args);
+    if (*info) return gt::cmd_info(info_args);
+  } catch (const gt::UserError& e) {
+    std::fprintf(stderr, "gantrain: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gantrain: runtime failure: %s\n", e.what());
+    return 1;
+  }
+  return 2;
+}

@@ -1,0 +1,84 @@
+// The run configuration: YAML -> validated struct. Every key, its type, default and range live in one schema table (config.cpp).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "train/optim.h"
+
+namespace gt {
+
+struct RunConfig {
+  std::string name = "run";        // run directory name: <out_dir>/<name>
+  std::string out_dir = "runs";
+  int64_t seed = 1234;
+  std::string device = "cpu";      // cpu | cuda | auto
+  int threads = 0;                 // CPU threads; 0 = all cores
+};
+
+struct ModelConfig {
+  std::string arch = "dcgan";
+  int nz = 100;
+  int g_width = 128;   // ngf
+  int d_width = 128;   // ndf
+  int resolution = 64; // 32 | 64 | 128
+  int channels = 3;    // 1 | 3
+  float leaky_slope = 0.2f;
+  float init_std = 0.02f;
+};
+
+struct DataConfig {
+  std::string source = "synthetic";  // synthetic | fashion-mnist
+  std::string path = "";             // fashion-mnist: directory of the IDX files ("" = the Debian package's)
+  int64_t synthetic_count = 4096;    // synthetic: number of images
+  bool flip = false;                 // random horizontal flips
+};
+
+struct TrainConfig {
+  int64_t batch_size = 1024;   // global batch
+  int64_t epochs = 100;
+  int64_t max_steps = 0;       // 0 = run all epochs
+  double max_minutes = 0;      // 0 = no time limit; else stop (with a checkpoint) after this many minutes
+  float clip_grad_norm = 0.f;  // 0 = off
+};
+
+struct LogConfig {
+  int64_t every_steps = 50;
+  int64_t sample_every_steps = 500;  // 0 = only at the end
+  int sample_count = 64;
+};
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;  // 0 = only at the end
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimConfig optim_g;  // YAML: optim.g
+  OptimConfig optim_d;  // YAML: optim.d
+  LogConfig log;
+  CheckpointConfig checkpoint;
+};
+
+// Loads a YAML file, applies "key.path=value" overrides, validates. Any problem raises UserError
+// naming the file and key (with a did-you-mean for unknown keys).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same from YAML text (source names it in messages).
+Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides = {});
+// The resolved config as YAML with every key (defaults filled in).
+std::string config_to_yaml(const Config& c);
+
+// One documented key of the schema (for docs/config.md and its test).
+struct ConfigKeyInfo {
+  std::string path;     // "optim.g.lr"
+  std::string type;     // "int", "float", "string", "bool"
+  std::string default_value;  // as YAML text, e.g. "0.0002", "cpu", "\"\"" for an empty string
+  std::string allowed;        // the constraint in words: ">= 1", "one of 32, 64, 128", "any"
+  std::string doc;
+};
+std::vector<ConfigKeyInfo> config_schema();
+
+}  // namespace gt

@@ -1,0 +1,327 @@
+// The config schema table: every YAML key, the Config field it sets, its rule and its one-line doc.
+#include "config/schema.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace gt::config_detail {
+namespace {
+
+Rule any_value() { return {}; }
+
+Rule at_least(double lo) {
+  Rule r;
+  r.min = lo;
+  return r;
+}
+
+Rule above(double lo) {
+  Rule r;
+  r.min = lo;
+  r.min_exclusive = true;
+  return r;
+}
+
+Rule between(double lo, double hi) {
+  Rule r;
+  r.min = lo;
+  r.max = hi;
+  return r;
+}
+
+// [0, 1): decay rates and slopes, where 1 would freeze or break the update.
+Rule unit_fraction() {
+  Rule r;
+  r.min = 0;
+  r.max = 1;
+  r.max_exclusive = true;
+  return r;
+}
+
+Rule one_of(std::vector<std::string> choices) {
+  Rule r;
+  r.choices = std::move(choices);
+  return r;
+}
+
+Rule non_empty_text() {
+  Rule r;
+  r.non_empty = true;
+  return r;
+}
+
+Rule file_name() {
+  Rule r;
+  r.non_empty = true;
+  r.file_name = true;
+  return r;
+}
+
+// Binds a key to a Config member expression, e.g. GT_BIND(model.nz).
+#define GT_BIND(member) [](Config& c) -> FieldRef { return &c.member; }
+
+// The eight keys of one optimizer section (optim.g or optim.d): the same rules for both networks.
+void add_optimizer_keys(std::vector<KeyDef>& keys, const std::string& section, OptimConfig Config::*which,
+                        const std::string& net) {
+  auto bind = [which](auto OptimConfig::*field) {
+    return [which, field](Config& c) -> FieldRef { return &(c.*which.*field); };
+  };
+  const std::string p = section + ".";
+  keys.push_back({p + "name", bind(&OptimConfig::name), one_of({"adam", "rmsprop", "sgd"}),
+                  net + " optimizer: adam, rmsprop or sgd, with PyTorch's update rules."});
+  keys.push_back({p + "lr", bind(&OptimConfig::lr), above(0), net + " learning rate."});
+  keys.push_back({p + "beta1", bind(&OptimConfig::beta1), unit_fraction(),
+                  "adam: decay rate of " + net + "'s first-moment (mean) estimate."});
+  keys.push_back({p + "beta2", bind(&OptimConfig::beta2), unit_fraction(),
+                  "adam: decay rate of " + net + "'s second-moment (squared-gradient) estimate."});
+  keys.push_back({p + "eps", bind(&OptimConfig::eps), above(0),
+                  "adam, rmsprop: term added to the denominator of " + net + "'s update for stability."});
+  keys.push_back({p + "alpha", bind(&OptimConfig::alpha), unit_fraction(),
+                  "rmsprop: smoothing constant of " + net + "'s squared-gradient average."});
+  keys.push_back({p + "momentum", bind(&OptimConfig::momentum), unit_fraction(),
+                  "sgd, rmsprop: momentum factor for " + net + "; 0 = none."});
+  keys.push_back({p + "weight_decay", bind(&OptimConfig::weight_decay), at_least(0),
+                  "L2 penalty on " + net + "'s weights, added to the gradient as torch.optim does; 0 = none."});
+}
+
+std::vector<KeyDef> build_schema() {
+  std::vector<KeyDef> k;
+  // run
+  k.push_back({"run.name", GT_BIND(run.name), file_name(),
+               "Run name; outputs go to the directory run.out_dir/run.name."});
+  k.push_back({"run.out_dir", GT_BIND(run.out_dir), non_empty_text(),
+               "Directory that holds run directories."});
+  k.push_back({"run.seed", GT_BIND(run.seed), at_least(0),
+               "Seed for weight init, noise and data order; the same seed gives the same run."});
+  k.push_back({"run.device", GT_BIND(run.device), one_of({"cpu", "cuda", "auto"}),
+               "Backend: cpu, cuda (an error without a GPU) or auto (cuda when a GPU is present)."});
+  k.push_back({"run.threads", GT_BIND(run.threads), at_least(0),
+               "CPU threads for the CPU backend; 0 = all cores."});
+  // model
+  k.push_back({"model.arch", GT_BIND(model.arch), one_of({"dcgan"}),
+               "Model family of G and D."});
+  k.push_back({"model.nz", GT_BIND(model.nz), at_least(1), "Length of the latent vector z."});
+  k.push_back({"model.g_width", GT_BIND(model.g_width), at_least(1),
+               "G's base width (ngf): channels of its last hidden layer, doubled towards the input."});
+  k.push_back({"model.d_width", GT_BIND(model.d_width), at_least(1),
+               "D's base width (ndf): channels of its first conv layer, doubled towards the output."});
+  k.push_back({"model.resolution", GT_BIND(model.resolution), one_of({"32", "64", "128"}),
+               "Side of the square images in pixels; G and D get one block per doubling."});
+  k.push_back({"model.channels", GT_BIND(model.channels), one_of({"1", "3"}),
+               "Image channels: 1 = greyscale, 3 = RGB."});
+  k.push_back({"model.leaky_slope", GT_BIND(model.leaky_slope), unit_fraction(),
+               "Negative slope of D's LeakyReLU activations."});
+  k.push_back({"model.init_std", GT_BIND(model.init_std), above(0),
+               "Standard deviation of the normal weight init (DCGAN uses 0.02)."});
+  // data
+  k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist"}),
+               "Training images: synthetic (generated patterns, no files) or fashion-mnist (IDX files)."});
+  k.push_back({"data.path", GT_BIND(data.path), any_value(),
+               "fashion-mnist: directory of the IDX files; empty = /usr/share/datasets/fashion-mnist."});
+  k.push_back({"data.synthetic_count", GT_BIND(data.synthetic_count), at_least(1),
+               "synthetic: number of images in the dataset."});
+  k.push_back({"data.flip", GT_BIND(data.flip), any_value(),
+               "Flip real images horizontally at random (p = 0.5)."});
+  // train
+  k.push_back({"train.batch_size", GT_BIND(train.batch_size), at_least(1),
+               "Global batch size: images per step over all ranks."});
+  k.push_back({"train.epochs", GT_BIND(train.epochs), at_least(1), "Passes over the dataset."});
+  k.push_back({"train.max_steps", GT_BIND(train.max_steps), at_least(0),
+               "Stop after this many steps; 0 = run all epochs."});
+  k.push_back({"train.max_minutes", GT_BIND(train.max_minutes), at_least(0),
+               "Stop, with a checkpoint, after this many minutes of training; 0 = no time limit."});
+  k.push_back({"train.clip_grad_norm", GT_BIND(train.clip_grad_norm), at_least(0),
+               "Clip each network's gradients to this global L2 norm; 0 = no clipping."});
+  // optim
+  add_optimizer_keys(k, "optim.g", &Config::optim_g, "G");
+  add_optimizer_keys(k, "optim.d", &Config::optim_d, "D");
+  // log
+  k.push_back({"log.every_steps", GT_BIND(log.every_steps), at_least(1),
+               "Log losses and throughput every this many steps."});
+  k.push_back({"log.sample_every_steps", GT_BIND(log.sample_every_steps), at_least(0),
+               "Write a grid of generated samples every this many steps; 0 = only at the end."});
+  k.push_back({"log.sample_count", GT_BIND(log.sample_count), between(1, 1024),
+               "Images in each sample grid (drawn from fixed noise, so grids are comparable)."});
+  // checkpoint
+  k.push_back({"checkpoint.every_steps", GT_BIND(checkpoint.every_steps), at_least(0),
+               "Write a checkpoint every this many steps; 0 = only at the end."});
+  return k;
+}
+
+#undef GT_BIND
+
+std::vector<std::string> build_sections(const std::vector<KeyDef>& keys) {
+  std::vector<std::string> sections;
+  for (const KeyDef& key : keys) {
+    for (size_t dot = key.path.find('.'); dot != std::string::npos; dot = key.path.find('.', dot + 1)) {
+      std::string prefix = key.path.substr(0, dot);
+      if (std::find(sections.begin(), sections.end(), prefix) == sections.end()) sections.push_back(prefix);
+    }
+  }
+  return sections;
+}
+
+std::string format_number(double v) { return fmt::format("{}", v); }
+
+// Shortest text that reads back to the same float, always with a '.' in the mantissa so that
+// YAML 1.1 readers (PyYAML) also see a float: "0.0002", "1.0", "1.0e-08".
+template <class F>
+std::string format_float(F v) {
+  if (std::isnan(v)) return ".nan";
+  if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+  std::string s = fmt::format("{}", v);
+  size_t exponent = s.find_first_of("eE");
+  std::string mantissa = s.substr(0, exponent);
+  if (mantissa.find('.') == std::string::npos) s.insert(mantissa.size(), ".0");
+  return s;
+}
+
+// Plain only when no YAML reader could take the text for anything but this string.
+bool safe_as_plain_scalar(const std::string& s) {
+  if (s.empty()) return false;
+  unsigned char first = static_cast<unsigned char>(s[0]);
+  if (!(std::isalpha(first) || first == '_' || first == '/')) return false;
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (!(std::isalnum(c) || c == '_' || c == '.' || c == '/' || c == '-' || c == '+')) return false;
+  }
+  std::string lower = s;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const char* const kSpecialWords[] = {"null", "true", "false", "yes", "no", "on",
+                                              "off", "y", "n", "inf", "nan", "infinity"};
+  return std::none_of(std::begin(kSpecialWords), std::end(kSpecialWords),
+                      [&](const char* w) { return lower == w; });
+}
+
+std::string double_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// The value as it is compared against a list of choices: the string itself, or the number's text.
+std::string choice_text(const FieldRef& field) {
+  if (auto s = std::get_if<std::string*>(&field)) return **s;
+  return format_value(field);
+}
+
+std::optional<double> numeric_value(const FieldRef& field) {
+  return std::visit(
+      [](auto* p) -> std::optional<double> {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, bool>) {
+          return std::nullopt;
+        } else {
+          return static_cast<double>(*p);
+        }
+      },
+      field);
+}
+
+}  // namespace
+
+const std::vector<KeyDef>& schema_table() {
+  static const std::vector<KeyDef> table = build_schema();
+  return table;
+}
+
+const std::vector<std::string>& section_paths() {
+  static const std::vector<std::string> sections = build_sections(schema_table());
+  return sections;
+}
+
+const KeyDef* find_key(std::string_view path) {
+  for (const KeyDef& key : schema_table()) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+bool is_section(std::string_view path) {
+  const auto& sections = section_paths();
+  return std::find(sections.begin(), sections.end(), path) != sections.end();
+}
+
+std::string type_name(const FieldRef& field) {
+  switch (field.index()) {
+    case 0:
+    case 1:
+      return "int";
+    case 2:
+    case 3:
+      return "float";
+    case 4:
+      return "bool";
+    default:
+      return "string";
+  }
+}
+
+std::string describe_rule(const Rule& rule) {
+  if (rule.choices.size() == 1) return rule.choices.front();
+  if (!rule.choices.empty()) return "one of " + fmt::format("{}", fmt::join(rule.choices, ", "));
+  if (rule.file_name) return "a non-empty name without '/'";
+  if (rule.non_empty) return "non-empty";
+  if (rule.min && rule.max) {
+    return fmt::format("in {}{}, {}{}", rule.min_exclusive ? "(" : "[", format_number(*rule.min),
+                       format_number(*rule.max), rule.max_exclusive ? ")" : "]");
+  }
+  if (rule.min) return fmt::format("{} {}", rule.min_exclusive ? ">" : ">=", format_number(*rule.min));
+  if (rule.max) return fmt::format("{} {}", rule.max_exclusive ? "<" : "<=", format_number(*rule.max));
+  return "any";
+}
+
+std::string format_value(const FieldRef& field) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return safe_as_plain_scalar(*p) ? *p : double_quoted(*p);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return *p ? "true" : "false";
+        } else if constexpr (std::is_floating_point_v<T>) {
+          return format_float(*p);
+        } else {
+          return fmt::format("{}", *p);
+        }
+      },
+      field);
+}
+
+std::string check_rule(const FieldRef& field, const Rule& rule) {
+  const std::string requirement = "must be " + describe_rule(rule);
+  if (!rule.choices.empty()) {
+    std::string text = choice_text(field);
+    bool listed = std::find(rule.choices.begin(), rule.choices.end(), text) != rule.choices.end();
+    return listed ? "" : requirement;
+  }
+  if (auto s = std::get_if<std::string*>(&field)) {
+    const std::string& text = **s;
+    if (rule.non_empty && text.empty()) return "must not be empty";
+    if (rule.file_name && (text.find('/') != std::string::npos || text == "." || text == ".."))
+      return "must be a single name without '/' (not '.' or '..')";
+    return "";
+  }
+  std::optional<double> v = numeric_value(field);
+  if (!v) return "";
+  if (std::isnan(*v)) return "must be a number, not NaN";
+  bool too_low = rule.min && (rule.min_exclusive ? *v <= *rule.min : *v < *rule.min);
+  bool too_high = rule.max && (rule.max_exclusive ? *v >= *rule.max : *v > *rule.max);
+  return (too_low || too_high) ? requirement : "";
+}
+
+}  // namespace gt::config_detail

@@ -1,0 +1,51 @@
+// Image sources for training: a random-access set of images delivered as floats in [-1, 1], and the batch order.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace gt {
+
+struct DataConfig;
+
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+  virtual std::string describe() const = 0;
+  virtual int64_t size() const = 0;
+  virtual int channels() const = 0;
+  virtual int resolution() const = 0;
+  // Writes image `index` as f32 [C, R, R] in [-1, 1] into out.
+  virtual void get(int64_t index, float* out) const = 0;
+};
+
+// Builds the source named by data.source, shaped for the model (channels, resolution). Problems with
+// the data (missing files, wrong sizes) raise UserError naming the file.
+std::unique_ptr<ImageSource> open_image_source(const DataConfig& cfg, int channels, int resolution, uint64_t seed);
+
+// Which samples a step uses: epoch order is permutation(seed, epoch); step k of an epoch takes
+// positions [k*B, (k+1)*B) (the incomplete last batch is dropped). Depends only on (seed, step, B).
+class BatchPlan {
+ public:
+  BatchPlan(int64_t dataset_size, int64_t global_batch, uint64_t seed);
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t epoch_of(int64_t step) const { return step / steps_per_epoch_; }
+  // Dataset indices of global batch positions [first, first + count) of `step`.
+  std::vector<int64_t> indices(int64_t step, int64_t first, int64_t count);
+
+ private:
+  int64_t size_, batch_, steps_per_epoch_;
+  uint64_t seed_;
+  int64_t cached_epoch_ = -1;
+  std::vector<int64_t> order_;
+};
+
+// Fills out [count, C, R, R] with the images of global batch positions [first, first+count) of step,
+// flipping horizontally where the flip draw for the global sample index says so (if flip).
+void load_batch(const ImageSource& src, BatchPlan& plan, int64_t step, int64_t first, int64_t count, bool flip,
+                uint64_t seed, Tensor& out);
+
+}  // namespace gt

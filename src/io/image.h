@@ -1,0 +1,24 @@
+// PNG writing and sample grids.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace gt {
+
+// Writes 8-bit gray (c=1), RGB (c=3) or RGBA (c=4) pixels, row-major HWC, to a PNG file.
+void write_png(const std::string& path, const uint8_t* hwc, int height, int width, int channels);
+
+// Tiles images (f32 [N, C, H, W] in [-1, 1]) into one uint8 HWC grid of `nrow` images per row with
+// `padding` pixels between them (like torchvision.utils.make_grid with normalize to [-1,1]).
+// Pixels are round((clamp(x, -1, 1) + 1) * 127.5), NaN -> 0. Borders and empty cells are mid-gray (128), not
+// torchvision's black, so cells stay visible on dark backgrounds.
+// Returns the pixels and sets height/width/channels (1 -> gray, 3 -> RGB).
+std::vector<uint8_t> make_grid(const Tensor& images, int nrow, int padding, int* height, int* width, int* channels);
+
+// make_grid + write_png.
+void write_grid_png(const std::string& path, const Tensor& images, int nrow, int padding = 2);
+
+}  // namespace gt

@@ -1,0 +1,258 @@
+// BatchNorm2d: per-channel kernels (OpenMP over channels, double-accumulated sums) and the layer with running statistics.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "nn/cpu/kernels.h"
+#include "nn/cpu/scratch.h"
+#include "nn/layers.h"
+
+namespace gt {
+namespace cpu {
+namespace {
+
+// Below this many values per call, one thread is faster than waking a team.
+constexpr int64_t kParallelMinValues = 1 << 15;
+
+const float* plane(const float* x, int n, int c, int C, int HW) {
+  return x + (static_cast<int64_t>(n) * C + c) * HW;
+}
+float* plane(float* x, int n, int c, int C, int HW) { return x + (static_cast<int64_t>(n) * C + c) * HW; }
+
+// Sum of channel c over the batch; each plane in float (vectorized), planes added in double.
+double channel_sum(const float* x, int c, int N, int C, int HW) {
+  double s = 0.0;
+  for (int n = 0; n < N; ++n) {
+    const float* p = plane(x, n, c, C, HW);
+    float part = 0.f;
+#pragma omp simd reduction(+ : part)
+    for (int i = 0; i < HW; ++i) part += p[i];
+    s += part;
+  }
+  return s;
+}
+
+}  // namespace
+
+void batchnorm2d_forward_train(float* out, float* mean, float* rstd, float* var, const float* in,
+                               const float* weight, const float* bias, int N, int C, int HW, float eps) {
+  const double count = static_cast<double>(N) * HW;
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C * HW > kParallelMinValues)
+  for (int c = 0; c < C; ++c) {
+    const float m = static_cast<float>(channel_sum(in, c, N, C, HW) / count);
+    // Two passes (mean, then squared deviations): no cancellation when |mean| >> std.
+    double sq = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* p = plane(in, n, c, C, HW);
+      float part = 0.f;
+#pragma omp simd reduction(+ : part)
+      for (int i = 0; i < HW; ++i) part += (p[i] - m) * (p[i] - m);
+      sq += part;
+    }
+    const double v = sq / count;
+    const float r = static_cast<float>(1.0 / std::sqrt(v + eps));
+    mean[c] = m;
+    rstd[c] = r;
+    if (var) var[c] = static_cast<float>(v);
+    const float scale = (weight ? weight[c] : 1.f) * r;
+    const float shift = (bias ? bias[c] : 0.f) - m * scale;
+    for (int n = 0; n < N; ++n) {
+      const float* p = plane(in, n, c, C, HW);
+      float* o = plane(out, n, c, C, HW);
+#pragma omp simd
+      for (int i = 0; i < HW; ++i) o[i] = p[i] * scale + shift;
+    }
+  }
+}
+
+void batchnorm2d_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                                int C, int64_t count, float momentum) {
+  const double unbias = count > 1 ? static_cast<double>(count) / static_cast<double>(count - 1) : 1.0;
+  for (int c = 0; c < C; ++c) {
+    running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * mean[c];
+    running_var[c] = (1.f - momentum) * running_var[c] + momentum * static_cast<float>(var[c] * unbias);
+  }
+}
+
+void batchnorm2d_forward_eval(float* out, const float* in, const float* weight, const float* bias,
+                              const float* running_mean, const float* running_var, int N, int C, int HW,
+                              float eps) {
+#pragma omp parallel for collapse(2) schedule(static) if (static_cast<int64_t>(N) * C * HW > kParallelMinValues)
+  for (int n = 0; n < N; ++n) {
+    for (int c = 0; c < C; ++c) {
+      const float r = 1.f / std::sqrt(running_var[c] + eps);
+      const float scale = (weight ? weight[c] : 1.f) * r;
+      const float shift = (bias ? bias[c] : 0.f) - running_mean[c] * scale;
+      const float* p = plane(in, n, c, C, HW);
+      float* o = plane(out, n, c, C, HW);
+#pragma omp simd
+      for (int i = 0; i < HW; ++i) o[i] = p[i] * scale + shift;
+    }
+  }
+}
+
+void batchnorm2d_backward_train(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                                const float* mean, const float* rstd, const float* weight, int N, int C,
+                                int HW) {
+  const double count = static_cast<double>(N) * HW;
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C * HW > kParallelMinValues)
+  for (int c = 0; c < C; ++c) {
+    const float m = mean[c], r = rstd[c];
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* g = plane(dout, n, c, C, HW);
+      const float* p = plane(in, n, c, C, HW);
+      float part_dy = 0.f, part_dy_x = 0.f;
+#pragma omp simd reduction(+ : part_dy, part_dy_x)
+      for (int i = 0; i < HW; ++i) {
+        part_dy += g[i];
+        part_dy_x += g[i] * (p[i] - m);
+      }
+      sum_dy += part_dy;
+      sum_dy_xhat += part_dy_x;
+    }
+    sum_dy_xhat *= r;
+    if (dweight) dweight[c] += static_cast<float>(sum_dy_xhat);
+    if (dbias) dbias[c] += static_cast<float>(sum_dy);
+    if (!dinp) continue;
+    // dx = w * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    const float scale = (weight ? weight[c] : 1.f) * r;
+    const float mean_dy = static_cast<float>(sum_dy / count);
+    const float k = static_cast<float>(sum_dy_xhat / count) * r;  // per unit of (x - mean)
+    for (int n = 0; n < N; ++n) {
+      const float* g = plane(dout, n, c, C, HW);
+      const float* p = plane(in, n, c, C, HW);
+      float* d = plane(dinp, n, c, C, HW);
+#pragma omp simd
+      for (int i = 0; i < HW; ++i) d[i] = scale * (g[i] - mean_dy - (p[i] - m) * k);
+    }
+  }
+}
+
+void batchnorm2d_backward_eval(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                               const float* running_mean, const float* running_var, const float* weight,
+                               int N, int C, int HW, float eps) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * C * HW > kParallelMinValues)
+  for (int c = 0; c < C; ++c) {
+    const float m = running_mean[c];
+    const float r = 1.f / std::sqrt(running_var[c] + eps);
+    const float scale = (weight ? weight[c] : 1.f) * r;
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* g = plane(dout, n, c, C, HW);
+      const float* p = plane(in, n, c, C, HW);
+      float* d = dinp ? plane(dinp, n, c, C, HW) : nullptr;
+      float part_dy = 0.f, part_dy_x = 0.f;
+#pragma omp simd reduction(+ : part_dy, part_dy_x)
+      for (int i = 0; i < HW; ++i) {
+        part_dy += g[i];
+        part_dy_x += g[i] * (p[i] - m);
+      }
+      if (d) {
+#pragma omp simd
+        for (int i = 0; i < HW; ++i) d[i] = g[i] * scale;
+      }
+      sum_dy += part_dy;
+      sum_dy_xhat += part_dy_x;
+    }
+    if (dweight) dweight[c] += static_cast<float>(sum_dy_xhat * r);
+    if (dbias) dbias[c] += static_cast<float>(sum_dy);
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+class BatchNorm2d final : public Layer {
+ public:
+  BatchNorm2d(int channels, float eps, float momentum)
+      : channels_(channels),
+        eps_(eps),
+        momentum_(momentum),
+        weight_(cpu::make_param("weight", {checked_channels(channels)})),
+        bias_(cpu::make_param("bias", {channels})),
+        running_mean_{"running_mean", Tensor({channels})},
+        running_var_{"running_var", Tensor::full({channels}, 1.f)},
+        num_batches_tracked_{"num_batches_tracked", Tensor(Shape{}, DType::i64)} {
+    if (!(eps > 0.f) || !(momentum >= 0.f && momentum <= 1.f))
+      user_error("BatchNorm2d needs eps > 0 and momentum in [0, 1], got eps {} and momentum {}", eps, momentum);
+    weight_.value.fill(1.f);  // PyTorch's reset_parameters: weight 1, bias 0
+  }
+
+  std::string kind() const override { return "BatchNorm2d"; }
+
+  Shape output_shape(const Shape& in) const override {
+    if (in.size() != 4 || in[1] != channels_)
+      user_error("BatchNorm2d({}) cannot take an input of shape {}: expected [N, {}, H, W]", channels_,
+                 shape_str(in), channels_);
+    return in;
+  }
+
+  Tensor forward(const Tensor& x, Mode mode) override {
+    output_shape(x.shape());
+    const int N = static_cast<int>(x.dim(0)), HW = static_cast<int>(x.dim(2) * x.dim(3));
+    Tensor y(x.shape());
+    if (mode == Mode::train) {
+      const int64_t count = static_cast<int64_t>(N) * HW;
+      if (count < 2)
+        user_error("BatchNorm2d in training needs more than one value per channel, got input of shape {}",
+                   shape_str(x.shape()));
+      float* var = cpu::scratch_floats(batch_var_, channels_);
+      cpu::batchnorm2d_forward_train(y.f32(), cpu::scratch_floats(mean_, channels_),
+                                     cpu::scratch_floats(rstd_, channels_), var, x.f32(), weight_.value.f32(),
+                                     bias_.value.f32(), N, channels_, HW, eps_);
+      cpu::batchnorm2d_update_running(running_mean_.value.f32(), running_var_.value.f32(), mean_.data(), var,
+                                      channels_, count, momentum_);
+      num_batches_tracked_.value.i64()[0] += 1;
+    } else {
+      cpu::batchnorm2d_forward_eval(y.f32(), x.f32(), weight_.value.f32(), bias_.value.f32(),
+                                    running_mean_.value.f32(), running_var_.value.f32(), N, channels_, HW, eps_);
+    }
+    x_ = x;
+    mode_ = mode;
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy) override {
+    GT_CHECK(x_.defined(), "BatchNorm2d backward called before forward");
+    GT_CHECK(dy.shape() == x_.shape(), "BatchNorm2d backward got {}, forward saw {}", dy.str(), x_.str());
+    const int N = static_cast<int>(x_.dim(0)), HW = static_cast<int>(x_.dim(2) * x_.dim(3));
+    Tensor dx(dy.shape());
+    if (mode_ == Mode::train) {
+      cpu::batchnorm2d_backward_train(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+                                      mean_.data(), rstd_.data(), weight_.value.f32(), N, channels_, HW);
+    } else {
+      cpu::batchnorm2d_backward_eval(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+                                     running_mean_.value.f32(), running_var_.value.f32(), weight_.value.f32(), N,
+                                     channels_, HW, eps_);
+    }
+    return dx;
+  }
+
+  std::vector<Param*> params() override { return {&weight_, &bias_}; }
+  std::vector<Buffer*> buffers() override { return {&running_mean_, &running_var_, &num_batches_tracked_}; }
+
+ private:
+  static int checked_channels(int channels) {
+    if (channels <= 0) user_error("BatchNorm2d needs a positive channel count, got {}", channels);
+    return channels;
+  }
+
+  int channels_;
+  float eps_, momentum_;
+  Param weight_, bias_;
+  Buffer running_mean_, running_var_, num_batches_tracked_;
+  // From the last forward: its input, mode, and (train mode) the batch statistics.
+  Tensor x_;
+  Mode mode_ = Mode::train;
+  std::vector<float> mean_, rstd_, batch_var_;
+};
+
+}  // namespace
+
+LayerPtr make_batchnorm2d(int channels, float eps, float momentum) {
+  return std::make_unique<BatchNorm2d>(channels, eps, momentum);
+}
+
+}  // namespace gt

@@ -1,0 +1,164 @@
+// Conv2d and ConvTranspose2d layers: PyTorch weight layouts, shape checks and cached buffers around the conv kernels.
+#include <string>
+#include <vector>
+
+#include "nn/cpu/kernels.h"
+#include "nn/cpu/scratch.h"
+#include "nn/layers.h"
+
+namespace gt {
+namespace {
+
+std::string describe(const char* kind, const Conv2dSpec& s) {
+  return fmt::format("{}(in_channels {}, out_channels {}, kernel {}, stride {}, padding {}, bias {})", kind,
+                     s.in_channels, s.out_channels, s.kernel, s.stride, s.padding, s.bias);
+}
+
+const Conv2dSpec& checked(const char* kind, const Conv2dSpec& s) {
+  if (s.in_channels <= 0 || s.out_channels <= 0 || s.kernel <= 0 || s.stride <= 0 || s.padding < 0)
+    user_error("{} needs positive channels, kernel and stride and a non-negative padding", describe(kind, s));
+  return s;
+}
+
+// The batch and input-side sizes of x, after checking that x is [N, in_channels, H, W].
+cpu::ConvGeometry input_geometry(const char* kind, const Conv2dSpec& s, const Shape& x) {
+  if (x.size() != 4 || x[1] != s.in_channels || x[0] <= 0)
+    user_error("{} cannot take an input of shape {}: expected [N, {}, H, W]", describe(kind, s), shape_str(x),
+               s.in_channels);
+  cpu::ConvGeometry g;
+  g.batch = static_cast<int>(x[0]);
+  g.in_channels = s.in_channels;
+  g.in_h = static_cast<int>(x[2]);
+  g.in_w = static_cast<int>(x[3]);
+  g.out_channels = s.out_channels;
+  g.kernel = s.kernel;
+  g.stride = s.stride;
+  g.padding = s.padding;
+  return g;
+}
+
+Shape output_of(const cpu::ConvGeometry& g) { return {g.batch, g.out_channels, g.out_h, g.out_w}; }
+Shape input_of(const cpu::ConvGeometry& g) { return {g.batch, g.in_channels, g.in_h, g.in_w}; }
+
+class Conv2d final : public Layer {
+ public:
+  explicit Conv2d(const Conv2dSpec& s)
+      : spec_(checked("Conv2d", s)),
+        weight_(cpu::make_param("weight", {s.out_channels, s.in_channels, s.kernel, s.kernel})) {
+    if (s.bias) bias_ = cpu::make_param("bias", {s.out_channels});
+  }
+
+  std::string kind() const override { return "Conv2d"; }
+  Shape output_shape(const Shape& in) const override { return output_of(geometry(in)); }
+
+  Tensor forward(const Tensor& x, Mode) override {
+    geom_ = geometry(x.shape());
+    Tensor y(output_of(geom_));
+    cpu::conv2d_forward(y.f32(), cpu::scratch_floats(cols_, cpu::conv2d_cols_floats(geom_)),
+                        cpu::scratch_floats(out_scratch_, cpu::conv2d_out_floats(geom_)), x.f32(),
+                        weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr, geom_);
+    has_forward_ = true;
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy) override {
+    GT_CHECK(has_forward_, "Conv2d backward called before forward");
+    GT_CHECK(dy.shape() == output_of(geom_), "Conv2d backward got {}, forward produced {}", dy.str(),
+             shape_str(output_of(geom_)));
+    Tensor dx(input_of(geom_));
+    cpu::conv2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr,
+                         cpu::scratch_floats(dcols_, cpu::conv2d_cols_floats(geom_)),
+                         cpu::scratch_floats(out_scratch_, cpu::conv2d_out_floats(geom_)), dy.f32(), cols_.data(),
+                         weight_.value.f32(), geom_);
+    return dx;
+  }
+
+  std::vector<Param*> params() override {
+    if (spec_.bias) return {&weight_, &bias_};
+    return {&weight_};
+  }
+
+ private:
+  cpu::ConvGeometry geometry(const Shape& x) const {
+    cpu::ConvGeometry g = input_geometry("Conv2d", spec_, x);
+    g.out_h = cpu::conv_out_size(g.in_h, g.kernel, g.stride, g.padding);
+    g.out_w = cpu::conv_out_size(g.in_w, g.kernel, g.stride, g.padding);
+    if (g.out_h <= 0 || g.out_w <= 0 || g.in_h + 2 * g.padding < g.kernel || g.in_w + 2 * g.padding < g.kernel)
+      user_error("{} cannot take an input of shape {}: the padded image is smaller than the kernel",
+                 describe("Conv2d", spec_), shape_str(x));
+    return g;
+  }
+
+  Conv2dSpec spec_;
+  Param weight_, bias_;
+  cpu::ConvGeometry geom_;              // of the last forward
+  bool has_forward_ = false;
+  std::vector<float> cols_;             // im2col of the last input, needed for dweight
+  std::vector<float> dcols_;            // backward's column gradient
+  std::vector<float> out_scratch_;      // output-sized GEMM result / dout in CNHW layout
+};
+
+class ConvTranspose2d final : public Layer {
+ public:
+  explicit ConvTranspose2d(const Conv2dSpec& s)
+      : spec_(checked("ConvTranspose2d", s)),
+        weight_(cpu::make_param("weight", {s.in_channels, s.out_channels, s.kernel, s.kernel})) {
+    if (s.bias) bias_ = cpu::make_param("bias", {s.out_channels});
+  }
+
+  std::string kind() const override { return "ConvTranspose2d"; }
+  Shape output_shape(const Shape& in) const override { return output_of(geometry(in)); }
+
+  Tensor forward(const Tensor& x, Mode) override {
+    geom_ = geometry(x.shape());
+    Tensor y(output_of(geom_));
+    cpu::conv_transpose2d_forward(y.f32(), cpu::scratch_floats(in_cnhw_, cpu::conv_transpose2d_in_floats(geom_)),
+                                  cpu::scratch_floats(cols_, cpu::conv_transpose2d_cols_floats(geom_)), x.f32(),
+                                  weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr, geom_);
+    has_forward_ = true;
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy) override {
+    GT_CHECK(has_forward_, "ConvTranspose2d backward called before forward");
+    GT_CHECK(dy.shape() == output_of(geom_), "ConvTranspose2d backward got {}, forward produced {}", dy.str(),
+             shape_str(output_of(geom_)));
+    Tensor dx(input_of(geom_));
+    cpu::conv_transpose2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr,
+                                   cpu::scratch_floats(cols_, cpu::conv_transpose2d_cols_floats(geom_)),
+                                   cpu::scratch_floats(dinp_scratch_, cpu::conv_transpose2d_in_floats(geom_)),
+                                   dy.f32(), in_cnhw_.data(), weight_.value.f32(), geom_);
+    return dx;
+  }
+
+  std::vector<Param*> params() override {
+    if (spec_.bias) return {&weight_, &bias_};
+    return {&weight_};
+  }
+
+ private:
+  cpu::ConvGeometry geometry(const Shape& x) const {
+    cpu::ConvGeometry g = input_geometry("ConvTranspose2d", spec_, x);
+    g.out_h = cpu::conv_transpose_out_size(g.in_h, g.kernel, g.stride, g.padding);
+    g.out_w = cpu::conv_transpose_out_size(g.in_w, g.kernel, g.stride, g.padding);
+    if (g.out_h <= 0 || g.out_w <= 0)
+      user_error("{} cannot take an input of shape {}: the output would be empty", describe("ConvTranspose2d", spec_),
+                 shape_str(x));
+    return g;
+  }
+
+  Conv2dSpec spec_;
+  Param weight_, bias_;
+  cpu::ConvGeometry geom_;            // of the last forward
+  bool has_forward_ = false;
+  std::vector<float> in_cnhw_;        // the last input in CNHW layout, needed for dweight
+  std::vector<float> cols_;           // forward's columns, then backward's im2col of dout
+  std::vector<float> dinp_scratch_;   // dinp in CNHW layout
+};
+
+}  // namespace
+
+LayerPtr make_conv2d(const Conv2dSpec& s) { return std::make_unique<Conv2d>(s); }
+LayerPtr make_conv_transpose2d(const Conv2dSpec& s) { return std::make_unique<ConvTranspose2d>(s); }
+
+}  // namespace gt

@@ -1,0 +1,103 @@
+// CPU reference kernels as free functions (pointers and sizes in, no hidden state); the Layer classes and the GPU parity tests call these.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace gt::cpu {
+
+// Geometry of one convolution call. For Conv2d, "in" is the image and "out" the (smaller or equal)
+// result. For ConvTranspose2d, "in" is the small input and "out" the large result; the matching
+// convolution maps out -> in, so im2col/col2im run on the "out" image with in_h x in_w positions.
+struct ConvGeometry {
+  int batch = 0;
+  int in_channels = 0, in_h = 0, in_w = 0;
+  int out_channels = 0, out_h = 0, out_w = 0;
+  int kernel = 1, stride = 1, padding = 0;
+};
+
+// Output size of a convolution along one axis, or <= 0 when the input is too small for the kernel.
+inline int conv_out_size(int in, int kernel, int stride, int padding) {
+  return (in + 2 * padding - kernel) / stride + 1;
+}
+// Output size of a transposed convolution (no output_padding) along one axis.
+inline int conv_transpose_out_size(int in, int kernel, int stride, int padding) {
+  return (in - 1) * stride - 2 * padding + kernel;
+}
+
+// ---- layout helpers -----------------------------------------------------------------------------
+// cols[(c*K + kh)*K + kw][(n*OH + oh)*OW + ow] = image[n][c][oh*stride - pad + kh][ow*stride - pad + kw]
+// (zero outside the image). cols is [C*K*K, N*OH*OW]: one GEMM then covers the whole batch.
+void im2col(float* cols, const float* image, int N, int C, int H, int W, int K, int stride, int pad, int OH,
+            int OW);
+// The adjoint of im2col: image (overwritten) = sum of the columns that read each pixel.
+void col2im(float* image, const float* cols, int N, int C, int H, int W, int K, int stride, int pad, int OH,
+            int OW);
+// dst[c][n][i] = src[n][c][i] for i < inner: NCHW <-> CNHW, the layout of a batch-wide GEMM result.
+void nchw_to_cnhw(float* dst, const float* src, int N, int C, int inner);
+void cnhw_to_nchw(float* dst, const float* src, int N, int C, int inner);
+
+// ---- Conv2d: weight [OC, C, K, K], bias [OC] or null ---------------------------------------------
+// Scratch sizes, in floats, for the buffers the conv kernels take.
+size_t conv2d_cols_floats(const ConvGeometry& g);  // im2col of the input, [C*K*K, N*OH*OW]
+size_t conv2d_out_floats(const ConvGeometry& g);   // one output-sized [OC, N*OH*OW] temporary
+
+// out [N, OC, OH, OW]. Leaves im2col(in) in cols, which conv2d_backward needs. gemm_out: out-sized scratch.
+void conv2d_forward(float* out, float* cols, float* gemm_out, const float* in, const float* weight,
+                    const float* bias, const ConvGeometry& g);
+// Accumulates dweight (+=) and dbias (+=, skipped when null); writes dinp (skipped when null).
+// cols: as left by conv2d_forward. dcols: cols-sized scratch; dout_cnhw: out-sized scratch.
+void conv2d_backward(float* dinp, float* dweight, float* dbias, float* dcols, float* dout_cnhw,
+                     const float* dout, const float* cols, const float* weight, const ConvGeometry& g);
+
+// ---- ConvTranspose2d: weight [C, OC, K, K], bias [OC] or null ------------------------------------
+size_t conv_transpose2d_cols_floats(const ConvGeometry& g);  // [OC*K*K, N*H*W]
+size_t conv_transpose2d_in_floats(const ConvGeometry& g);    // [C, N*H*W]
+
+// out [N, OC, OH, OW] = the conv's backward-data: one GEMM, then col2im. Leaves the input in CNHW
+// layout in in_cnhw (conv_transpose2d_backward needs it). cols: cols-sized scratch.
+void conv_transpose2d_forward(float* out, float* in_cnhw, float* cols, const float* in, const float* weight,
+                              const float* bias, const ConvGeometry& g);
+// Accumulates dweight/dbias (+=; dbias skipped when null); writes dinp (skipped when null): the data
+// gradient is a convolution forward of dout. dcols: cols-sized scratch; dinp_cnhw: in-sized scratch.
+void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, float* dcols, float* dinp_cnhw,
+                               const float* dout, const float* in_cnhw, const float* weight,
+                               const ConvGeometry& g);
+
+// ---- BatchNorm2d over [N, C, HW] ------------------------------------------------------------------
+// Normalizes with the batch statistics (biased variance). Writes per-channel mean, rstd = 1/sqrt(var+eps)
+// and the biased var (skipped when null).
+void batchnorm2d_forward_train(float* out, float* mean, float* rstd, float* var, const float* in,
+                               const float* weight, const float* bias, int N, int C, int HW, float eps);
+// running = (1 - momentum) * running + momentum * batch, with the unbiased variance var * M / (M - 1).
+void batchnorm2d_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                                int C, int64_t count, float momentum);
+// Normalizes with given statistics (eval mode: the running ones).
+void batchnorm2d_forward_eval(float* out, const float* in, const float* weight, const float* bias,
+                              const float* running_mean, const float* running_var, int N, int C, int HW,
+                              float eps);
+// Gradient of the train-mode forward (statistics depend on the batch); dweight/dbias accumulate.
+void batchnorm2d_backward_train(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                                const float* mean, const float* rstd, const float* weight, int N, int C,
+                                int HW);
+// Gradient of the eval-mode forward (statistics are constants); dweight/dbias accumulate.
+void batchnorm2d_backward_eval(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                               const float* running_mean, const float* running_var, const float* weight,
+                               int N, int C, int HW, float eps);
+
+// ---- element-wise activations over n values ---------------------------------------------------------
+void relu_forward(float* out, const float* in, int64_t n);
+void relu_backward(float* dinp, const float* dout, const float* out, int64_t n);  // PyTorch: grad where out > 0
+void leaky_relu_forward(float* out, const float* in, int64_t n, float slope);
+void leaky_relu_backward(float* dinp, const float* dout, const float* in, int64_t n, float slope);
+void tanh_forward(float* out, const float* in, int64_t n);
+void tanh_backward(float* dinp, const float* dout, const float* out, int64_t n);
+void sigmoid_forward(float* out, const float* in, int64_t n);
+void sigmoid_backward(float* dinp, const float* dout, const float* out, int64_t n);
+
+// ---- Linear: out [N, OUT] = in [N, IN] * weight[OUT, IN]^T + bias ---------------------------------------
+void linear_forward(float* out, const float* in, const float* weight, const float* bias, int N, int IN, int OUT);
+// dweight/dbias accumulate (dbias skipped when null); dinp written (skipped when null).
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                     const float* weight, int N, int IN, int OUT);
+
+}  // namespace gt::cpu

@@ -1,0 +1,25 @@
+// CPU reference layers (PyTorch semantics and layouts). Kernels in nn/cpu/*.cpp; see docs/architecture.md.
+#pragma once
+#include "nn/layer.h"
+
+namespace gt {
+
+// Geometry of a 2-D convolution; also used for the transposed convolution (with in/out swapped roles).
+struct Conv2dSpec {
+  int in_channels = 0, out_channels = 0;
+  int kernel = 4, stride = 1, padding = 0;
+  bool bias = false;
+};
+
+// Factories; each returns a layer whose params()/buffers() use PyTorch's names, zero-initialized.
+LayerPtr make_conv2d(const Conv2dSpec& s);           // weight [out, in, k, k], bias [out]
+LayerPtr make_conv_transpose2d(const Conv2dSpec& s); // weight [in, out, k, k], bias [out]
+LayerPtr make_batchnorm2d(int channels, float eps = 1e-5f, float momentum = 0.1f);  // weight, bias; running_mean, running_var, num_batches_tracked
+LayerPtr make_linear(int in_features, int out_features, bool bias = true);          // weight [out, in], bias [out]
+LayerPtr make_relu();
+LayerPtr make_leaky_relu(float slope = 0.01f);
+LayerPtr make_tanh();
+LayerPtr make_sigmoid();
+LayerPtr make_reshape(Shape per_sample_shape);  // [N, ...] -> [N, per_sample_shape...]
+
+}  // namespace gt

@@ -1,0 +1,301 @@
+// Adam, RMSprop and SGD with torch.optim's float32 arithmetic, and clip_grad_norm like torch.nn.utils.
+#include "train/optim.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <utility>
+
+#include "core/error.h"
+
+// torch rounds each op to float32; a compiler that fuses our a*b+c into one fma (GCC does when it
+// may use FMA instructions) would round differently, so contraction is off for this file.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+// Bit-exactness with torch 1.13 (CPU, single-tensor path, which is its default):
+// - Each torch in-place op rounds to float32, so we round after the same ops in the same order.
+// - Python float hyper-parameters are cast to float32 where a kernel takes them (mul_(beta1),
+//   add_(eps)), but 1 - beta, lr / bias_correction1 and sqrt(bias_correction2) are computed in
+//   double first. Our config holds floats; we recover the double the user wrote in the config
+//   (0.999f -> 0.999) from the float's shortest round-trip decimal, as Python would hold it.
+// - torch's AVX2 kernels fuse add(x, alpha=a) into fma(y, a, x) and addcmul into
+//   fma(value * t1, t2, x); addcdiv stays (value * t1) / t2 + x. We write those fmas explicitly.
+
+namespace gt {
+namespace {
+
+// Elementwise loops below this many elements stay on one thread.
+[[maybe_unused]] constexpr int64_t kParallelElements = 1 << 15;
+
+// The double a Python config would hold for the value written in our (float) config.
+double as_written(float value) {
+  char text[64];
+  const auto printed = std::to_chars(text, text + sizeof text, value);
+  GT_CHECK(printed.ec == std::errc(), "cannot print hyper-parameter {}", value);
+  double result = 0;
+  const auto parsed = std::from_chars(text, printed.ptr, result);
+  GT_CHECK(parsed.ec == std::errc(), "cannot parse hyper-parameter {}", std::string(text, printed.ptr));
+  return result;
+}
+
+void check_param(const NamedParam& p) {
+  GT_CHECK(p.param != nullptr, "parameter {} is null", p.name);
+  GT_CHECK(p.param->value.dtype() == DType::f32, "parameter {} is {}, optimizers need f32", p.name,
+           p.param->value.str());
+  GT_CHECK(p.param->grad.defined() && p.param->grad.same_shape(p.param->value),
+           "parameter {} has grad {} for value {}", p.name, p.param->grad.defined() ? p.param->grad.str() : "none",
+           p.param->value.str());
+}
+
+void check_config(const OptimConfig& cfg) {
+  if (!(cfg.lr >= 0)) user_error("The optimizer learning rate must be >= 0, got {}.", cfg.lr);
+  if (!(cfg.eps >= 0)) user_error("The optimizer eps must be >= 0, got {}.", cfg.eps);
+  if (!(cfg.weight_decay >= 0)) user_error("The optimizer weight_decay must be >= 0, got {}.", cfg.weight_decay);
+  if (!(cfg.momentum >= 0)) user_error("The optimizer momentum must be >= 0, got {}.", cfg.momentum);
+  if (cfg.name == "adam") {
+    if (!(cfg.beta1 >= 0 && cfg.beta1 < 1)) user_error("Adam beta1 must be in [0, 1), got {}.", cfg.beta1);
+    if (!(cfg.beta2 >= 0 && cfg.beta2 < 1)) user_error("Adam beta2 must be in [0, 1), got {}.", cfg.beta2);
+  }
+  if (cfg.name == "rmsprop" && !(cfg.alpha >= 0)) user_error("RMSprop alpha must be >= 0, got {}.", cfg.alpha);
+}
+
+// One named state tensor per parameter, zero, shaped like the parameter.
+std::vector<Tensor> zero_state_like(const std::vector<NamedParam>& params) {
+  std::vector<Tensor> state;
+  state.reserve(params.size());
+  for (const auto& p : params) state.emplace_back(p.param->value.shape());
+  return state;
+}
+
+class Adam final : public Optimizer {
+ public:
+  Adam(OptimConfig cfg, std::vector<NamedParam> params)
+      : Optimizer(std::move(cfg)), params_(std::move(params)), exp_avg_(zero_state_like(params_)),
+        exp_avg_sq_(zero_state_like(params_)) {}
+
+  void step() override {
+    ++steps_;
+    const double beta1 = as_written(cfg_.beta1), beta2 = as_written(cfg_.beta2);
+    const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
+    const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
+    const double step_size = as_written(cfg_.lr) / bias_correction1;
+    Coefficients k;
+    k.beta1 = static_cast<float>(beta1);
+    k.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+    k.beta2 = static_cast<float>(beta2);
+    k.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+    k.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+    k.eps = cfg_.eps;
+    k.weight_decay = cfg_.weight_decay;
+    k.minus_step_size = static_cast<float>(-step_size);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      check_param(params_[i]);
+      update(*params_[i].param, exp_avg_[i].f32(), exp_avg_sq_[i].f32(), k);
+    }
+  }
+
+  std::vector<NamedState> state() override {
+    std::vector<NamedState> out;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      out.push_back({params_[i].name + "/exp_avg", &exp_avg_[i]});
+      out.push_back({params_[i].name + "/exp_avg_sq", &exp_avg_sq_[i]});
+    }
+    return out;
+  }
+  int64_t step_count() const override { return steps_; }
+  void set_step_count(int64_t t) override { steps_ = t; }
+
+ private:
+  struct Coefficients {
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
+        minus_step_size;
+  };
+
+  static void update(Param& param, float* exp_avg, float* exp_avg_sq, const Coefficients& k) {
+    float* p = param.value.f32();
+    const float* grad = param.grad.f32();
+    const int64_t n = param.value.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = k.weight_decay != 0.f ? std::fma(p[i], k.weight_decay, grad[i]) : grad[i];
+      const float m = std::fma(g, k.one_minus_beta1, exp_avg[i] * k.beta1);
+      const float v = std::fma(k.one_minus_beta2 * g, g, exp_avg_sq[i] * k.beta2);
+      const float denom = std::sqrt(v) / k.bias_correction2_sqrt + k.eps;
+      p[i] = p[i] + (k.minus_step_size * m) / denom;
+      exp_avg[i] = m;
+      exp_avg_sq[i] = v;
+    }
+  }
+
+  std::vector<NamedParam> params_;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  int64_t steps_ = 0;
+};
+
+class RMSprop final : public Optimizer {
+ public:
+  RMSprop(OptimConfig cfg, std::vector<NamedParam> params)
+      : Optimizer(std::move(cfg)), params_(std::move(params)), square_avg_(zero_state_like(params_)) {
+    if (cfg_.momentum > 0) momentum_buffer_ = zero_state_like(params_);
+  }
+
+  void step() override {
+    ++steps_;
+    const double alpha = as_written(cfg_.alpha);
+    Coefficients k;
+    k.alpha = static_cast<float>(alpha);
+    k.one_minus_alpha = static_cast<float>(1.0 - alpha);
+    k.eps = cfg_.eps;
+    k.weight_decay = cfg_.weight_decay;
+    k.momentum = cfg_.momentum;
+    k.minus_lr = -cfg_.lr;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      check_param(params_[i]);
+      float* buffer = momentum_buffer_.empty() ? nullptr : momentum_buffer_[i].f32();
+      update(*params_[i].param, square_avg_[i].f32(), buffer, k);
+    }
+  }
+
+  std::vector<NamedState> state() override {
+    std::vector<NamedState> out;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      out.push_back({params_[i].name + "/square_avg", &square_avg_[i]});
+      if (!momentum_buffer_.empty()) out.push_back({params_[i].name + "/momentum_buffer", &momentum_buffer_[i]});
+    }
+    return out;
+  }
+  int64_t step_count() const override { return steps_; }
+  void set_step_count(int64_t t) override { steps_ = t; }
+
+ private:
+  struct Coefficients {
+    float alpha, one_minus_alpha, eps, weight_decay, momentum, minus_lr;
+  };
+
+  // momentum_buffer is null without momentum.
+  static void update(Param& param, float* square_avg, float* momentum_buffer, const Coefficients& k) {
+    float* p = param.value.f32();
+    const float* grad = param.grad.f32();
+    const int64_t n = param.value.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = k.weight_decay != 0.f ? std::fma(p[i], k.weight_decay, grad[i]) : grad[i];
+      const float v = std::fma(k.one_minus_alpha * g, g, square_avg[i] * k.alpha);
+      const float avg = std::sqrt(v) + k.eps;
+      square_avg[i] = v;
+      if (momentum_buffer) {
+        const float buffer = momentum_buffer[i] * k.momentum + g / avg;
+        momentum_buffer[i] = buffer;
+        p[i] = std::fma(buffer, k.minus_lr, p[i]);
+      } else {
+        p[i] = p[i] + (k.minus_lr * g) / avg;
+      }
+    }
+  }
+
+  std::vector<NamedParam> params_;
+  std::vector<Tensor> square_avg_, momentum_buffer_;
+  int64_t steps_ = 0;
+};
+
+class SGD final : public Optimizer {
+ public:
+  SGD(OptimConfig cfg, std::vector<NamedParam> params)
+      : Optimizer(std::move(cfg)), params_(std::move(params)) {
+    if (cfg_.momentum != 0) momentum_buffer_ = zero_state_like(params_);
+  }
+
+  void step() override {
+    // torch creates the momentum buffer as a copy of the first step's gradient.
+    const bool first_step = steps_ == 0;
+    ++steps_;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      check_param(params_[i]);
+      float* buffer = momentum_buffer_.empty() ? nullptr : momentum_buffer_[i].f32();
+      update(*params_[i].param, buffer, first_step);
+    }
+  }
+
+  std::vector<NamedState> state() override {
+    std::vector<NamedState> out;
+    for (size_t i = 0; i < momentum_buffer_.size(); ++i)
+      out.push_back({params_[i].name + "/momentum_buffer", &momentum_buffer_[i]});
+    return out;
+  }
+  int64_t step_count() const override { return steps_; }
+  void set_step_count(int64_t t) override { steps_ = t; }
+
+ private:
+  void update(Param& param, float* momentum_buffer, bool first_step) const {
+    float* p = param.value.f32();
+    const float* grad = param.grad.f32();
+    const int64_t n = param.value.numel();
+    const float weight_decay = cfg_.weight_decay, momentum = cfg_.momentum, minus_lr = -cfg_.lr;
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+    for (int64_t i = 0; i < n; ++i) {
+      float d = weight_decay != 0.f ? std::fma(p[i], weight_decay, grad[i]) : grad[i];
+      if (momentum_buffer) {
+        // mul_(momentum) then add_(d, alpha=1 - dampening) with dampening 0: alpha 1 adds exactly.
+        d = first_step ? d : momentum_buffer[i] * momentum + d;
+        momentum_buffer[i] = d;
+      }
+      p[i] = std::fma(d, minus_lr, p[i]);
+    }
+  }
+
+  std::vector<NamedParam> params_;
+  std::vector<Tensor> momentum_buffer_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, std::vector<NamedParam> params) {
+  check_config(cfg);
+  for (const auto& p : params) check_param(p);
+  if (cfg.name == "adam") return std::make_unique<Adam>(cfg, std::move(params));
+  if (cfg.name == "rmsprop") return std::make_unique<RMSprop>(cfg, std::move(params));
+  if (cfg.name == "sgd") return std::make_unique<SGD>(cfg, std::move(params));
+  user_error("Unknown optimizer '{}'; expected one of adam, rmsprop, sgd.", cfg.name);
+}
+
+float clip_grad_norm(const std::vector<NamedParam>& params, float max_norm) {
+  // Sum of squares in double over fixed chunks, added in a fixed order: the same norm for any
+  // thread count (torch's own float reduction order is not reproducible anyway).
+  constexpr int64_t kChunk = 1 << 16;
+  double sum_squares = 0;
+  for (const auto& p : params) {
+    if (!p.param->grad.defined()) continue;
+    const float* g = p.param->grad.f32();
+    const int64_t n = p.param->grad.numel();
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      double s = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(g[i]) * g[i];
+      partial[static_cast<size_t>(c)] = s;
+    }
+    for (double s : partial) sum_squares += s;
+  }
+  const float total_norm = static_cast<float>(std::sqrt(sum_squares));
+  // As torch: clip_coef = max_norm / (total_norm + 1e-6) on float32 tensors, where a Python
+  // scalar divided by a tensor is reciprocal() * scalar; applied only when below 1.
+  const float clip_coef = (1.f / (total_norm + 1e-6f)) * max_norm;
+  if (clip_coef < 1.f) {
+    for (const auto& p : params) {
+      if (!p.param->grad.defined()) continue;
+      float* g = p.param->grad.f32();
+      const int64_t n = p.param->grad.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelElements)
+      for (int64_t i = 0; i < n; ++i) g[i] *= clip_coef;
+    }
+  }
+  return total_norm;
+}
+
+}  // namespace gt

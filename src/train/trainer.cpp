@@ -1,0 +1,230 @@
+// The single-process training loop (the multi-rank loop builds on it). See docs/user-guide.md.
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <omp.h>
+
+#include "core/rng.h"
+#include "data/image_source.h"
+#include "io/checkpoint.h"
+#include "io/image.h"
+#include "io/metrics.h"
+#include "nn/dcgan.h"
+#include "train/gan_step.h"
+#include "train/model_state.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace gt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// The fixed noise of sample grids: a step number no training step reaches.
+constexpr uint64_t kSampleNoiseStep = ~0ull;
+
+DcganSpec spec_from(const ModelConfig& m) {
+  DcganSpec s;
+  s.nz = m.nz;
+  s.g_width = m.g_width;
+  s.d_width = m.d_width;
+  s.resolution = m.resolution;
+  s.channels = m.channels;
+  s.leaky_slope = m.leaky_slope;
+  return s;
+}
+
+// Console progress (rank 0) mirrored to train.log.
+class Console {
+ public:
+  explicit Console(const std::string& log_path) : log_(log_path, std::ios::app) {}
+  template <class... Args>
+  void line(fmt::format_string<Args...> f, Args&&... args) {
+    std::string s = fmt::format(f, std::forward<Args>(args)...);
+    fmt::print("{}\n", s);
+    std::fflush(stdout);
+    log_ << s << '\n';
+    log_.flush();
+  }
+
+ private:
+  std::ofstream log_;
+};
+
+std::string fmt_duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+struct RunningMeans {
+  double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
+  int n = 0;
+  void add(const StepResult& r) {
+    d_loss += r.d_loss, g_loss += r.g_loss, d_real += r.d_real, d_fake += r.d_fake;
+    ++n;
+  }
+};
+
+}  // namespace
+
+int set_cpu_threads(int threads) {
+  const int n = threads > 0 ? threads : omp_get_num_procs();
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+  return n;
+}
+
+TrainSummary train(const Config& cfg) {
+  // Everything that can be wrong with the user's input is checked before the run directory exists.
+  if (cfg.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", cfg.model.arch);
+  if (cfg.run.device == "cuda") user_error("run.device is 'cuda' but this build runs training on the CPU only so far");
+  const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
+  const DcganSpec spec = spec_from(cfg.model);
+  auto source = open_image_source(cfg.data, spec.channels, spec.resolution, seed);
+  BatchPlan plan(source->size(), cfg.train.batch_size, seed);
+  const int64_t B = cfg.train.batch_size;
+  const int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * plan.steps_per_epoch();
+  const int threads = set_cpu_threads(cfg.run.threads);
+
+  Sequential G = make_dcgan_generator(spec);
+  Sequential D = make_dcgan_discriminator(spec);
+  dcgan_init(G, cfg.model.init_std, seed, 1);
+  dcgan_init(D, cfg.model.init_std, seed, 2);
+  auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
+  auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
+  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
+
+  TrainSummary sum;
+  sum.run_dir = (fs::path(cfg.run.out_dir) / cfg.run.name).string();
+  fs::create_directories(fs::path(sum.run_dir) / "samples");
+  fs::create_directories(fs::path(sum.run_dir) / "checkpoints");
+  const std::string config_yaml = config_to_yaml(cfg);
+  {
+    std::ofstream f(fs::path(sum.run_dir) / "config.yaml");
+    f << config_yaml;
+    if (!f) runtime_error("cannot write {}/config.yaml", sum.run_dir);
+  }
+  sum.metrics_path = (fs::path(sum.run_dir) / "metrics.jsonl").string();
+  MetricsWriter metrics(sum.metrics_path);
+  Console con((fs::path(sum.run_dir) / "train.log").string());
+
+  con.line("gantrain {} ({}) | run {} | cpu, {} threads", GT_VERSION, GT_GIT_REV, sum.run_dir, threads);
+  con.line("data: {}", source->describe());
+  con.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", spec.channels, spec.resolution, spec.resolution,
+           spec.nz, G.param_count(), D.param_count());
+  con.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", B,
+           plan.steps_per_epoch(), total_steps, cfg.optim_g.name, cfg.optim_g.lr, cfg.optim_d.name, cfg.optim_d.lr);
+
+  const int n_samples = cfg.log.sample_count;
+  Tensor sample_z({n_samples, spec.nz});
+  fill_noise(sample_z.f32(), n_samples, spec.nz, seed, kSampleNoiseStep, 0);
+  const int grid_cols = std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_samples)))));
+  auto write_samples = [&](int64_t step) {
+    sum.samples_path = (fs::path(sum.run_dir) / "samples" / fmt::format("step_{:08d}.png", step)).string();
+    write_grid_png(sum.samples_path, generate(G, sample_z), grid_cols);
+  };
+  auto write_checkpoint = [&](int64_t step) {
+    Checkpoint ck;
+    ck.meta.step = step;
+    ck.meta.epoch = plan.epoch_of(std::max<int64_t>(step - 1, 0));
+    ck.meta.images_seen = step * B;
+    ck.meta.world_size = 1;
+    ck.meta.seed = cfg.run.seed;
+    ck.meta.resolution = spec.resolution;
+    ck.meta.config_yaml = config_yaml;
+    ck.meta.code_version = std::string(GT_VERSION) + "+" + GT_GIT_REV;
+    // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
+    ck.meta.ints["data_cursor_step"] = step;
+    export_state_dict(G, "G/params", ck.groups);
+    export_state_dict(D, "D/params", ck.groups);
+    export_optimizer(*opt_g, "G/optim", ck.groups);
+    export_optimizer(*opt_d, "D/optim", ck.groups);
+    sum.checkpoint_path = (fs::path(sum.run_dir) / "checkpoints" / fmt::format("ckpt_{:08d}.h5", step)).string();
+    save_checkpoint(sum.checkpoint_path, ck);
+  };
+
+  g_stop_signal.store(0);
+  auto old_int = std::signal(SIGINT, on_stop_signal);
+  auto old_term = std::signal(SIGTERM, on_stop_signal);
+
+  Tensor real({B, spec.channels, spec.resolution, spec.resolution});
+  Tensor z({B, spec.nz});
+  StepOptions step_opt;
+  step_opt.clip_grad_norm = cfg.train.clip_grad_norm;
+  RunningMeans window;
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  auto t_window = t_start;
+  int64_t step = 0;
+  for (; step < total_steps; ++step) {
+    load_batch(*source, plan, step, 0, B, cfg.data.flip, seed, real);
+    fill_noise(z.f32(), B, spec.nz, seed, static_cast<uint64_t>(step), 0);
+    StepResult r = dcgan_train_step(models, real, z, step_opt);
+    if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
+      runtime_error("step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the learning rate or "
+                    "enable train.clip_grad_norm.", step, r.d_loss, r.g_loss);
+    window.add(r);
+    const int64_t done = step + 1;
+    if (done % cfg.log.every_steps == 0 || done == total_steps) {
+      const double dt = std::chrono::duration<double>(clock::now() - t_window).count();
+      const double ips = window.n * B / std::max(dt, 1e-9);
+      const double elapsed = std::chrono::duration<double>(clock::now() - t_start).count();
+      const double eta = elapsed / done * (total_steps - done);
+      con.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | eta {}",
+               done, total_steps, plan.epoch_of(step), window.d_loss / window.n, window.g_loss / window.n,
+               window.d_real / window.n, window.d_fake / window.n, ips, fmt_duration(eta));
+      metrics.write(done, {{"epoch", static_cast<double>(plan.epoch_of(step))},
+                           {"d_loss", window.d_loss / window.n},
+                           {"g_loss", window.g_loss / window.n},
+                           {"d_real", window.d_real / window.n},
+                           {"d_fake", window.d_fake / window.n},
+                           {"images_per_sec", ips},
+                           {"lr_g", opt_g->lr()},
+                           {"lr_d", opt_d->lr()}});
+      window = RunningMeans();
+      t_window = clock::now();
+    }
+    if (cfg.log.sample_every_steps > 0 && done % cfg.log.sample_every_steps == 0 && done != total_steps)
+      write_samples(done);
+    if (cfg.checkpoint.every_steps > 0 && done % cfg.checkpoint.every_steps == 0 && done != total_steps)
+      write_checkpoint(done);
+    const double minutes = std::chrono::duration<double>(clock::now() - t_start).count() / 60.0;
+    if (cfg.train.max_minutes > 0 && minutes >= cfg.train.max_minutes && done != total_steps) {
+      con.line("time limit train.max_minutes={} reached after {} steps", cfg.train.max_minutes, done);
+      ++step;
+      break;
+    }
+    if (g_stop_signal.load() != 0) {
+      con.line("signal {} received: stopping after step {} with a checkpoint", g_stop_signal.load(), done);
+      sum.stopped_by_signal = true;
+      ++step;
+      break;
+    }
+  }
+  std::signal(SIGINT, old_int);
+  std::signal(SIGTERM, old_term);
+
+  const double seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+  sum.steps = step;
+  sum.images_per_second = step * B / std::max(seconds, 1e-9);
+  write_samples(step);
+  write_checkpoint(step);
+  con.line("done: {} steps in {} ({:.0f} img/s)", step, fmt_duration(seconds), sum.images_per_second);
+  con.line("samples:    {}", sum.samples_path);
+  con.line("metrics:    {}", sum.metrics_path);
+  con.line("checkpoint: {}", sum.checkpoint_path);
+  return sum;
+}
+
+}  // namespace gt

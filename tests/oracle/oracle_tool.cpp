@@ -1,0 +1,247 @@
+// gt_oracle_tool: runs one DCGAN training step or K optimizer steps from an HDF5 input written by the PyTorch oracle tests and writes the results back.
+//
+// Usage
+//   gt_oracle_tool dcgan-step IN.h5 OUT.h5
+//   gt_oracle_tool optim NAME IN.h5 OUT.h5        (NAME: adam | rmsprop | sgd)
+//
+// Both inputs are checkpoints in gantrain's layout (read with load_checkpoint, so /meta carries the
+// attributes save_checkpoint writes); the outputs are written with save_checkpoint.
+//
+// dcgan-step IN.h5
+//   /meta           the checkpoint attributes; `resolution` is the model's resolution, and the extra
+//                   integer attributes nz, g_width, d_width, channels complete the DcganSpec
+//                   (leaky slope 0.2)
+//   /G/params/*     netG.state_dict(): weights and BatchNorm buffers under PyTorch names
+//   /D/params/*     netD.state_dict()
+//   /hparams/lr, beta1, beta2, eps, weight_decay
+//                   f32 [1] each: the Adam settings, the same for G and D
+//   /inputs/real    f32 [N, C, H, W]
+//   /inputs/z       f32 [N, nz]
+// dcgan-step OUT.h5
+//   /meta                  copied from IN.h5
+//   /outputs/fake          G(z) in train mode before the step (on a separate copy of G)
+//   /outputs/d_real_logits D(real) in train mode before the step, [N] (on a separate copy of D)
+//   /outputs/step_fake     the fakes the step itself made (StepResult::fake)
+//   /outputs/d_loss, g_loss, d_real, d_fake   f32 [1]: StepResult's scalars
+//   /G/params, /D/params   parameters and buffers after the step
+//   /G/optim, /D/optim     Adam state after the step: /<net>/optim/<kind>/<param>, /<net>/optim/step
+//
+// optim IN.h5
+//   /meta           the checkpoint attributes plus the integer attribute `steps` (K)
+//   /hparams/lr, beta1, beta2, eps, alpha, momentum, weight_decay    f32 [1] each, all required
+//   /params/<name>  initial parameter values
+//   /grads/<k>/<name> for k = 0 .. K-1: the gradient handed to step k
+// optim OUT.h5
+//   /meta, /params/<name> after K steps, /optim/<kind>/<name> and /optim/step
+//
+// Exit status: 0 done, 2 bad usage or input (message names the file and what is missing), 1 failure.
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "nn/dcgan.h"
+#include "train/gan_step.h"
+#include "train/model_state.h"
+#include "train/optim.h"
+
+namespace {
+
+using namespace gt;
+
+struct InputFile {
+  std::string path;
+  Checkpoint ckpt;
+};
+
+const Tensor& require_tensor(const InputFile& in, const std::string& group, const std::string& name) {
+  const Tensor* t = in.ckpt.find(group, name);
+  if (!t) user_error("{} has no tensor /{}/{}", in.path, group, name);
+  return *t;
+}
+
+float require_hparam(const InputFile& in, const std::string& name) {
+  const Tensor& t = require_tensor(in, "hparams", name);
+  if (t.dtype() != DType::f32 || t.numel() != 1)
+    user_error("{}: /hparams/{} must be one float32 value, got {}", in.path, name, t.str());
+  return t.f32()[0];
+}
+
+int64_t require_meta_int(const InputFile& in, const std::string& name) {
+  auto it = in.ckpt.meta.ints.find(name);
+  if (it == in.ckpt.meta.ints.end()) user_error("{} has no integer attribute /meta/{}", in.path, name);
+  return it->second;
+}
+
+Tensor scalar_f32(double v) { return Tensor::from({1}, {static_cast<float>(v)}); }
+
+// ---- dcgan-step --------------------------------------------------------------------------------
+
+DcganSpec read_dcgan_spec(const InputFile& in) {
+  DcganSpec s;
+  s.nz = static_cast<int>(require_meta_int(in, "nz"));
+  s.g_width = static_cast<int>(require_meta_int(in, "g_width"));
+  s.d_width = static_cast<int>(require_meta_int(in, "d_width"));
+  s.channels = static_cast<int>(require_meta_int(in, "channels"));
+  s.resolution = static_cast<int>(in.ckpt.meta.resolution);
+  s.leaky_slope = 0.2f;
+  return s;
+}
+
+OptimConfig read_adam_config(const InputFile& in) {
+  OptimConfig c;
+  c.name = "adam";
+  c.lr = require_hparam(in, "lr");
+  c.beta1 = require_hparam(in, "beta1");
+  c.beta2 = require_hparam(in, "beta2");
+  c.eps = require_hparam(in, "eps");
+  c.weight_decay = require_hparam(in, "weight_decay");
+  return c;
+}
+
+// A model built from the spec with the state_dict of IN.h5 loaded.
+Sequential load_net(bool generator, const DcganSpec& spec, const InputFile& in) {
+  Sequential net = generator ? make_dcgan_generator(spec) : make_dcgan_discriminator(spec);
+  import_state_dict(net, in.ckpt, generator ? "G/params" : "D/params", in.path);
+  return net;
+}
+
+void check_batch_shapes(const InputFile& in, const DcganSpec& spec, const Tensor& real, const Tensor& z) {
+  const Shape want_real = {real.ndim() == 4 ? real.dim(0) : -1, spec.channels, spec.resolution, spec.resolution};
+  if (real.dtype() != DType::f32 || real.shape() != want_real)
+    user_error("{}: /inputs/real is {} but the model expects f32{}", in.path, real.str(), shape_str(want_real));
+  const Shape want_z = {real.dim(0), spec.nz};
+  if (z.dtype() != DType::f32 || z.shape() != want_z)
+    user_error("{}: /inputs/z is {} but the model expects f32{}", in.path, z.str(), shape_str(want_z));
+}
+
+// G(z) and D(real) in train mode on fresh copies, so the step proper starts from untouched BN buffers.
+void write_pre_step_outputs(const InputFile& in, const DcganSpec& spec, const Tensor& real, const Tensor& z,
+                            TensorGroups& out) {
+  Sequential g_probe = load_net(true, spec, in);
+  Sequential d_probe = load_net(false, spec, in);
+  Tensor fake = g_probe.forward(z.reshaped({z.dim(0), z.dim(1), 1, 1}), Mode::train);
+  Tensor logits = d_probe.forward(real, Mode::train);
+  out["outputs"].emplace_back("fake", fake.clone());
+  out["outputs"].emplace_back("d_real_logits", logits.reshaped({logits.numel()}).clone());
+}
+
+int run_dcgan_step(const std::string& in_path, const std::string& out_path) {
+  InputFile in{in_path, load_checkpoint(in_path)};
+  const DcganSpec spec = read_dcgan_spec(in);
+  const OptimConfig adam = read_adam_config(in);
+  const Tensor& real = require_tensor(in, "inputs", "real");
+  const Tensor& z = require_tensor(in, "inputs", "z");
+  check_batch_shapes(in, spec, real, z);
+
+  Checkpoint out;
+  out.meta = in.ckpt.meta;
+  write_pre_step_outputs(in, spec, real, z, out.groups);
+
+  Sequential G = load_net(true, spec, in);
+  Sequential D = load_net(false, spec, in);
+  auto opt_g = make_optimizer(adam, G.named_params());
+  auto opt_d = make_optimizer(adam, D.named_params());
+  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
+  const StepResult r = dcgan_train_step(models, real, z, StepOptions{});
+
+  auto& outputs = out.groups["outputs"];
+  outputs.emplace_back("step_fake", r.fake.clone());
+  outputs.emplace_back("d_loss", scalar_f32(r.d_loss));
+  outputs.emplace_back("g_loss", scalar_f32(r.g_loss));
+  outputs.emplace_back("d_real", scalar_f32(r.d_real));
+  outputs.emplace_back("d_fake", scalar_f32(r.d_fake));
+  export_state_dict(G, "G/params", out.groups);
+  export_state_dict(D, "D/params", out.groups);
+  export_optimizer(*opt_g, "G/optim", out.groups);
+  export_optimizer(*opt_d, "D/optim", out.groups);
+  save_checkpoint(out_path, out);
+  std::printf("dcgan-step: d_loss %.6f g_loss %.6f D(x) %.4f D(G(z)) %.4f -> %s\n", r.d_loss, r.g_loss, r.d_real,
+              r.d_fake, out_path.c_str());
+  return 0;
+}
+
+// ---- optim -------------------------------------------------------------------------------------
+
+OptimConfig read_optim_config(const InputFile& in, const std::string& name) {
+  if (name != "adam" && name != "rmsprop" && name != "sgd")
+    user_error("optimizer name must be adam, rmsprop or sgd, got '{}'", name);
+  OptimConfig c;
+  c.name = name;
+  c.lr = require_hparam(in, "lr");
+  c.beta1 = require_hparam(in, "beta1");
+  c.beta2 = require_hparam(in, "beta2");
+  c.eps = require_hparam(in, "eps");
+  c.alpha = require_hparam(in, "alpha");
+  c.momentum = require_hparam(in, "momentum");
+  c.weight_decay = require_hparam(in, "weight_decay");
+  return c;
+}
+
+int run_optim(const std::string& name, const std::string& in_path, const std::string& out_path) {
+  InputFile in{in_path, load_checkpoint(in_path)};
+  const OptimConfig cfg = read_optim_config(in, name);
+  const int64_t steps = require_meta_int(in, "steps");
+  if (steps < 1) user_error("{}: /meta/steps must be at least 1, got {}", in_path, steps);
+
+  auto found = in.ckpt.groups.find("params");
+  if (found == in.ckpt.groups.end() || found->second.empty()) user_error("{} has no tensors in /params", in_path);
+  std::deque<Param> storage;  // deque: Param addresses stay valid while it grows
+  std::vector<NamedParam> params;
+  for (const auto& [pname, value] : found->second) {
+    if (value.dtype() != DType::f32) user_error("{}: /params/{} must be float32, got {}", in_path, pname, value.str());
+    storage.push_back(Param{pname, value.clone(), Tensor(value.shape())});
+    params.push_back({pname, &storage.back()});
+  }
+
+  auto opt = make_optimizer(cfg, params);
+  for (int64_t k = 0; k < steps; ++k) {
+    const std::string group = "grads/" + std::to_string(k);
+    for (auto& p : params) {
+      const Tensor& g = require_tensor(in, group, p.name);
+      if (g.dtype() != DType::f32 || g.shape() != p.param->value.shape())
+        user_error("{}: /{}/{} is {} but the parameter is {}", in_path, group, p.name, g.str(), p.param->value.str());
+      p.param->grad.copy_from(g);
+    }
+    opt->step();
+  }
+
+  Checkpoint out;
+  out.meta = in.ckpt.meta;
+  for (auto& p : params) out.groups["params"].emplace_back(p.name, p.param->value.clone());
+  export_optimizer(*opt, "optim", out.groups);
+  save_checkpoint(out_path, out);
+  std::printf("optim %s: %lld steps on %zu tensors -> %s\n", name.c_str(), static_cast<long long>(steps),
+              params.size(), out_path.c_str());
+  return 0;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: gt_oracle_tool dcgan-step IN.h5 OUT.h5\n"
+               "       gt_oracle_tool optim adam|rmsprop|sgd IN.h5 OUT.h5\n"
+               "(the file layouts are described at the top of tests/oracle/oracle_tool.cpp)\n");
+  return 2;
+}
+
+int dispatch(const std::vector<std::string>& args) {
+  if (args.size() == 3 && args[0] == "dcgan-step") return run_dcgan_step(args[1], args[2]);
+  if (args.size() == 4 && args[0] == "optim") return run_optim(args[1], args[2], args[3]);
+  return usage();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return dispatch(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const gt::UserError& e) {
+    std::fprintf(stderr, "gt_oracle_tool: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gt_oracle_tool: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,527 @@
+// Tests of the config system: defaults, presets, overrides, every class of user error, YAML round trip, docs coverage.
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "config/config.h"
+#include "core/error.h"
+
+namespace gt {
+namespace {
+
+const std::string kSourceDir = GT_SOURCE_DIR;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + "/gt_test_config_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The UserError message fn raises; fails the test (and returns "") when it raises none.
+std::string user_error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a UserError";
+  return "";
+}
+
+std::string parse_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  return user_error_of([&] { parse_config(yaml, "bad.yaml", overrides); });
+}
+
+#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
+#define EXPECT_LACKS(text, part) EXPECT_EQ((text).find(part), std::string::npos) << "in: " << (text)
+
+void expect_same_optim(const OptimConfig& a, const OptimConfig& b, const std::string& which) {
+  SCOPED_TRACE(which);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.lr, b.lr);
+  EXPECT_EQ(a.beta1, b.beta1);
+  EXPECT_EQ(a.beta2, b.beta2);
+  EXPECT_EQ(a.eps, b.eps);
+  EXPECT_EQ(a.alpha, b.alpha);
+  EXPECT_EQ(a.momentum, b.momentum);
+  EXPECT_EQ(a.weight_decay, b.weight_decay);
+}
+
+// Field by field, exact (floats bit for bit): written out here rather than through the schema so
+// that a key bound to the wrong field shows up.
+void expect_same_config(const Config& a, const Config& b) {
+  EXPECT_EQ(a.run.name, b.run.name);
+  EXPECT_EQ(a.run.out_dir, b.run.out_dir);
+  EXPECT_EQ(a.run.seed, b.run.seed);
+  EXPECT_EQ(a.run.device, b.run.device);
+  EXPECT_EQ(a.run.threads, b.run.threads);
+  EXPECT_EQ(a.model.arch, b.model.arch);
+  EXPECT_EQ(a.model.nz, b.model.nz);
+  EXPECT_EQ(a.model.g_width, b.model.g_width);
+  EXPECT_EQ(a.model.d_width, b.model.d_width);
+  EXPECT_EQ(a.model.resolution, b.model.resolution);
+  EXPECT_EQ(a.model.channels, b.model.channels);
+  EXPECT_EQ(a.model.leaky_slope, b.model.leaky_slope);
+  EXPECT_EQ(a.model.init_std, b.model.init_std);
+  EXPECT_EQ(a.data.source, b.data.source);
+  EXPECT_EQ(a.data.path, b.data.path);
+  EXPECT_EQ(a.data.synthetic_count, b.data.synthetic_count);
+  EXPECT_EQ(a.data.flip, b.data.flip);
+  EXPECT_EQ(a.train.batch_size, b.train.batch_size);
+  EXPECT_EQ(a.train.epochs, b.train.epochs);
+  EXPECT_EQ(a.train.max_steps, b.train.max_steps);
+  EXPECT_EQ(a.train.max_minutes, b.train.max_minutes);
+  EXPECT_EQ(a.train.clip_grad_norm, b.train.clip_grad_norm);
+  expect_same_optim(a.optim_g, b.optim_g, "optim.g");
+  expect_same_optim(a.optim_d, b.optim_d, "optim.d");
+  EXPECT_EQ(a.log.every_steps, b.log.every_steps);
+  EXPECT_EQ(a.log.sample_every_steps, b.log.sample_every_steps);
+  EXPECT_EQ(a.log.sample_count, b.log.sample_count);
+  EXPECT_EQ(a.checkpoint.every_steps, b.checkpoint.every_steps);
+}
+
+// A config where every field differs from its default and from its sibling fields.
+Config all_fields_changed() {
+  Config c;
+  c.run = {"my run: #1", "out/dir with space", 987654321012LL, "auto", 3};
+  c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
+  c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true};
+  c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f};
+  c.optim_g = {"rmsprop", 1e-7f, 0.25f, 0.875f, 3e-7f, 0.95f, 0.9f, 1e-5f};
+  c.optim_d = {"sgd", 0.123456789f, 0.1f, 0.2f, 1e-3f, 0.5f, 0.75f, 2.5e-4f};
+  c.log = {11, 13, 17};
+  c.checkpoint = {19};
+  return c;
+}
+
+// ---- defaults and schema -----------------------------------------------------------------------
+
+TEST(Config, EmptyTextGivesStructDefaults) {
+  expect_same_config(parse_config("", "empty.yaml"), Config{});
+  expect_same_config(parse_config("# only a comment\n", "comment.yaml"), Config{});
+  expect_same_config(parse_config("run:\nmodel: {}\n", "empty_sections.yaml"), Config{});
+}
+
+TEST(Config, SchemaCoversEveryFieldOnce) {
+  std::vector<ConfigKeyInfo> schema = config_schema();
+  // Counted from the structs in config.h and optim.h: run 5, model 8, data 4, train 5, optim 2 x 8,
+  // log 3, checkpoint 1.
+  EXPECT_EQ(schema.size(), 42u);
+  std::set<std::string> paths;
+  const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint"};
+  const std::set<std::string> types = {"int", "float", "string", "bool"};
+  for (const ConfigKeyInfo& key : schema) {
+    EXPECT_TRUE(paths.insert(key.path).second) << "duplicate " << key.path;
+    EXPECT_TRUE(sections.count(key.path.substr(0, key.path.find('.')))) << key.path;
+    EXPECT_TRUE(types.count(key.type)) << key.path << " " << key.type;
+    EXPECT_FALSE(key.doc.empty()) << key.path;
+    EXPECT_FALSE(key.allowed.empty()) << key.path;
+    EXPECT_FALSE(key.default_value.empty()) << key.path;
+  }
+  for (const char* path : {"run.seed", "model.nz", "data.flip", "train.max_minutes", "optim.g.lr",
+                           "optim.d.weight_decay", "log.sample_count", "checkpoint.every_steps"}) {
+    EXPECT_TRUE(paths.count(path)) << path;
+  }
+}
+
+TEST(Config, SchemaTypesAndDefaultsMatchTheStruct) {
+  std::map<std::string, ConfigKeyInfo> by_path;
+  for (const ConfigKeyInfo& key : config_schema()) by_path[key.path] = key;
+  EXPECT_EQ(by_path["train.batch_size"].type, "int");
+  EXPECT_EQ(by_path["optim.d.beta2"].type, "float");
+  EXPECT_EQ(by_path["train.max_minutes"].type, "float");
+  EXPECT_EQ(by_path["run.device"].type, "string");
+  EXPECT_EQ(by_path["data.flip"].type, "bool");
+  // Each listed default, read back as YAML, is the struct's default.
+  const Config defaults;
+  EXPECT_EQ(YAML::Load(by_path["model.nz"].default_value).as<int>(), defaults.model.nz);
+  EXPECT_EQ(YAML::Load(by_path["optim.g.lr"].default_value).as<float>(), defaults.optim_g.lr);
+  EXPECT_EQ(YAML::Load(by_path["optim.d.eps"].default_value).as<float>(), defaults.optim_d.eps);
+  EXPECT_EQ(YAML::Load(by_path["run.device"].default_value).as<std::string>(), defaults.run.device);
+  EXPECT_EQ(YAML::Load(by_path["data.path"].default_value).as<std::string>(), defaults.data.path);
+  EXPECT_EQ(YAML::Load(by_path["data.flip"].default_value).as<bool>(), defaults.data.flip);
+  EXPECT_CONTAINS(by_path["model.resolution"].allowed, "32");
+  EXPECT_CONTAINS(by_path["model.resolution"].allowed, "128");
+  EXPECT_CONTAINS(by_path["run.device"].allowed, "auto");
+}
+
+TEST(Config, EveryKeySetsItsOwnField) {
+  // Written by hand (not by config_to_yaml) with the values of all_fields_changed(), so a key bound
+  // to the wrong field, or two keys bound to one field, fails here.
+  const std::string yaml = R"(
+run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3}
+model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels: 1,
+        leaky_slope: 0.1, init_std: 0.333333343267}
+data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true}
+train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3}
+optim:
+  g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
+      weight_decay: 1e-5}
+  d: {name: sgd, lr: 0.123456789, beta1: 0.1, beta2: 0.2, eps: 1e-3, alpha: 0.5, momentum: 0.75,
+      weight_decay: 2.5e-4}
+log: {every_steps: 11, sample_every_steps: 13, sample_count: 17}
+checkpoint: {every_steps: 19}
+)";
+  expect_same_config(parse_config(yaml, "by_hand.yaml"), all_fields_changed());
+}
+
+// ---- presets -----------------------------------------------------------------------------------
+
+Config load_preset(const std::string& name) { return load_config(kSourceDir + "/config/" + name); }
+
+TEST(ConfigPresets, ReferenceDcgan) {
+  Config c = load_preset("dcgan_celeba64.yaml");
+  EXPECT_EQ(c.model.arch, "dcgan");
+  EXPECT_EQ(c.model.nz, 100);
+  EXPECT_EQ(c.model.g_width, 128);
+  EXPECT_EQ(c.model.d_width, 128);
+  EXPECT_EQ(c.model.resolution, 64);
+  EXPECT_EQ(c.model.channels, 3);
+  EXPECT_FLOAT_EQ(c.model.leaky_slope, 0.2f);
+  EXPECT_EQ(c.train.batch_size, 1024);
+  EXPECT_EQ(c.train.epochs, 100);
+  EXPECT_EQ(c.data.source, "synthetic");
+  for (const OptimConfig* o : {&c.optim_g, &c.optim_d}) {
+    EXPECT_EQ(o->name, "adam");
+    EXPECT_FLOAT_EQ(o->lr, 2e-4f);
+    EXPECT_FLOAT_EQ(o->beta1, 0.5f);
+    EXPECT_FLOAT_EQ(o->beta2, 0.999f);
+  }
+}
+
+TEST(ConfigPresets, Demo) {
+  Config c = load_preset("demo.yaml");
+  EXPECT_EQ(c.run.name, "demo");
+  EXPECT_EQ(c.run.device, "cpu");
+  EXPECT_EQ(c.data.source, "fashion-mnist");
+  EXPECT_EQ(c.model.resolution, 32);
+  EXPECT_EQ(c.model.channels, 1);
+  EXPECT_EQ(c.model.nz, 64);
+  EXPECT_EQ(c.model.g_width, 32);
+  EXPECT_EQ(c.model.d_width, 32);
+  EXPECT_EQ(c.train.batch_size, 128);
+  EXPECT_DOUBLE_EQ(c.train.max_minutes, 4.5);
+  EXPECT_GE(c.train.epochs, 1);
+  EXPECT_EQ(c.log.every_steps, 25);
+  EXPECT_EQ(c.log.sample_every_steps, 200);
+  EXPECT_EQ(c.log.sample_count, 64);
+  EXPECT_EQ(c.optim_g.name, "adam");
+  EXPECT_FLOAT_EQ(c.optim_d.lr, 2e-4f);
+  EXPECT_FLOAT_EQ(c.optim_d.beta1, 0.5f);
+}
+
+TEST(ConfigPresets, Tiny) {
+  Config c = load_preset("tiny.yaml");
+  EXPECT_EQ(c.data.source, "synthetic");
+  EXPECT_EQ(c.model.resolution, 32);
+  EXPECT_EQ(c.model.channels, 1);
+  EXPECT_EQ(c.model.nz, 8);
+  EXPECT_EQ(c.model.g_width, 4);
+  EXPECT_EQ(c.model.d_width, 4);
+  EXPECT_EQ(c.train.batch_size, 8);
+  EXPECT_EQ(c.train.max_steps, 4);
+  EXPECT_EQ(c.run.device, "cpu");
+}
+
+TEST(ConfigPresets, EachStartsWithAHeaderCommentAndRoundTrips) {
+  for (const char* name : {"dcgan_celeba64.yaml", "demo.yaml", "tiny.yaml"}) {
+    SCOPED_TRACE(name);
+    std::string text = read_text(kSourceDir + "/config/" + name);
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text.rfind("# ", 0), 0u);
+    Config c = load_preset(name);
+    expect_same_config(parse_config(config_to_yaml(c), "resolved.yaml"), c);
+  }
+}
+
+// ---- overrides ---------------------------------------------------------------------------------
+
+TEST(ConfigOverrides, SetEachType) {
+  Config c = parse_config("", "x.yaml",
+                          {"train.batch_size=64", "optim.g.lr=1e-3", "run.name=exp_7", "data.flip=true",
+                           "optim.d.lr=5e-5", "train.max_minutes=2.25", "run.seed=42"});
+  EXPECT_EQ(c.train.batch_size, 64);
+  EXPECT_EQ(c.optim_g.lr, 1e-3f);
+  EXPECT_EQ(c.run.name, "exp_7");
+  EXPECT_TRUE(c.data.flip);
+  EXPECT_EQ(c.optim_d.lr, 5e-5f);
+  EXPECT_EQ(c.optim_g.beta1, Config{}.optim_g.beta1);  // optim.d.lr leaves optim.g alone
+  EXPECT_EQ(c.optim_g.lr, 1e-3f);                      // and optim.g.lr leaves optim.d alone
+  EXPECT_EQ(c.train.max_minutes, 2.25);
+  EXPECT_EQ(c.run.seed, 42);
+}
+
+TEST(ConfigOverrides, ApplyAfterTheFileInOrder) {
+  const std::string yaml = "train:\n  batch_size: 32\n  epochs: 5\n";
+  Config c = parse_config(yaml, "x.yaml", {"train.batch_size=16", "train.batch_size=8"});
+  EXPECT_EQ(c.train.batch_size, 8);
+  EXPECT_EQ(c.train.epochs, 5);
+  // A bad file value that an override replaces is never looked at.
+  Config fixed = parse_config("train:\n  batch_size: 0\n", "x.yaml", {"train.batch_size=4"});
+  EXPECT_EQ(fixed.train.batch_size, 4);
+  // The same works through load_config.
+  std::string path = write_temp("overrides.yaml", yaml);
+  EXPECT_EQ(load_config(path, {"train.epochs=9"}).train.epochs, 9);
+}
+
+TEST(ConfigOverrides, ValueTextIsAYamlScalar) {
+  Config c = parse_config("data:\n  path: /somewhere\n", "x.yaml",
+                          {" run.name = spaced ", "data.path=", "run.out_dir=a=b"});
+  EXPECT_EQ(c.run.name, "spaced");
+  EXPECT_EQ(c.data.path, "");  // empty value: the empty string
+  EXPECT_EQ(c.run.out_dir, "a=b");
+  EXPECT_EQ(parse_config("", "x.yaml", {"run.name=\"123\""}).run.name, "123");
+  EXPECT_EQ(parse_config("", "x.yaml", {"train.max_minutes=+0.5"}).train.max_minutes, 0.5);
+}
+
+TEST(ConfigOverrides, MalformedOverridesNameTheOverride) {
+  std::string e = parse_error("", {"train.batch_size"});
+  EXPECT_CONTAINS(e, "override 'train.batch_size'");
+  EXPECT_CONTAINS(e, "key.path=value");
+
+  e = parse_error("", {"=5"});
+  EXPECT_CONTAINS(e, "override '=5'");
+
+  e = parse_error("", {"optim.g.lrr=1e-3"});
+  EXPECT_CONTAINS(e, "override 'optim.g.lrr=1e-3'");
+  EXPECT_CONTAINS(e, "unknown key 'optim.g.lrr'");
+  EXPECT_CONTAINS(e, "did you mean 'optim.g.lr'?");
+
+  e = parse_error("", {"optim.g=adam"});
+  EXPECT_CONTAINS(e, "override 'optim.g=adam'");
+  EXPECT_CONTAINS(e, "section");
+
+  e = parse_error("", {"train.batch_size=abc"});
+  EXPECT_CONTAINS(e, "override 'train.batch_size=abc'");
+  EXPECT_CONTAINS(e, "key train.batch_size: expected an integer, got 'abc'");
+
+  e = parse_error("", {"model.nz=0"});
+  EXPECT_CONTAINS(e, "override 'model.nz=0'");
+  EXPECT_CONTAINS(e, "must be >= 1, got 0");
+
+  e = parse_error("", {"model.nz=[1, 2]"});
+  EXPECT_CONTAINS(e, "key model.nz");
+  EXPECT_CONTAINS(e, "got a list");
+
+  e = parse_error("", {"data.path=[unclosed"});
+  EXPECT_CONTAINS(e, "override 'data.path=[unclosed'");
+  EXPECT_CONTAINS(e, "malformed");
+}
+
+// ---- errors from files -------------------------------------------------------------------------
+
+TEST(ConfigErrors, MissingFileNamesIt) {
+  std::string missing = ::testing::TempDir() + "/gt_test_config_does_not_exist.yaml";
+  std::string e = user_error_of([&] { load_config(missing); });
+  EXPECT_CONTAINS(e, missing);
+  EXPECT_CONTAINS(e, "does not exist");
+
+  std::string dir = ::testing::TempDir();
+  e = user_error_of([&] { load_config(dir); });
+  EXPECT_CONTAINS(e, dir);
+  EXPECT_CONTAINS(e, "directory");
+}
+
+TEST(ConfigErrors, UnreadableFileNamesIt) {
+  if (geteuid() == 0) GTEST_SKIP() << "root can read a file without read permission";
+  std::string path = write_temp("unreadable.yaml", "run:\n  seed: 1\n");
+  std::filesystem::permissions(path, std::filesystem::perms::none);
+  std::string e = user_error_of([&] { load_config(path); });
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  EXPECT_CONTAINS(e, path);
+}
+
+TEST(ConfigErrors, MalformedYamlGivesFileLineColumnAndReason) {
+  std::string path = write_temp("malformed.yaml", "run:\n  seed: 1\nmodel:\n  nz: [1, 2\n");
+  std::string e = user_error_of([&] { load_config(path); });
+  EXPECT_CONTAINS(e, path + ":");
+  EXPECT_CONTAINS(e, "malformed YAML");
+  // yaml-cpp's own reason follows; the exact line depends on where it gives up, past line 3.
+  EXPECT_CONTAINS(e, "sequence");
+  std::string line_col = e.substr(path.size() + 1);
+  EXPECT_GE(std::stoi(line_col), 4) << e;
+
+  e = parse_error("run:\n  seed: 1\n   bad indent: 2\n");
+  EXPECT_CONTAINS(e, "bad.yaml:3:");
+}
+
+TEST(ConfigErrors, UnknownKeyNamesFullPathWithSuggestion) {
+  std::string e = parse_error("optim:\n  g:\n    lrr: 0.1\n");
+  EXPECT_CONTAINS(e, "bad.yaml:3:5");  // where the key is written
+  EXPECT_CONTAINS(e, "unknown key 'optim.g.lrr'");
+  EXPECT_CONTAINS(e, "did you mean 'optim.g.lr'?");
+
+  e = parse_error("modle:\n  nz: 5\n");
+  EXPECT_CONTAINS(e, "'modle'");
+  EXPECT_CONTAINS(e, "did you mean 'model'?");
+
+  e = parse_error("", {"modle.nz=5"});
+  EXPECT_CONTAINS(e, "unknown key 'modle.nz'");
+  EXPECT_CONTAINS(e, "did you mean 'model.nz'?");
+
+  e = parse_error("train:\n  seed: 5\n");  // right name, wrong section
+  EXPECT_CONTAINS(e, "unknown key 'train.seed'");
+  EXPECT_CONTAINS(e, "did you mean 'run.seed'?");
+
+  e = parse_error("optim:\n  lr: 0.1\n");  // ambiguous: both optimizers have it
+  EXPECT_CONTAINS(e, "'optim.g.lr'");
+  EXPECT_CONTAINS(e, "'optim.d.lr'");
+
+  e = parse_error("train:\n  completely_unrelated_setting: 1\n");
+  EXPECT_CONTAINS(e, "unknown key 'train.completely_unrelated_setting'");
+  EXPECT_LACKS(e, "did you mean");
+}
+
+TEST(ConfigErrors, WrongTypeNamesKeyAndValue) {
+  std::string e = parse_error("train:\n  batch_size: abc\n");
+  EXPECT_CONTAINS(e, "bad.yaml:2:15");
+  EXPECT_CONTAINS(e, "key train.batch_size: expected an integer, got 'abc'");
+
+  EXPECT_CONTAINS(parse_error("model:\n  nz: 1.5\n"), "key model.nz: expected an integer, got '1.5'");
+  EXPECT_CONTAINS(parse_error("optim:\n  d:\n    lr: fast\n"), "key optim.d.lr: expected a number, got 'fast'");
+  EXPECT_CONTAINS(parse_error("data:\n  flip: maybe\n"), "key data.flip: expected true or false, got 'maybe'");
+  EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: .nan\n"), "key optim.g.lr");
+  EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: 1e60\n"), "key optim.g.lr");
+  EXPECT_CONTAINS(parse_error("model:\n  nz: 3000000000\n"), "key model.nz");  // beyond a 32-bit int
+  EXPECT_CONTAINS(parse_error("run:\n  name:\n"), "key run.name has no value");
+}
+
+TEST(ConfigErrors, OutOfRangeNamesKeyRuleAndValue) {
+  EXPECT_CONTAINS(parse_error("train:\n  batch_size: 0\n"), "key train.batch_size must be >= 1, got 0");
+  EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: 0\n"), "key optim.g.lr must be > 0, got 0");
+  EXPECT_CONTAINS(parse_error("optim:\n  d:\n    beta2: 1\n"), "key optim.d.beta2 must be in [0, 1), got 1");
+  EXPECT_CONTAINS(parse_error("run:\n  threads: -1\n"), "key run.threads must be >= 0, got -1");
+  EXPECT_CONTAINS(parse_error("model:\n  resolution: 48\n"), "key model.resolution must be one of 32, 64, 128, got 48");
+  EXPECT_CONTAINS(parse_error("model:\n  channels: 2\n"), "key model.channels");
+  EXPECT_CONTAINS(parse_error("run:\n  device: gpu\n"), "key run.device must be one of cpu, cuda, auto, got 'gpu'");
+  EXPECT_CONTAINS(parse_error("optim:\n  g:\n    name: adamw\n"), "key optim.g.name must be one of adam, rmsprop, sgd");
+  EXPECT_CONTAINS(parse_error("run:\n  name: a/b\n"), "key run.name");
+
+  std::string e = parse_error("data:\n  source: fashion_mnist\n");
+  EXPECT_CONTAINS(e, "bad.yaml:2:11");
+  EXPECT_CONTAINS(e, "key data.source must be one of synthetic, fashion-mnist, got 'fashion_mnist'");
+  EXPECT_CONTAINS(e, "did you mean 'fashion-mnist'?");
+}
+
+TEST(ConfigErrors, StructureProblemsNameTheKey) {
+  std::string e = parse_error("run: 5\n");
+  EXPECT_CONTAINS(e, "bad.yaml:1:6");
+  EXPECT_CONTAINS(e, "section 'run' must be a map");
+
+  e = parse_error("optim:\n  g: [adam]\n");
+  EXPECT_CONTAINS(e, "section 'optim.g' must be a map");
+
+  e = parse_error("run:\n  seed: {value: 5}\n");
+  EXPECT_CONTAINS(e, "key run.seed");
+  EXPECT_CONTAINS(e, "got a map");
+
+  e = parse_error("model:\n  nz:\n    - 1\n    - 2\n");
+  EXPECT_CONTAINS(e, "key model.nz");
+  EXPECT_CONTAINS(e, "got a list");
+
+  e = parse_error("- run\n- model\n");
+  EXPECT_CONTAINS(e, "bad.yaml");
+  EXPECT_CONTAINS(e, "top level");
+
+  e = parse_error("run:\n  seed: 1\n  seed: 2\n");
+  EXPECT_CONTAINS(e, "bad.yaml:3:3");
+  EXPECT_CONTAINS(e, "'run.seed' appears twice");
+
+  e = parse_error("run:\n  seed: 1\n---\nrun:\n  seed: 2\n");
+  EXPECT_CONTAINS(e, "bad.yaml");
+  EXPECT_CONTAINS(e, "2 YAML documents");
+}
+
+TEST(ConfigErrors, MessagesAreSingleLines) {
+  for (const std::string& e : {parse_error("optim:\n  g:\n    lrr: 1\n"), parse_error("run: [\n"),
+                               parse_error("train:\n  batch_size: -3\n"), parse_error("", {"nonsense"})}) {
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+}
+
+// ---- round trip --------------------------------------------------------------------------------
+
+TEST(ConfigRoundTrip, EveryFieldSurvivesExactly) {
+  const Config original = all_fields_changed();
+  const std::string yaml = config_to_yaml(original);
+  const Config parsed = parse_config(yaml, "resolved.yaml");
+  expect_same_config(parsed, original);
+  EXPECT_EQ(config_to_yaml(parsed), yaml);  // and writing it again changes nothing
+  expect_same_config(parse_config(config_to_yaml(Config{}), "defaults.yaml"), Config{});
+}
+
+TEST(ConfigRoundTrip, OutputIsTheNestedLayoutWithEveryKey) {
+  const Config original = all_fields_changed();
+  YAML::Node root = YAML::Load(config_to_yaml(original));
+  ASSERT_TRUE(root.IsMap());
+  EXPECT_EQ(root["optim"]["g"]["name"].as<std::string>(), "rmsprop");
+  EXPECT_EQ(root["optim"]["d"]["name"].as<std::string>(), "sgd");
+  EXPECT_EQ(root["run"]["name"].as<std::string>(), original.run.name);
+  EXPECT_EQ(root["data"]["path"].as<std::string>(), original.data.path);
+  EXPECT_EQ(root["train"]["batch_size"].as<int64_t>(), 4097);
+  for (const ConfigKeyInfo& key : config_schema()) {
+    YAML::Node node = root;
+    std::stringstream parts(key.path);
+    for (std::string part; std::getline(parts, part, '.');) node.reset(node[part]);
+    EXPECT_TRUE(node.IsScalar()) << key.path;
+  }
+  size_t top_level = 0;
+  for (auto it = root.begin(); it != root.end(); ++it) ++top_level;
+  EXPECT_EQ(top_level, 7u);
+}
+
+TEST(ConfigRoundTrip, RandomFloatsAreExact) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> float_bits(1, 0x7f7fffffu);  // every positive finite float
+  std::uniform_int_distribution<uint64_t> double_bits(0, 0x7fefffffffffffffull);
+  for (int i = 0; i < 2000; ++i) {
+    Config c;
+    c.optim_g.lr = std::bit_cast<float>(float_bits(rng));
+    c.optim_d.weight_decay = std::bit_cast<float>(float_bits(rng));
+    c.train.max_minutes = std::bit_cast<double>(double_bits(rng));
+    Config back = parse_config(config_to_yaml(c), "random.yaml");
+    ASSERT_EQ(std::bit_cast<uint32_t>(back.optim_g.lr), std::bit_cast<uint32_t>(c.optim_g.lr)) << c.optim_g.lr;
+    ASSERT_EQ(std::bit_cast<uint32_t>(back.optim_d.weight_decay), std::bit_cast<uint32_t>(c.optim_d.weight_decay));
+    ASSERT_EQ(std::bit_cast<uint64_t>(back.train.max_minutes), std::bit_cast<uint64_t>(c.train.max_minutes));
+  }
+}
+
+// ---- documentation -----------------------------------------------------------------------------
+
+TEST(ConfigDocs, EveryKeyIsDocumentedWithDefaultAndRange) {
+  const std::string docs = read_text(kSourceDir + "/docs/config.md");
+  ASSERT_FALSE(docs.empty()) << "docs/config.md is missing";
+  for (const ConfigKeyInfo& key : config_schema()) {
+    SCOPED_TRACE(key.path);
+    // The key's row in a table: "| `optim.g.lr` | float | `0.0002` | > 0 | ... |".
+    const std::string needle = "| `" + key.path + "` |";
+    size_t at = docs.find(needle);
+    ASSERT_NE(at, std::string::npos) << "docs/config.md has no table row for `" << key.path << "`";
+    size_t line_start = docs.rfind('\n', at) + 1;
+    std::string row = docs.substr(line_start, docs.find('\n', at) - line_start);
+    EXPECT_CONTAINS(row, "`" + key.default_value + "`");
+    EXPECT_CONTAINS(row, key.allowed);
+    EXPECT_CONTAINS(row, key.type);
+  }
+}
+
+}  // namespace
+}  // namespace gt
