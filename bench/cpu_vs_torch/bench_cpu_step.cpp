@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "core/version.h"
 #include "nn/dcgan.h"
 #include "train/gan_step.h"
 #include "train/optim.h"
@@ -91,8 +92,8 @@ void write_json(const BenchOptions& o, int threads, const Timings& t) {
   nlohmann::json j;
   j["benchmark"] = "dcgan_train_step";
   j["backend"] = "gantrain-cpu";
-  j["version"] = GT_VERSION;
-  j["git_rev"] = GT_GIT_REV;
+  j["version"] = gt::version();
+  j["git_rev"] = gt::git_revision();
   j["config"] = {{"resolution", o.spec.resolution}, {"channels", o.spec.channels}, {"nz", o.spec.nz},
                  {"g_width", o.spec.g_width},       {"d_width", o.spec.d_width},   {"batch", o.batch},
                  {"optimizer", "adam"},             {"label", config_label(o)}};

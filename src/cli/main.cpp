@@ -7,11 +7,12 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"gantrain: data-parallel GAN training (DCGAN, ...) on CPUs and GPUs"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(GT_VERSION) + " (" + GT_GIT_REV + ")");
+  app.set_version_flag("--version", std::string(gt::version()) + " (" + gt::git_revision() + ")");
 
   gt::TrainArgs train_args;
   auto* train = app.add_subcommand("train", "train a GAN from a YAML config");

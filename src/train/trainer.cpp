@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include "core/rng.h"
+#include "core/version.h"
 #include "data/image_source.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
@@ -119,7 +120,7 @@ TrainSummary train(const Config& cfg) {
   MetricsWriter metrics(sum.metrics_path);
   Console con((fs::path(sum.run_dir) / "train.log").string());
 
-  con.line("gantrain {} ({}) | run {} | cpu, {} threads", GT_VERSION, GT_GIT_REV, sum.run_dir, threads);
+  con.line("gantrain {} ({}) | run {} | cpu, {} threads", version(), git_revision(), sum.run_dir, threads);
   con.line("data: {}", source->describe());
   con.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", spec.channels, spec.resolution, spec.resolution,
            spec.nz, G.param_count(), D.param_count());
@@ -143,7 +144,7 @@ TrainSummary train(const Config& cfg) {
     ck.meta.seed = cfg.run.seed;
     ck.meta.resolution = spec.resolution;
     ck.meta.config_yaml = config_yaml;
-    ck.meta.code_version = std::string(GT_VERSION) + "+" + GT_GIT_REV;
+    ck.meta.code_version = std::string(version()) + "+" + git_revision();
     // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
     ck.meta.ints["data_cursor_step"] = step;
     export_state_dict(G, "G/params", ck.groups);

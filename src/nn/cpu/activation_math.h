@@ -11,8 +11,16 @@ GT_HD float relu_value(float x) { return x < 0.f ? 0.f : x; }
 // PyTorch's threshold_backward: the gradient passes where the output is positive.
 GT_HD float relu_grad(float dy, float y) { return y > 0.f ? dy : 0.f; }
 
-GT_HD float leaky_relu_value(float x, float slope) { return x > 0.f ? x : x * slope; }
-GT_HD float leaky_relu_grad(float dy, float x, float slope) { return x > 0.f ? dy : dy * slope; }
+// x > 0 ? x : x * slope, written as two selects of a value or zero (exact: v + 0 == v) because GCC will not
+// vectorize a conditional multiply under its default -ftrapping-math. NaN still gives NaN.
+GT_HD float leaky_relu_value(float x, float slope) {
+  const float pos = x > 0.f ? x : 0.f, neg = x > 0.f ? 0.f : x;
+  return pos + neg * slope;
+}
+GT_HD float leaky_relu_grad(float dy, float x, float slope) {
+  const float pos = x > 0.f ? dy : 0.f, neg = x > 0.f ? 0.f : dy;
+  return pos + neg * slope;
+}
 
 GT_HD float tanh_value(float x) { return tanhf(x); }
 // From the output, as PyTorch's tanh_backward: d tanh = 1 - y^2.

@@ -24,6 +24,13 @@ inline int conv_transpose_out_size(int in, int kernel, int stride, int padding) 
   return (in - 1) * stride - 2 * padding + kernel;
 }
 
+// ---- GEMM -----------------------------------------------------------------------------------------
+// Row-major C[M, N] = alpha * op(A) * op(B) + beta * C, split by blocks of C over the OpenMP threads.
+// OpenBLAS itself is switched to one thread (once per process): its own spinning thread pool next to
+// OpenMP's starves both on a small machine, so every parallel loop of the CPU backend uses OpenMP.
+void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+           int ldb, float beta, float* C, int ldc);
+
 // ---- layout helpers -----------------------------------------------------------------------------
 // cols[(c*K + kh)*K + kw][(n*OH + oh)*OW + ow] = image[n][c][oh*stride - pad + kh][ow*stride - pad + kw]
 // (zero outside the image). cols is [C*K*K, N*OH*OW]: one GEMM then covers the whole batch.

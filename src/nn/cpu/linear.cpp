@@ -1,5 +1,4 @@
 // Linear layer (y = x W^T + b, PyTorch layout weight [out, in]) and its GEMM kernels.
-#include <cblas.h>
 
 #include <string>
 #include <vector>
@@ -12,7 +11,7 @@ namespace gt {
 namespace cpu {
 
 void linear_forward(float* out, const float* in, const float* weight, const float* bias, int N, int IN, int OUT) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.f, in, IN, weight, IN, 0.f, out, OUT);
+  sgemm(false, true, N, OUT, IN, 1.f, in, IN, weight, IN, 0.f, out, OUT);
   if (!bias) return;
   for (int n = 0; n < N; ++n)
     for (int o = 0; o < OUT; ++o) out[static_cast<int64_t>(n) * OUT + o] += bias[o];
@@ -21,7 +20,7 @@ void linear_forward(float* out, const float* in, const float* weight, const floa
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                      const float* weight, int N, int IN, int OUT) {
   // dweight [OUT, IN] += dout[N, OUT]^T * in [N, IN]
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.f, dout, OUT, in, IN, 1.f, dweight, IN);
+  sgemm(true, false, OUT, IN, N, 1.f, dout, OUT, in, IN, 1.f, dweight, IN);
   if (dbias) {
     for (int o = 0; o < OUT; ++o) {
       double s = 0.0;
@@ -31,7 +30,7 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
   }
   // dinp [N, IN] = dout [N, OUT] * weight [OUT, IN]
   if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.f, dout, OUT, weight, IN, 0.f, dinp, IN);
+    sgemm(false, false, N, IN, OUT, 1.f, dout, OUT, weight, IN, 0.f, dinp, IN);
 }
 
 }  // namespace cpu
