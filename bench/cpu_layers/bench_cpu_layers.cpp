@@ -28,7 +28,9 @@ class Stopwatch {
 
  private:
   double now() const {
-    if (!cpu_) return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    if (!cpu_) {
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    }
     timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
@@ -63,7 +65,8 @@ Options parse(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--json")) o.json = value("--json");
     else if (!std::strcmp(argv[i], "--clock")) o.clock = value("--clock");
     else {
-      std::fprintf(stderr, "usage: bench_cpu_layers [--batch N] [--iters N] [--warmup N] [--clock wall|cpu] [--json FILE]\n");
+      std::fprintf(stderr,
+                   "usage: bench_cpu_layers [--batch N] [--iters N] [--warmup N] [--clock wall|cpu] [--json FILE]\n");
       std::exit(2);
     }
   }
@@ -193,8 +196,9 @@ int main(int argc, char** argv) {
   gt::Tensor real = random_tensor({o.batch, kChannels, kImage, kImage}, rng, 0.f, 0.5f);
   gt::Tensor dlogits = random_tensor({o.batch, 1, 1, 1}, rng, 0.f, 1.f / o.batch);
 
-  std::printf("# bench_cpu_layers: DCGAN %dx%dx%d, nz %d, ngf=ndf=%d, batch %d; threads: OpenMP %d, OpenBLAS %d\n",
-              kImage, kImage, kChannels, kNz, kWidth, o.batch, omp_get_max_threads(), openblas_get_num_threads());
+  std::printf("# bench_cpu_layers: DCGAN %dx%dx%d, nz %d, ngf=ndf=%d, batch %d; %d OpenMP threads (GEMMs are split "
+              "over them, OpenBLAS runs single-threaded inside)\n",
+              kImage, kImage, kChannels, kNz, kWidth, o.batch, omp_get_max_threads());
   std::printf("# %d timed iterations after %d warm-up; %s-clock ms, means per call\n", o.iters, o.warmup,
               o.clock.c_str());
 

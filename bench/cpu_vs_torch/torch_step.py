@@ -124,6 +124,7 @@ def main():
             "threads": torch.get_num_threads(), "warmup_steps": args.warmup, "timed_steps": args.steps,
             "ms_per_step": {"median": median, "min": min(times_ms), "max": max(times_ms), "all": times_ms},
             "images_per_second": args.batch / (median / 1000.0),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

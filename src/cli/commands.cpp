@@ -1,4 +1,4 @@
-// Implementations of train, sample and info.
+// Implementations of train, sample, info and ingest.
 #include "cli/commands.h"
 
 #include <cmath>
@@ -6,6 +6,7 @@
 
 #include "config/config.h"
 #include "core/rng.h"
+#include "data/ingest.h"
 #include "io/checkpoint.h"
 #include "io/h5_tensors.h"
 #include "io/image.h"
@@ -103,6 +104,19 @@ int cmd_sample(const SampleArgs& a) {
     save_tensors_h5(a.out, {{"z", z}, {"images", images}});
   }
   fmt::print("wrote {} samples from {} (step {}) to {}\n", a.n, a.checkpoint, ck.meta.step, a.out);
+  return 0;
+}
+
+int cmd_ingest(const IngestArgs& a) {
+  IngestOptions options;
+  options.from = a.from;
+  options.out = a.out;
+  options.size = a.size;
+  options.channels = a.channels;
+  options.crop = a.crop;
+  options.threads = a.threads;
+  const IngestReport report = ingest(options);
+  fmt::print("{}", format_report(report));
   return 0;
 }
 

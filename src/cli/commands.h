@@ -19,6 +19,10 @@ struct SampleArgs {
 struct InfoArgs {
   std::string config, file;
 };
+struct IngestArgs {
+  std::string from, out, crop = "center";
+  int size = 0, channels = 0, threads = 0;
+};
 
 // Exit code of a run stopped by SIGINT/SIGTERM after its checkpoint was written (docs/user-guide.md).
 constexpr int kExitStoppedBySignal = 3;
@@ -26,5 +30,6 @@ constexpr int kExitStoppedBySignal = 3;
 int cmd_train(const TrainArgs& a);
 int cmd_sample(const SampleArgs& a);
 int cmd_info(const InfoArgs& a);
+int cmd_ingest(const IngestArgs& a);
 
 }  // namespace gt

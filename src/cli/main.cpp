@@ -1,4 +1,4 @@
-// gantrain command line: train, sample, info. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.
+// gantrain command line: train, sample, info, ingest. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -32,6 +32,15 @@ int main(int argc, char** argv) {
   info->add_option("--config", info_args.config, "YAML config: print the model and parameter counts");
   info->add_option("file", info_args.file, "checkpoint or dataset .h5");
 
+  gt::IngestArgs ingest_args;
+  auto* ingest = app.add_subcommand("ingest", "build a dataset .h5 from a folder of JPEG/PNG images or Fashion-MNIST");
+  ingest->add_option("--from", ingest_args.from, "folder of .jpg/.jpeg/.png (recursive), or fashion-mnist[:DIR]")->required();
+  ingest->add_option("--out", ingest_args.out, "dataset file to write, e.g. data/celeba64.h5")->required();
+  ingest->add_option("--size", ingest_args.size, "images become SIZE x SIZE pixels")->required();
+  ingest->add_option("--channels", ingest_args.channels, "1 (gray) or 3 (RGB); default 3 for folders, 1 for fashion-mnist");
+  ingest->add_option("--crop", ingest_args.crop, "center (largest centered square) or x,y,w,h, e.g. 25,50,128,128 for CelebA");
+  ingest->add_option("--threads", ingest_args.threads, "decoding threads (default: one per core)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -43,6 +52,7 @@ int main(int argc, char** argv) {
     if (*train) return gt::cmd_train(train_args);
     if (*sample) return gt::cmd_sample(sample_args);
     if (*info) return gt::cmd_info(info_args);
+    if (*ingest) return gt::cmd_ingest(ingest_args);
   } catch (const gt::UserError& e) {
     std::fprintf(stderr, "gantrain: error: %s\n", e.what());
     return 2;

@@ -28,10 +28,12 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  std::string source = "synthetic";  // synthetic | fashion-mnist
-  std::string path = "";             // fashion-mnist: directory of the IDX files ("" = the Debian package's)
+  std::string source = "synthetic";  // synthetic | fashion-mnist | hdf5
+  std::string path = "";             // fashion-mnist: directory of the IDX files ("" = the Debian package's); hdf5: the .h5 file
   int64_t synthetic_count = 4096;    // synthetic: number of images
   bool flip = false;                 // random horizontal flips
+  int prefetch_batches = 4;          // batches the loader reads ahead on its threads; 0 = read on the training thread
+  int loader_threads = 1;            // batches read at the same time, each by its own thread
 };
 
 struct TrainConfig {

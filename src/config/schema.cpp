@@ -118,14 +118,20 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"model.init_std", GT_BIND(model.init_std), above(0),
                "Standard deviation of the normal weight init (DCGAN uses 0.02)."});
   // data
-  k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist"}),
-               "Training images: synthetic (generated patterns, no files) or fashion-mnist (IDX files)."});
+  k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist", "hdf5"}),
+               "Training images: synthetic (generated patterns, no files), fashion-mnist (IDX files) or hdf5 "
+               "(a dataset file made by gantrain ingest)."});
   k.push_back({"data.path", GT_BIND(data.path), any_value(),
-               "fashion-mnist: directory of the IDX files; empty = /usr/share/datasets/fashion-mnist."});
+               "fashion-mnist: directory of the IDX files, empty = /usr/share/datasets/fashion-mnist; "
+               "hdf5: the .h5 dataset file."});
   k.push_back({"data.synthetic_count", GT_BIND(data.synthetic_count), at_least(1),
                "synthetic: number of images in the dataset."});
   k.push_back({"data.flip", GT_BIND(data.flip), any_value(),
                "Flip real images horizontally at random (p = 0.5)."});
+  k.push_back({"data.prefetch_batches", GT_BIND(data.prefetch_batches), at_least(0),
+               "Batches the loader reads ahead of the training step; 0 = read each batch on the training thread."});
+  k.push_back({"data.loader_threads", GT_BIND(data.loader_threads), at_least(1),
+               "Threads that read and convert batches, each its own batch (at most data.prefetch_batches)."});
   // train
   k.push_back({"train.batch_size", GT_BIND(train.batch_size), at_least(1),
                "Global batch size: images per step over all ranks."});

@@ -1,11 +1,15 @@
-// Synthetic and Fashion-MNIST image sources, the epoch permutation and batch assembly.
+// Synthetic, Fashion-MNIST and HDF5 dataset image sources, pixel conversion, the epoch permutation and batch assembly.
 #include "data/image_source.h"
 
+#include <hdf5.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "config/config.h"
 #include "core/rng.h"
+#include "data/dataset_h5.h"
 #include "io/idx.h"
 
 namespace gt {
@@ -90,13 +94,124 @@ class FashionMnistSource final : public ImageSource {
   int channels_, res_;
 };
 
+// A gantrain dataset file (docs/formats.md): uint8 HWC images converted on the fly.
+class Hdf5Source final : public ImageSource {
+ public:
+  Hdf5Source(const std::string& path, int channels, int resolution)
+      : reader_(DatasetReader::open(path)), channels_(channels), res_(resolution) {
+    check_dataset_fits_model(reader_.info(), channels, resolution);
+  }
+  std::string describe() const override {
+    const DatasetInfo& info = reader_.info();
+    std::string s = "HDF5 " + info.describe();
+    if (info.channels == 1 && channels_ == 3) s += " (gray repeated over RGB)";
+    return s;
+  }
+  int64_t size() const override { return reader_.size(); }
+  int channels() const override { return channels_; }
+  int resolution() const override { return res_; }
+  void get(int64_t index, float* out) const override {
+    std::vector<uint8_t> pixels(reader_.info().sample_bytes());
+    reader_.read_range(index, 1, pixels.data());
+    hwc_u8_to_chw_f32(pixels.data(), res_, res_, reader_.info().channels, channels_, false, out);
+  }
+  // Reads and converts in groups of about 1 MiB of pixels: the bytes are still in cache when they are
+  // converted, and the staging memory stays small whatever the batch (and private to each caller).
+  void get_many(std::span<const int64_t> indices, std::span<const uint8_t> flips, float* out) const override {
+    GT_CHECK(flips.empty() || flips.size() == indices.size(), "{} flips for {} images", flips.size(), indices.size());
+    const size_t in_bytes = reader_.info().sample_bytes();
+    const int64_t out_floats = static_cast<int64_t>(channels_) * res_ * res_;
+    const size_t group = std::clamp<size_t>((size_t{1} << 20) / in_bytes, 1, std::max<size_t>(indices.size(), 1));
+    std::vector<uint8_t> staging(group * in_bytes);
+    for (size_t first = 0; first < indices.size(); first += group) {
+      const size_t n = std::min(group, indices.size() - first);
+      reader_.read_images(indices.subspan(first, n), staging.data());
+      for (size_t i = 0; i < n; ++i)
+        hwc_u8_to_chw_f32(staging.data() + i * in_bytes, res_, res_, reader_.info().channels, channels_,
+                          !flips.empty() && flips[first + i], out + static_cast<int64_t>(first + i) * out_floats);
+    }
+  }
+  bool background_safe() const override {
+    hbool_t threadsafe = false;
+    return H5is_library_threadsafe(&threadsafe) >= 0 && threadsafe;
+  }
+
+ private:
+  DatasetReader reader_;
+  int channels_, res_;
+};
+
+void mirror_rows(float* chw, int channels, int resolution) {
+  for (int row = 0; row < channels * resolution; ++row)
+    std::reverse(chw + static_cast<int64_t>(row) * resolution, chw + static_cast<int64_t>(row + 1) * resolution);
+}
+
+// v / 127.5 - 1 for every byte value, so conversion is one load per pixel.
+constexpr std::array<float, 256> kByteToUnit = [] {
+  std::array<float, 256> table{};
+  for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v) / 127.5f - 1.f;
+  return table;
+}();
+
+// One pass over the source pixels, writing OUT planes at once; channel counts as template arguments
+// let the compiler unroll the inner loop. Memory-bound: about 0.5 ns per output float on one core.
+template <int IN, int OUT>
+void convert_rows(const uint8_t* hwc, int height, int width, bool flip, float* chw) {
+  const int64_t plane = static_cast<int64_t>(height) * width;
+  for (int y = 0; y < height; ++y) {
+    const uint8_t* row = hwc + static_cast<int64_t>(y) * width * IN;
+    float* dst = chw + static_cast<int64_t>(y) * width;
+    for (int x = 0; x < width; ++x) {
+      const uint8_t* px = row + (flip ? width - 1 - x : x) * IN;
+      for (int c = 0; c < OUT; ++c) dst[c * plane + x] = kByteToUnit[px[IN == 1 ? 0 : c]];
+    }
+  }
+}
+
 }  // namespace
+
+void ImageSource::get_many(std::span<const int64_t> indices, std::span<const uint8_t> flips, float* out) const {
+  GT_CHECK(flips.empty() || flips.size() == indices.size(), "{} flips for {} images", flips.size(), indices.size());
+  const int c = channels(), r = resolution();
+  const int64_t per = static_cast<int64_t>(c) * r * r;
+  for (size_t i = 0; i < indices.size(); ++i) {
+    float* img = out + static_cast<int64_t>(i) * per;
+    get(indices[i], img);
+    if (!flips.empty() && flips[i]) mirror_rows(img, c, r);
+  }
+}
+
+bool flip_drawn(uint64_t seed, int64_t step, int64_t position) {
+  float u;
+  const uint64_t global_sample = static_cast<uint64_t>(step) * 4294967296ull + static_cast<uint64_t>(position);
+  fill_uniform(&u, 1, 0.f, 1.f, seed, RngStream::flip, global_sample);
+  return u >= 0.5f;
+}
+
+void hwc_u8_to_chw_f32(const uint8_t* hwc, int height, int width, int in_channels, int out_channels, bool flip,
+                       float* chw) {
+  GT_CHECK(in_channels == out_channels || (in_channels == 1 && out_channels == 3), "{} channels to {}", in_channels,
+           out_channels);
+  if (in_channels == 3) return convert_rows<3, 3>(hwc, height, width, flip, chw);
+  if (in_channels == 1 && out_channels == 1) return convert_rows<1, 1>(hwc, height, width, flip, chw);
+  if (in_channels == 1) return convert_rows<1, 3>(hwc, height, width, flip, chw);
+  const int64_t plane = static_cast<int64_t>(height) * width;  // other channel counts: plain loops
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x)
+      for (int c = 0; c < out_channels; ++c)
+        chw[c * plane + y * width + x] = kByteToUnit[hwc[(y * width + (flip ? width - 1 - x : x)) * in_channels + c]];
+}
 
 std::unique_ptr<ImageSource> open_image_source(const DataConfig& cfg, int channels, int resolution, uint64_t seed) {
   if (cfg.source == "synthetic") return std::make_unique<SyntheticSource>(cfg.synthetic_count, channels, resolution, seed);
   if (cfg.source == "fashion-mnist")
     return std::make_unique<FashionMnistSource>(cfg.path.empty() ? kFashionMnistDefaultDir : cfg.path, channels, resolution);
-  user_error("data.source '{}' is not a known source (synthetic, fashion-mnist)", cfg.source);
+  if (cfg.source == "hdf5") {
+    if (cfg.path.empty())
+      user_error("data.source is hdf5 but data.path is empty; set data.path to a dataset file made by gantrain ingest");
+    return std::make_unique<Hdf5Source>(cfg.path, channels, resolution);
+  }
+  user_error("data.source '{}' is not a known source (synthetic, fashion-mnist, hdf5)", cfg.source);
 }
 
 BatchPlan::BatchPlan(int64_t dataset_size, int64_t global_batch, uint64_t seed)
@@ -127,13 +242,7 @@ void load_batch(const ImageSource& src, BatchPlan& plan, int64_t step, int64_t f
   for (int64_t i = 0; i < count; ++i) {
     float* img = dst + i * per;
     src.get(idx[i], img);
-    if (!flip) continue;
-    float u;
-    const uint64_t global_sample = static_cast<uint64_t>(step) * 4294967296ull + static_cast<uint64_t>(first + i);
-    fill_uniform(&u, 1, 0.f, 1.f, seed, RngStream::flip, global_sample);
-    if (u < 0.5f) continue;
-    for (int ch = 0; ch < c; ++ch)
-      for (int y = 0; y < r; ++y) std::reverse(img + ch * r * r + y * r, img + ch * r * r + (y + 1) * r);
+    if (flip && flip_drawn(seed, step, first + i)) mirror_rows(img, c, r);
   }
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,18 @@ class ImageSource {
   virtual int resolution() const = 0;
   // Writes image `index` as f32 [C, R, R] in [-1, 1] into out.
   virtual void get(int64_t index, float* out) const = 0;
+  // Writes images `indices` as f32 [n, C, R, R] into out, image i mirrored left-right where flips[i]
+  // (flips is empty or as long as indices). Sources backed by files override it to batch their reads;
+  // the default calls get() one image at a time, on the calling thread.
+  virtual void get_many(std::span<const int64_t> indices, std::span<const uint8_t> flips, float* out) const;
+  // False where get/get_many must not run on a thread of its own beside other work of the process
+  // (an HDF5 library built without thread safety); the loader then reads on the caller's thread.
+  virtual bool background_safe() const { return true; }
 };
 
 // Builds the source named by data.source, shaped for the model (channels, resolution). Problems with
-// the data (missing files, wrong sizes) raise UserError naming the file.
+// the data (missing files, wrong sizes, an HDF5 dataset that does not fit the model) raise UserError
+// naming the file.
 std::unique_ptr<ImageSource> open_image_source(const DataConfig& cfg, int channels, int resolution, uint64_t seed);
 
 // Which samples a step uses: epoch order is permutation(seed, epoch); step k of an epoch takes
@@ -42,6 +51,15 @@ class BatchPlan {
   int64_t cached_epoch_ = -1;
   std::vector<int64_t> order_;
 };
+
+// Whether the image at global batch position `position` of `step` is flipped (when flips are on): a
+// draw keyed by (seed, step, position) only, so it does not depend on rank count or thread.
+bool flip_drawn(uint64_t seed, int64_t step, int64_t position);
+
+// One image from uint8 HWC (in_channels) to f32 CHW (out_channels) in [-1, 1] (v / 127.5 - 1),
+// mirrored left-right if flip. in_channels 1 with out_channels 3 repeats the gray value.
+void hwc_u8_to_chw_f32(const uint8_t* hwc, int height, int width, int in_channels, int out_channels, bool flip,
+                       float* chw);
 
 // Fills out [count, C, R, R] with the images of global batch positions [first, first+count) of step,
 // flipping horizontally where the flip draw for the global sample index says so (if flip).

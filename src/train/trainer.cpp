@@ -12,14 +12,13 @@
 #include "core/rng.h"
 #include "core/version.h"
 #include "data/image_source.h"
+#include "data/loader.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/metrics.h"
 #include "nn/dcgan.h"
 #include "train/gan_step.h"
 #include "train/model_state.h"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace gt {
 
@@ -81,8 +80,8 @@ struct RunningMeans {
 
 int set_cpu_threads(int threads) {
   const int n = threads > 0 ? threads : omp_get_num_procs();
+  // OpenBLAS itself stays single-threaded: the CPU engine splits GEMMs over OpenMP threads (nn/cpu/gemm.cpp).
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
   return n;
 }
 
@@ -97,6 +96,18 @@ TrainSummary train(const Config& cfg) {
   const int64_t B = cfg.train.batch_size;
   const int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * plan.steps_per_epoch();
   const int threads = set_cpu_threads(cfg.run.threads);
+  // One process is rank 0 of 1 for now; the distributed launcher passes its rank and world size here.
+  LoaderOptions loader_opt;
+  loader_opt.global_batch = B;
+  loader_opt.rank = 0;
+  loader_opt.world_size = 1;
+  loader_opt.prefetch_batches = cfg.data.prefetch_batches;
+  loader_opt.threads = cfg.data.loader_threads;
+  loader_opt.flip = cfg.data.flip;
+  loader_opt.seed = seed;
+  loader_opt.first_step = 0;
+  loader_opt.end_step = total_steps;
+  Loader loader(*source, loader_opt);
 
   Sequential G = make_dcgan_generator(spec);
   Sequential D = make_dcgan_discriminator(spec);
@@ -122,6 +133,12 @@ TrainSummary train(const Config& cfg) {
 
   con.line("gantrain {} ({}) | run {} | cpu, {} threads", version(), git_revision(), sum.run_dir, threads);
   con.line("data: {}", source->describe());
+  con.line("loader: {} images per step on this rank (positions {}..{}) | {}", loader.shard_size(),
+           loader.shard_first(), loader.shard_first() + loader.shard_size() - 1,
+           loader.threads() > 0
+               ? fmt::format("{} batches read ahead by {} thread{} ({:.1f} MiB at most)", cfg.data.prefetch_batches,
+                             loader.threads(), loader.threads() > 1 ? "s" : "", loader.memory_bytes_limit() / 1048576.0)
+               : std::string("read on the training thread"));
   con.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", spec.channels, spec.resolution, spec.resolution,
            spec.nz, G.param_count(), D.param_count());
   con.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", B,
@@ -159,7 +176,7 @@ TrainSummary train(const Config& cfg) {
   auto old_int = std::signal(SIGINT, on_stop_signal);
   auto old_term = std::signal(SIGTERM, on_stop_signal);
 
-  Tensor real({B, spec.channels, spec.resolution, spec.resolution});
+  Tensor real(loader.batch_shape());
   Tensor z({B, spec.nz});
   StepOptions step_opt;
   step_opt.clip_grad_norm = cfg.train.clip_grad_norm;
@@ -169,7 +186,7 @@ TrainSummary train(const Config& cfg) {
   auto t_window = t_start;
   int64_t step = 0;
   for (; step < total_steps; ++step) {
-    load_batch(*source, plan, step, 0, B, cfg.data.flip, seed, real);
+    loader.next(real);
     fill_noise(z.f32(), B, spec.nz, seed, static_cast<uint64_t>(step), 0);
     StepResult r = dcgan_train_step(models, real, z, step_opt);
     if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
@@ -221,7 +238,8 @@ TrainSummary train(const Config& cfg) {
   sum.images_per_second = step * B / std::max(seconds, 1e-9);
   write_samples(step);
   write_checkpoint(step);
-  con.line("done: {} steps in {} ({:.0f} img/s)", step, fmt_duration(seconds), sum.images_per_second);
+  con.line("done: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)", step, fmt_duration(seconds),
+           sum.images_per_second, loader.wait_seconds());
   con.line("samples:    {}", sum.samples_path);
   con.line("metrics:    {}", sum.metrics_path);
   con.line("checkpoint: {}", sum.checkpoint_path);

@@ -17,7 +17,7 @@ struct TrainSummary {
 // config_text is the resolved YAML saved to the run directory and to checkpoints.
 TrainSummary train(const Config& cfg);
 
-// Sets OpenMP and OpenBLAS threads (0 = all cores). Returns the number used.
+// Sets the CPU engine's OpenMP threads (0 = all cores). Returns the number used.
 int set_cpu_threads(int threads);
 
 }  // namespace gt

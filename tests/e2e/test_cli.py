@@ -39,6 +39,25 @@ def expect_user_error(exe, args, must_contain, out_dir):
     check(not os.path.exists(out_dir) or not os.listdir(out_dir), f"{args}: something was written to {out_dir}")
 
 
+def bad_hdf5_datasets(tmp):
+    """HDF5 files a 32x32 gray model must refuse, each with words its error must contain."""
+    import h5py
+    import numpy as np
+
+    def dataset(name, shape, dtype=np.uint8, key="images"):
+        path = os.path.join(tmp, name)
+        with h5py.File(path, "w") as f:
+            f.create_dataset(key, shape=shape, dtype=dtype)
+        return path
+
+    return [(dataset("layout.h5", (64, 32, 32, 1), key="pixels"), ["layout.h5", "no /images"]),
+            (dataset("rank3.h5", (64, 32, 32)), ["rank3.h5", "[N, H, W, C]"]),
+            (dataset("float.h5", (64, 32, 32, 1), np.float32), ["float.h5", "float32", "uint8"]),
+            (dataset("res16.h5", (64, 16, 16, 1)), ["res16.h5", "16x16", "model.resolution", "--size 32"]),
+            (dataset("rgb.h5", (64, 32, 32, 3)), ["rgb.h5", "model.channels"]),
+            (dataset("empty.h5", (0, 32, 32, 1)), ["empty.h5", "no images"])]
+
+
 def case_bad_input_exits_2(exe, src, tmp):
     tiny = os.path.join(src, "config/tiny.yaml")
     out = os.path.join(tmp, "runs")
@@ -54,6 +73,8 @@ def case_bad_input_exits_2(exe, src, tmp):
     expect_user_error(exe, ["train", "--config", tiny, od, "model.resolution=48"], ["model.resolution"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "data.source=fashion-mnist",
                             f"data.path={tmp}/no_such_dir"], ["no_such_dir"], out)
+    for path, words in bad_hdf5_datasets(tmp):  # tiny.yaml's model is 32x32 gray
+        expect_user_error(exe, ["train", "--config", tiny, od, "data.source=hdf5", f"data.path={path}"], words, out)
     expect_user_error(exe, ["train", "--config", tiny, od, "train.batch_size=100000"], ["train.batch_size"], out)
     expect_user_error(exe, ["sample", "--checkpoint", os.path.join(tmp, "nope.h5"), "--out", os.path.join(tmp, "x.png")],
                       ["nope.h5"], out)
@@ -136,6 +157,29 @@ def case_stop_on_sigterm(exe, src, tmp):
     check(len(ck) == 1 and ck[0].endswith(".h5"), f"checkpoints after SIGTERM: {ck}")
 
 
+def case_hdf5_dataset_train(exe, src, tmp):
+    """A dataset file in the documented layout (written here with h5py) trains, gray into RGB included."""
+    import h5py
+    import numpy as np
+    path = os.path.join(tmp, "gray32.h5")
+    rng = np.random.default_rng(3)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("images", shape=(40, 32, 32, 1), maxshape=(None, 32, 32, 1), chunks=(1, 32, 32, 1),
+                             dtype=np.uint8)
+        d[:] = rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8)
+        f["labels"] = np.arange(40, dtype=np.int64)
+        f.attrs.update({"format": "gantrain-dataset", "format_version": 1, "source": "e2e random", "count": 40,
+                        "height": 32, "width": 32, "channels": 1, "created_by": "test_cli.py"})
+    tiny = os.path.join(src, "config/tiny.yaml")
+    out = os.path.join(tmp, "runs")
+    for channels in ["1", "3"]:
+        r = run(exe, "train", "--config", tiny, f"run.out_dir={out}", f"run.name=h5_{channels}", "data.source=hdf5",
+                f"data.path={path}", f"model.channels={channels}", "data.flip=true", "train.max_steps=6")
+        check(r.returncode == 0, f"train on {path} (model.channels={channels}) failed: {r.stdout}\n{r.stderr}")
+        check("HDF5" in r.stdout and "40 images 32x32x1" in r.stdout, f"data line: {r.stdout}")
+        check(os.path.isfile(os.path.join(out, f"h5_{channels}", "checkpoints", "ckpt_00000006.h5")), "no checkpoint")
+
+
 def case_demo_smoke(exe, src, tmp):
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
         print("skip: Debian package dataset-fashion-mnist is not installed")
@@ -145,6 +189,171 @@ def case_demo_smoke(exe, src, tmp):
             "train.max_steps=4", "log.every_steps=2")
     check(r.returncode == 0, f"demo config failed: {r.stdout}\n{r.stderr}")
     check("Fashion-MNIST" in r.stdout and "60000" in r.stdout, f"data line missing: {r.stdout}")
+
+
+def png_bytes(pixels, level=6):
+    """A PNG of uint8 pixels [H, W] or [H, W, C] (C = 1..4), written with zlib alone (no PIL needed)."""
+    import struct
+    import zlib
+    import numpy as np
+    h, w = pixels.shape[:2]
+    c = 1 if pixels.ndim == 2 else pixels.shape[2]
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), pixels.reshape(h, w * c)], axis=1)  # filter byte 0 per row
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", w, h, 8, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) +
+            chunk(b"IEND", b""))
+
+
+def write_bytes(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def torch_resize(pixels_hwc, size):
+    """The oracle for ingest's resize: PyTorch's antialiased bilinear (PIL's filter), rounded to uint8."""
+    import numpy as np
+    import torch
+    t = torch.from_numpy(pixels_hwc.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+    r = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return np.clip(np.floor(r[0].permute(1, 2, 0).numpy() + 0.5), 0, 255).astype(np.uint8)
+
+
+def case_ingest_folder(exe, src, tmp):
+    import h5py
+    import numpy as np
+    rng = np.random.default_rng(0)
+    root = os.path.join(tmp, "photos")
+    originals = {}
+    for i in range(20):
+        h, w = 40 + 3 * i, 60 - i  # landscape and portrait, so the center crop differs
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        rel = f"{'sub/' if i % 2 else ''}img_{i:02d}.{'PNG' if i % 5 == 0 else 'png'}"
+        write_bytes(os.path.join(root, rel), png_bytes(img))
+        originals[rel] = img
+    write_bytes(os.path.join(root, "gray.png"), png_bytes(rng.integers(0, 256, (30, 30), dtype=np.uint8)))
+    write_bytes(os.path.join(root, "rgba.png"), png_bytes(rng.integers(0, 256, (30, 30, 4), dtype=np.uint8)))
+    write_bytes(os.path.join(root, "bad/notes.jpg"), b"not a picture\n")
+    write_bytes(os.path.join(root, "bad/empty.png"), b"")
+    whole = png_bytes(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8))
+    write_bytes(os.path.join(root, "bad/cut.png"), whole[:len(whole) // 2])
+    write_bytes(os.path.join(root, "README.txt"), b"about these photos\n")
+    out = os.path.join(tmp, "photos.h5")
+    r = run(exe, "ingest", "--from", root, "--out", out, "--size", "16", "--threads", "2")
+    check(r.returncode == 0, f"ingest failed ({r.returncode}): {r.stdout}\n{r.stderr}")
+    check("wrote 22 images of 16x16x3" in r.stdout, f"report: {r.stdout}")
+    for line in ["bad/notes.jpg: not an image", "bad/empty.png: empty", "bad/cut.png: truncated", "ignored 1 files"]:
+        check(line in r.stdout, f"report lacks {line!r}: {r.stdout}")
+    check("images/s" in r.stdout, f"no speed in the report: {r.stdout}")
+    check(r.stderr.count("ingest: ") >= 5, f"no progress lines on a non-terminal stderr: {r.stderr!r}")
+    check(not os.path.exists(out + ".tmp"), "temporary file left behind")
+    with h5py.File(out, "r") as f:
+        images = f["images"][()]
+        check("labels" not in f, "a folder has no labels")
+    check(images.shape == (22, 16, 16, 3) and images.dtype == np.uint8, f"/images {images.shape} {images.dtype}")
+    order = sorted(list(originals) + ["gray.png", "rgba.png"])  # bytewise order of relative paths
+    for name, img in originals.items():
+        h, w = img.shape[:2]
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        want = torch_resize(img[y:y + s, x:x + s], 16)
+        got = images[order.index(name)]
+        diff = np.abs(got.astype(int) - want.astype(int)).max()
+        check(diff <= 1, f"{name}: differs from torch's antialiased resize by {diff}")
+
+
+def case_ingest_bad_input(exe, src, tmp):
+    import numpy as np
+    good = os.path.join(tmp, "good")
+    write_bytes(os.path.join(good, "a.png"), png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    out = os.path.join(tmp, "out.h5")
+
+    def expect_exit_2(args, must_contain):
+        r = run(exe, "ingest", *args)
+        check(r.returncode == 2, f"{args}: exit {r.returncode}, expected 2; stderr: {r.stderr}")
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        check("error" in last.lower(), f"{args}: last stderr line is not the error: {r.stderr!r}")
+        for s in must_contain:
+            check(s in last, f"{args}: error lacks {s!r}: {last!r}")
+        check("terminate called" not in r.stderr, f"crash: {r.stderr}")
+        check(not os.path.exists(out) and not os.path.exists(out + ".tmp"), f"{args}: something was written")
+
+    expect_exit_2(["--from", os.path.join(tmp, "no_such_folder"), "--out", out, "--size", "16"], ["no_such_folder"])
+    expect_exit_2(["--from", good, "--out", os.path.join(tmp, "no_dir", "x.h5"), "--size", "16"], ["--out", "no_dir"])
+    expect_exit_2(["--from", good, "--out", out, "--size", "0"], ["--size"])
+    expect_exit_2(["--from", good, "--out", out, "--size", "100000"], ["--size"])
+    expect_exit_2(["--from", good, "--out", out, "--size", "16", "--crop", "1,2,3"], ["--crop"])
+    expect_exit_2(["--from", good, "--out", out, "--size", "16", "--channels", "4"], ["--channels"])
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(os.path.join(empty, "sub"))
+    expect_exit_2(["--from", empty, "--out", out, "--size", "16"], [empty])
+    bad = os.path.join(tmp, "bad")
+    write_bytes(os.path.join(bad, "a.jpg"), b"text")
+    write_bytes(os.path.join(bad, "b.png"), b"")
+    expect_exit_2(["--from", bad, "--out", out, "--size", "16"], [bad, "skipped"])
+    r = run(exe, "ingest", "--from", good, "--out", out)
+    check(r.returncode == 2, f"ingest without --size: exit {r.returncode}")
+
+
+def case_ingest_kill9_leaves_nothing(exe, src, tmp):
+    import numpy as np
+    rng = np.random.default_rng(1)
+    root = os.path.join(tmp, "big")
+    count = 80
+    base = np.add.outer(np.arange(1024), np.arange(1024)).astype(np.uint8)
+    for i in range(count):  # 1-megapixel images: slow enough to be caught half-way on one thread
+        img = base + rng.integers(0, 4, (1024, 1024), dtype=np.uint8)
+        write_bytes(os.path.join(root, f"{i:04d}.png"), png_bytes(img, level=1))
+    out = os.path.join(tmp, "big.h5")
+    args = [exe, "ingest", "--from", root, "--out", out, "--size", "32", "--threads", "1"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stderr.readline()  # "ingest:  10% ..." once a tenth is written
+    check(first.startswith("ingest:"), f"expected a progress line, got {first!r}")
+    check(p.poll() is None, "ingest finished before it could be killed; make the test's images bigger")
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    check(not os.path.exists(out), f"{out} exists after kill -9 mid-way")
+    # SIGINT (Ctrl-C) unwinds: no dataset and no temporary file either.
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stderr.readline()
+    check(p.poll() is None, "ingest finished before it could be interrupted")
+    p.send_signal(signal.SIGINT)
+    rest = p.communicate(timeout=60)[1]
+    check(p.returncode not in (0, 2), f"exit code {p.returncode} after SIGINT")
+    check("stopped by signal" in rest, f"no message after SIGINT: {rest!r}")
+    check(not os.path.exists(out) and not os.path.exists(out + ".tmp"), "files left after SIGINT")
+    # The next run replaces the stale temporary file and finishes normally.
+    r = run(*args)
+    check(r.returncode == 0 and f"wrote {count} images" in r.stdout, f"rerun failed: {r.stdout}\n{r.stderr}")
+    check(os.path.exists(out) and not os.path.exists(out + ".tmp"), "rerun did not leave exactly the dataset")
+
+
+def case_ingest_fashion_mnist(exe, src, tmp):
+    import gzip
+    import h5py
+    import numpy as np
+    fm = "/usr/share/datasets/fashion-mnist"
+    if not os.path.exists(os.path.join(fm, "train-images-idx3-ubyte.gz")):
+        print("skip: Debian package dataset-fashion-mnist is not installed")
+        return SKIP
+    out = os.path.join(tmp, "fm32.h5")
+    r = run(exe, "ingest", "--from", "fashion-mnist", "--out", out, "--size", "32")
+    check(r.returncode == 0, f"ingest fashion-mnist failed: {r.stdout}\n{r.stderr}")
+    check("wrote 60000 images of 32x32x1 with labels" in r.stdout, f"report: {r.stdout}")
+    print(r.stdout.strip())
+    with gzip.open(os.path.join(fm, "train-images-idx3-ubyte.gz")) as f:
+        raw = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28, 1)
+    with gzip.open(os.path.join(fm, "train-labels-idx1-ubyte.gz")) as f:
+        labels = np.frombuffer(f.read()[8:], np.uint8)
+    with h5py.File(out, "r") as f:
+        images, got_labels = f["images"][:1000], f["labels"][()]
+    check(np.array_equal(got_labels, labels.astype(got_labels.dtype)), "labels differ from the IDX file")
+    want = np.stack([torch_resize(im, 32) for im in raw[:1000]])
+    diff = np.abs(images.astype(int) - want.astype(int)).max()
+    check(diff <= 1, f"Fashion-MNIST 28->32 differs from torch's bilinear resize by {diff}")
 
 
 def main():

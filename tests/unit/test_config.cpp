@@ -85,6 +85,8 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.data.path, b.data.path);
   EXPECT_EQ(a.data.synthetic_count, b.data.synthetic_count);
   EXPECT_EQ(a.data.flip, b.data.flip);
+  EXPECT_EQ(a.data.prefetch_batches, b.data.prefetch_batches);
+  EXPECT_EQ(a.data.loader_threads, b.data.loader_threads);
   EXPECT_EQ(a.train.batch_size, b.train.batch_size);
   EXPECT_EQ(a.train.epochs, b.train.epochs);
   EXPECT_EQ(a.train.max_steps, b.train.max_steps);
@@ -103,7 +105,7 @@ Config all_fields_changed() {
   Config c;
   c.run = {"my run: #1", "out/dir with space", 987654321012LL, "auto", 3};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
-  c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true};
+  c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f};
   c.optim_g = {"rmsprop", 1e-7f, 0.25f, 0.875f, 3e-7f, 0.95f, 0.9f, 1e-5f};
   c.optim_d = {"sgd", 0.123456789f, 0.1f, 0.2f, 1e-3f, 0.5f, 0.75f, 2.5e-4f};
@@ -122,9 +124,9 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 5, model 8, data 4, train 5, optim 2 x 8,
+  // Counted from the structs in config.h and optim.h: run 5, model 8, data 6, train 5, optim 2 x 8,
   // log 3, checkpoint 1.
-  EXPECT_EQ(schema.size(), 42u);
+  EXPECT_EQ(schema.size(), 44u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
@@ -170,7 +172,8 @@ TEST(Config, EveryKeySetsItsOwnField) {
 run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3}
 model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels: 1,
         leaky_slope: 0.1, init_std: 0.333333343267}
-data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true}
+data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
+       prefetch_batches: 7, loader_threads: 5}
 train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
@@ -417,7 +420,7 @@ TEST(ConfigErrors, OutOfRangeNamesKeyRuleAndValue) {
 
   std::string e = parse_error("data:\n  source: fashion_mnist\n");
   EXPECT_CONTAINS(e, "bad.yaml:2:11");
-  EXPECT_CONTAINS(e, "key data.source must be one of synthetic, fashion-mnist, got 'fashion_mnist'");
+  EXPECT_CONTAINS(e, "key data.source must be one of synthetic, fashion-mnist, hdf5, got 'fashion_mnist'");
   EXPECT_CONTAINS(e, "did you mean 'fashion-mnist'?");
 }
 

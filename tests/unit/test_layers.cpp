@@ -1,5 +1,6 @@
 // CPU layers: forward against naive loops, backward against central finite differences, BatchNorm statistics, names.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -147,6 +148,57 @@ std::vector<double> naive_conv_transpose2d(const Tensor& x, const Tensor& w, con
   return y;
 }
 
+// Gradients of the loops above for a given dy: the same index walk, accumulating the other way.
+struct ConvGrads {
+  std::vector<double> dx, dweight, dbias;
+};
+
+ConvGrads naive_conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride, int pad) {
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), OC = w.dim(0), K = w.dim(2);
+  const int64_t OH = dy.dim(2), OW = dy.dim(3);
+  ConvGrads g{std::vector<double>(x.numel()), std::vector<double>(w.numel()), std::vector<double>(OC)};
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oc = 0; oc < OC; ++oc)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const double d = at4(dy, n, oc, oh, ow);
+          g.dbias[oc] += d;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t kh = 0; kh < K; ++kh)
+              for (int64_t kw = 0; kw < K; ++kw) {
+                const int64_t ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                g.dx[((n * C + c) * H + ih) * W + iw] += d * at4(w, oc, c, kh, kw);
+                g.dweight[((oc * C + c) * K + kh) * K + kw] += d * at4(x, n, c, ih, iw);
+              }
+        }
+  return g;
+}
+
+ConvGrads naive_conv_transpose2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, int stride,
+                                          int pad) {
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), OC = w.dim(1), K = w.dim(2);
+  const int64_t OH = dy.dim(2), OW = dy.dim(3);
+  ConvGrads g{std::vector<double>(x.numel()), std::vector<double>(w.numel()), std::vector<double>(OC)};
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oc = 0; oc < OC; ++oc)
+      for (int64_t i = 0; i < OH * OW; ++i) g.dbias[oc] += dy.f32()[(n * OC + oc) * OH * OW + i];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t ih = 0; ih < H; ++ih)
+        for (int64_t iw = 0; iw < W; ++iw)
+          for (int64_t oc = 0; oc < OC; ++oc)
+            for (int64_t kh = 0; kh < K; ++kh)
+              for (int64_t kw = 0; kw < K; ++kw) {
+                const int64_t oh = ih * stride - pad + kh, ow = iw * stride - pad + kw;
+                if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                const double d = at4(dy, n, oc, oh, ow);
+                g.dx[((n * C + c) * H + ih) * W + iw] += d * at4(w, c, oc, kh, kw);
+                g.dweight[((c * OC + oc) * K + kh) * K + kw] += d * at4(x, n, c, ih, iw);
+              }
+  return g;
+}
+
 // ---- Conv2d / ConvTranspose2d --------------------------------------------------------------------
 
 struct ConvCase {
@@ -254,6 +306,95 @@ INSTANTIATE_TEST_SUITE_P(Small, ConvTranspose2dForward, ::testing::ValuesIn(kCon
 INSTANTIATE_TEST_SUITE_P(Dcgan, ConvTranspose2dForward, ::testing::ValuesIn(kDcganConvTransposeCases),
                          param_name);
 INSTANTIATE_TEST_SUITE_P(Small, ConvTranspose2dBackward, ::testing::ValuesIn(kConvTransposeCases), param_name);
+
+// Batches the kernels cut into several multi-sample chunks plus a one-sample remainder (13 = 4+4+4+1 for
+// the D shape), at the DCGAN layer shapes: forward and backward against the naive loops above.
+struct ChunkedCase {
+  bool transposed;
+  ConvCase c;
+};
+const ChunkedCase kChunkedCases[] = {
+    {false, {13, 32, 64, 16, 16, 4, 2, 1, true}},
+    {false, {13, 3, 5, 9, 7, 3, 2, 1, true}},
+    {true, {13, 64, 32, 8, 8, 4, 2, 1, true}},
+    {true, {11, 4, 3, 5, 6, 3, 1, 1, false}},
+};
+
+// A scaled tolerance for sums of many float products: 1e-5 * (1 + |ref|) at the forward's term counts,
+// more for dweight, which sums over the whole batch (up to 13 * 8 * 8 = 832 terms here).
+constexpr double kChunkedGradTol = 1e-4;
+
+class ConvChunked : public ::testing::TestWithParam<ChunkedCase> {};
+
+TEST_P(ConvChunked, ForwardAndBackwardMatchNaiveLoops) {
+  const auto [transposed, c] = GetParam();
+  std::mt19937 rng(21);
+  LayerPtr conv = transposed ? make_conv_transpose2d(spec_of(c)) : make_conv2d(spec_of(c));
+  randomize_params(*conv, rng, 0.2f);
+  Tensor x = random_tensor({c.batch, c.in_channels, c.h, c.w}, rng);
+  const Tensor& w = conv->params()[0]->value;
+  const Tensor* bias = c.bias ? &conv->params()[1]->value : nullptr;
+  Tensor y = conv->forward(x, Mode::train);
+  std::vector<double> ref = transposed ? naive_conv_transpose2d(x, w, bias, c.stride, c.padding)
+                                       : naive_conv2d(x, w, bias, c.stride, c.padding);
+  EXPECT_LE(max_scaled_error(y, ref), kForwardTol);
+
+  Tensor dy = random_tensor(y.shape(), rng);
+  Tensor dx = conv->backward(dy);
+  ConvGrads g = transposed ? naive_conv_transpose2d_backward(x, w, dy, c.stride, c.padding)
+                           : naive_conv2d_backward(x, w, dy, c.stride, c.padding);
+  EXPECT_LE(max_scaled_error(dx, g.dx), kForwardTol) << "dx";
+  EXPECT_LE(max_scaled_error(conv->params()[0]->grad, g.dweight), kChunkedGradTol) << "dweight";
+  if (c.bias) {
+    EXPECT_LE(max_scaled_error(conv->params()[1]->grad, g.dbias), kChunkedGradTol) << "dbias";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ConvChunked, ::testing::ValuesIn(kChunkedCases), [](const auto& info) {
+  return std::string(info.param.transposed ? "transposed_" : "conv_") + case_name(info.param.c);
+});
+
+// Restores the OpenMP thread count a test changed.
+class ThreadCountGuard {
+ public:
+  ThreadCountGuard() : saved_(omp_get_max_threads()) {}
+  ~ThreadCountGuard() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+// Runs forward and backward of a fresh copy of the layer and returns y, dx and dweight, in that order.
+std::vector<Tensor> run_conv(bool transposed, const ConvCase& c, const Tensor& x, const Tensor& w, const Tensor& dy) {
+  LayerPtr conv = transposed ? make_conv_transpose2d(spec_of(c)) : make_conv2d(spec_of(c));
+  conv->params()[0]->value.copy_from(w);
+  Tensor y = conv->forward(x, Mode::train);
+  Tensor dx = conv->backward(dy);
+  return {y, dx, conv->params()[0]->grad.clone()};
+}
+
+TEST(Conv, ResultsAreReproducibleAndAgreeAcrossThreadCounts) {
+  ThreadCountGuard guard;
+  std::mt19937 rng(22);
+  for (bool transposed : {false, true}) {
+    const ConvCase c =
+        transposed ? ConvCase{24, 32, 16, 8, 8, 4, 2, 1, false} : ConvCase{24, 16, 32, 16, 16, 4, 2, 1, false};
+    LayerPtr probe = transposed ? make_conv_transpose2d(spec_of(c)) : make_conv2d(spec_of(c));
+    Tensor x = random_tensor({c.batch, c.in_channels, c.h, c.w}, rng);
+    Tensor w = random_tensor(probe->params()[0]->value.shape(), rng, -0.2f, 0.2f);
+    Tensor dy = random_tensor(probe->output_shape(x.shape()), rng);
+    omp_set_num_threads(1);
+    std::vector<Tensor> one = run_conv(transposed, c, x, w, dy);
+    omp_set_num_threads(3);
+    std::vector<Tensor> three = run_conv(transposed, c, x, w, dy);
+    std::vector<Tensor> again = run_conv(transposed, c, x, w, dy);
+    for (size_t i = 0; i < one.size(); ++i) {
+      // Only the grouping of the dweight sums depends on the thread count.
+      EXPECT_LE(max_scaled_error(three[i], as_doubles(one[i])), 1e-5) << "output " << i;
+      EXPECT_EQ(as_doubles(again[i]), as_doubles(three[i])) << "output " << i << " not reproducible";
+    }
+  }
+}
 
 TEST(Conv, ParamsHavePyTorchNamesAndLayouts) {
   LayerPtr conv = make_conv2d({3, 8, 4, 2, 1, true});

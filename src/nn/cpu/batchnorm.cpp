@@ -1,4 +1,4 @@
-// BatchNorm2d: per-channel kernels (OpenMP over channels, double-accumulated sums) and the layer with running statistics.
+// BatchNorm2d: per-channel kernels (OpenMP over channels, double-accumulated sums) and the layer with running stats.
 #include <cmath>
 #include <string>
 #include <vector>

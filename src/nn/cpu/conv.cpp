@@ -54,22 +54,21 @@ class Conv2d final : public Layer {
   Tensor forward(const Tensor& x, Mode) override {
     geom_ = geometry(x.shape());
     Tensor y(output_of(geom_));
-    cpu::conv2d_forward(y.f32(), cpu::scratch_floats(cols_, cpu::conv2d_cols_floats(geom_)),
-                        cpu::scratch_floats(out_scratch_, cpu::conv2d_out_floats(geom_)), x.f32(),
-                        weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr, geom_);
-    has_forward_ = true;
+    const size_t ws = cpu::conv2d_workspace_floats(geom_);
+    cpu::conv2d_forward(y.f32(), x.f32(), weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr, geom_,
+                        cpu::scratch_floats(workspace_, ws), ws);
+    x_ = x;  // shares the buffer; layers never write their inputs
     return y;
   }
 
   Tensor backward(const Tensor& dy) override {
-    GT_CHECK(has_forward_, "Conv2d backward called before forward");
+    GT_CHECK(x_.defined(), "Conv2d backward called before forward");
     GT_CHECK(dy.shape() == output_of(geom_), "Conv2d backward got {}, forward produced {}", dy.str(),
              shape_str(output_of(geom_)));
     Tensor dx(input_of(geom_));
-    cpu::conv2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr,
-                         cpu::scratch_floats(dcols_, cpu::conv2d_cols_floats(geom_)),
-                         cpu::scratch_floats(out_scratch_, cpu::conv2d_out_floats(geom_)), dy.f32(), cols_.data(),
-                         weight_.value.f32(), geom_);
+    const size_t ws = cpu::conv2d_workspace_floats(geom_);
+    cpu::conv2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
+                         weight_.value.f32(), geom_, cpu::scratch_floats(workspace_, ws), ws);
     return dx;
   }
 
@@ -91,11 +90,9 @@ class Conv2d final : public Layer {
 
   Conv2dSpec spec_;
   Param weight_, bias_;
-  cpu::ConvGeometry geom_;              // of the last forward
-  bool has_forward_ = false;
-  std::vector<float> cols_;             // im2col of the last input, needed for dweight
-  std::vector<float> dcols_;            // backward's column gradient
-  std::vector<float> out_scratch_;      // output-sized GEMM result / dout in CNHW layout
+  cpu::ConvGeometry geom_;          // of the last forward
+  Tensor x_;                        // the last input, needed for dweight
+  std::vector<float> workspace_;    // the kernels' per-thread buffers, kept between calls
 };
 
 class ConvTranspose2d final : public Layer {
@@ -112,22 +109,22 @@ class ConvTranspose2d final : public Layer {
   Tensor forward(const Tensor& x, Mode) override {
     geom_ = geometry(x.shape());
     Tensor y(output_of(geom_));
-    cpu::conv_transpose2d_forward(y.f32(), cpu::scratch_floats(in_cnhw_, cpu::conv_transpose2d_in_floats(geom_)),
-                                  cpu::scratch_floats(cols_, cpu::conv_transpose2d_cols_floats(geom_)), x.f32(),
-                                  weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr, geom_);
-    has_forward_ = true;
+    const size_t ws = cpu::conv_transpose2d_workspace_floats(geom_);
+    cpu::conv_transpose2d_forward(y.f32(), x.f32(), weight_.value.f32(), spec_.bias ? bias_.value.f32() : nullptr,
+                                  geom_, cpu::scratch_floats(workspace_, ws), ws);
+    x_ = x;  // shares the buffer; layers never write their inputs
     return y;
   }
 
   Tensor backward(const Tensor& dy) override {
-    GT_CHECK(has_forward_, "ConvTranspose2d backward called before forward");
+    GT_CHECK(x_.defined(), "ConvTranspose2d backward called before forward");
     GT_CHECK(dy.shape() == output_of(geom_), "ConvTranspose2d backward got {}, forward produced {}", dy.str(),
              shape_str(output_of(geom_)));
     Tensor dx(input_of(geom_));
+    const size_t ws = cpu::conv_transpose2d_workspace_floats(geom_);
     cpu::conv_transpose2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr,
-                                   cpu::scratch_floats(cols_, cpu::conv_transpose2d_cols_floats(geom_)),
-                                   cpu::scratch_floats(dinp_scratch_, cpu::conv_transpose2d_in_floats(geom_)),
-                                   dy.f32(), in_cnhw_.data(), weight_.value.f32(), geom_);
+                                   dy.f32(), x_.f32(), weight_.value.f32(), geom_,
+                                   cpu::scratch_floats(workspace_, ws), ws);
     return dx;
   }
 
@@ -149,11 +146,9 @@ class ConvTranspose2d final : public Layer {
 
   Conv2dSpec spec_;
   Param weight_, bias_;
-  cpu::ConvGeometry geom_;            // of the last forward
-  bool has_forward_ = false;
-  std::vector<float> in_cnhw_;        // the last input in CNHW layout, needed for dweight
-  std::vector<float> cols_;           // forward's columns, then backward's im2col of dout
-  std::vector<float> dinp_scratch_;   // dinp in CNHW layout
+  cpu::ConvGeometry geom_;          // of the last forward
+  Tensor x_;                        // the last input, needed for dweight
+  std::vector<float> workspace_;    // the kernels' per-thread buffers, kept between calls
 };
 
 }  // namespace

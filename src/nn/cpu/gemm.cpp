@@ -32,6 +32,12 @@ void sgemm_block(bool trans_a, bool trans_b, int M, int N, int K, float alpha, c
 
 }  // namespace
 
+void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc) {
+  blas_single_threaded();
+  sgemm_block(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc) {
   blas_single_threaded();

@@ -1,4 +1,4 @@
-// CPU reference kernels as free functions (pointers and sizes in, no hidden state); the Layer classes and the GPU parity tests call these.
+// CPU reference kernels as free functions (pointers and sizes in, no hidden state); layers and GPU parity tests call them.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,50 +25,50 @@ inline int conv_transpose_out_size(int in, int kernel, int stride, int padding) 
 }
 
 // ---- GEMM -----------------------------------------------------------------------------------------
-// Row-major C[M, N] = alpha * op(A) * op(B) + beta * C, split by blocks of C over the OpenMP threads.
+// Row-major C[M, N] = alpha * op(A) * op(B) + beta * C, split by blocks of C over the OpenMP threads
+// (each element is computed by one call, so the result does not depend on the thread count).
 // OpenBLAS itself is switched to one thread (once per process): its own spinning thread pool next to
 // OpenMP's starves both on a small machine, so every parallel loop of the CPU backend uses OpenMP.
 void sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
            int ldb, float beta, float* C, int ldc);
+// The same on the calling thread only (for use inside a parallel region).
+void sgemm_serial(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+                  const float* B, int ldb, float beta, float* C, int ldc);
 
-// ---- layout helpers -----------------------------------------------------------------------------
+// ---- layout helpers (single-threaded) ----------------------------------------------------------------
 // cols[(c*K + kh)*K + kw][(n*OH + oh)*OW + ow] = image[n][c][oh*stride - pad + kh][ow*stride - pad + kw]
-// (zero outside the image). cols is [C*K*K, N*OH*OW]: one GEMM then covers the whole batch.
+// (zero outside the image). cols is [C*K*K, N*OH*OW]: one GEMM then covers N samples.
 void im2col(float* cols, const float* image, int N, int C, int H, int W, int K, int stride, int pad, int OH,
             int OW);
 // The adjoint of im2col: image (overwritten) = sum of the columns that read each pixel.
 void col2im(float* image, const float* cols, int N, int C, int H, int W, int K, int stride, int pad, int OH,
             int OW);
-// dst[c][n][i] = src[n][c][i] for i < inner: NCHW <-> CNHW, the layout of a batch-wide GEMM result.
+// dst[c][n][i] = src[n][c][i] for i < inner: NCHW <-> CNHW, the layout of a GEMM over several samples.
 void nchw_to_cnhw(float* dst, const float* src, int N, int C, int inner);
 void cnhw_to_nchw(float* dst, const float* src, int N, int C, int inner);
 
-// ---- Conv2d: weight [OC, C, K, K], bias [OC] or null ---------------------------------------------
-// Scratch sizes, in floats, for the buffers the conv kernels take.
-size_t conv2d_cols_floats(const ConvGeometry& g);  // im2col of the input, [C*K*K, N*OH*OW]
-size_t conv2d_out_floats(const ConvGeometry& g);   // one output-sized [OC, N*OH*OW] temporary
+// ---- Conv2d (weight [OC, C, K, K]) and ConvTranspose2d (weight [C, OC, K, K]); bias [OC] or null ----------
+// The batch is cut into chunks of a few samples whose columns fit in L2; each OpenMP thread runs whole
+// chunks (im2col, GEMM, col2im) and keeps its own dweight partial sum, added in thread order at the end
+// (deterministic for a given thread count). A kernel that covers the whole image, or a transposed conv
+// of a 1x1 input, is one fully-connected GEMM instead. The workspace holds the per-thread buffers.
+size_t conv2d_workspace_floats(const ConvGeometry& g);
+size_t conv_transpose2d_workspace_floats(const ConvGeometry& g);
 
-// out [N, OC, OH, OW]. Leaves im2col(in) in cols, which conv2d_backward needs. gemm_out: out-sized scratch.
-void conv2d_forward(float* out, float* cols, float* gemm_out, const float* in, const float* weight,
-                    const float* bias, const ConvGeometry& g);
+// out [N, OC, OH, OW] from in [N, C, H, W].
+void conv2d_forward(float* out, const float* in, const float* weight, const float* bias, const ConvGeometry& g,
+                    float* workspace, size_t workspace_floats);
 // Accumulates dweight (+=) and dbias (+=, skipped when null); writes dinp (skipped when null).
-// cols: as left by conv2d_forward. dcols: cols-sized scratch; dout_cnhw: out-sized scratch.
-void conv2d_backward(float* dinp, float* dweight, float* dbias, float* dcols, float* dout_cnhw,
-                     const float* dout, const float* cols, const float* weight, const ConvGeometry& g);
-
-// ---- ConvTranspose2d: weight [C, OC, K, K], bias [OC] or null ------------------------------------
-size_t conv_transpose2d_cols_floats(const ConvGeometry& g);  // [OC*K*K, N*H*W]
-size_t conv_transpose2d_in_floats(const ConvGeometry& g);    // [C, N*H*W]
-
-// out [N, OC, OH, OW] = the conv's backward-data: one GEMM, then col2im. Leaves the input in CNHW
-// layout in in_cnhw (conv_transpose2d_backward needs it). cols: cols-sized scratch.
-void conv_transpose2d_forward(float* out, float* in_cnhw, float* cols, const float* in, const float* weight,
-                              const float* bias, const ConvGeometry& g);
+void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                     const float* weight, const ConvGeometry& g, float* workspace, size_t workspace_floats);
+// out [N, OC, OH, OW] from in [N, C, H, W] (H, W the small side): the conv's backward-data, GEMM then col2im.
+void conv_transpose2d_forward(float* out, const float* in, const float* weight, const float* bias,
+                              const ConvGeometry& g, float* workspace, size_t workspace_floats);
 // Accumulates dweight/dbias (+=; dbias skipped when null); writes dinp (skipped when null): the data
-// gradient is a convolution forward of dout. dcols: cols-sized scratch; dinp_cnhw: in-sized scratch.
-void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, float* dcols, float* dinp_cnhw,
-                               const float* dout, const float* in_cnhw, const float* weight,
-                               const ConvGeometry& g);
+// gradient is a convolution forward of dout.
+void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                               const float* weight, const ConvGeometry& g, float* workspace,
+                               size_t workspace_floats);
 
 // ---- BatchNorm2d over [N, C, HW] ------------------------------------------------------------------
 // Normalizes with the batch statistics (biased variance). Writes per-channel mean, rstd = 1/sqrt(var+eps)
