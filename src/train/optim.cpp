@@ -2,7 +2,6 @@
 #include "train/optim.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <utility>
 
@@ -30,17 +29,6 @@ namespace {
 
 // Elementwise loops below this many elements stay on one thread.
 [[maybe_unused]] constexpr int64_t kParallelElements = 1 << 15;
-
-// The double a Python config would hold for the value written in our (float) config.
-double as_written(float value) {
-  char text[64];
-  const auto printed = std::to_chars(text, text + sizeof text, value);
-  GT_CHECK(printed.ec == std::errc(), "cannot print hyper-parameter {}", value);
-  double result = 0;
-  const auto parsed = std::from_chars(text, printed.ptr, result);
-  GT_CHECK(parsed.ec == std::errc(), "cannot parse hyper-parameter {}", std::string(text, printed.ptr));
-  return result;
-}
 
 void check_param(const NamedParam& p) {
   GT_CHECK(p.param != nullptr, "parameter {} is null", p.name);
@@ -79,10 +67,10 @@ class Adam final : public Optimizer {
 
   void step() override {
     ++steps_;
-    const double beta1 = as_written(cfg_.beta1), beta2 = as_written(cfg_.beta2);
+    const double beta1 = cfg_.beta1, beta2 = cfg_.beta2;
     const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
     const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
-    const double step_size = as_written(cfg_.lr) / bias_correction1;
+    const double step_size = cfg_.lr / bias_correction1;
     Coefficients k;
     k.beta1 = static_cast<float>(beta1);
     k.one_minus_beta1 = static_cast<float>(1.0 - beta1);
@@ -145,7 +133,7 @@ class RMSprop final : public Optimizer {
 
   void step() override {
     ++steps_;
-    const double alpha = as_written(cfg_.alpha);
+    const double alpha = cfg_.alpha;
     Coefficients k;
     k.alpha = static_cast<float>(alpha);
     k.one_minus_alpha = static_cast<float>(1.0 - alpha);

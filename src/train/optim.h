@@ -10,12 +10,14 @@ namespace gt {
 
 struct OptimConfig {
   std::string name = "adam";  // adam | rmsprop | sgd
-  float lr = 2e-4f;
-  float beta1 = 0.5f, beta2 = 0.999f;  // adam
-  float eps = 1e-8f;                   // adam, rmsprop
-  float alpha = 0.99f;                 // rmsprop smoothing constant
-  float momentum = 0.f;                // sgd, rmsprop
-  float weight_decay = 0.f;            // L2 added to the gradient, as torch.optim does
+  // Doubles, as Python floats are in torch.optim, so derived constants (1 - beta2, lr / bias correction)
+  // are computed exactly as PyTorch computes them.
+  double lr = 2e-4;
+  double beta1 = 0.5, beta2 = 0.999;  // adam
+  double eps = 1e-8;                  // adam, rmsprop
+  double alpha = 0.99;                // rmsprop smoothing constant
+  double momentum = 0;                // sgd, rmsprop
+  double weight_decay = 0;            // L2 added to the gradient, as torch.optim does
 };
 
 // Named optimizer state tensor for checkpoints: "<param name>/exp_avg" etc.
@@ -32,8 +34,8 @@ class Optimizer {
   virtual std::vector<NamedState> state() = 0;  // for checkpoints; stable order and names
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t t) = 0;
-  float lr() const { return cfg_.lr; }
-  void set_lr(float lr) { cfg_.lr = lr; }
+  double lr() const { return cfg_.lr; }
+  void set_lr(double lr) { cfg_.lr = lr; }
   const OptimConfig& config() const { return cfg_; }
 
  protected:

@@ -184,11 +184,19 @@ def case_demo_smoke(exe, src, tmp):
     if not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"):
         print("skip: Debian package dataset-fashion-mnist is not installed")
         return SKIP
+    # The demo's two steps: ingest Fashion-MNIST once, then train from the HDF5 file.
     out = os.path.join(tmp, "runs")
+    data = os.path.join(tmp, "fashion-mnist-32.h5")
+    r = run(exe, "ingest", "--from", "fashion-mnist", "--out", data, "--size", "32")
+    check(r.returncode == 0 and os.path.isfile(data), f"ingest failed: {r.stdout}\n{r.stderr}")
     r = run(exe, "train", "--config", os.path.join(src, "config/demo.yaml"), f"run.out_dir={out}",
-            "train.max_steps=4", "log.every_steps=2")
+            f"data.path={data}", "train.max_steps=4", "log.every_steps=2")
     check(r.returncode == 0, f"demo config failed: {r.stdout}\n{r.stderr}")
-    check("Fashion-MNIST" in r.stdout and "60000" in r.stdout, f"data line missing: {r.stdout}")
+    check("60000" in r.stdout and "fashion-mnist-32.h5" in r.stdout, f"data line missing: {r.stdout}")
+    # Without the ingested file the demo config is a clear user error, not a crash.
+    r = run(exe, "train", "--config", os.path.join(src, "config/demo.yaml"), f"run.out_dir={out}",
+            f"data.path={tmp}/absent.h5")
+    check(r.returncode == 2 and "absent.h5" in r.stderr, f"missing dataset: {r.returncode} {r.stderr}")
 
 
 def png_bytes(pixels, level=6):

@@ -13,8 +13,8 @@
 //                   (leaky slope 0.2)
 //   /G/params/*     netG.state_dict(): weights and BatchNorm buffers under PyTorch names
 //   /D/params/*     netD.state_dict()
-//   /hparams/lr, beta1, beta2, eps, weight_decay
-//                   f32 [1] each: the Adam settings, the same for G and D
+//   /meta/config    YAML text whose optim.g holds the Adam settings (lr, beta1, beta2, eps,
+//                   weight_decay), used for both G and D; parsed by parse_config, so exact doubles
 //   /inputs/real    f32 [N, C, H, W]
 //   /inputs/z       f32 [N, nz]
 // dcgan-step OUT.h5
@@ -28,7 +28,7 @@
 //
 // optim IN.h5
 //   /meta           the checkpoint attributes plus the integer attribute `steps` (K)
-//   /hparams/lr, beta1, beta2, eps, alpha, momentum, weight_decay    f32 [1] each, all required
+//   /meta/config    YAML text whose optim.g holds lr, beta1, beta2, eps, alpha, momentum, weight_decay
 //   /params/<name>  initial parameter values
 //   /grads/<k>/<name> for k = 0 .. K-1: the gradient handed to step k
 // optim OUT.h5
@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
 #include "train/gan_step.h"
@@ -62,11 +63,12 @@ const Tensor& require_tensor(const InputFile& in, const std::string& group, cons
   return *t;
 }
 
-float require_hparam(const InputFile& in, const std::string& name) {
-  const Tensor& t = require_tensor(in, "hparams", name);
-  if (t.dtype() != DType::f32 || t.numel() != 1)
-    user_error("{}: /hparams/{} must be one float32 value, got {}", in.path, name, t.str());
-  return t.f32()[0];
+// Hyper-parameters come as config text in /meta/config (optim.g), parsed by the real config code so
+// they are the same doubles PyTorch uses.
+OptimConfig read_hparams(const InputFile& in, const std::string& name) {
+  OptimConfig c = parse_config(in.ckpt.meta.config_yaml, in.path + ":/meta/config").optim_g;
+  c.name = name;
+  return c;
 }
 
 int64_t require_meta_int(const InputFile& in, const std::string& name) {
@@ -90,16 +92,7 @@ DcganSpec read_dcgan_spec(const InputFile& in) {
   return s;
 }
 
-OptimConfig read_adam_config(const InputFile& in) {
-  OptimConfig c;
-  c.name = "adam";
-  c.lr = require_hparam(in, "lr");
-  c.beta1 = require_hparam(in, "beta1");
-  c.beta2 = require_hparam(in, "beta2");
-  c.eps = require_hparam(in, "eps");
-  c.weight_decay = require_hparam(in, "weight_decay");
-  return c;
-}
+OptimConfig read_adam_config(const InputFile& in) { return read_hparams(in, "adam"); }
 
 // A model built from the spec with the state_dict of IN.h5 loaded.
 Sequential load_net(bool generator, const DcganSpec& spec, const InputFile& in) {
@@ -168,16 +161,7 @@ int run_dcgan_step(const std::string& in_path, const std::string& out_path) {
 OptimConfig read_optim_config(const InputFile& in, const std::string& name) {
   if (name != "adam" && name != "rmsprop" && name != "sgd")
     user_error("optimizer name must be adam, rmsprop or sgd, got '{}'", name);
-  OptimConfig c;
-  c.name = name;
-  c.lr = require_hparam(in, "lr");
-  c.beta1 = require_hparam(in, "beta1");
-  c.beta2 = require_hparam(in, "beta2");
-  c.eps = require_hparam(in, "eps");
-  c.alpha = require_hparam(in, "alpha");
-  c.momentum = require_hparam(in, "momentum");
-  c.weight_decay = require_hparam(in, "weight_decay");
-  return c;
+  return read_hparams(in, name);
 }
 
 int run_optim(const std::string& name, const std::string& in_path, const std::string& out_path) {

@@ -176,7 +176,11 @@ def write_tensors(f, group, tensors):
 
 
 def write_hparams(f, **values):
-    write_tensors(f, "hparams", {k: np.array([v], dtype=np.float32) for k, v in values.items()})
+    """Optimizer hyper-parameters as config text (/meta/config: optim.g), so the tool gets the exact
+    Python doubles torch uses (repr() is the shortest decimal that reads back to the same double)."""
+    lines = ["# written by tests/oracle/test_dcgan_oracle.py", "optim:", "  g:"]
+    lines += [f"    {k}: {float(v)!r}" for k, v in values.items()]
+    f["meta"].attrs["config"] = "\n".join(lines) + "\n"
 
 
 def read_group(f, group):

@@ -107,8 +107,8 @@ Config all_fields_changed() {
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f};
-  c.optim_g = {"rmsprop", 1e-7f, 0.25f, 0.875f, 3e-7f, 0.95f, 0.9f, 1e-5f};
-  c.optim_d = {"sgd", 0.123456789f, 0.1f, 0.2f, 1e-3f, 0.5f, 0.75f, 2.5e-4f};
+  c.optim_g = {"rmsprop", 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
+  c.optim_d = {"sgd", 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17};
   c.checkpoint = {19};
   return c;
@@ -155,8 +155,8 @@ TEST(Config, SchemaTypesAndDefaultsMatchTheStruct) {
   // Each listed default, read back as YAML, is the struct's default.
   const Config defaults;
   EXPECT_EQ(YAML::Load(by_path["model.nz"].default_value).as<int>(), defaults.model.nz);
-  EXPECT_EQ(YAML::Load(by_path["optim.g.lr"].default_value).as<float>(), defaults.optim_g.lr);
-  EXPECT_EQ(YAML::Load(by_path["optim.d.eps"].default_value).as<float>(), defaults.optim_d.eps);
+  EXPECT_EQ(YAML::Load(by_path["optim.g.lr"].default_value).as<double>(), defaults.optim_g.lr);
+  EXPECT_EQ(YAML::Load(by_path["optim.d.eps"].default_value).as<double>(), defaults.optim_d.eps);
   EXPECT_EQ(YAML::Load(by_path["run.device"].default_value).as<std::string>(), defaults.run.device);
   EXPECT_EQ(YAML::Load(by_path["data.path"].default_value).as<std::string>(), defaults.data.path);
   EXPECT_EQ(YAML::Load(by_path["data.flip"].default_value).as<bool>(), defaults.data.flip);
@@ -214,7 +214,8 @@ TEST(ConfigPresets, Demo) {
   Config c = load_preset("demo.yaml");
   EXPECT_EQ(c.run.name, "demo");
   EXPECT_EQ(c.run.device, "cpu");
-  EXPECT_EQ(c.data.source, "fashion-mnist");
+  EXPECT_EQ(c.data.source, "hdf5");
+  EXPECT_EQ(c.data.path, "data/fashion-mnist-32.h5");
   EXPECT_EQ(c.model.resolution, 32);
   EXPECT_EQ(c.model.channels, 1);
   EXPECT_EQ(c.model.nz, 64);
@@ -262,12 +263,12 @@ TEST(ConfigOverrides, SetEachType) {
                           {"train.batch_size=64", "optim.g.lr=1e-3", "run.name=exp_7", "data.flip=true",
                            "optim.d.lr=5e-5", "train.max_minutes=2.25", "run.seed=42"});
   EXPECT_EQ(c.train.batch_size, 64);
-  EXPECT_EQ(c.optim_g.lr, 1e-3f);
+  EXPECT_EQ(c.optim_g.lr, 1e-3);
   EXPECT_EQ(c.run.name, "exp_7");
   EXPECT_TRUE(c.data.flip);
-  EXPECT_EQ(c.optim_d.lr, 5e-5f);
+  EXPECT_EQ(c.optim_d.lr, 5e-5);
   EXPECT_EQ(c.optim_g.beta1, Config{}.optim_g.beta1);  // optim.d.lr leaves optim.g alone
-  EXPECT_EQ(c.optim_g.lr, 1e-3f);                      // and optim.g.lr leaves optim.d alone
+  EXPECT_EQ(c.optim_g.lr, 1e-3);                      // and optim.g.lr leaves optim.d alone
   EXPECT_EQ(c.train.max_minutes, 2.25);
   EXPECT_EQ(c.run.seed, 42);
 }
@@ -402,7 +403,7 @@ TEST(ConfigErrors, WrongTypeNamesKeyAndValue) {
   EXPECT_CONTAINS(parse_error("optim:\n  d:\n    lr: fast\n"), "key optim.d.lr: expected a number, got 'fast'");
   EXPECT_CONTAINS(parse_error("data:\n  flip: maybe\n"), "key data.flip: expected true or false, got 'maybe'");
   EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: .nan\n"), "key optim.g.lr");
-  EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: 1e60\n"), "key optim.g.lr");
+  EXPECT_CONTAINS(parse_error("model:\n  init_std: 1e60\n"), "key model.init_std");
   EXPECT_CONTAINS(parse_error("model:\n  nz: 3000000000\n"), "key model.nz");  // beyond a 32-bit int
   EXPECT_CONTAINS(parse_error("run:\n  name:\n"), "key run.name has no value");
 }
@@ -497,12 +498,16 @@ TEST(ConfigRoundTrip, RandomFloatsAreExact) {
   std::uniform_int_distribution<uint64_t> double_bits(0, 0x7fefffffffffffffull);
   for (int i = 0; i < 2000; ++i) {
     Config c;
-    c.optim_g.lr = std::bit_cast<float>(float_bits(rng));
-    c.optim_d.weight_decay = std::bit_cast<float>(float_bits(rng));
+    c.train.clip_grad_norm = std::bit_cast<float>(float_bits(rng));
+    c.model.init_std = std::bit_cast<float>(float_bits(rng));
+    c.optim_g.lr = std::bit_cast<double>(double_bits(rng) | 1);
+    c.optim_d.weight_decay = std::bit_cast<double>(double_bits(rng));
     c.train.max_minutes = std::bit_cast<double>(double_bits(rng));
     Config back = parse_config(config_to_yaml(c), "random.yaml");
-    ASSERT_EQ(std::bit_cast<uint32_t>(back.optim_g.lr), std::bit_cast<uint32_t>(c.optim_g.lr)) << c.optim_g.lr;
-    ASSERT_EQ(std::bit_cast<uint32_t>(back.optim_d.weight_decay), std::bit_cast<uint32_t>(c.optim_d.weight_decay));
+    ASSERT_EQ(std::bit_cast<uint32_t>(back.train.clip_grad_norm), std::bit_cast<uint32_t>(c.train.clip_grad_norm));
+    ASSERT_EQ(std::bit_cast<uint32_t>(back.model.init_std), std::bit_cast<uint32_t>(c.model.init_std));
+    ASSERT_EQ(std::bit_cast<uint64_t>(back.optim_g.lr), std::bit_cast<uint64_t>(c.optim_g.lr)) << c.optim_g.lr;
+    ASSERT_EQ(std::bit_cast<uint64_t>(back.optim_d.weight_decay), std::bit_cast<uint64_t>(c.optim_d.weight_decay));
     ASSERT_EQ(std::bit_cast<uint64_t>(back.train.max_minutes), std::bit_cast<uint64_t>(c.train.max_minutes));
   }
 }
