@@ -6,6 +6,7 @@
 
 #include "config/config.h"
 #include "core/rng.h"
+#include "data/dataset_h5.h"
 #include "data/ingest.h"
 #include "io/checkpoint.h"
 #include "io/h5_tensors.h"
@@ -72,6 +73,16 @@ int cmd_info(const InfoArgs& a) {
     fmt::print("G = {} parameters\nD = {} parameters\n", with_commas(G.param_count()), with_commas(D.param_count()));
     return 0;
   }
+  if (h5_file_has(a.file, "/images") && !h5_file_has(a.file, "/meta")) {
+    const DatasetReader ds = DatasetReader::open(a.file);
+    const DatasetInfo& i = ds.info();
+    fmt::print("dataset {}\n  {} images {}x{}x{} uint8 | labels: {} | {} per chunk | format_version {}\n", a.file,
+               with_commas(i.count), i.height, i.width, i.channels, i.has_labels ? "yes" : "no", i.samples_per_chunk,
+               i.format_version);
+    if (!i.source.empty()) fmt::print("  source: {}\n", i.source);
+    if (!i.created_by.empty()) fmt::print("  created by: {}\n", i.created_by);
+    return 0;
+  }
   const Checkpoint ck = load_checkpoint(a.file);
   fmt::print("checkpoint {}\n  format_version {} | step {} | epoch {} | images_seen {} | world_size {} | seed {} | code {}\n",
              a.file, ck.meta.format_version, ck.meta.step, ck.meta.epoch, ck.meta.images_seen, ck.meta.world_size,
@@ -79,7 +90,7 @@ int cmd_info(const InfoArgs& a) {
   for (const auto& [group, tensors] : ck.groups) {
     int64_t n = 0;
     for (const auto& [name, t] : tensors) n += t.numel();
-    fmt::print("  /{:<14} {:>4} tensors {:>14} values\n", group, tensors.size(), with_commas(n));
+    fmt::print("  /{:<22} {:>4} tensors {:>14} values\n", group, tensors.size(), with_commas(n));
   }
   return 0;
 }

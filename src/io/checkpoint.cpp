@@ -453,3 +453,23 @@ Checkpoint load_checkpoint(const std::string& path) {
 }
 
 }  // namespace gt
+
+namespace gt {
+
+bool h5_file_has(const std::string& path, const std::string& object) {
+  h5::silence_error_printing();
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    h5::take_error_message();
+    return false;
+  }
+  h5::File file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  if (!file.valid()) {
+    h5::take_error_message();
+    return false;
+  }
+  const htri_t exists = H5Lexists(file.get(), object.c_str(), H5P_DEFAULT);
+  h5::take_error_message();
+  return exists > 0;
+}
+
+}  // namespace gt

@@ -11,3 +11,10 @@ namespace gt {
 void save_tensors_h5(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace gt
+
+namespace gt {
+
+// True when path is a readable HDF5 file with an object (group or dataset) at `object` ("/images").
+bool h5_file_has(const std::string& path, const std::string& object);
+
+}  // namespace gt

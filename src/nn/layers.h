@@ -11,7 +11,8 @@ struct Conv2dSpec {
   bool bias = false;
 };
 
-// Factories; each returns a layer whose params()/buffers() use PyTorch's names, zero-initialized.
+// Factories; each returns a layer whose params()/buffers() use PyTorch's names and PyTorch's initial
+// values where they matter (BatchNorm weight 1, running_var 1); conv and linear weights start at zero.
 LayerPtr make_conv2d(const Conv2dSpec& s);           // weight [out, in, k, k], bias [out]
 LayerPtr make_conv_transpose2d(const Conv2dSpec& s); // weight [in, out, k, k], bias [out]
 LayerPtr make_batchnorm2d(int channels, float eps = 1e-5f, float momentum = 0.1f);  // weight, bias; running_mean, running_var, num_batches_tracked

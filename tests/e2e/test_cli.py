@@ -189,6 +189,8 @@ def case_demo_smoke(exe, src, tmp):
     data = os.path.join(tmp, "fashion-mnist-32.h5")
     r = run(exe, "ingest", "--from", "fashion-mnist", "--out", data, "--size", "32")
     check(r.returncode == 0 and os.path.isfile(data), f"ingest failed: {r.stdout}\n{r.stderr}")
+    r = run(exe, "info", data)
+    check(r.returncode == 0 and "60,000 images 32x32x1" in r.stdout, f"info on the dataset: {r.stdout} {r.stderr}")
     r = run(exe, "train", "--config", os.path.join(src, "config/demo.yaml"), f"run.out_dir={out}",
             f"data.path={data}", "train.max_steps=4", "log.every_steps=2")
     check(r.returncode == 0, f"demo config failed: {r.stdout}\n{r.stderr}")
