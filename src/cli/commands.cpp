@@ -8,6 +8,8 @@
 #include "core/rng.h"
 #include "data/dataset_h5.h"
 #include "data/ingest.h"
+#include "dist/agreement.h"
+#include "dist/launch.h"
 #include "io/checkpoint.h"
 #include "io/h5_tensors.h"
 #include "io/image.h"
@@ -56,8 +58,16 @@ std::string lower_ext(const std::string& path) {
 }  // namespace
 
 int cmd_train(const TrainArgs& a) {
-  const Config cfg = load_config(a.config, a.overrides);
-  const TrainSummary s = train(cfg);
+  // Started by mpirun or srun, every rank reads the config; a problem is agreed and reported once.
+  std::unique_ptr<Communicator> comm = open_communicator("auto", DistConfig{}.timeout_s);
+  Config cfg;
+  run_agreed(*comm, [&] { cfg = load_config(a.config, a.overrides); });
+  if (cfg.dist.backend != "auto" && cfg.dist.backend != comm->backend()) {
+    std::unique_ptr<Communicator> chosen;
+    run_agreed(*comm, [&] { chosen = open_communicator(cfg.dist.backend, cfg.dist.timeout_s); });
+    comm = std::move(chosen);
+  }
+  const TrainSummary s = train(cfg, *comm);
   return s.stopped_by_signal ? kExitStoppedBySignal : 0;
 }
 

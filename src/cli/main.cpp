@@ -8,8 +8,31 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "dist/agreement.h"
+#include "dist/launch.h"
+
+namespace {
+
+// Prints a failure once for the whole job and returns the exit code. An error all ranks agreed on is
+// printed by rank 0; one raised by a single rank is printed by that rank, prefixed "[rank R@host]", and
+// then ends every rank (the others may be waiting for it in a collective).
+int report_failure(gt::MpiRuntime& mpi, const std::exception& e, int exit_code) {
+  const char* kind = exit_code == 2 ? "error" : "runtime failure";
+  if (gt::is_agreed(e)) {
+    if (mpi.rank() == 0) std::fprintf(stderr, "gantrain: %s: %s\n", kind, e.what());
+    return exit_code;
+  }
+  const std::string prefix = gt::rank_prefix(mpi.rank(), mpi.world_size(), gt::host_name());
+  std::fprintf(stderr, "%sgantrain: %s: %s\n", prefix.c_str(), kind, e.what());
+  if (mpi.world_size() > 1) mpi.abort(exit_code);
+  return exit_code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
+  // Under mpirun or srun MPI starts here, before anything can fail, so a failure can end the whole job.
+  gt::MpiRuntime mpi(&argc, &argv);
   CLI::App app{"gantrain: data-parallel GAN training (DCGAN, ...) on CPUs and GPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(gt::version()) + " (" + gt::git_revision() + ")");
@@ -44,7 +67,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
+    // Every rank parsed the same command line; rank 0 speaks for all.
+    const int rc = mpi.rank() == 0 ? app.exit(e) : e.get_exit_code();
     return rc == 0 ? 0 : 2;
   }
 
@@ -54,11 +78,9 @@ int main(int argc, char** argv) {
     if (*info) return gt::cmd_info(info_args);
     if (*ingest) return gt::cmd_ingest(ingest_args);
   } catch (const gt::UserError& e) {
-    std::fprintf(stderr, "gantrain: error: %s\n", e.what());
-    return 2;
+    return report_failure(mpi, e, 2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gantrain: runtime failure: %s\n", e.what());
-    return 1;
+    return report_failure(mpi, e, 1);
   }
   return 2;
 }

@@ -54,6 +54,13 @@ struct CheckpointConfig {
   int64_t every_steps = 0;  // 0 = only at the end
 };
 
+struct DistConfig {
+  std::string backend = "auto";  // auto | mpi | local | nccl (docs/distributed.md)
+  bool sync_bn = true;           // batch-norm statistics over the global batch; false = each rank's own
+  double bucket_mb = 25;         // gradients all-reduced in buckets of about this many MiB
+  double timeout_s = 600;        // a collective waiting longer fails the job; 0 = wait forever
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
@@ -63,6 +70,7 @@ struct Config {
   OptimConfig optim_d;  // YAML: optim.d
   LogConfig log;
   CheckpointConfig checkpoint;
+  DistConfig dist;
 };
 
 // Loads a YAML file, applies "key.path=value" overrides, validates. Any problem raises UserError

@@ -100,7 +100,8 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"run.device", GT_BIND(run.device), one_of({"cpu", "cuda", "auto"}),
                "Backend: cpu, cuda (an error without a GPU) or auto (cuda when a GPU is present)."});
   k.push_back({"run.threads", GT_BIND(run.threads), at_least(0),
-               "CPU threads for the CPU backend; 0 = all cores."});
+               "CPU threads for the CPU backend, per rank; 0 = the cores this rank may use, shared with the "
+               "other ranks of its node."});
   // model
   k.push_back({"model.arch", GT_BIND(model.arch), one_of({"dcgan"}),
                "Model family of G and D."});
@@ -155,6 +156,19 @@ std::vector<KeyDef> build_schema() {
   // checkpoint
   k.push_back({"checkpoint.every_steps", GT_BIND(checkpoint.every_steps), at_least(0),
                "Write a checkpoint every this many steps; 0 = only at the end."});
+  // dist
+  k.push_back({"dist.backend", GT_BIND(dist.backend), one_of({"auto", "mpi", "local", "nccl"}),
+               "Communicator between ranks: auto (mpi when started by mpirun or srun, else local), mpi, local "
+               "(one process), nccl (not in this build yet)."});
+  k.push_back({"dist.sync_bn", GT_BIND(dist.sync_bn), any_value(),
+               "Batch norm uses the statistics of the global batch (summed over the ranks); false = each rank's "
+               "shard alone."});
+  k.push_back({"dist.bucket_mb", GT_BIND(dist.bucket_mb), above(0),
+               "Gradients are summed over the ranks in buckets of about this many MiB, started while backward "
+               "runs."});
+  k.push_back({"dist.timeout_s", GT_BIND(dist.timeout_s), at_least(0),
+               "A collective that waits longer than this many seconds for the other ranks stops the job with an "
+               "error; 0 = wait forever."});
   return k;
 }
 

@@ -1,5 +1,7 @@
 // CPU reference layers (PyTorch semantics and layouts). Kernels in nn/cpu/*.cpp; see docs/architecture.md.
 #pragma once
+#include <functional>
+
 #include "nn/layer.h"
 
 namespace gt {
@@ -22,5 +24,14 @@ LayerPtr make_leaky_relu(float slope = 0.01f);
 LayerPtr make_tanh();
 LayerPtr make_sigmoid();
 LayerPtr make_reshape(Shape per_sample_shape);  // [N, ...] -> [N, per_sample_shape...]
+
+// Synchronized batch norm: sums per-channel values over the data-parallel ranks, in place.
+using BatchStatsReducer = std::function<void(double* values, int64_t count)>;
+// When layer is a BatchNorm2d, its training forward and backward add up their per-channel sums over the
+// ranks with reduce, so mean, variance and the backward's sums are those of the global batch (its own
+// parameter gradients stay this rank's share, for the gradient all-reduce). With an identity reduce the
+// results are bit-identical to the plain layer's. Empty reduce: this process's batch alone. Returns
+// whether layer is a BatchNorm2d.
+bool set_batch_stats_reducer(Layer& layer, BatchStatsReducer reduce);
 
 }  // namespace gt

@@ -11,7 +11,10 @@ Tensor Sequential::forward(const Tensor& x, Mode mode) {
 
 Tensor Sequential::backward(const Tensor& dy) {
   Tensor g = dy;
-  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) g = (*it)->backward(g);
+  for (size_t i = layers_.size(); i-- > 0;) {
+    g = layers_[i]->backward(g);
+    if (backward_hook_) backward_hook_(i);
+  }
   return g;
 }
 

@@ -1,5 +1,6 @@
 // Sequential: layers run in order, named "<prefix>.<index>" exactly as torch.nn.Sequential names them.
 #pragma once
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,9 @@ class Sequential {
 
   Tensor forward(const Tensor& x, Mode mode);
   Tensor backward(const Tensor& dy);  // returns dL/dinput
+  // Called by backward() right after layer i's backward, while layers below it are still to run:
+  // data-parallel training starts the all-reduce of finished gradients there. Empty = none.
+  void set_backward_hook(std::function<void(size_t layer_index)> hook) { backward_hook_ = std::move(hook); }
   Shape output_shape(const Shape& in) const;
 
   std::vector<NamedParam> named_params();
@@ -36,6 +40,7 @@ class Sequential {
  private:
   std::string prefix_;
   std::vector<LayerPtr> layers_;
+  std::function<void(size_t)> backward_hook_;
 };
 
 }  // namespace gt

@@ -1,8 +1,11 @@
 // The DCGAN step with the non-saturating BCE loss, as in the classic PyTorch example.
 #include "train/gan_step.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "dist/communicator.h"
+#include "dist/gradient_reducer.h"
 #include "train/loss.h"
 
 namespace gt {
@@ -18,15 +21,24 @@ double mean_sigmoid(const Tensor& logits) {
 
 Tensor as_noise_image(const Tensor& z) { return z.reshaped({z.dim(0), z.dim(1), 1, 1}); }
 
-// Forward D, BCE against a constant target, backward; returns the loss and dL/dinput.
-double d_loss_and_backward(Sequential& D, const Tensor& x, float target, double* mean_prob, Tensor* dx) {
+// Forward D, BCE against a constant target, backward; returns the loss and dL/dinput. scale is this
+// rank's share of the global batch: the loss and its gradient are those of the global mean.
+double d_loss_and_backward(Sequential& D, const Tensor& x, float target, double scale, double* mean_prob,
+                           Tensor* dx) {
   Tensor logits = D.forward(x, Mode::train);
-  if (mean_prob) *mean_prob = mean_sigmoid(logits);
+  if (mean_prob) *mean_prob = mean_sigmoid(logits) * scale;
   Tensor dlogits(logits.shape());
-  double loss = bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32());
+  double loss = bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32(), static_cast<float>(scale));
   Tensor g = D.backward(dlogits);
   if (dx) *dx = g;
-  return loss;
+  return loss * scale;
+}
+
+void arm(GradientReducer* r) {
+  if (r) r->arm();
+}
+void finish(GradientReducer* r) {
+  if (r) r->finish();
 }
 
 }  // namespace
@@ -36,9 +48,12 @@ StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, c
   Tensor fake = m.G->forward(as_noise_image(z), Mode::train);
 
   // D step: real labelled 1, fake (treated as a constant) labelled 0; gradients of both summed.
+  // With several ranks, D's gradients are summed over them while the second backward runs.
   m.D->zero_grad();
-  r.d_loss = d_loss_and_backward(*m.D, real, 1.f, &r.d_real, nullptr);
-  r.d_loss += d_loss_and_backward(*m.D, fake, 0.f, &r.d_fake, nullptr);
+  r.d_loss = d_loss_and_backward(*m.D, real, 1.f, opt.loss_scale, &r.d_real, nullptr);
+  arm(opt.reduce_d);
+  r.d_loss += d_loss_and_backward(*m.D, fake, 0.f, opt.loss_scale, &r.d_fake, nullptr);
+  finish(opt.reduce_d);
   auto d_params = m.D->named_params();
   if (opt.clip_grad_norm > 0) clip_grad_norm(d_params, opt.clip_grad_norm);
   m.opt_d->step();
@@ -46,8 +61,10 @@ StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, c
   // G step: the same fakes through the updated D, labelled 1 (non-saturating loss).
   m.G->zero_grad();
   Tensor dfake;
-  r.g_loss = d_loss_and_backward(*m.D, fake, 1.f, nullptr, &dfake);
+  r.g_loss = d_loss_and_backward(*m.D, fake, 1.f, opt.loss_scale, nullptr, &dfake);
+  arm(opt.reduce_g);
   m.G->backward(dfake);
+  finish(opt.reduce_g);
   auto g_params = m.G->named_params();
   if (opt.clip_grad_norm > 0) clip_grad_norm(g_params, opt.clip_grad_norm);
   m.opt_g->step();
@@ -57,5 +74,27 @@ StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, c
 }
 
 Tensor generate(Sequential& G, const Tensor& z) { return G.forward(as_noise_image(z), Mode::eval); }
+
+Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm) {
+  const int64_t n = z.dim(0), nz = z.dim(1), P = comm.world_size();
+  if (P == 1) return generate(G, z);
+  // Equal shares (the last ones padded with copies of row 0) so that one all-gather collects them.
+  const int64_t share = (n + P - 1) / P, first = comm.rank() * share;
+  Tensor mine({share, nz});
+  for (int64_t i = 0; i < share; ++i) {
+    const int64_t row = first + i < n ? first + i : 0;
+    std::copy_n(z.f32() + row * nz, nz, mine.f32() + i * nz);
+  }
+  Tensor part = generate(G, mine);
+  Shape all_shape = part.shape();
+  all_shape[0] = share * P;
+  Tensor all(all_shape);
+  comm.all_gather(part.f32(), all.f32(), part.numel());
+  Shape out_shape = all_shape;
+  out_shape[0] = n;
+  Tensor out(out_shape);
+  std::copy_n(all.f32(), out.numel(), out.f32());
+  return out;
+}
 
 }  // namespace gt

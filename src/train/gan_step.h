@@ -12,10 +12,21 @@ struct GanModels {
   Optimizer* opt_d;
 };
 
+class GradientReducer;
+class Communicator;
+
 struct StepOptions {
   float clip_grad_norm = 0.f;  // 0 = off
+  // Data parallel: this rank's share of the global batch, local_n / global_n. Each loss is the mean
+  // over the global batch, so this rank's logits gradients (and the losses it reports) are its batch
+  // mean times this share; summed over the ranks they are the one-process values.
+  double loss_scale = 1.0;
+  // Sum D's and G's gradients over the ranks during their last backward (nullptr: one process).
+  GradientReducer* reduce_d = nullptr;
+  GradientReducer* reduce_g = nullptr;
 };
 
+// Losses and means of this rank's shard times StepOptions::loss_scale: the sum over the ranks is the global value.
 struct StepResult {
   double d_loss = 0;      // BCE(D(x), 1) + BCE(D(G(z)), 0)
   double g_loss = 0;      // BCE(D(G(z)), 1), with D after its update
@@ -29,5 +40,9 @@ StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, c
 
 // G(z) in eval mode (running BN statistics), for samples: z [N, nz] -> [N, C, H, W].
 Tensor generate(Sequential& G, const Tensor& z);
+
+// The same for samples split over the ranks: rank r generates its contiguous share of z's rows and
+// the shares are all-gathered, so every rank returns all N images, in order (for rank 0's sample grid).
+Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm);
 
 }  // namespace gt

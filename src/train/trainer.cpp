@@ -1,4 +1,4 @@
-// The single-process training loop (the multi-rank loop builds on it). See docs/user-guide.md.
+// The training loop of one rank (a single process is rank 0 of 1). See docs/user-guide.md and docs/distributed.md.
 #include "train/trainer.h"
 
 #include <atomic>
@@ -8,11 +8,19 @@
 #include <filesystem>
 #include <fstream>
 #include <omp.h>
+#include <optional>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "core/version.h"
 #include "data/image_source.h"
 #include "data/loader.h"
+#include "dist/agreement.h"
+#include "dist/communicator.h"
+#include "dist/fault_injection.h"
+#include "dist/gradient_reducer.h"
+#include "dist/launch.h"
+#include "dist/sync_batchnorm.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/metrics.h"
@@ -43,12 +51,15 @@ DcganSpec spec_from(const ModelConfig& m) {
   return s;
 }
 
-// Console progress (rank 0) mirrored to train.log.
+// Console progress mirrored to train.log; silent on ranks other than 0.
 class Console {
  public:
-  explicit Console(const std::string& log_path) : log_(log_path, std::ios::app) {}
+  Console(const std::string& log_path, bool enabled) {
+    if (enabled) log_.open(log_path, std::ios::app);
+  }
   template <class... Args>
   void line(fmt::format_string<Args...> f, Args&&... args) {
+    if (!log_.is_open()) return;
     std::string s = fmt::format(f, std::forward<Args>(args)...);
     fmt::print("{}\n", s);
     std::fflush(stdout);
@@ -76,6 +87,27 @@ struct RunningMeans {
   }
 };
 
+// A hash of every parameter's bits: ranks compare it to check that they still hold the same model.
+uint64_t parameter_hash(Sequential& net) {
+  uint64_t h = kFnv1aStart;
+  for (auto& np : net.named_params())
+    h = fnv1a64({static_cast<const char*>(np.param->value.raw()), np.param->value.nbytes()}, h);
+  return h;
+}
+
+// Every rank applies the same summed gradients, so the models must stay bit-identical; a library whose
+// reductions differ in the last bit between ranks would let them drift apart. Returns the ranks that
+// differ from rank 0 (empty when all agree).
+std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, Sequential& D) {
+  const int64_t mine[2] = {static_cast<int64_t>(parameter_hash(G)), static_cast<int64_t>(parameter_hash(D))};
+  std::vector<int64_t> all(static_cast<size_t>(2 * comm.world_size()));
+  comm.all_gather(mine, all.data(), 2);
+  std::vector<int> differ;
+  for (int r = 1; r < comm.world_size(); ++r)
+    if (all[2 * r] != all[0] || all[2 * r + 1] != all[1]) differ.push_back(r);
+  return differ;
+}
+
 }  // namespace
 
 int set_cpu_threads(int threads) {
@@ -86,21 +118,44 @@ int set_cpu_threads(int threads) {
 }
 
 TrainSummary train(const Config& cfg) {
-  // Everything that can be wrong with the user's input is checked before the run directory exists.
-  if (cfg.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", cfg.model.arch);
-  if (cfg.run.device == "cuda") user_error("run.device is 'cuda' but this build runs training on the CPU only so far");
+  std::unique_ptr<Communicator> comm = open_communicator(cfg.dist.backend, cfg.dist.timeout_s);
+  return train(cfg, *comm);
+}
+
+TrainSummary train(const Config& cfg, Communicator& comm) {
+  comm.set_timeout(cfg.dist.timeout_s);
+  const bool lead = comm.rank() == 0;  // rank 0 owns the console and the run directory
+  const int P = comm.world_size();
+  const std::string config_yaml = config_to_yaml(cfg);
+  check_same_config_and_build(comm, config_yaml);
+  // Everything that can be wrong with the user's input is checked, on every rank, before the run
+  // directory exists; a problem on any rank stops all of them, reported once.
   const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
   const DcganSpec spec = spec_from(cfg.model);
-  auto source = open_image_source(cfg.data, spec.channels, spec.resolution, seed);
-  BatchPlan plan(source->size(), cfg.train.batch_size, seed);
   const int64_t B = cfg.train.batch_size;
+  std::unique_ptr<ImageSource> source;
+  std::optional<BatchPlan> plan_holder;
+  std::optional<FaultPlan> fault;
+  run_agreed(comm, [&] {
+    if (cfg.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", cfg.model.arch);
+    if (cfg.run.device == "cuda") user_error("run.device is 'cuda' but this build runs training on the CPU only so far");
+    if (B % P != 0)
+      user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
+                 "batch, so use a multiple of {} (e.g. {})",
+                 B, P, P, (B + P - 1) / P * P);
+    fault = fault_plan_from_env(process_env());
+    source = open_image_source(cfg.data, spec.channels, spec.resolution, seed);
+    plan_holder.emplace(source->size(), B, seed);
+  });
+  BatchPlan& plan = *plan_holder;
   const int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * plan.steps_per_epoch();
-  const int threads = set_cpu_threads(cfg.run.threads);
-  // One process is rank 0 of 1 for now; the distributed launcher passes its rank and world size here.
+  // run.threads 0: this rank's cores (mpirun may bind it to some), shared with the node's other ranks.
+  const int threads =
+      set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
   LoaderOptions loader_opt;
   loader_opt.global_batch = B;
-  loader_opt.rank = 0;
-  loader_opt.world_size = 1;
+  loader_opt.rank = comm.rank();
+  loader_opt.world_size = P;
   loader_opt.prefetch_batches = cfg.data.prefetch_batches;
   loader_opt.threads = cfg.data.loader_threads;
   loader_opt.flip = cfg.data.flip;
@@ -108,6 +163,7 @@ TrainSummary train(const Config& cfg) {
   loader_opt.first_step = 0;
   loader_opt.end_step = total_steps;
   Loader loader(*source, loader_opt);
+  const int64_t n_local = loader.shard_size();
 
   Sequential G = make_dcgan_generator(spec);
   Sequential D = make_dcgan_discriminator(spec);
@@ -116,22 +172,38 @@ TrainSummary train(const Config& cfg) {
   auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
   auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
   GanModels models{&G, &D, opt_g.get(), opt_d.get()};
+  // Gradients summed over the ranks in buckets during backward (with one rank: copies, same bits).
+  const int64_t bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
+  GradientReducer reduce_g(comm, G, bucket_bytes), reduce_d(comm, D, bucket_bytes);
+  // Batch norm over the global batch (with one rank the same bits as without); dist.sync_bn false
+  // leaves each rank's shard to itself, and rank 0's running statistics are the ones saved.
+  if (cfg.dist.sync_bn) {
+    synchronize_batch_norm(G, &comm);
+    synchronize_batch_norm(D, &comm);
+  }
+  const std::vector<std::string> rank_lines = preflight(
+      comm, fmt::format("{} (pid {}, local rank {} of {}), cpu, {} thread{}", comm.host(), getpid(), comm.local_rank(),
+                        comm.local_size(), threads, threads > 1 ? "s" : ""));
 
   TrainSummary sum;
   sum.run_dir = (fs::path(cfg.run.out_dir) / cfg.run.name).string();
-  fs::create_directories(fs::path(sum.run_dir) / "samples");
-  fs::create_directories(fs::path(sum.run_dir) / "checkpoints");
-  const std::string config_yaml = config_to_yaml(cfg);
-  {
+  sum.metrics_path = (fs::path(sum.run_dir) / "metrics.jsonl").string();
+  if (lead) {
+    fs::create_directories(fs::path(sum.run_dir) / "samples");
+    fs::create_directories(fs::path(sum.run_dir) / "checkpoints");
     std::ofstream f(fs::path(sum.run_dir) / "config.yaml");
     f << config_yaml;
     if (!f) runtime_error("cannot write {}/config.yaml", sum.run_dir);
   }
-  sum.metrics_path = (fs::path(sum.run_dir) / "metrics.jsonl").string();
-  MetricsWriter metrics(sum.metrics_path);
-  Console con((fs::path(sum.run_dir) / "train.log").string());
+  std::unique_ptr<MetricsWriter> metrics =
+      lead ? std::make_unique<MetricsWriter>(sum.metrics_path) : std::make_unique<MetricsWriter>();
+  Console con((fs::path(sum.run_dir) / "train.log").string(), lead);
 
   con.line("gantrain {} ({}) | run {} | cpu, {} threads", version(), git_revision(), sum.run_dir, threads);
+  con.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(), n_local,
+           P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
+  if (P > 1)
+    for (int r = 0; r < P; ++r) con.line("  rank {}: {}", r, rank_lines[static_cast<size_t>(r)]);
   con.line("data: {}", source->describe());
   con.line("loader: {} images per step on this rank (positions {}..{}) | {}", loader.shard_size(),
            loader.shard_first(), loader.shard_first() + loader.shard_size() - 1,
@@ -150,14 +222,18 @@ TrainSummary train(const Config& cfg) {
   const int grid_cols = std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_samples)))));
   auto write_samples = [&](int64_t step) {
     sum.samples_path = (fs::path(sum.run_dir) / "samples" / fmt::format("step_{:08d}.png", step)).string();
-    write_grid_png(sum.samples_path, generate(G, sample_z), grid_cols);
+    // Each rank generates a share of the grid; rank 0 gathers and writes it.
+    Tensor images = generate_across_ranks(G, sample_z, comm);
+    if (lead) write_grid_png(sum.samples_path, images, grid_cols);
   };
   auto write_checkpoint = [&](int64_t step) {
+    sum.checkpoint_path = (fs::path(sum.run_dir) / "checkpoints" / fmt::format("ckpt_{:08d}.h5", step)).string();
+    if (!lead) return;
     Checkpoint ck;
     ck.meta.step = step;
     ck.meta.epoch = plan.epoch_of(std::max<int64_t>(step - 1, 0));
     ck.meta.images_seen = step * B;
-    ck.meta.world_size = 1;
+    ck.meta.world_size = P;
     ck.meta.seed = cfg.run.seed;
     ck.meta.resolution = spec.resolution;
     ck.meta.config_yaml = config_yaml;
@@ -168,30 +244,40 @@ TrainSummary train(const Config& cfg) {
     export_state_dict(D, "D/params", ck.groups);
     export_optimizer(*opt_g, "G/optim", ck.groups);
     export_optimizer(*opt_d, "D/optim", ck.groups);
-    sum.checkpoint_path = (fs::path(sum.run_dir) / "checkpoints" / fmt::format("ckpt_{:08d}.h5", step)).string();
     save_checkpoint(sum.checkpoint_path, ck);
   };
 
   g_stop_signal.store(0);
   auto old_int = std::signal(SIGINT, on_stop_signal);
   auto old_term = std::signal(SIGTERM, on_stop_signal);
+  auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);  // mpirun forwards SIGUSR1 to every rank, not SIGTERM
 
   Tensor real(loader.batch_shape());
-  Tensor z({B, spec.nz});
+  Tensor z({n_local, spec.nz});
   StepOptions step_opt;
   step_opt.clip_grad_norm = cfg.train.clip_grad_norm;
+  step_opt.loss_scale = static_cast<double>(n_local) / static_cast<double>(B);
+  step_opt.reduce_d = &reduce_d;
+  step_opt.reduce_g = &reduce_g;
   RunningMeans window;
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
   auto t_window = t_start;
   int64_t step = 0;
   for (; step < total_steps; ++step) {
+    inject_fault_if_due(fault, comm.rank(), step);
     loader.next(real);
-    fill_noise(z.f32(), B, spec.nz, seed, static_cast<uint64_t>(step), 0);
+    // This rank's rows of the global batch's noise: keyed by (seed, step, global index), as with one rank.
+    fill_noise(z.f32(), n_local, spec.nz, seed, static_cast<uint64_t>(step), loader.shard_first());
     StepResult r = dcgan_train_step(models, real, z, step_opt);
+    // Each rank's share summed over the ranks: the global batch's means, the same on every rank.
+    double global[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
+    comm.all_reduce(global, 4, ReduceOp::sum);
+    r.d_loss = global[0], r.g_loss = global[1], r.d_real = global[2], r.d_fake = global[3];
     if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
-      runtime_error("step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the learning rate or "
-                    "enable train.clip_grad_norm.", step, r.d_loss, r.g_loss);
+      throw AgreedRuntimeError(fmt::format(
+          "step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the learning rate or "
+          "enable train.clip_grad_norm.", step, r.d_loss, r.g_loss));
     window.add(r);
     const int64_t done = step + 1;
     if (done % cfg.log.every_steps == 0 || done == total_steps) {
@@ -202,7 +288,7 @@ TrainSummary train(const Config& cfg) {
       con.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | eta {}",
                done, total_steps, plan.epoch_of(step), window.d_loss / window.n, window.g_loss / window.n,
                window.d_real / window.n, window.d_fake / window.n, ips, fmt_duration(eta));
-      metrics.write(done, {{"epoch", static_cast<double>(plan.epoch_of(step))},
+      metrics->write(done, {{"epoch", static_cast<double>(plan.epoch_of(step))},
                            {"d_loss", window.d_loss / window.n},
                            {"g_loss", window.g_loss / window.n},
                            {"d_real", window.d_real / window.n},
@@ -217,14 +303,18 @@ TrainSummary train(const Config& cfg) {
       write_samples(done);
     if (cfg.checkpoint.every_steps > 0 && done % cfg.checkpoint.every_steps == 0 && done != total_steps)
       write_checkpoint(done);
+    // Stop requests agreed by all ranks, so that they all leave after the same step: a signal any rank
+    // received, or a time limit any rank's clock reached.
     const double minutes = std::chrono::duration<double>(clock::now() - t_start).count() / 60.0;
-    if (cfg.train.max_minutes > 0 && minutes >= cfg.train.max_minutes && done != total_steps) {
+    int64_t stop[2] = {g_stop_signal.load(), cfg.train.max_minutes > 0 && minutes >= cfg.train.max_minutes};
+    comm.all_reduce(stop, 2, ReduceOp::max);
+    if (stop[1] && done != total_steps) {
       con.line("time limit train.max_minutes={} reached after {} steps", cfg.train.max_minutes, done);
       ++step;
       break;
     }
-    if (g_stop_signal.load() != 0) {
-      con.line("signal {} received: stopping after step {} with a checkpoint", g_stop_signal.load(), done);
+    if (stop[0] != 0) {
+      con.line("signal {} received: stopping after step {} with a checkpoint", stop[0], done);
       sum.stopped_by_signal = true;
       ++step;
       break;
@@ -232,12 +322,17 @@ TrainSummary train(const Config& cfg) {
   }
   std::signal(SIGINT, old_int);
   std::signal(SIGTERM, old_term);
+  std::signal(SIGUSR1, old_usr1);
 
   const double seconds = std::chrono::duration<double>(clock::now() - t_start).count();
   sum.steps = step;
   sum.images_per_second = step * B / std::max(seconds, 1e-9);
   write_samples(step);
   write_checkpoint(step);
+  const std::vector<int> drifted = ranks_with_other_parameters(comm, G, D);
+  if (!drifted.empty())
+    con.line("warning: ranks {} hold parameters that differ from rank 0's: the all-reduce did not give every rank "
+             "the same bits (docs/distributed.md)", fmt::format("{}", fmt::join(drifted, ", ")));
   con.line("done: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)", step, fmt_duration(seconds),
            sum.images_per_second, loader.wait_seconds());
   con.line("samples:    {}", sum.samples_path);

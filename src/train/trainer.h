@@ -6,6 +6,8 @@
 
 namespace gt {
 
+class Communicator;
+
 struct TrainSummary {
   int64_t steps = 0;          // steps done in total (including before a resume)
   bool stopped_by_signal = false;
@@ -16,6 +18,11 @@ struct TrainSummary {
 // Validates data and model before anything is written (UserError on bad input), then trains.
 // config_text is the resolved YAML saved to the run directory and to checkpoints.
 TrainSummary train(const Config& cfg);
+// The same as one rank of a data-parallel job: every rank of comm calls it with the same config; each
+// trains on its shard of every global batch, and rank 0 alone writes the run directory and the console.
+// A problem every rank sees (bad input, mismatched config or build) is an AgreedUserError/RuntimeError
+// thrown on every rank; a failure on one rank alone is an ordinary exception (the caller aborts the job).
+TrainSummary train(const Config& cfg, Communicator& comm);
 
 // Sets the CPU engine's OpenMP threads (0 = all cores). Returns the number used.
 int set_cpu_threads(int threads);

@@ -98,6 +98,10 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.log.sample_every_steps, b.log.sample_every_steps);
   EXPECT_EQ(a.log.sample_count, b.log.sample_count);
   EXPECT_EQ(a.checkpoint.every_steps, b.checkpoint.every_steps);
+  EXPECT_EQ(a.dist.backend, b.dist.backend);
+  EXPECT_EQ(a.dist.sync_bn, b.dist.sync_bn);
+  EXPECT_EQ(a.dist.bucket_mb, b.dist.bucket_mb);
+  EXPECT_EQ(a.dist.timeout_s, b.dist.timeout_s);
 }
 
 // A config where every field differs from its default and from its sibling fields.
@@ -111,6 +115,7 @@ Config all_fields_changed() {
   c.optim_d = {"sgd", 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17};
   c.checkpoint = {19};
+  c.dist = {"mpi", false, 0.375, 21.5};
   return c;
 }
 
@@ -125,10 +130,10 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
   // Counted from the structs in config.h and optim.h: run 5, model 8, data 6, train 5, optim 2 x 8,
-  // log 3, checkpoint 1.
-  EXPECT_EQ(schema.size(), 44u);
+  // log 3, checkpoint 1, dist 4.
+  EXPECT_EQ(schema.size(), 48u);
   std::set<std::string> paths;
-  const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint"};
+  const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
   for (const ConfigKeyInfo& key : schema) {
     EXPECT_TRUE(paths.insert(key.path).second) << "duplicate " << key.path;
@@ -139,7 +144,8 @@ TEST(Config, SchemaCoversEveryFieldOnce) {
     EXPECT_FALSE(key.default_value.empty()) << key.path;
   }
   for (const char* path : {"run.seed", "model.nz", "data.flip", "train.max_minutes", "optim.g.lr",
-                           "optim.d.weight_decay", "log.sample_count", "checkpoint.every_steps"}) {
+                           "optim.d.weight_decay", "log.sample_count", "checkpoint.every_steps",
+                           "dist.backend", "dist.sync_bn", "dist.bucket_mb", "dist.timeout_s"}) {
     EXPECT_TRUE(paths.count(path)) << path;
   }
 }
@@ -182,6 +188,7 @@ optim:
       weight_decay: 2.5e-4}
 log: {every_steps: 11, sample_every_steps: 13, sample_count: 17}
 checkpoint: {every_steps: 19}
+dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5}
 )";
   expect_same_config(parse_config(yaml, "by_hand.yaml"), all_fields_changed());
 }
@@ -489,7 +496,7 @@ TEST(ConfigRoundTrip, OutputIsTheNestedLayoutWithEveryKey) {
   }
   size_t top_level = 0;
   for (auto it = root.begin(); it != root.end(); ++it) ++top_level;
-  EXPECT_EQ(top_level, 7u);
+  EXPECT_EQ(top_level, 8u);  // run, model, data, train, optim, log, checkpoint, dist
 }
 
 TEST(ConfigRoundTrip, RandomFloatsAreExact) {

@@ -160,6 +160,97 @@ void batchnorm2d_backward_eval(float* dinp, float* dweight, float* dbias, const 
   }
 }
 
+// Synchronized batch norm (set_batch_stats_reducer): the same arithmetic as the kernels above, split
+// where the per-channel sums are added up over the ranks. *count becomes the global count.
+void batchnorm2d_forward_train_reduced(float* out, float* mean, float* rstd, float* var, double* count,
+                                       const float* in, const float* weight, const float* bias, int N, int C,
+                                       int HW, float eps, const BatchStatsReducer& reduce) {
+  const bool parallel = static_cast<int64_t>(N) * C * HW > kParallelMinValues;
+  std::vector<double> sums(static_cast<size_t>(C) + 1);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < C; ++c) sums[c] = channel_sum(in, c, N, C, HW);
+  sums[C] = static_cast<double>(N) * HW;
+  reduce(sums.data(), C + 1);
+  *count = sums[C];
+  std::vector<double> sq(static_cast<size_t>(C));
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < C; ++c) {
+    const float m = static_cast<float>(sums[c] / *count);
+    mean[c] = m;
+    double s = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* p = plane(in, n, c, C, HW);
+      float part = 0.f;
+#pragma omp simd reduction(+ : part)
+      for (int i = 0; i < HW; ++i) part += (p[i] - m) * (p[i] - m);
+      s += part;
+    }
+    sq[c] = s;
+  }
+  reduce(sq.data(), C);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < C; ++c) {
+    const float m = mean[c];
+    const double v = sq[c] / *count;
+    const float r = static_cast<float>(1.0 / std::sqrt(v + eps));
+    rstd[c] = r;
+    var[c] = static_cast<float>(v);
+    const float scale = (weight ? weight[c] : 1.f) * r;
+    const float shift = (bias ? bias[c] : 0.f) - m * scale;
+    for (int n = 0; n < N; ++n) {
+      const float* p = plane(in, n, c, C, HW);
+      float* o = plane(out, n, c, C, HW);
+#pragma omp simd
+      for (int i = 0; i < HW; ++i) o[i] = p[i] * scale + shift;
+    }
+  }
+}
+
+void batchnorm2d_backward_train_reduced(float* dinp, float* dweight, float* dbias, const float* dout,
+                                        const float* in, const float* mean, const float* rstd, const float* weight,
+                                        int N, int C, int HW, double count, const BatchStatsReducer& reduce) {
+  const bool parallel = static_cast<int64_t>(N) * C * HW > kParallelMinValues;
+  std::vector<double> sums(2 * static_cast<size_t>(C));  // [sum dy | sum dy * (x - mean)] per channel
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < C; ++c) {
+    const float m = mean[c];
+    double sum_dy = 0.0, sum_dy_x = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* g = plane(dout, n, c, C, HW);
+      const float* p = plane(in, n, c, C, HW);
+      float part_dy = 0.f, part_dy_x = 0.f;
+#pragma omp simd reduction(+ : part_dy, part_dy_x)
+      for (int i = 0; i < HW; ++i) {
+        part_dy += g[i];
+        part_dy_x += g[i] * (p[i] - m);
+      }
+      sum_dy += part_dy;
+      sum_dy_x += part_dy_x;
+    }
+    // This rank's share of the parameter gradients; the gradient all-reduce adds the others.
+    if (dweight) dweight[c] += static_cast<float>(sum_dy_x * rstd[c]);
+    if (dbias) dbias[c] += static_cast<float>(sum_dy);
+    sums[c] = sum_dy;
+    sums[C + c] = sum_dy_x;
+  }
+  if (!dinp) return;
+  reduce(sums.data(), 2 * C);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int c = 0; c < C; ++c) {
+    const float m = mean[c], r = rstd[c];
+    const float scale = (weight ? weight[c] : 1.f) * r;
+    const float mean_dy = static_cast<float>(sums[c] / count);
+    const float k = static_cast<float>(sums[C + c] * r / count) * r;
+    for (int n = 0; n < N; ++n) {
+      const float* g = plane(dout, n, c, C, HW);
+      const float* p = plane(in, n, c, C, HW);
+      float* d = plane(dinp, n, c, C, HW);
+#pragma omp simd
+      for (int i = 0; i < HW; ++i) d[i] = scale * (g[i] - mean_dy - (p[i] - m) * k);
+    }
+  }
+}
+
 }  // namespace cpu
 
 namespace {
@@ -199,11 +290,19 @@ class BatchNorm2d final : public Layer {
         user_error("BatchNorm2d in training needs more than one value per channel, got input of shape {}",
                    shape_str(x.shape()));
       float* var = cpu::scratch_floats(batch_var_, channels_);
-      cpu::batchnorm2d_forward_train(y.f32(), cpu::scratch_floats(mean_, channels_),
-                                     cpu::scratch_floats(rstd_, channels_), var, x.f32(), weight_.value.f32(),
-                                     bias_.value.f32(), N, channels_, HW, eps_);
+      batch_count_ = static_cast<double>(count);
+      if (reduce_) {
+        cpu::batchnorm2d_forward_train_reduced(y.f32(), cpu::scratch_floats(mean_, channels_),
+                                               cpu::scratch_floats(rstd_, channels_), var, &batch_count_, x.f32(),
+                                               weight_.value.f32(), bias_.value.f32(), N, channels_, HW, eps_,
+                                               reduce_);
+      } else {
+        cpu::batchnorm2d_forward_train(y.f32(), cpu::scratch_floats(mean_, channels_),
+                                       cpu::scratch_floats(rstd_, channels_), var, x.f32(), weight_.value.f32(),
+                                       bias_.value.f32(), N, channels_, HW, eps_);
+      }
       cpu::batchnorm2d_update_running(running_mean_.value.f32(), running_var_.value.f32(), mean_.data(), var,
-                                      channels_, count, momentum_);
+                                      channels_, static_cast<int64_t>(batch_count_), momentum_);
       num_batches_tracked_.value.i64()[0] += 1;
     } else {
       cpu::batchnorm2d_forward_eval(y.f32(), x.f32(), weight_.value.f32(), bias_.value.f32(),
@@ -219,7 +318,11 @@ class BatchNorm2d final : public Layer {
     GT_CHECK(dy.shape() == x_.shape(), "BatchNorm2d backward got {}, forward saw {}", dy.str(), x_.str());
     const int N = static_cast<int>(x_.dim(0)), HW = static_cast<int>(x_.dim(2) * x_.dim(3));
     Tensor dx(dy.shape());
-    if (mode_ == Mode::train) {
+    if (mode_ == Mode::train && reduce_) {
+      cpu::batchnorm2d_backward_train_reduced(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+                                              mean_.data(), rstd_.data(), weight_.value.f32(), N, channels_, HW,
+                                              batch_count_, reduce_);
+    } else if (mode_ == Mode::train) {
       cpu::batchnorm2d_backward_train(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
                                       mean_.data(), rstd_.data(), weight_.value.f32(), N, channels_, HW);
     } else {
@@ -232,6 +335,7 @@ class BatchNorm2d final : public Layer {
 
   std::vector<Param*> params() override { return {&weight_, &bias_}; }
   std::vector<Buffer*> buffers() override { return {&running_mean_, &running_var_, &num_batches_tracked_}; }
+  void set_reducer(BatchStatsReducer reduce) { reduce_ = std::move(reduce); }
 
  private:
   static int checked_channels(int channels) {
@@ -247,12 +351,20 @@ class BatchNorm2d final : public Layer {
   Tensor x_;
   Mode mode_ = Mode::train;
   std::vector<float> mean_, rstd_, batch_var_;
+  double batch_count_ = 0;     // values per channel in the last training batch (over all ranks when reduced)
+  BatchStatsReducer reduce_;   // set: synchronized batch norm
 };
 
 }  // namespace
 
 LayerPtr make_batchnorm2d(int channels, float eps, float momentum) {
   return std::make_unique<BatchNorm2d>(channels, eps, momentum);
+}
+
+bool set_batch_stats_reducer(Layer& layer, BatchStatsReducer reduce) {
+  auto* bn = dynamic_cast<BatchNorm2d*>(&layer);
+  if (bn) bn->set_reducer(std::move(reduce));
+  return bn != nullptr;
 }
 
 }  // namespace gt

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# The one-command GPU check: on a GPU machine with only the CUDA toolkit, CMake, ninja and python3 (CUDA PyTorch), unpacks the bundle from prepare_bundle.sh, builds gantrain, runs the GPU tests and benchmarks, and writes the results.
+#
+# Usage, from the repository root (device tool: carry ["build-bundle"], timeout 600):
+#   bench/gpu/gpu_check.sh [--bundle DIR] [--build DIR] [--results DIR] [--arch LIST] [--jobs N] [--mpi]
+#                          [--configure-only] [--build-only] [--skip-suite] [--skip-torch] [--quick]
+#   --bundle DIR      the bundle folder (default build-bundle: bench/gpu/prepare_bundle.sh makes it)
+#   --build DIR       build folder (default build-gpu)
+#   --results DIR     where results go (default $OUT when set, else bench/results/gpu_check_<date>)
+#   --arch LIST       CUDA architectures (default 90: the H100/H200; CI builds 80;90)
+#   --mpi             build with the bundled Open MPI (default GANTRAIN_MPI=OFF: one process, one GPU)
+#   --configure-only, --build-only   stop after that step
+#   --skip-suite      skip the CPU test suite (ctest -LE gpu)
+#   --skip-torch      skip PyTorch's side of the benchmark
+#   --quick           parity tests and the kernel benchmark only (implies --skip-suite --skip-torch)
+# Results (at most 8 files, as the device tool returns): summary.txt (also printed last), check.log
+# (environment, configure, build, test and benchmark output), parity.log and parity.xml (every row's
+# error), ctest.log, bench_gpu_kernels.json, torch_dcgan_gpu.json. Exit status: 0 when the build and
+# the GPU tests passed, 1 otherwise; the benchmarks never change it.
+#
+# cuDNN, cuBLAS and NCCL are taken from python3's nvidia-* wheels (site-packages/nvidia/*/{include,lib})
+# when present, else from the toolkit; their folders go on LD_LIBRARY_PATH. The bundle's libraries are
+# reached through an RPATH (not LD_LIBRARY_PATH), so python3 and PyTorch never load them.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bundle="$repo/build-bundle"
+build="$repo/build-gpu"
+results=""
+arch="90"
+jobs=$(nproc 2>/dev/null || echo 8)
+mpi=OFF
+stop_after=""
+skip_suite=0
+skip_torch=0
+quick=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --bundle) bundle=$(cd "$2" && pwd); shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --results) results=$2; shift 2 ;;
+    --arch) arch=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --mpi) mpi=ON; shift ;;
+    --configure-only) stop_after=configure; shift ;;
+    --build-only) stop_after=build; shift ;;
+    --skip-suite) skip_suite=1; shift ;;
+    --skip-torch) skip_torch=1; shift ;;
+    --quick) quick=1; skip_suite=1; skip_torch=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [[ -z $results ]]; then
+  if [[ -n ${OUT:-} ]]; then results=$OUT; else results="$repo/bench/results/gpu_check_$(date -u +%Y-%m-%d_%H%M%S)"; fi
+fi
+mkdir -p "$results" "$build"
+results=$(cd "$results" && pwd)
+build=$(cd "$build" && pwd)
+log="$results/check.log"
+summary="$results/summary.txt"
+: > "$log"
+: > "$summary"
+failed=0
+
+say() { echo "[gpu_check] $*" | tee -a "$log"; }
+note() { echo "$*" >> "$summary"; say "$*"; }
+# Runs a command with its output appended to the log; returns its status.
+logged() { "$@" >> "$log" 2>&1; }
+
+# ---- environment -------------------------------------------------------------------------------
+say "repository $repo ($(git -C "$repo" describe --always --dirty 2>/dev/null || echo 'no git'))"
+{
+  echo "== uname"; uname -a
+  echo "== nvidia-smi"; nvidia-smi 2>&1 || echo "nvidia-smi failed"
+  echo "== compilers"; g++ --version 2>&1 | head -1; cmake --version 2>&1 | head -1
+  echo "== python3"; command -v python3; python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+} >> "$log" 2>&1
+
+find_tool() {  # find_tool NAME PYTHON_MODULE_EXPR: PATH first, then the pip package's bin folder
+  local name=$1 expr=$2 dir
+  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
+  dir=$(python3 -c "$expr" 2>/dev/null) && [[ -x "$dir/$name" ]] && { echo "$dir/$name"; return 0; }
+  return 1
+}
+cmake_bin=$(find_tool cmake 'import cmake; print(cmake.CMAKE_BIN_DIR)') || { note "FAIL: no cmake"; exit 1; }
+ninja_bin=$(find_tool ninja 'import ninja, os; print(ninja.BIN_DIR)') || ninja_bin=""
+generator=(-G Ninja)
+if [[ -z $ninja_bin ]]; then generator=(); say "no ninja: using make"; else generator+=(-DCMAKE_MAKE_PROGRAM="$ninja_bin"); fi
+
+# nvcc: PATH, the usual toolkit folder, then the pip wheels.
+nvcc=""
+for cand in "$(command -v nvcc 2>/dev/null)" /usr/local/cuda/bin/nvcc; do
+  [[ -n $cand && -x $cand ]] && { nvcc=$cand; break; }
+done
+# The nvidia-* wheels: every site-packages/nvidia/<name> folder is a prefix with include/ and lib/.
+nvidia_roots=$(python3 - <<'PY' 2>/dev/null
+import os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit(0)
+for base in list(nvidia.__path__):
+    for name in sorted(os.listdir(base)):
+        d = os.path.join(base, name)
+        if os.path.isdir(os.path.join(d, "lib")) or os.path.isdir(os.path.join(d, "include")):
+            print(d)
+PY
+)
+if [[ -z $nvcc ]]; then
+  for r in $nvidia_roots; do [[ -x $r/bin/nvcc ]] && { nvcc=$r/bin/nvcc; break; }; done
+fi
+[[ -n $nvcc ]] || { note "FAIL: no nvcc (PATH, /usr/local/cuda/bin, python3's nvidia wheels)"; exit 1; }
+say "nvcc $nvcc: $("$nvcc" --version | tail -1)"
+roots_list=""
+ld_dirs=""
+for r in $nvidia_roots; do
+  roots_list+="${roots_list:+;}$r"
+  [[ -d $r/lib ]] && ld_dirs+="${ld_dirs:+:}$r/lib"
+done
+say "nvidia wheel prefixes: ${nvidia_roots:-none (libraries from the toolkit)}"
+export LD_LIBRARY_PATH="${ld_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# ---- unpack the bundle -------------------------------------------------------------------------
+root="$build/bundle-root"
+[[ -f $bundle/MANIFEST ]] || { note "FAIL: no bundle at $bundle (run bench/gpu/prepare_bundle.sh where apt works)"; exit 1; }
+if ! cmp -s "$bundle/MANIFEST" "$root/.manifest" 2>/dev/null; then
+  rm -rf "$root"
+  mkdir -p "$root"
+  for deb in "$bundle"/debs/*.deb; do
+    if command -v dpkg-deb >/dev/null 2>&1; then
+      dpkg-deb -x "$deb" "$root" || { note "FAIL: cannot unpack $deb"; exit 1; }
+    else  # no dpkg: a .deb is an ar archive holding data.tar.*
+      (cd "$root" && ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -x --auto-compress -f - 2>/dev/null ||
+        ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -xJ) || { note "FAIL: cannot unpack $deb"; exit 1; }
+    fi
+  done
+  # Absolute symlinks (libz.so -> /lib/...) would leave the bundle: point them at its own copies.
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    [[ $target == /* && -e "$root$target" ]] && ln -sfn "$root$target" "$link"
+  done < <(find "$root" -type l)
+  cp "$bundle/MANIFEST" "$root/.manifest"
+fi
+say "bundle: $(wc -l < "$bundle/MANIFEST") packages unpacked in $root"
+
+# ---- configure ---------------------------------------------------------------------------------
+arch_dir=$(ls -d "$root"/usr/lib/*-linux-gnu 2>/dev/null | head -1)
+triplet=$(basename "$arch_dir")
+lib_dirs=("$arch_dir" "$arch_dir/openblas-pthread" "$arch_dir/hdf5/serial" "$root/lib/$triplet" "$arch_dir/openmpi/lib")
+rpath=""
+for d in "${lib_dirs[@]}"; do [[ -d $d ]] && rpath+="${rpath:+:}$d"; done
+for r in $nvidia_roots; do [[ -d $r/lib ]] && rpath+=":$r/lib"; done
+export PKG_CONFIG_LIBDIR="$arch_dir/pkgconfig:$arch_dir/openblas-pthread/pkgconfig:$root/usr/share/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$root"
+pkgconf_bin="$root/usr/bin/pkgconf"
+[[ -x $pkgconf_bin ]] || pkgconf_bin=$(command -v pkg-config || true)
+cmake_args=(
+  -S "$repo" -B "$build" "${generator[@]}"
+  -DCMAKE_BUILD_TYPE=Release
+  -DGANTRAIN_CUDA=ON -DGANTRAIN_MPI="$mpi" -DGANTRAIN_CUDA_ARCHITECTURES="$arch"
+  -DCMAKE_CUDA_COMPILER="$nvcc"
+  -DGANTRAIN_CUDA_LIBRARY_ROOTS="$roots_list"
+  -DCMAKE_PREFIX_PATH="$root/usr"
+  -DPKG_CONFIG_EXECUTABLE="$pkgconf_bin"
+  -DHDF5_C_COMPILER_EXECUTABLE=/nonexistent/h5cc  # the bundle has no h5cc; never ask a system one
+  -DHDF5_ROOT="$arch_dir/hdf5/serial"  # Debian's prefix-shaped view: lib -> ., include -> /usr/include/hdf5/serial
+  # Debian's multiarch header folder (jconfig.h, ...), which the system compiler searches only under /usr.
+  -DCMAKE_C_FLAGS="-isystem $root/usr/include/$triplet"
+  -DCMAKE_CXX_FLAGS="-isystem $root/usr/include/$triplet"
+  -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath,$rpath -Wl,-rpath-link,$rpath"
+  -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$rpath"
+  -DGT_ORACLE_PYTHON="$(command -v python3)"
+)
+if [[ $mpi == ON ]]; then
+  # Open MPI relocated: its wrapper and run time find their files under OPAL_PREFIX.
+  export OPAL_PREFIX="$root/usr"
+  cmake_args+=(-DMPI_CXX_COMPILER="$root/usr/bin/mpicxx.openmpi" -DMPIEXEC_EXECUTABLE="$root/usr/bin/mpirun.openmpi")
+fi
+rm -f "$build/CMakeCache.txt"  # a fresh configure: nothing cached from another machine or bundle
+say "configure: cmake ${cmake_args[*]}"
+if ! logged "$cmake_bin" "${cmake_args[@]}"; then
+  note "FAIL: configure (see check.log)"
+  tail -40 "$log"
+  exit 1
+fi
+note "configure: ok (CUDA architectures $arch, MPI $mpi)"
+[[ $stop_after == configure ]] && exit 0
+
+# ---- build -------------------------------------------------------------------------------------
+start=$(date +%s)
+if ! logged "$cmake_bin" --build "$build" -j "$jobs"; then
+  note "FAIL: build (see check.log)"
+  grep -E "error|Error|FAILED" "$log" | head -30
+  exit 1
+fi
+note "build: ok in $(( $(date +%s) - start )) s"
+# Where each library of the parity test comes from (bundle, wheels or system); any "not found" fails later.
+{ echo "== ldd test_gpu_parity"; ldd "$build/tests/gpu/test_gpu_parity"; } >> "$log" 2>&1
+if ldd "$build/tests/gpu/test_gpu_parity" | grep -q "not found"; then
+  note "FAIL: libraries not found: $(ldd "$build/tests/gpu/test_gpu_parity" | grep 'not found' | tr -s ' \t' ' ')"
+  failed=1
+fi
+[[ $stop_after == build ]] && exit $failed
+
+# ---- GPU tests ---------------------------------------------------------------------------------
+"$build/tests/test_cuda_device" >> "$log" 2>&1 || failed=1
+grep -E "SKIPPED|no usable" "$log" | grep -i cuda | head -3
+start=$(date +%s)
+"$build/tests/gpu/test_gpu_parity" --gtest_output="xml:$results/parity.xml" > "$results/parity.log" 2>&1
+parity_rc=$?
+passed=$(grep -c '^\[       OK \]' "$results/parity.log")
+failed_rows=$(grep -c '^\[  FAILED  \] Table' "$results/parity.log")
+skipped=$(grep -c '^\[  SKIPPED \] Table' "$results/parity.log")
+note "parity: $passed passed, $failed_rows failed, $skipped skipped (exit $parity_rc, $(( $(date +%s) - start )) s)"
+grep '^\[  FAILED  \] Table' "$results/parity.log" | sort -u | sed 's/^/  /' | tee -a "$summary"
+[[ $parity_rc == 0 && $skipped == 0 ]] || failed=1
+
+# ---- the rest of the suite (CPU tests; informational) ----------------------------------------------
+if [[ $skip_suite == 0 ]]; then
+  (cd "$build" && timeout 300 ctest -LE gpu -j "$jobs" --output-on-failure) > "$results/ctest.log" 2>&1
+  note "suite (ctest -LE gpu): $(grep -E 'tests passed|tests failed' "$results/ctest.log" | tail -1)"
+fi
+
+# ---- benchmarks ---------------------------------------------------------------------------------
+if timeout 240 "$build/bench/bench_gpu_kernels" --batch 256 --json "$results/bench_gpu_kernels.json" >> "$log" 2>&1; then
+  note "bench_gpu_kernels: ok"
+  sed -n '/^kernel /,$p' "$log" | grep -v '^wrote' >> "$summary"
+else
+  note "bench_gpu_kernels: failed (see check.log)"
+fi
+if [[ $skip_torch == 0 ]]; then
+  if PYTHONUNBUFFERED=1 timeout 300 python3 "$repo/bench/gpu/torch_dcgan_gpu.py" --json "$results/torch_dcgan_gpu.json" \
+      > "$results/torch.tmp" 2>&1; then
+    note "torch_dcgan_gpu: ok"
+    sed -n '/^mode /,/^wrote/p' "$results/torch.tmp" | grep -v '^wrote' >> "$summary"
+  else
+    note "torch_dcgan_gpu: failed or timed out (see check.log)"
+  fi
+  cat "$results/torch.tmp" >> "$log"
+  rm -f "$results/torch.tmp"
+fi
+
+echo
+cat "$summary"
+exit $failed

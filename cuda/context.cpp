@@ -1,0 +1,39 @@
+// GPU context: stream and library handles, with the math mode of the chosen precision.
+#include "context.h"
+
+#include "check.h"
+#include "core/error.h"
+
+namespace gt::cuda {
+
+GpuContext::GpuContext(const GpuOptions& opts) : opts_(opts) {
+  GT_CHECK(opts.precision != Precision::bf16, "the bf16 GPU path is not implemented yet; use fp32 or tf32");
+  CUDA_CHECK(cudaSetDevice(opts.device));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUDNN_CHECK(cudnnCreate(&cudnn_));
+  CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+  CUBLAS_CHECK(cublasCreate(&cublas_));
+  CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  // fp32 keeps cuBLAS off the tensor cores (its default math never converts to TF32 unless the
+  // NVIDIA_TF32_OVERRIDE environment variable asks for it); tf32 allows the conversion.
+  CUBLAS_CHECK(cublasSetMathMode(
+      cublas_, opts.precision == Precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  if (opts.cublas_workspace_bytes) {
+    cublas_workspace_ = DeviceBuffer<std::byte>(opts.cublas_workspace_bytes);
+    CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.bytes()));
+  }
+}
+
+GpuContext::~GpuContext() {
+  // Destructors report nothing: the handles go whatever their state.
+  if (cublas_) cublasDestroy(cublas_);
+  if (cudnn_) cudnnDestroy(cudnn_);
+  if (stream_) {
+    cudaStreamSynchronize(stream_);
+    cudaStreamDestroy(stream_);
+  }
+}
+
+void GpuContext::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+}  // namespace gt::cuda

@@ -1,0 +1,263 @@
+// cuDNN convolutions: descriptors and algorithm choices cached per shape, one workspace grown only while shapes are new.
+#include "conv.h"
+
+#include <array>
+#include <map>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "check.h"
+#include "core/error.h"
+
+namespace gt::cuda {
+namespace {
+
+enum class Direction { forward = 0, backward_data = 1, backward_filter = 2 };
+const char* direction_name(Direction d) {
+  switch (d) {
+    case Direction::forward: return "forward";
+    case Direction::backward_data: return "backward-data";
+    case Direction::backward_filter: return "backward-filter";
+  }
+  return "?";
+}
+
+// The chosen algorithm of one direction of one shape.
+struct Choice {
+  bool found = false;
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  size_t workspace = 0;
+  float milliseconds = 0.f;
+};
+
+// cuDNN's view of a layer: x is the convolution's input side and y its output side. A Conv2d maps its
+// input (x) to its output (y); a ConvTranspose2d runs the convolution that maps its output (x, the
+// large side) to its input (y), backwards. The filter is [y channels, x channels, K, K] in both
+// cases, which is each layer's PyTorch weight layout.
+struct Plan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  std::array<Choice, 3> choice;
+  std::string label;
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (bias) cudnnDestroyTensorDescriptor(bias);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+using Key = std::array<int, 11>;
+Key key_of(bool transposed, const cpu::ConvGeometry& g) {
+  return {transposed ? 1 : 0, g.batch,    g.in_channels, g.in_h,   g.in_w,   g.out_channels,
+          g.out_h,            g.out_w,    g.kernel,      g.stride, g.padding};
+}
+
+template <class Perf>
+std::string rejected_list(const std::vector<Perf>& perfs) {
+  std::string s;
+  for (const Perf& p : perfs)
+    s += fmt::format(" [algo {} status {} memory {} deterministic {} math {}]", static_cast<int>(p.algo),
+                     static_cast<int>(p.status), p.memory, p.determinism == CUDNN_DETERMINISTIC ? 1 : 0,
+                     static_cast<int>(p.mathType));
+  return s;
+}
+
+}  // namespace
+
+struct ConvEngine::Impl {
+  GpuContext& ctx;
+  std::map<Key, std::unique_ptr<Plan>> plans;
+  DeviceBuffer<std::byte> workspace;
+
+  explicit Impl(GpuContext& c) : ctx(c) {}
+
+  bool fp32() const { return ctx.precision() == Precision::fp32; }
+
+  Plan& plan(bool transposed, const cpu::ConvGeometry& g) {
+    const Key key = key_of(transposed, g);
+    auto it = plans.find(key);
+    if (it != plans.end()) return *it->second;
+    auto p = std::make_unique<Plan>();
+    // Conv2d: x = its input [N, C, H, W], y = its output. ConvTranspose2d: x = its output, y = its input.
+    const int xc = transposed ? g.out_channels : g.in_channels, yc = transposed ? g.in_channels : g.out_channels;
+    const int xh = transposed ? g.out_h : g.in_h, xw = transposed ? g.out_w : g.in_w;
+    const int yh = transposed ? g.in_h : g.out_h, yw = transposed ? g.in_w : g.out_w;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->bias));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.batch, xc, xh, xw));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.batch, yc, yh, yw));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, g.out_channels, 1, 1));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, yc, xc, g.kernel, g.kernel));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, g.padding, g.padding, g.stride, g.stride, 1, 1,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    // fp32: FMA kernels only (cuDNN's default math lets float convolutions use TF32 tensor cores).
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, fp32() ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+    int n = 0, c = 0, h = 0, w = 0;
+    CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &c, &h, &w));
+    GT_CHECK(n == g.batch && c == yc && h == yh && w == yw,
+             "convolution geometry is inconsistent: cuDNN computes [{}, {}, {}, {}] where [{}, {}, {}, {}] was given",
+             n, c, h, w, g.batch, yc, yh, yw);
+    p->label = fmt::format("{} N{} {}x{}x{} -> {}x{}x{} k{} s{} p{}", transposed ? "conv_transpose2d" : "conv2d",
+                           g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels, g.out_h, g.out_w, g.kernel,
+                           g.stride, g.padding);
+    return *plans.emplace(key, std::move(p)).first->second;
+  }
+
+  // Picks the fastest algorithm that succeeded, fits the workspace limit, and (when asked) is
+  // deterministic; cuDNN returns them fastest first.
+  template <class Perf>
+  Choice pick(const std::vector<Perf>& perfs, int returned, const Plan& p, Direction d) const {
+    const GpuOptions& o = ctx.options();
+    for (int i = 0; i < returned; ++i) {
+      const Perf& r = perfs[static_cast<size_t>(i)];
+      if (r.status != CUDNN_STATUS_SUCCESS || r.memory > o.conv_workspace_limit) continue;
+      if (o.deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
+      if (fp32() && (r.mathType == CUDNN_TENSOR_OP_MATH || r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+        continue;
+      return Choice{true, static_cast<int>(r.algo), r.mathType, r.memory, r.time};
+    }
+    runtime_error("cuDNN has no usable {} algorithm for {} ({}, deterministic {}, workspace limit {} bytes); "
+                  "candidates:{}",
+                  direction_name(d), p.label, precision_name(ctx.precision()), o.deterministic,
+                  o.conv_workspace_limit,
+                  rejected_list(std::vector<Perf>(perfs.begin(), perfs.begin() + returned)));
+  }
+
+  const Choice& choose(Plan& p, Direction d) {
+    Choice& c = p.choice[static_cast<size_t>(d)];
+    if (c.found) return c;
+    cudnnHandle_t h = ctx.cudnn();
+    int returned = 0;
+    if (d == Direction::forward) {
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perfs(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+      CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, p.x, p.w, p.conv, p.y, static_cast<int>(perfs.size()),
+                                                       &returned, perfs.data()));
+      c = pick(perfs, returned, p, d);
+    } else if (d == Direction::backward_data) {
+      std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perfs(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+      CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, p.w, p.y, p.conv, p.x, static_cast<int>(perfs.size()),
+                                                            &returned, perfs.data()));
+      c = pick(perfs, returned, p, d);
+    } else {
+      std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+      CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, p.x, p.y, p.conv, p.w,
+                                                              static_cast<int>(perfs.size()), &returned, perfs.data()));
+      c = pick(perfs, returned, p, d);
+    }
+    if (c.workspace > workspace.size()) {
+      // Only while shapes are new: the old workspace may still be in use by queued work.
+      CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+      workspace = DeviceBuffer<std::byte>();
+      workspace = DeviceBuffer<std::byte>(c.workspace);
+    }
+    return c;
+  }
+
+  // The math type the chosen algorithm was timed with (fp32 stays FMA-only).
+  void set_math(const Plan& p, const Choice& c) const {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, fp32() ? CUDNN_FMA_MATH : c.math));
+  }
+
+  // y = conv(x, w) * 1 + y * beta
+  void forward(Plan& p, const float* x, const float* w, float* y, float beta) {
+    const Choice& c = choose(p, Direction::forward);
+    set_math(p, c);
+    const float one = 1.f;
+    CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x, p.w, w, p.conv,
+                                        static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), workspace.data(), c.workspace,
+                                        &beta, p.y, y));
+  }
+
+  // dx = conv^T(dy, w) + dx * beta
+  void backward_data(Plan& p, const float* w, const float* dy, float* dx, float beta) {
+    const Choice& c = choose(p, Direction::backward_data);
+    set_math(p, c);
+    const float one = 1.f;
+    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, w, p.y, dy, p.conv,
+                                             static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), workspace.data(),
+                                             c.workspace, &beta, p.x, dx));
+  }
+
+  // dw += correlation of x with dy
+  void backward_filter(Plan& p, const float* x, const float* dy, float* dw) {
+    const Choice& c = choose(p, Direction::backward_filter);
+    set_math(p, c);
+    const float one = 1.f;
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x, p.y, dy, p.conv,
+                                               static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), workspace.data(),
+                                               c.workspace, &one, p.w, dw));
+  }
+
+  void add_bias(const Plan& p, cudnnTensorDescriptor_t out_desc, float* out, const float* bias) {
+    const float one = 1.f;
+    CUDNN_CHECK(cudnnAddTensor(ctx.cudnn(), &one, p.bias, bias, &one, out_desc, out));
+  }
+
+  void accumulate_bias_grad(const Plan& p, cudnnTensorDescriptor_t out_desc, const float* dout, float* dbias) {
+    const float one = 1.f;
+    CUDNN_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn(), &one, out_desc, dout, &one, p.bias, dbias));
+  }
+};
+
+ConvEngine::ConvEngine(GpuContext& ctx) : impl_(std::make_unique<Impl>(ctx)) {}
+ConvEngine::~ConvEngine() = default;
+
+void ConvEngine::conv2d_forward(float* out, const float* in, const float* weight, const float* bias,
+                                const cpu::ConvGeometry& g) {
+  Plan& p = impl_->plan(false, g);
+  impl_->forward(p, in, weight, out, 0.f);
+  if (bias) impl_->add_bias(p, p.y, out, bias);
+}
+
+void ConvEngine::conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                                 const float* weight, const cpu::ConvGeometry& g) {
+  Plan& p = impl_->plan(false, g);
+  impl_->backward_filter(p, in, dout, dweight);
+  if (dbias) impl_->accumulate_bias_grad(p, p.y, dout, dbias);
+  if (dinp) impl_->backward_data(p, weight, dout, dinp, 0.f);
+}
+
+void ConvEngine::conv_transpose2d_forward(float* out, const float* in, const float* weight, const float* bias,
+                                          const cpu::ConvGeometry& g) {
+  Plan& p = impl_->plan(true, g);
+  impl_->backward_data(p, weight, in, out, 0.f);
+  if (bias) impl_->add_bias(p, p.x, out, bias);
+}
+
+void ConvEngine::conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                           const float* in, const float* weight, const cpu::ConvGeometry& g) {
+  Plan& p = impl_->plan(true, g);
+  impl_->backward_filter(p, dout, in, dweight);
+  if (dbias) impl_->accumulate_bias_grad(p, p.x, dout, dbias);
+  if (dinp) impl_->forward(p, dout, weight, dinp, 0.f);
+}
+
+size_t ConvEngine::plans() const { return impl_->plans.size(); }
+size_t ConvEngine::workspace_bytes() const { return impl_->workspace.bytes(); }
+
+std::string ConvEngine::describe() const {
+  std::string s;
+  for (const auto& [key, p] : impl_->plans)
+    for (int d = 0; d < 3; ++d) {
+      const Choice& c = p->choice[static_cast<size_t>(d)];
+      if (!c.found) continue;
+      s += fmt::format("{} {}: algo {} math {} {:.3f} ms workspace {} B\n", p->label,
+                       direction_name(static_cast<Direction>(d)), c.algo, static_cast<int>(c.math), c.milliseconds,
+                       c.workspace);
+    }
+  return s;
+}
+
+}  // namespace gt::cuda

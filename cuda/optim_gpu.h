@@ -1,0 +1,41 @@
+// Host side of the GPU optimizers: the device table of a tensor list, and the per-step constants computed as train/optim.cpp computes them.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "arena.h"
+#include "kernels.h"
+#include "train/optim.h"
+
+namespace gt::cuda {
+
+// The pointers of one tensor of a multi-tensor update; state pointers null where the rule has none.
+struct TensorRef {
+  float* param = nullptr;
+  float* grad = nullptr;
+  float* state0 = nullptr;
+  float* state1 = nullptr;
+  int64_t numel = 0;
+};
+
+// A tensor list in device memory, uploaded once (synchronously) at set-up; view() is what the
+// multi-tensor kernels take. Tensors with no elements are left out.
+class MultiTensorList {
+ public:
+  MultiTensorList(const std::vector<TensorRef>& tensors, cudaStream_t stream);
+  MultiTensorView view() const { return {slots_.data(), count_, chunks_}; }
+  int64_t chunks() const { return chunks_; }  // also the doubles grad_global_norm needs in `partial`
+  int count() const { return count_; }
+
+ private:
+  DeviceBuffer<MultiTensorSlot> slots_;
+  int count_ = 0;
+  int64_t chunks_ = 0;
+};
+
+// step is this update's number, counting from 1 (the CPU Adam increments before computing).
+AdamCoefficients adam_coefficients(const OptimConfig& cfg, int64_t step);
+RmspropCoefficients rmsprop_coefficients(const OptimConfig& cfg);
+SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step);
+
+}  // namespace gt::cuda

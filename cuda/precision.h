@@ -1,0 +1,21 @@
+// Numeric precision of the GPU backend's matrix work: fp32, tf32 (tensor cores, fp32 storage), bf16 (bf16 activations, fp32 master weights).
+#pragma once
+
+namespace gt::cuda {
+
+// fp32: convolutions and GEMMs on FMA units only, exact float32 products.
+// tf32: float32 storage, products on tensor cores with 10-bit mantissas (cuDNN/cuBLAS math modes).
+// bf16: bf16 activations and weight copies, float32 accumulation, master weights and optimizer state
+//       in float32 (not implemented yet: the kernels are templated on the storage type for it).
+enum class Precision { fp32, tf32, bf16 };
+
+inline const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+}  // namespace gt::cuda

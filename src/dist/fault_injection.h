@@ -1,0 +1,25 @@
+// Test-only faults for the multi-rank failure tests: GANTRAIN_TEST_FAULT=RANK:STEP:KIND makes one rank fail at one step.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "dist/launch.h"
+
+namespace gt {
+
+// KIND: throw (a RuntimeError), segv (raises SIGSEGV), hang (sleeps forever), exit (exits with code 7
+// at once, as a process killed by a bug outside our error handling would).
+struct FaultPlan {
+  int rank = 0;
+  int64_t step = 0;
+  std::string kind;
+};
+
+// nullopt when GANTRAIN_TEST_FAULT is unset; a malformed value is a UserError naming it.
+std::optional<FaultPlan> fault_plan_from_env(const EnvLookup& env);
+
+// Acts when plan names this rank and step; otherwise returns at once.
+void inject_fault_if_due(const std::optional<FaultPlan>& plan, int rank, int64_t step);
+
+}  // namespace gt

@@ -1,0 +1,94 @@
+// The world-size-1 communicator: what a process started without an MPI launcher uses, so one code path serves both.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "dist/communicator.h"
+#include "dist/launch.h"
+
+namespace gt {
+
+size_t elem_size(ElemType t) {
+  switch (t) {
+    case ElemType::f32: return 4;
+    case ElemType::f64: return 8;
+    case ElemType::i64: return 8;
+    case ElemType::u8: return 1;
+  }
+  return 0;
+}
+
+const char* elem_type_name(ElemType t) {
+  switch (t) {
+    case ElemType::f32: return "float";
+    case ElemType::f64: return "double";
+    case ElemType::i64: return "int64";
+    case ElemType::u8: return "uint8";
+  }
+  return "?";
+}
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return "sum";
+    case ReduceOp::avg: return "avg";
+    case ReduceOp::max: return "max";
+    case ReduceOp::min: return "min";
+  }
+  return "?";
+}
+
+namespace {
+
+class DoneCollective final : public PendingCollective {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
+
+void check_args(int64_t count, ElemType t, ReduceOp op) {
+  GT_CHECK(count >= 0, "negative element count {}", count);
+  GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
+           elem_type_name(t));
+}
+
+class LocalCommunicator final : public Communicator {
+ public:
+  std::string backend() const override { return "local"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
+  std::string host() const override { return host_name(); }
+
+  void all_reduce_bytes(const void* send, void* recv, int64_t count, ElemType t, ReduceOp op) override {
+    check_args(count, t, op);
+    if (send != recv && count > 0) std::memmove(recv, send, static_cast<size_t>(count) * elem_size(t));
+  }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* send, void* recv, int64_t count, ElemType t,
+                                                            ReduceOp op) override {
+    all_reduce_bytes(send, recv, count, t, op);
+    return std::make_unique<DoneCollective>();
+  }
+  void all_gather_bytes(const void* send, void* recv, int64_t count, ElemType t) override {
+    check_args(count, t, ReduceOp::sum);
+    if (send != recv && count > 0) std::memmove(recv, send, static_cast<size_t>(count) * elem_size(t));
+  }
+  void broadcast_bytes(void*, int64_t count, ElemType t, int root) override {
+    check_args(count, t, ReduceOp::sum);
+    GT_CHECK(root == 0, "broadcast from rank {} in a world of 1", root);
+  }
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override {
+    std::fflush(nullptr);
+    std::_Exit(exit_code);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+}  // namespace gt

@@ -1,0 +1,304 @@
+// The MPI communicator and the data-parallel pieces on real ranks: run by ctest as mpirun -np 3 test_mpi_comm (rank 0 prints the report).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "dist/agreement.h"
+#include "dist/communicator.h"
+#include "dist/gradient_reducer.h"
+#include "dist/launch.h"
+#include "dist/sync_batchnorm.h"
+#include "nn/dcgan.h"
+#include "nn/layers.h"
+#include "train/gan_step.h"
+
+#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
+
+namespace gt {
+namespace {
+
+Communicator* g_comm = nullptr;  // set by main(); one communicator for every test of this process
+
+Communicator& comm() { return *g_comm; }
+int P() { return comm().world_size(); }
+int R() { return comm().rank(); }
+
+Tensor random_tensor(const Shape& shape, uint64_t seed, uint64_t offset = 0) {
+  Tensor t(shape);
+  fill_normal(t.f32(), t.numel(), 0.f, 1.f, seed, RngStream::test, offset);
+  return t;
+}
+
+TEST(MpiCommunicator, SeesTheWholeJob) {
+  EXPECT_EQ(comm().backend(), "mpi");
+  EXPECT_GE(P(), 2) << "run this test with mpirun -np 2 or more";
+  EXPECT_GE(comm().local_rank(), 0);
+  EXPECT_LT(comm().local_rank(), comm().local_size());
+  EXPECT_LE(comm().local_size(), P());
+}
+
+// Rank r contributes (r + 1) * (i % 7 + 1): every result is an exact small integer.
+template <class T>
+void check_all_reduce(int64_t n, ReduceOp op, bool in_place) {
+  std::vector<T> send(static_cast<size_t>(n)), recv(static_cast<size_t>(n), T(-1));
+  for (int64_t i = 0; i < n; ++i) send[i] = static_cast<T>((R() + 1) * (i % 7 + 1));
+  if (in_place) {
+    comm().all_reduce(send.data(), n, op);
+    recv = send;
+  } else {
+    comm().all_reduce(send.data(), recv.data(), n, op);
+  }
+  const double ranks_sum = P() * (P() + 1) / 2.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double unit = static_cast<double>(i % 7 + 1);
+    double want = 0;
+    switch (op) {
+      case ReduceOp::sum: want = ranks_sum * unit; break;
+      case ReduceOp::avg: want = ranks_sum * unit / P(); break;
+      case ReduceOp::max: want = P() * unit; break;
+      case ReduceOp::min: want = unit; break;
+    }
+    ASSERT_NEAR(static_cast<double>(recv[i]), want, std::abs(want) * 1e-6) << "element " << i << " of " << n;
+  }
+}
+
+TEST(MpiCommunicator, AllReduceEveryTypeOpAndForm) {
+  for (int64_t n : {0, 1, 7, 100003})
+    for (bool in_place : {true, false}) {
+      SCOPED_TRACE(testing::Message() << "n " << n << (in_place ? " in place" : " out of place"));
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min}) {
+        check_all_reduce<float>(n, op, in_place);
+        check_all_reduce<double>(n, op, in_place);
+      }
+      for (ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::min}) check_all_reduce<int64_t>(n, op, in_place);
+    }
+}
+
+TEST(MpiCommunicator, NonBlockingAllReducesCompleteInAnyOrder) {
+  std::vector<std::vector<float>> bufs;
+  for (int k = 0; k < 5; ++k) bufs.emplace_back(1000 * (k + 1), static_cast<float>((R() + 1) * (k + 1)));
+  std::vector<std::unique_ptr<PendingCollective>> pending;
+  for (auto& b : bufs) pending.push_back(comm().start_all_reduce(b.data(), static_cast<int64_t>(b.size()), ReduceOp::sum));
+  for (int k = 4; k >= 0; --k) {
+    pending[k]->test();
+    pending[k]->wait();
+    EXPECT_TRUE(pending[k]->test());
+  }
+  const float ranks_sum = static_cast<float>(P() * (P() + 1) / 2);
+  for (int k = 0; k < 5; ++k)
+    for (float v : bufs[k]) ASSERT_EQ(v, ranks_sum * (k + 1));
+  std::vector<double> avg(10, R());
+  auto p = comm().start_all_reduce(avg.data(), 10, ReduceOp::avg);
+  p->wait();
+  for (double v : avg) EXPECT_DOUBLE_EQ(v, (P() - 1) / 2.0);
+}
+
+TEST(MpiCommunicator, AllGatherPutsRanksInOrder) {
+  std::vector<float> mine = {static_cast<float>(R()), static_cast<float>(10 * R()), -1.f};
+  std::vector<float> all(3 * static_cast<size_t>(P()));
+  comm().all_gather(mine.data(), all.data(), 3);
+  for (int r = 0; r < P(); ++r) {
+    EXPECT_EQ(all[3 * r], r);
+    EXPECT_EQ(all[3 * r + 1], 10 * r);
+    EXPECT_EQ(all[3 * r + 2], -1.f);
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(P()));
+  const uint8_t b = static_cast<uint8_t>(200 + R());
+  comm().all_gather(&b, bytes.data(), 1);
+  for (int r = 0; r < P(); ++r) EXPECT_EQ(bytes[r], 200 + r);
+}
+
+TEST(MpiCommunicator, BroadcastFromEveryRoot) {
+  for (int root = 0; root < P(); ++root) {
+    std::vector<int64_t> v(257, R() == root ? 1000 + root : -5);
+    comm().broadcast(v.data(), 257, root);
+    for (int64_t x : v) ASSERT_EQ(x, 1000 + root);
+  }
+  comm().barrier();
+}
+
+// ---- agreement -------------------------------------------------------------------------------------
+
+TEST(Agreement, OneRanksErrorReachesEveryRankWithItsRank) {
+  const int failing = P() - 1;
+  try {
+    run_agreed(comm(), [&] {
+      if (R() == failing) user_error("data file missing on this node");
+    });
+    FAIL() << "no exception on rank " << R();
+  } catch (const AgreedUserError& e) {
+    const std::string text = e.what();
+    EXPECT_CONTAINS(text, "data file missing on this node");
+    EXPECT_CONTAINS(text, "[rank " + std::to_string(failing) + "@" + comm().host() + "]");
+  }
+  // Several failing ranks: the lowest one's error, as a runtime failure when it was one.
+  try {
+    run_agreed(comm(), [&] {
+      if (R() >= 1) runtime_error("rank {} failed", R());
+    });
+    FAIL() << "no exception";
+  } catch (const AgreedRuntimeError& e) {
+    EXPECT_CONTAINS(std::string(e.what()), "rank 1 failed");
+  }
+  EXPECT_NO_THROW(run_agreed(comm(), [] {}));
+}
+
+TEST(Agreement, ConfigMismatchIsCaughtOnEveryRank) {
+  const std::string same = "run:\n  seed: 1\ntrain:\n  max_steps: 20\n";
+  EXPECT_NO_THROW(check_same_config_and_build(comm(), same));
+  const std::string mine = R() == 1 ? "run:\n  seed: 1\ntrain:\n  max_steps: 5\n" : same;
+  try {
+    check_same_config_and_build(comm(), mine);
+    FAIL() << "no exception on rank " << R();
+  } catch (const AgreedUserError& e) {
+    const std::string text = e.what();
+    EXPECT_CONTAINS(text, "rank 1 (");
+    EXPECT_CONTAINS(text, "different config");
+    if (R() == 0) {
+      EXPECT_CONTAINS(text, "train.max_steps: 20 vs 5 on rank 1");
+    }
+  }
+}
+
+TEST(Agreement, PreflightGathersEveryRanksDescription) {
+  const auto lines = preflight(comm(), "rank " + std::to_string(R()) + " here");
+  ASSERT_EQ(lines.size(), static_cast<size_t>(P()));
+  for (int r = 0; r < P(); ++r) EXPECT_EQ(lines[r], "rank " + std::to_string(r) + " here");
+}
+
+// ---- gradient buckets --------------------------------------------------------------------------
+
+DcganSpec tiny_spec() { return DcganSpec{8, 4, 4, 32, 1, 0.2f}; }
+
+// Gradients of D for rank r's input (keyed by r), from a fresh zero.
+std::vector<std::vector<float>> grads_for_input(Sequential& D, int r) {
+  D.zero_grad();
+  Tensor y = D.forward(random_tensor({2, 1, 32, 32}, 100 + r), Mode::train);
+  D.backward(random_tensor(y.shape(), 200 + r));
+  std::vector<std::vector<float>> out;
+  for (auto& np : D.named_params()) out.emplace_back(np.param->grad.f32(), np.param->grad.f32() + np.param->grad.numel());
+  return out;
+}
+
+TEST(GradientReducer, SumsEveryRanksGradientsInEveryBucketSize) {
+  for (int64_t bucket_bytes : {int64_t{1}, int64_t{2048}, int64_t{1} << 30}) {
+    SCOPED_TRACE(bucket_bytes);
+    Sequential D = make_dcgan_discriminator(tiny_spec());
+    dcgan_init(D, 0.02f, 9, 2);
+    // Every rank computes every rank's gradients without the reducer, to know the sum.
+    std::vector<std::vector<double>> want;
+    for (int r = 0; r < P(); ++r) {
+      auto g = grads_for_input(D, r);
+      if (want.empty())
+        for (auto& t : g) want.emplace_back(t.size(), 0.0);
+      for (size_t i = 0; i < g.size(); ++i)
+        for (size_t j = 0; j < g[i].size(); ++j) want[i][j] += g[i][j];
+    }
+    GradientReducer reducer(comm(), D, bucket_bytes);
+    D.zero_grad();
+    Tensor y = D.forward(random_tensor({2, 1, 32, 32}, 100 + R()), Mode::train);
+    reducer.arm();
+    D.backward(random_tensor(y.shape(), 200 + R()));
+    reducer.finish();
+    auto params = D.named_params();
+    for (size_t i = 0; i < params.size(); ++i)
+      for (int64_t j = 0; j < params[i].param->grad.numel(); ++j)
+        ASSERT_NEAR(params[i].param->grad.f32()[j], want[i][j], 1e-5 * (1 + std::abs(want[i][j])))
+            << params[i].name << "[" << j << "]";
+    // Every rank holds the same bits.
+    std::vector<float> flat;
+    for (auto& np : params) flat.insert(flat.end(), np.param->grad.f32(), np.param->grad.f32() + np.param->grad.numel());
+    std::vector<float> lowest = flat;
+    comm().all_reduce(lowest.data(), static_cast<int64_t>(lowest.size()), ReduceOp::min);
+    EXPECT_EQ(0, std::memcmp(lowest.data(), flat.data(), flat.size() * sizeof(float)));
+  }
+}
+
+// ---- synchronized batch norm ---------------------------------------------------------------------
+
+TEST(SyncBatchNorm, ShardsNormalizeAsTheWholeBatch) {
+  const int C = 6, n_per_rank = 2, N = n_per_rank * P();
+  const Tensor x_all = random_tensor({N, C, 5, 5}, 51), dy_all = random_tensor({N, C, 5, 5}, 52);
+  const int64_t per_sample = C * 25;
+  auto shard = [&](const Tensor& t) {
+    Tensor s({n_per_rank, C, 5, 5});
+    std::memcpy(s.f32(), t.f32() + R() * n_per_rank * per_sample, s.nbytes());
+    return s;
+  };
+  LayerPtr whole = make_batchnorm2d(C), mine = make_batchnorm2d(C);
+  for (Layer* l : {whole.get(), mine.get()}) {
+    l->params()[0]->value.copy_from(random_tensor({C}, 53));
+    l->params()[1]->value.copy_from(random_tensor({C}, 54));
+  }
+  ASSERT_TRUE(set_batch_stats_reducer(*mine, [](double* v, int64_t n) { comm().all_reduce(v, n, ReduceOp::sum); }));
+  Tensor y_all = whole->forward(x_all, Mode::train), dx_all = whole->backward(dy_all);
+  Tensor y = mine->forward(shard(x_all), Mode::train), dx = mine->backward(shard(dy_all));
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    ASSERT_NEAR(y.f32()[i], y_all.f32()[R() * n_per_rank * per_sample + i], 1e-5) << i;
+    ASSERT_NEAR(dx.f32()[i], dx_all.f32()[R() * n_per_rank * per_sample + i], 1e-5) << i;
+  }
+  // Running statistics: the global batch's, on every rank.
+  for (size_t b = 0; b < 2; ++b)
+    for (int c = 0; c < C; ++c)
+      EXPECT_NEAR(mine->buffers()[b]->value.f32()[c], whole->buffers()[b]->value.f32()[c], 1e-6);
+  // Parameter gradients are this rank's share: summed over the ranks they are the whole batch's.
+  for (size_t p = 0; p < 2; ++p) {
+    std::vector<float> g(mine->params()[p]->grad.f32(), mine->params()[p]->grad.f32() + C);
+    comm().all_reduce(g.data(), C, ReduceOp::sum);
+    for (int c = 0; c < C; ++c) EXPECT_NEAR(g[c], whole->params()[p]->grad.f32()[c], 1e-5);
+  }
+}
+
+TEST(GenerateAcrossRanks, GathersTheWholeGridInOrder) {
+  Sequential G = make_dcgan_generator(tiny_spec());
+  dcgan_init(G, 0.02f, 4, 1);
+  for (int n : {1, P(), 2 * P() + 1}) {  // fewer rows than ranks, exactly one each, and a remainder
+    const Tensor z = random_tensor({n, 8}, 61);
+    const Tensor all = generate_across_ranks(G, z, comm()), local = generate(G, z);
+    ASSERT_EQ(all.shape(), local.shape());
+    for (int64_t i = 0; i < all.numel(); ++i) ASSERT_NEAR(all.f32()[i], local.f32()[i], 1e-6) << "n " << n << " i " << i;
+  }
+}
+
+// On ranks other than 0: only failures, each prefixed with its rank.
+class RankFailurePrinter final : public testing::EmptyTestEventListener {
+ public:
+  explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
+                 r.summary());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
+}  // namespace gt
+
+int main(int argc, char** argv) {
+  gt::MpiRuntime mpi(&argc, &argv);
+  auto comm = gt::open_communicator("mpi", 60);
+  gt::g_comm = comm.get();
+  testing::InitGoogleTest(&argc, argv);
+  // Rank 0 reports; the others stay quiet unless one of their checks fails (then mpirun's exit code says so).
+  if (comm->rank() != 0) {
+    auto& listeners = testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new gt::RankFailurePrinter(comm->rank()));
+  }
+  int failed = RUN_ALL_TESTS();
+  // Every rank learns whether any failed, so rank 0's exit code speaks for the job.
+  int64_t any = failed != 0;
+  comm->all_reduce(&any, 1, gt::ReduceOp::max);
+  if (any && comm->rank() == 0 && failed == 0) std::fprintf(stderr, "a test failed on another rank\n");
+  comm.reset();
+  return any ? 1 : 0;
+}

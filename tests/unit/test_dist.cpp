@@ -1,0 +1,477 @@
+// Distributed pieces that need no second process: the local communicator, launcher and device mapping logic, agreement, buckets, sync BN with one rank.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "dist/agreement.h"
+#include "dist/communicator.h"
+#include "dist/device_map.h"
+#include "dist/fault_injection.h"
+#include "dist/gradient_reducer.h"
+#include "dist/launch.h"
+#include "dist/sync_batchnorm.h"
+#include "nn/dcgan.h"
+#include "nn/layers.h"
+#include "train/gan_step.h"
+
+#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
+
+namespace gt {
+namespace {
+
+EnvLookup fake_env(std::map<std::string, std::string> vars) {
+  auto shared = std::make_shared<std::map<std::string, std::string>>(std::move(vars));
+  return [shared](const char* name) -> const char* {
+    auto it = shared->find(name);
+    return it == shared->end() ? nullptr : it->second.c_str();
+  };
+}
+
+std::string user_error_text(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "(no UserError)";
+}
+
+Tensor random_tensor(const Shape& shape, uint64_t seed) {
+  Tensor t(shape);
+  fill_normal(t.f32(), t.numel(), 0.f, 1.f, seed, RngStream::test, 0);
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+// ---- local communicator ------------------------------------------------------------------------
+
+TEST(LocalCommunicator, IsAWorldOfOneWhoseCollectivesCopy) {
+  auto comm = make_local_communicator();
+  EXPECT_EQ(comm->backend(), "local");
+  EXPECT_EQ(comm->rank(), 0);
+  EXPECT_EQ(comm->world_size(), 1);
+  EXPECT_EQ(comm->local_size(), 1);
+  std::vector<float> a = {1.5f, -2.f, 3.f}, b(3, 0.f);
+  comm->all_reduce(a.data(), b.data(), 3, ReduceOp::sum);
+  EXPECT_EQ(b, a);
+  comm->all_reduce(a.data(), 3, ReduceOp::avg);
+  EXPECT_EQ(a, (std::vector<float>{1.5f, -2.f, 3.f}));
+  auto pending = comm->start_all_reduce(a.data(), 3, ReduceOp::sum);
+  EXPECT_TRUE(pending->test());
+  pending->wait();
+  std::vector<int64_t> gathered(2, -1);
+  const int64_t mine[2] = {7, 9};
+  comm->all_gather(mine, gathered.data(), 2);
+  EXPECT_EQ(gathered, (std::vector<int64_t>{7, 9}));
+  comm->broadcast(a.data(), 3, 0);
+  comm->barrier();
+  // Averaging integers has no meaning: an internal error, not a silent truncation.
+  int64_t n = 3;
+  EXPECT_THROW(comm->all_reduce(&n, 1, ReduceOp::avg), RuntimeError);
+  EXPECT_THROW(comm->broadcast(a.data(), 3, 1), RuntimeError);
+}
+
+TEST(LocalCommunicator, ElementTypes) {
+  EXPECT_EQ(elem_size(ElemType::f32), 4u);
+  EXPECT_EQ(elem_size(ElemType::f64), 8u);
+  EXPECT_EQ(elem_size(ElemType::i64), 8u);
+  EXPECT_EQ(elem_size(ElemType::u8), 1u);
+  EXPECT_EQ(std::string(elem_type_name(elem_type_of<float>())), "float");
+  EXPECT_EQ(std::string(reduce_op_name(ReduceOp::avg)), "avg");
+}
+
+TEST(OpenCommunicator, BackendsWithoutALauncher) {
+  EXPECT_EQ(open_communicator("auto", 10)->backend(), "local");
+  EXPECT_EQ(open_communicator("local", 10)->world_size(), 1);
+  EXPECT_CONTAINS(user_error_text([] { open_communicator("nccl", 10); }), "dist.backend is nccl");
+  EXPECT_CONTAINS(user_error_text([] { open_communicator("gloo", 10); }), "gloo");
+}
+
+// ---- launcher and device mapping ---------------------------------------------------------------
+
+TEST(Launch, LauncherVariables) {
+  EXPECT_FALSE(started_by_mpi_launcher(fake_env({})));
+  EXPECT_FALSE(started_by_mpi_launcher(fake_env({{"SLURM_PROCID", "0"}})));
+  EXPECT_TRUE(started_by_mpi_launcher(fake_env({{"OMPI_COMM_WORLD_SIZE", "2"}})));
+  EXPECT_TRUE(started_by_mpi_launcher(fake_env({{"PMIX_RANK", "0"}})));
+  EXPECT_TRUE(started_by_mpi_launcher(fake_env({{"PMI_RANK", "3"}})));
+}
+
+TEST(Launch, ProblemsWithHowTheJobWasStarted) {
+  EXPECT_EQ(launch_problem(fake_env({}), 1), "");
+  EXPECT_EQ(launch_problem(fake_env({{"OMPI_COMM_WORLD_SIZE", "4"}}), 4), "");
+  EXPECT_CONTAINS(launch_problem(fake_env({{"OMPI_COMM_WORLD_SIZE", "4"}}), 1), "mpirun started 4 ranks");
+  // srun without an MPI plugin: every task would be a world of one and train alone.
+  const auto bare_srun = fake_env({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"}});
+  EXPECT_CONTAINS(launch_problem(bare_srun, 1), "srun --mpi=pmix");
+  EXPECT_EQ(launch_problem(fake_env({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "1"}}), 1), "");
+  EXPECT_EQ(launch_problem(fake_env({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "4"}, {"PMIX_RANK", "1"}}), 4),
+            "");
+}
+
+TEST(Launch, RankPrefixOnlyForSeveralRanks) {
+  EXPECT_EQ(rank_prefix(0, 1, "h"), "");
+  EXPECT_EQ(rank_prefix(3, 4, "node7"), "[rank 3@node7] ");
+}
+
+TEST(DeviceMap, LocalRankFromLauncherVariables) {
+  EXPECT_FALSE(local_rank_from_env(fake_env({})).has_value());
+  EXPECT_EQ(local_rank_from_env(fake_env({{"SLURM_LOCALID", "2"}})), 2);
+  EXPECT_EQ(local_rank_from_env(fake_env({{"MPI_LOCALRANKID", "5"}})), 5);
+  // Open MPI's own variable wins over an outer srun's.
+  EXPECT_EQ(local_rank_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"SLURM_LOCALID", "0"}})), 1);
+  // Garbage is not a rank.
+  EXPECT_EQ(local_rank_from_env(fake_env({{"OMPI_COMM_WORLD_LOCAL_RANK", "x"}, {"SLURM_LOCALID", "3"}})), 3);
+  EXPECT_FALSE(local_rank_from_env(fake_env({{"SLURM_LOCALID", "-1"}})).has_value());
+}
+
+TEST(DeviceMap, CudaVisibleDevicesAsCudaReadsThem) {
+  EXPECT_FALSE(cuda_visible_devices(fake_env({})).has_value());
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", ""}})), std::vector<std::string>{});
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", "0,2"}})), (std::vector<std::string>{"0", "2"}));
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", " 3 , 1"}})),
+            (std::vector<std::string>{"3", "1"}));
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", "GPU-8f3a,1"}})),
+            (std::vector<std::string>{"GPU-8f3a", "1"}));
+  // CUDA stops at the first invalid entry.
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", "1,-1,2"}})), (std::vector<std::string>{"1"}));
+  EXPECT_EQ(*cuda_visible_devices(fake_env({{"CUDA_VISIBLE_DEVICES", "-1"}})), std::vector<std::string>{});
+}
+
+TEST(DeviceMap, RanksSpreadOverTheDevicesTheySee) {
+  std::vector<NodeProcess> node;
+  for (int r = 0; r < 4; ++r) node.push_back({r, 4, std::nullopt});
+  auto a = assign_devices(node, true);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(a[r].ordinal, r);
+    EXPECT_EQ(a[r].physical, std::to_string(r));
+    EXPECT_EQ(a[r].sharing, 1);
+  }
+  // CUDA_VISIBLE_DEVICES=2,3 for everyone: ordinals 0 and 1 are physical GPUs 2 and 3.
+  std::vector<NodeProcess> two = {{0, 8, std::vector<std::string>{"2", "3"}}, {1, 8, std::vector<std::string>{"2", "3"}}};
+  a = assign_devices(two, true);
+  EXPECT_EQ(a[0].ordinal, 0);
+  EXPECT_EQ(a[1].ordinal, 1);
+  EXPECT_EQ(a[1].physical, "3");
+}
+
+TEST(DeviceMap, OneGpuPerRankFromTheLauncher) {
+  // srun --gpus-per-task=1: each rank sees only its GPU, as device 0.
+  std::vector<NodeProcess> node;
+  for (int r = 0; r < 4; ++r) node.push_back({r, 1, std::vector<std::string>{std::to_string(r)}});
+  auto a = assign_devices(node, true);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(a[r].ordinal, 0);
+    EXPECT_EQ(a[r].physical, std::to_string(r));
+    EXPECT_EQ(a[r].sharing, 1);
+  }
+}
+
+TEST(DeviceMap, MoreRanksThanGpusIsAnErrorForNcclOnly) {
+  std::vector<NodeProcess> node;
+  for (int r = 0; r < 4; ++r) node.push_back({r, 2, std::nullopt});
+  auto shared = assign_devices(node, false);
+  EXPECT_EQ(shared[2].ordinal, 0);
+  EXPECT_EQ(shared[2].sharing, 2);
+  const std::string e = user_error_text([&] { assign_devices(node, true); });
+  EXPECT_CONTAINS(e, "4 ranks on this node");
+  EXPECT_CONTAINS(e, "GPU 0");
+  EXPECT_CONTAINS(e, "local ranks 0, 2");
+  EXPECT_CONTAINS(user_error_text([] { assign_devices({{0, 0, std::nullopt}}, false); }), "sees no GPU");
+  EXPECT_CONTAINS(user_error_text([] { assign_devices({{0, 4, std::vector<std::string>{}}}, false); }),
+                  "CUDA_VISIBLE_DEVICES");
+}
+
+// ---- agreement ---------------------------------------------------------------------------------
+
+TEST(Agreement, Fnv1aKnownValues) {
+  // Published FNV-1a 64-bit test vectors.
+  EXPECT_EQ(fnv1a64(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(fnv1a64("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(fnv1a64("foobar"), 0x85944171f73967e8ull);
+  EXPECT_EQ(fnv1a64("bar", fnv1a64("foo")), fnv1a64("foobar"));  // pieces hash as one
+}
+
+TEST(Agreement, ErrorsBecomeAgreedWithTheirExitClass) {
+  auto comm = make_local_communicator();
+  EXPECT_NO_THROW(run_agreed(*comm, [] {}));
+  try {
+    run_agreed(*comm, [] { user_error("key train.batch_size is bad"); });
+    FAIL() << "no exception";
+  } catch (const AgreedUserError& e) {
+    EXPECT_EQ(std::string(e.what()), "key train.batch_size is bad");  // rank 0: no prefix
+    EXPECT_TRUE(is_agreed(e));
+  }
+  EXPECT_THROW(run_agreed(*comm, [] { runtime_error("disk gone"); }), AgreedRuntimeError);
+  EXPECT_THROW(run_agreed(*comm, [] { throw std::bad_alloc(); }), AgreedRuntimeError);
+  // An AgreedRuntimeError is still a RuntimeError (exit code 1) and a plain one is not agreed.
+  EXPECT_THROW(run_agreed(*comm, [] { runtime_error("x"); }), RuntimeError);
+  EXPECT_FALSE(is_agreed(RuntimeError("x")));
+}
+
+TEST(Agreement, IdentityMismatchNamesTheRanks) {
+  std::vector<RankIdentity> ranks = {{1, 10, "a"}, {1, 10, "b"}, {1, 10, "c"}};
+  EXPECT_EQ(describe_identity_mismatch(ranks), "");
+  ranks[2].config_hash = 2;
+  std::string m = describe_identity_mismatch(ranks);
+  EXPECT_CONTAINS(m, "rank 2 (c) resolved a different config than rank 0 (a)");
+  EXPECT_EQ(m.find("build"), std::string::npos);
+  ranks[1].build_hash = 11;
+  m = describe_identity_mismatch(ranks);
+  EXPECT_CONTAINS(m, "rank 1 (b) runs a different gantrain build");
+  EXPECT_CONTAINS(m, "rank 2 (c) resolved a different config");
+  auto comm = make_local_communicator();
+  EXPECT_NO_THROW(check_same_config_and_build(*comm, "run:\n  seed: 1\n"));
+  EXPECT_NE(build_identity().find("gantrain"), std::string::npos);
+}
+
+TEST(Agreement, FirstConfigDifferenceNamesTheKey) {
+  const std::string a = "run:\n  seed: 1\n\noptim:\n  g:\n    lr: 0.0002\n  d:\n    lr: 0.0002\n";
+  const std::string b = "run:\n  seed: 1\n\noptim:\n  g:\n    lr: 0.0002\n  d:\n    lr: 0.001\n";
+  EXPECT_EQ(first_config_difference(a, a), "");
+  EXPECT_EQ(first_config_difference(a, b), "optim.d.lr: 0.0002 vs 0.001");
+  EXPECT_EQ(first_config_difference("run:\n  seed: 1\n", "run:\n  seed: 2\n"), "run.seed: 1 vs 2");
+}
+
+TEST(Agreement, PreflightWithOneRank) {
+  auto comm = make_local_communicator();
+  const auto lines = preflight(*comm, "host-a (pid 1)");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "host-a (pid 1)");
+}
+
+TEST(FaultInjection, ParsesTheTestVariable) {
+  EXPECT_FALSE(fault_plan_from_env(fake_env({})).has_value());
+  auto plan = fault_plan_from_env(fake_env({{"GANTRAIN_TEST_FAULT", "1:3:throw"}}));
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(plan->rank, 1);
+  EXPECT_EQ(plan->step, 3);
+  EXPECT_EQ(plan->kind, "throw");
+  EXPECT_CONTAINS(user_error_text([] { fault_plan_from_env(fake_env({{"GANTRAIN_TEST_FAULT", "1:x"}})); }),
+                  "RANK:STEP:KIND");
+  EXPECT_CONTAINS(user_error_text([] { fault_plan_from_env(fake_env({{"GANTRAIN_TEST_FAULT", "0:1:melt"}})); }),
+                  "KIND must be");
+  EXPECT_NO_THROW(inject_fault_if_due(plan, 0, 3));  // another rank
+  EXPECT_NO_THROW(inject_fault_if_due(plan, 1, 2));  // another step
+  EXPECT_THROW(inject_fault_if_due(plan, 1, 3), RuntimeError);
+}
+
+// ---- backward hook and gradient buckets ----------------------------------------------------------
+
+DcganSpec tiny_spec() { return DcganSpec{8, 4, 4, 32, 1, 0.2f}; }
+
+TEST(Sequential, BackwardHookSeesLayersLastToFirst) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  dcgan_init(D, 0.02f, 1, 2);
+  std::vector<size_t> order;
+  D.set_backward_hook([&](size_t i) { order.push_back(i); });
+  Tensor logits = D.forward(random_tensor({2, 1, 32, 32}, 5), Mode::train);
+  D.backward(Tensor::full(logits.shape(), 1.f));
+  ASSERT_EQ(order.size(), D.size());
+  for (size_t k = 0; k < order.size(); ++k) EXPECT_EQ(order[k], D.size() - 1 - k);
+}
+
+// Delegates to the local communicator and counts the all-reduces started.
+class CountingCommunicator final : public Communicator {
+ public:
+  std::string backend() const override { return "counting"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
+  std::string host() const override { return "test"; }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override {
+    inner_->abort(code);
+    std::_Exit(code);
+  }
+  void all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t, ReduceOp op) override {
+    inner_->all_reduce_bytes(s, r, n, t, op);
+  }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
+                                                            ReduceOp op) override {
+    ++started;
+    started_numel.push_back(n);
+    return inner_->start_all_reduce_bytes(s, r, n, t, op);
+  }
+  void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override { inner_->all_gather_bytes(s, r, n, t); }
+  void broadcast_bytes(void* d, int64_t n, ElemType t, int root) override { inner_->broadcast_bytes(d, n, t, root); }
+
+  int started = 0;
+  std::vector<int64_t> started_numel;
+
+ private:
+  std::unique_ptr<Communicator> inner_ = make_local_communicator();
+};
+
+TEST(GradientReducer, BucketsCoverEveryParameterLastLayersFirst) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  auto comm = make_local_communicator();
+  GradientReducer one_per_layer(*comm, D, 1);  // every layer with parameters closes a bucket
+  size_t layers_with_params = 0;
+  for (size_t i = 0; i < D.size(); ++i) layers_with_params += D.layer(i).params().empty() ? 0 : 1;
+  EXPECT_EQ(one_per_layer.bucket_count(), layers_with_params);
+  size_t previous = D.size();
+  int64_t numel = 0;
+  for (size_t b = 0; b < one_per_layer.bucket_count(); ++b) {
+    ASSERT_EQ(one_per_layer.bucket_layers(b).size(), 1u);
+    EXPECT_LT(one_per_layer.bucket_layers(b)[0], previous);  // backward order
+    previous = one_per_layer.bucket_layers(b)[0];
+    numel += one_per_layer.bucket_numel(b);
+  }
+  EXPECT_EQ(numel, D.param_count());
+  GradientReducer single(*comm, D, int64_t{1} << 40);
+  EXPECT_EQ(single.bucket_count(), 1u);
+  EXPECT_EQ(single.bucket_numel(0), D.param_count());
+}
+
+// A pass-through layer that records, when its backward runs, how many buckets were started so far.
+class Probe final : public Layer {
+ public:
+  explicit Probe(const int* counter) : counter_(counter) {}
+  std::string kind() const override { return "Probe"; }
+  Shape output_shape(const Shape& in) const override { return in; }
+  Tensor forward(const Tensor& x, Mode) override { return x; }
+  Tensor backward(const Tensor& dy) override {
+    seen = *counter_;
+    return dy;
+  }
+  int seen = -1;
+
+ private:
+  const int* counter_;
+};
+
+// A small D behind a probe: the probe is layer 0, so its backward runs after every other layer's.
+Sequential probed_discriminator(const int* counter, Probe** probe) {
+  const DcganSpec s = tiny_spec();
+  Sequential net("main");
+  auto owned = std::make_unique<Probe>(counter);
+  if (probe) *probe = owned.get();
+  net.add(std::move(owned));
+  net.add(make_conv2d({s.channels, s.d_width, 4, 2, 1, false}));
+  net.add(make_leaky_relu(s.leaky_slope));
+  net.add(make_conv2d({s.d_width, s.d_width * 2, 4, 2, 1, false}));
+  net.add(make_batchnorm2d(s.d_width * 2));
+  net.add(make_leaky_relu(s.leaky_slope));
+  net.add(make_conv2d({s.d_width * 2, 1, 8, 1, 0, false}));
+  dcgan_init(net, 0.02f, 3, 2);
+  return net;
+}
+
+TEST(GradientReducer, BucketsStartWhileBackwardRunsAndLeaveOneRankGradsUntouched) {
+  CountingCommunicator comm;
+  Probe* probe = nullptr;
+  Sequential net = probed_discriminator(&comm.started, &probe);
+  Sequential plain = probed_discriminator(&comm.started, nullptr);
+  GradientReducer reducer(comm, net, 1);  // a bucket per layer with parameters: 4 buckets
+  ASSERT_EQ(reducer.bucket_count(), 4u);
+  const Tensor x = random_tensor({3, 1, 32, 32}, 11);
+  for (Sequential* n : {&net, &plain}) n->zero_grad();
+  // An unarmed backward (D's pass on real images) starts nothing.
+  Tensor y = net.forward(x, Mode::train);
+  net.backward(Tensor::full(y.shape(), 0.5f));
+  EXPECT_EQ(comm.started, 0);
+  reducer.arm();
+  y = net.forward(x, Mode::train);
+  net.backward(Tensor::full(y.shape(), 0.25f));
+  // By the time the probe's backward ran (the last layer of backward), every bucket was under way.
+  EXPECT_EQ(probe->seen, 4);
+  reducer.finish();
+  EXPECT_EQ(comm.started, 4);
+  // The same two backwards without a reducer: identical gradients, bit for bit.
+  Tensor z = plain.forward(x, Mode::train);
+  plain.backward(Tensor::full(z.shape(), 0.5f));
+  z = plain.forward(x, Mode::train);
+  plain.backward(Tensor::full(z.shape(), 0.25f));
+  auto a = net.named_params(), b = plain.named_params();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(same_bits(a[i].param->grad, b[i].param->grad)) << a[i].name;
+    EXPECT_GT(std::abs(a[i].param->grad.f32()[0]), 0.f) << a[i].name;
+  }
+  // finish() without arm() is a bug in the caller.
+  EXPECT_THROW(reducer.finish(), RuntimeError);
+}
+
+// ---- synchronized batch norm with one rank --------------------------------------------------------
+
+TEST(SyncBatchNorm, IdentityReduceGivesThePlainLayersBits) {
+  for (int C : {3, 40}) {  // 40 channels x 2 x 32 x 32: large enough for the OpenMP branch
+    LayerPtr plain = make_batchnorm2d(C), synced = make_batchnorm2d(C);
+    for (Layer* l : {plain.get(), synced.get()}) {
+      l->params()[0]->value.copy_from(random_tensor({C}, 21));
+      l->params()[1]->value.copy_from(random_tensor({C}, 22));
+    }
+    int calls = 0;
+    ASSERT_TRUE(set_batch_stats_reducer(*synced, [&](double*, int64_t) { ++calls; }));
+    const Tensor x = random_tensor({2, C, 32, 32}, 23), dy = random_tensor({2, C, 32, 32}, 24);
+    for (int step = 0; step < 2; ++step) {  // twice: running statistics evolve the same way
+      Tensor ya = plain->forward(x, Mode::train), yb = synced->forward(x, Mode::train);
+      EXPECT_TRUE(same_bits(ya, yb));
+      Tensor da = plain->backward(dy), db = synced->backward(dy);
+      EXPECT_TRUE(same_bits(da, db));
+    }
+    EXPECT_EQ(calls, 2 * 3);  // mean and variance in forward, the two sums in backward
+    for (size_t i = 0; i < 2; ++i) EXPECT_TRUE(same_bits(plain->params()[i]->grad, synced->params()[i]->grad));
+    for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(same_bits(plain->buffers()[i]->value, synced->buffers()[i]->value));
+    // Eval mode never reduces.
+    synced->forward(x, Mode::eval);
+    EXPECT_EQ(calls, 6);
+  }
+  LayerPtr relu = make_relu();
+  EXPECT_FALSE(set_batch_stats_reducer(*relu, nullptr));
+}
+
+TEST(SyncBatchNorm, ReducedSumsNormalizeWithTheGlobalStatistics) {
+  // A reducer that doubles the sums stands for a second rank holding an identical shard: the global
+  // batch is then [x; x], whose statistics are x's own, so outputs must match the plain layer's
+  // closely, while the parameter gradients stay this rank's share.
+  const int C = 5;
+  LayerPtr plain = make_batchnorm2d(C), synced = make_batchnorm2d(C);
+  ASSERT_TRUE(set_batch_stats_reducer(*synced, [](double* v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) v[i] *= 2;
+  }));
+  const Tensor x = random_tensor({3, C, 4, 4}, 31), dy = random_tensor({3, C, 4, 4}, 32);
+  Tensor ya = plain->forward(x, Mode::train), yb = synced->forward(x, Mode::train);
+  for (int64_t i = 0; i < ya.numel(); ++i) ASSERT_NEAR(ya.f32()[i], yb.f32()[i], 1e-5f) << i;
+  // Running variance uses the unbiased global count (2 * 48 values, not 48).
+  const float var_plain = plain->buffers()[1]->value.f32()[0], var_synced = synced->buffers()[1]->value.f32()[0];
+  EXPECT_NE(var_plain, var_synced);
+  Tensor da = plain->backward(dy), db = synced->backward(dy);
+  // [x; x] with [dy; dy]: each half's input gradient equals the single batch's.
+  for (int64_t i = 0; i < da.numel(); ++i) ASSERT_NEAR(da.f32()[i], db.f32()[i], 1e-5f) << i;
+  for (size_t p = 0; p < 2; ++p)
+    for (int c = 0; c < C; ++c)
+      EXPECT_NEAR(plain->params()[p]->grad.f32()[c], synced->params()[p]->grad.f32()[c], 1e-5f);
+}
+
+TEST(SyncBatchNorm, SynchronizeEveryBnLayerOfANetwork) {
+  Sequential G = make_dcgan_generator(tiny_spec());
+  auto comm = make_local_communicator();
+  int bn_layers = 0;
+  for (size_t i = 0; i < G.size(); ++i) bn_layers += G.layer(i).kind() == "BatchNorm2d" ? 1 : 0;
+  EXPECT_GT(bn_layers, 0);
+  EXPECT_EQ(synchronize_batch_norm(G, comm.get()), bn_layers);
+  EXPECT_EQ(synchronize_batch_norm(G, nullptr), bn_layers);
+}
+
+TEST(GenerateAcrossRanks, OneRankIsPlainGenerate) {
+  Sequential G = make_dcgan_generator(tiny_spec());
+  dcgan_init(G, 0.02f, 4, 1);
+  auto comm = make_local_communicator();
+  const Tensor z = random_tensor({5, 8}, 41);
+  EXPECT_TRUE(same_bits(generate_across_ranks(G, z, *comm), generate(G, z)));
+}
+
+}  // namespace
+}  // namespace gt
