@@ -6,7 +6,7 @@
 # Needs root and unshare(1). Hidden: every file that a bundled -dev package, pkgconf or Open MPI's
 # packages installed under /usr/include, /usr/bin, /usr/lib/<triplet>, /usr/lib/cmake, /usr/share/cmake
 # and /usr/share/pkgconfig. Each of those folders is replaced by a tree of symbolic links to the real
-# one (reached through a second mount under /tmp/gt-verify.*) with the hidden files left out, so compilers
+# one (reached through a second mount under /tmp/gt-verify-<uid>) with the hidden files left out, so compilers
 # and CMake keep working while FindXXX, pkg-config and the compiler's header search cannot see the
 # system's copies. Run-time libraries stay visible (cmake itself needs libcurl): the ldd listing at the
 # end shows whether the built tests load the bundle's copies (through their RPATH) or the system's.
@@ -31,7 +31,11 @@ command -v unshare >/dev/null || { echo "verify_bundle.sh: needs unshare(1)" >&2
 [[ -f $bundle/MANIFEST ]] || { echo "verify_bundle.sh: no bundle at $bundle" >&2; exit 2; }
 
 # The installed files of the bundled development packages (runtime-only library packages stay visible).
-work=$(mktemp -d /tmp/gt-verify.XXXXXX)  # the second view of /usr and the link trees; removed at exit
+# The second view of /usr and the link trees, at a fixed path so that the compiler's dependency files
+# name the same headers from run to run (incremental builds); removed at exit.
+work=/tmp/gt-verify-$(id -u)
+rm -rf "$work"
+mkdir -p "$work"
 hidden="$work/hidden"
 trap 'rm -rf "$work"' EXIT  # after unshare returns its mounts are gone: only links and empty folders remain
 while read -r spec _; do

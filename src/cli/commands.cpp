@@ -32,11 +32,6 @@ std::string with_commas(int64_t n) {
   return out;
 }
 
-DcganSpec spec_of(const Config& c) {
-  if (c.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", c.model.arch);
-  return DcganSpec{c.model.nz, c.model.g_width, c.model.d_width, c.model.resolution, c.model.channels, c.model.leaky_slope};
-}
-
 void print_model(const char* title, Sequential& net, const Shape& input) {
   fmt::print("{}: input {}\n", title, shape_str(input));
   Shape s = input;
@@ -75,7 +70,7 @@ int cmd_info(const InfoArgs& a) {
   if (a.config.empty() == a.file.empty()) user_error("info takes either --config FILE or a checkpoint/dataset FILE");
   if (!a.config.empty()) {
     const Config cfg = load_config(a.config);
-    const DcganSpec spec = spec_of(cfg);
+    const DcganSpec spec = dcgan_spec(cfg.model);
     Sequential G = make_dcgan_generator(spec);
     Sequential D = make_dcgan_discriminator(spec);
     print_model("G", G, {1, spec.nz, 1, 1});
@@ -110,7 +105,7 @@ int cmd_sample(const SampleArgs& a) {
   if (ext != ".png" && ext != ".h5") user_error("--out {}: expected a .png or .h5 file name", a.out);
   const Checkpoint ck = load_checkpoint(a.checkpoint);
   const Config cfg = parse_config(ck.meta.config_yaml, a.checkpoint + ":/meta/config");
-  const DcganSpec spec = spec_of(cfg);
+  const DcganSpec spec = dcgan_spec(cfg.model);
   const std::string group = a.ema ? "G_ema/params" : "G/params";
   if (a.ema && ck.groups.find(group) == ck.groups.end())
     user_error("{} has no averaged generator (/G_ema); sample without --ema", a.checkpoint);

@@ -40,17 +40,6 @@ extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 // The fixed noise of sample grids: a step number no training step reaches.
 constexpr uint64_t kSampleNoiseStep = ~0ull;
 
-DcganSpec spec_from(const ModelConfig& m) {
-  DcganSpec s;
-  s.nz = m.nz;
-  s.g_width = m.g_width;
-  s.d_width = m.d_width;
-  s.resolution = m.resolution;
-  s.channels = m.channels;
-  s.leaky_slope = m.leaky_slope;
-  return s;
-}
-
 // Console progress mirrored to train.log; silent on ranks other than 0.
 class Console {
  public:
@@ -110,6 +99,11 @@ std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, 
 
 }  // namespace
 
+DcganSpec dcgan_spec(const ModelConfig& m) {
+  if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
+  return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
+}
+
 int set_cpu_threads(int threads) {
   const int n = threads > 0 ? threads : omp_get_num_procs();
   // OpenBLAS itself stays single-threaded: the CPU engine splits GEMMs over OpenMP threads (nn/cpu/gemm.cpp).
@@ -131,13 +125,13 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   // Everything that can be wrong with the user's input is checked, on every rank, before the run
   // directory exists; a problem on any rank stops all of them, reported once.
   const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
-  const DcganSpec spec = spec_from(cfg.model);
+  DcganSpec spec;
   const int64_t B = cfg.train.batch_size;
   std::unique_ptr<ImageSource> source;
   std::optional<BatchPlan> plan_holder;
   std::optional<FaultPlan> fault;
   run_agreed(comm, [&] {
-    if (cfg.model.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", cfg.model.arch);
+    spec = dcgan_spec(cfg.model);
     if (cfg.run.device == "cuda") user_error("run.device is 'cuda' but this build runs training on the CPU only so far");
     if (B % P != 0)
       user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "

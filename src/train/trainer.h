@@ -3,6 +3,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "nn/dcgan.h"
 
 namespace gt {
 
@@ -23,6 +24,9 @@ TrainSummary train(const Config& cfg);
 // A problem every rank sees (bad input, mismatched config or build) is an AgreedUserError/RuntimeError
 // thrown on every rank; a failure on one rank alone is an ordinary exception (the caller aborts the job).
 TrainSummary train(const Config& cfg, Communicator& comm);
+
+// The DCGAN geometry of a model config; UserError when model.arch is not a DCGAN.
+DcganSpec dcgan_spec(const ModelConfig& m);
 
 // Sets the CPU engine's OpenMP threads (0 = all cores). Returns the number used.
 int set_cpu_threads(int threads);
