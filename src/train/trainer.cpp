@@ -99,6 +99,15 @@ std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, 
 
 }  // namespace
 
+fs::path unused_run_dir(const fs::path& dir) {
+  auto taken = [](const fs::path& p) { return fs::exists(p) && !(fs::is_directory(p) && fs::is_empty(p)); };
+  if (!taken(dir)) return dir;
+  for (int i = 1;; ++i) {
+    const fs::path candidate = fmt::format("{}.{}", dir.string(), i);
+    if (!taken(candidate)) return candidate;
+  }
+}
+
 DcganSpec dcgan_spec(const ModelConfig& m) {
   if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
   return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
@@ -117,6 +126,7 @@ TrainSummary train(const Config& cfg) {
 }
 
 TrainSummary train(const Config& cfg, Communicator& comm) {
+  require_host_communicator(comm);  // before any collective: this loop's buffers are host memory
   comm.set_timeout(cfg.dist.timeout_s);
   const bool lead = comm.rank() == 0;  // rank 0 owns the console and the run directory
   const int P = comm.world_size();
@@ -180,7 +190,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
                         comm.local_size(), threads, threads > 1 ? "s" : ""));
 
   TrainSummary sum;
-  sum.run_dir = (fs::path(cfg.run.out_dir) / cfg.run.name).string();
+  const fs::path asked_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
+  sum.run_dir = (lead ? unused_run_dir(asked_dir) : asked_dir).string();
   sum.metrics_path = (fs::path(sum.run_dir) / "metrics.jsonl").string();
   if (lead) {
     fs::create_directories(fs::path(sum.run_dir) / "samples");
@@ -194,6 +205,9 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   Console con((fs::path(sum.run_dir) / "train.log").string(), lead);
 
   con.line("gantrain {} ({}) | run {} | cpu, {} threads", version(), git_revision(), sum.run_dir, threads);
+  if (fs::path(sum.run_dir) != asked_dir)
+    con.line("note: {} already holds a run; this run writes to {} instead (nothing is overwritten)",
+             asked_dir.string(), sum.run_dir);
   con.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(), n_local,
            P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
   if (P > 1)

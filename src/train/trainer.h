@@ -1,5 +1,6 @@
 // The training loop of one process: data, models, optimizers, progress, metrics, samples and checkpoints in the run directory.
 #pragma once
+#include <filesystem>
 #include <string>
 
 #include "config/config.h"
@@ -27,6 +28,10 @@ TrainSummary train(const Config& cfg, Communicator& comm);
 
 // The DCGAN geometry of a model config; UserError when model.arch is not a DCGAN.
 DcganSpec dcgan_spec(const ModelConfig& m);
+
+// The run directory to write: dir itself when it is absent or empty, else the first free "dir.1",
+// "dir.2", ... so an earlier run is never overwritten.
+std::filesystem::path unused_run_dir(const std::filesystem::path& dir);
 
 // Sets the CPU engine's OpenMP threads (0 = all cores). Returns the number used.
 int set_cpu_threads(int threads);

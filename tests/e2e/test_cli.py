@@ -134,6 +134,13 @@ def case_tiny_train_sample_info(exe, src, tmp):
         check(np.array_equal(f["images"][()], im), "sampling is not deterministic for a fixed seed")
     r = run(exe, "info", ck)
     check(r.returncode == 0 and "step 6" in r.stdout, f"info checkpoint: {r.stdout} {r.stderr}")
+    # The same run name again: the first run is kept and the new one goes to t.1.
+    before = open(os.path.join(rd, "metrics.jsonl")).read()
+    r = run(exe, "train", "--config", tiny, f"run.out_dir={out}", "run.name=t", "train.max_steps=2")
+    check(r.returncode == 0 and os.path.isfile(os.path.join(out, "t.1", "checkpoints", "ckpt_00000002.h5")),
+          f"second run: {r.stdout} {r.stderr}")
+    check("already holds a run" in r.stdout, "no note about the new run directory")
+    check(open(os.path.join(rd, "metrics.jsonl")).read() == before, "the first run's metrics changed")
 
 
 def case_stop_on_sigterm(exe, src, tmp):
