@@ -73,7 +73,8 @@ __device__ double stable_sigmoid(double x) {
   return e / (1.0 + e);
 }
 
-__global__ void bce_kernel(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale) {
+__global__ void __launch_bounds__(1024)
+    bce_kernel(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale) {
   double sum = 0.0;
   const float count = static_cast<float>(n);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {

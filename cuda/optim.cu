@@ -108,7 +108,8 @@ __global__ void grad_squares_kernel(double* partial, MultiTensorView tensors) {
 
 // One block adds the chunks' sums in a fixed order, then torch's coefficient in float:
 // clip_coef = (1 / (total_norm + 1e-6)) * max_norm (a scalar over a tensor is reciprocal() * scalar).
-__global__ void norm_finish_kernel(float* norm, float* coef, const double* partial, int64_t chunks, float max_norm) {
+__global__ void __launch_bounds__(1024)
+    norm_finish_kernel(float* norm, float* coef, const double* partial, int64_t chunks, float max_norm) {
   double sum = 0.0;
   for (int64_t k = threadIdx.x; k < chunks; k += blockDim.x) sum += partial[k];
   sum = detail::block_sum(sum);

@@ -6,7 +6,7 @@ namespace gt::cuda {
 // fp32: convolutions and GEMMs on FMA units only, exact float32 products.
 // tf32: float32 storage, products on tensor cores with 10-bit mantissas (cuDNN/cuBLAS math modes).
 // bf16: bf16 activations and weight copies, float32 accumulation, master weights and optimizer state
-//       in float32 (not implemented yet: the kernels are templated on the storage type for it).
+//       in float32 (not implemented yet; GpuContext refuses it).
 enum class Precision { fp32, tf32, bf16 };
 
 inline const char* precision_name(Precision p) {

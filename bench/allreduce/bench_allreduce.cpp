@@ -2,7 +2,12 @@
 //
 //   mpirun -np 2 build/bench/bench_allreduce [--min-bytes 8] [--max-bytes 128M] [--factor 4] [--iters 20]
 //                                            [--warmup 5] [--type float|double] [--op sum|avg] [--json FILE]
+//                                            [--backend auto|mpi|local|nccl] [--device-buffers]
 //
+// --backend nccl all-reduces device buffers with NCCL (one rank per GPU); --device-buffers makes the MPI
+// (or local) communicator take device buffers, staged through pinned host memory (ranks may share a GPU).
+// Both print "skipped" and exit 0 where there is no GPU. Times are those of blocking calls, as training
+// makes them (each returns with the result in place), not of operations queued back to back as nccl-tests.
 // Each size runs out of place (send != recv) and in place, warm-up iterations untimed; the time of a
 // size is the slowest rank's mean over the timed iterations. algbw = bytes / time; busbw = algbw * 2(n-1)/n,
 // the bandwidth each rank's link needs for a ring all-reduce, comparable across rank counts. After the
@@ -19,6 +24,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -30,6 +36,17 @@
 
 #if GANTRAIN_HAVE_MPI
 #include <mpi.h>
+#endif
+#if GANTRAIN_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "check.h"
+#include "device.h"
+#include "dist/gpu_placement.h"
+#include "staged_communicator.h"
+#endif
+#if GANTRAIN_HAVE_NCCL
+#include "nccl_communicator.h"
 #endif
 
 namespace {
@@ -43,6 +60,7 @@ struct Options {
   int iters = 20, warmup = 5;
   std::string type = "float", op = "sum", json;
   std::string backend = "auto";
+  bool device_buffers = false;  // implied by --backend nccl
 };
 
 int64_t parse_bytes(const std::string& s) {
@@ -73,10 +91,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--op") o.op = value();
     else if (a == "--json") o.json = value();
     else if (a == "--backend") o.backend = value();
+    else if (a == "--device-buffers") o.device_buffers = true;
     else gt::user_error("unknown option {} (see the header of bench/allreduce/bench_allreduce.cpp)", a);
   }
   if (o.type != "float" && o.type != "double") gt::user_error("--type must be float or double, got {}", o.type);
   if (o.op != "sum" && o.op != "avg") gt::user_error("--op must be sum or avg, got {}", o.op);
+  if (o.backend == "nccl") o.device_buffers = true;
   if (o.factor < 2 || o.iters < 1 || o.warmup < 0 || o.min_bytes < 1 || o.max_bytes < o.min_bytes)
     gt::user_error("need --factor >= 2, --iters >= 1, --warmup >= 0 and 1 <= --min-bytes <= --max-bytes");
   return o;
@@ -105,36 +125,102 @@ int64_t count_wrong(const std::vector<T>& v, int world, gt::ReduceOp op) {
   return wrong;
 }
 
+#if GANTRAIN_HAVE_CUDA
+// One cudaMalloc'd buffer for the device-buffer modes.
+class DeviceBytes {
+ public:
+  explicit DeviceBytes(size_t bytes) { CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(bytes, 1))); }
+  ~DeviceBytes() { cudaFree(p_); }
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
+#endif
+
+// The send and receive buffers of one size: host vectors, or device memory loaded from and read into them.
 template <class T>
-Result measure(gt::Communicator& comm, int64_t count, gt::ReduceOp op, bool in_place, const Options& o) {
-  std::vector<T> send(static_cast<size_t>(count)), recv(static_cast<size_t>(count));
-  fill_pattern(send, comm.rank());
-  T* out = in_place ? send.data() : recv.data();
-  auto once = [&] { comm.all_reduce(send.data(), out, count, op); };
+class Buffers {
+ public:
+  Buffers(int64_t count, bool on_device) : send_(static_cast<size_t>(count)), recv_(static_cast<size_t>(count)) {
+#if GANTRAIN_HAVE_CUDA
+    if (on_device) {
+      send_d_ = std::make_unique<DeviceBytes>(bytes());
+      recv_d_ = std::make_unique<DeviceBytes>(bytes());
+    }
+#else
+    (void)on_device;
+#endif
+  }
+  T* send() {
+#if GANTRAIN_HAVE_CUDA
+    if (send_d_) return static_cast<T*>(send_d_->get());
+#endif
+    return send_.data();
+  }
+  T* recv() {
+#if GANTRAIN_HAVE_CUDA
+    if (recv_d_) return static_cast<T*>(recv_d_->get());
+#endif
+    return recv_.data();
+  }
+  void load_pattern(int rank) {
+    fill_pattern(send_, rank);
+#if GANTRAIN_HAVE_CUDA
+    if (send_d_) CUDA_CHECK(cudaMemcpy(send_d_->get(), send_.data(), bytes(), cudaMemcpyHostToDevice));
+#endif
+  }
+  const std::vector<T>& result(bool in_place) {
+    std::vector<T>& host = in_place ? send_ : recv_;
+#if GANTRAIN_HAVE_CUDA
+    if (send_d_) CUDA_CHECK(cudaMemcpy(host.data(), in_place ? send() : recv(), bytes(), cudaMemcpyDeviceToHost));
+#endif
+    return host;
+  }
+
+ private:
+  size_t bytes() const { return send_.size() * sizeof(T); }
+  std::vector<T> send_, recv_;
+#if GANTRAIN_HAVE_CUDA
+  std::unique_ptr<DeviceBytes> send_d_, recv_d_;
+#endif
+};
+
+// timed: the communicator measured; host: a communicator over host memory for the bookkeeping (the same
+// one unless timed takes device buffers only).
+template <class T>
+Result measure(gt::Communicator& timed, gt::Communicator& host, int64_t count, gt::ReduceOp op, bool in_place,
+               const Options& o) {
+  Buffers<T> buf(count, o.device_buffers);
+  buf.load_pattern(timed.rank());
+  T* out = in_place ? buf.send() : buf.recv();
+  auto once = [&] { timed.all_reduce(buf.send(), out, count, op); };
   for (int i = 0; i < o.warmup; ++i) once();
   // Keep each size to about a second: fewer timed iterations for the largest buffers.
-  comm.barrier();
+  timed.barrier();
   auto t0 = clock_type::now();
   once();
   double probe = std::chrono::duration<double>(clock_type::now() - t0).count();
-  comm.all_reduce(&probe, 1, gt::ReduceOp::max);
+  host.all_reduce(&probe, 1, gt::ReduceOp::max);
   const int iters = std::clamp(static_cast<int>(1.0 / std::max(probe, 1e-9)), 3, o.iters);
-  comm.barrier();
+  timed.barrier();
   t0 = clock_type::now();
   for (int i = 0; i < iters; ++i) once();
   double seconds = std::chrono::duration<double>(clock_type::now() - t0).count() / iters;
-  comm.all_reduce(&seconds, 1, gt::ReduceOp::max);
+  host.all_reduce(&seconds, 1, gt::ReduceOp::max);
   Result r;
   r.time_us = seconds * 1e6;
   const double bytes = static_cast<double>(count) * sizeof(T);
   r.algbw = bytes / seconds / 1e9;
-  const int n = comm.world_size();
+  const int n = timed.world_size();
   r.busbw = r.algbw * (n > 1 ? 2.0 * (n - 1) / n : 1.0);
   // Check: a fresh pattern through one more all-reduce.
-  fill_pattern(send, comm.rank());
+  buf.load_pattern(timed.rank());
   once();
-  r.wrong = count_wrong(in_place ? send : recv, n, op);
-  comm.all_reduce(&r.wrong, 1, gt::ReduceOp::sum);
+  r.wrong = count_wrong(buf.result(in_place), n, op);
+  host.all_reduce(&r.wrong, 1, gt::ReduceOp::sum);
   return r;
 }
 
@@ -160,17 +246,90 @@ std::string mpi_library() {
 #endif
 }
 
+// The communicators of a run: the one measured, and one over host memory for the bookkeeping.
+struct Communicators {
+  std::unique_ptr<gt::Communicator> host;    // MPI or local
+  std::unique_ptr<gt::Communicator> device;  // NCCL, or host's collectives staged from device buffers; null: host buffers
+  std::string buffers = "host";              // where the measured buffers live, in words
+  std::string nccl;                          // NCCL's describe() line
+#if GANTRAIN_HAVE_CUDA
+  cudaStream_t stream = nullptr;  // the staged communicator's copies
+  ~Communicators() {
+    device.reset();
+    if (stream) cudaStreamDestroy(stream);
+  }
+#endif
+  gt::Communicator& timed() { return device ? *device : *host; }
+};
+
+// "" when device buffers can be measured here; else why not.
+std::string why_no_device_buffers() {
+#if GANTRAIN_HAVE_CUDA
+  const gt::cuda::DeviceReport r = gt::cuda::query_devices();
+  return r.count == 0 ? fmt::format("no usable GPU ({})", r.reason) : "";
+#else
+  return "built without CUDA (GANTRAIN_CUDA=OFF)";
+#endif
+}
+
+// Opens the device-buffer communicator of o into c (c.host is open; device buffers are usable).
+void open_device_communicator(const Options& o, Communicators& c) {
+#if GANTRAIN_HAVE_CUDA
+  if (o.backend == "nccl") {
+    const std::string missing = gt::nccl_unavailable_reason();
+    if (!missing.empty()) gt::user_error("--backend nccl, but {}", missing);
+#if GANTRAIN_HAVE_NCCL
+    auto nccl = gt::cuda::make_nccl_communicator(gt::open_communicator(c.host->backend(), 600), 600);
+    c.nccl = nccl->describe();
+    c.device = std::move(nccl);
+    c.buffers = "device (NCCL)";
+#endif
+    return;
+  }
+  // Ranks may share a GPU: the mapping training uses, not exclusive.
+  gt::RankDeviceView mine{c.host->host(), {c.host->local_rank(), gt::cuda::query_devices().count,
+                                           gt::cuda_visible_devices(gt::process_env())}};
+  const auto placed = gt::gather_and_place(*c.host, mine, /*exclusive=*/false);
+  CUDA_CHECK(cudaSetDevice(placed[static_cast<size_t>(c.host->rank())].ordinal));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  c.device = gt::cuda::make_host_staged_communicator(gt::open_communicator(c.host->backend(), 600), c.stream);
+  c.buffers = placed[static_cast<size_t>(c.host->rank())].sharing > 1 ? "device (staged through pinned host memory; ranks share a GPU)"
+                                                                       : "device (staged through pinned host memory)";
+#else
+  (void)o;
+  (void)c;
+#endif
+}
+
 int run(const Options& o) {
-  auto comm = gt::open_communicator(o.backend, 600);
+  Communicators comms;
+  comms.host = gt::open_communicator(o.backend == "nccl" ? "auto" : o.backend, 600);
+  if (o.device_buffers) {
+    const std::string why = why_no_device_buffers();
+    int64_t missing = !why.empty();
+    comms.host->all_reduce(&missing, 1, gt::ReduceOp::max);
+    if (missing) {
+      if (comms.host->rank() == 0)
+        std::printf("# bench_allreduce: skipped: %s needs a GPU: %s\n",
+                    o.backend == "nccl" ? "--backend nccl" : "--device-buffers",
+                    why.empty() ? "another rank has none" : why.c_str());
+      return 0;
+    }
+    open_device_communicator(o, comms);
+  }
+  gt::Communicator* comm = &comms.timed();
   const bool lead = comm->rank() == 0;
   const gt::ReduceOp op = o.op == "avg" ? gt::ReduceOp::avg : gt::ReduceOp::sum;
   const size_t elem = o.type == "float" ? 4 : 8;
   utsname un{};
   uname(&un);
   if (lead) {
-    std::printf("# bench_allreduce: gantrain %s+%s | %s | host %s | %d ranks (%d on this node), %s communicator | %s\n",
+    std::printf("# bench_allreduce: gantrain %s+%s | %s | host %s | %d ranks (%d on this node), %s communicator, %s "
+                "buffers | %s\n",
                 gt::version(), gt::git_revision(), now_stamp("%Y-%m-%d %H:%M").c_str(), un.nodename,
-                comm->world_size(), comm->local_size(), comm->backend().c_str(), mpi_library().c_str());
+                comm->world_size(), comm->local_size(), comm->backend().c_str(), comms.buffers.c_str(),
+                mpi_library().c_str());
+    if (!comms.nccl.empty()) std::printf("# %s\n", comms.nccl.c_str());
     std::printf("# warm-up %d, up to %d timed iterations per size (fewer above ~1 s each), time = slowest rank's mean\n",
                 o.warmup, o.iters);
     std::printf("#\n#                                               out-of-place                       in-place\n");
@@ -188,11 +347,11 @@ int run(const Options& o) {
     const int64_t count = std::max<int64_t>(1, bytes / static_cast<int64_t>(elem));
     Result oop, ip;
     if (o.type == "float") {
-      oop = measure<float>(*comm, count, op, false, o);
-      ip = measure<float>(*comm, count, op, true, o);
+      oop = measure<float>(*comm, *comms.host, count, op, false, o);
+      ip = measure<float>(*comm, *comms.host, count, op, true, o);
     } else {
-      oop = measure<double>(*comm, count, op, false, o);
-      ip = measure<double>(*comm, count, op, true, o);
+      oop = measure<double>(*comm, *comms.host, count, op, false, o);
+      ip = measure<double>(*comm, *comms.host, count, op, true, o);
     }
     const int64_t real_bytes = count * static_cast<int64_t>(elem);
     busbw_sum += ip.busbw;
@@ -221,6 +380,8 @@ int run(const Options& o) {
                         {"world_size", comm->world_size()},
                         {"ranks_per_node", comm->local_size()},
                         {"backend", comm->backend()},
+                        {"buffers", comms.buffers},
+                        {"nccl", comms.nccl},
                         {"mpi_library", mpi_library()},
                         {"type", o.type},
                         {"op", o.op},
@@ -234,8 +395,9 @@ int run(const Options& o) {
     // bench/results of the source tree this was built from (CMake passes absolute source paths).
     const fs::path results = fs::path(__FILE__).parent_path().parent_path() / "results";
     fs::create_directories(results);
-    path = (results / fmt::format("allreduce_{}_{}_np{}.json", now_stamp("%Y-%m-%d_%H%M%S"), un.nodename,
-                                  comm->world_size()))
+    const std::string mode = o.backend == "nccl" ? "_nccl" : o.device_buffers ? "_device" : "";
+    path = (results / fmt::format("allreduce_{}_{}_np{}{}.json", now_stamp("%Y-%m-%d_%H%M%S"), un.nodename,
+                                  comm->world_size(), mode))
                .string();
   }
   std::ofstream(path) << out.dump(2) << "\n";

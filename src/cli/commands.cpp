@@ -59,7 +59,10 @@ int cmd_train(const TrainArgs& a) {
   run_agreed(*comm, [&] { cfg = load_config(a.config, a.overrides); });
   if (cfg.dist.backend != "auto" && cfg.dist.backend != comm->backend()) {
     std::unique_ptr<Communicator> chosen;
-    run_agreed(*comm, [&] { chosen = open_communicator(cfg.dist.backend, cfg.dist.timeout_s); });
+    run_agreed(*comm, [&] {
+      chosen = open_communicator(cfg.dist.backend, cfg.dist.timeout_s);
+      require_host_communicator(*chosen);  // nccl: refused here, agreed and reported once
+    });
     comm = std::move(chosen);
   }
   const TrainSummary s = train(cfg, *comm);

@@ -159,7 +159,8 @@ std::vector<KeyDef> build_schema() {
   // dist
   k.push_back({"dist.backend", GT_BIND(dist.backend), one_of({"auto", "mpi", "local", "nccl"}),
                "Communicator between ranks: auto (mpi when started by mpirun or srun, else local), mpi, local "
-               "(one process), nccl (not in this build yet)."});
+               "(one process), nccl (GPU buffers, one rank per GPU: needs CUDA, NCCL and a GPU; training refuses it "
+               "while it runs on the CPU)."});
   k.push_back({"dist.sync_bn", GT_BIND(dist.sync_bn), any_value(),
                "Batch norm uses the statistics of the global batch (summed over the ranks); false = each rank's "
                "shard alone."});

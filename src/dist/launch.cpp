@@ -13,6 +13,12 @@
 #if GANTRAIN_HAVE_MPI
 #include <mpi.h>
 #endif
+#if GANTRAIN_HAVE_CUDA
+#include "device.h"
+#endif
+#if GANTRAIN_HAVE_NCCL
+#include "nccl_communicator.h"
+#endif
 
 namespace gt {
 
@@ -182,7 +188,35 @@ std::string rank_prefix(int rank, int world_size, const std::string& host) {
 
 namespace {
 
+#if GANTRAIN_HAVE_NCCL
+// NCCL's bootstrap: MPI when an MPI launcher started the process, else the local world of 1.
+std::unique_ptr<Communicator> host_communicator(double timeout_s) {
+#if GANTRAIN_HAVE_MPI
+  if (mpi_is_live()) return make_mpi_communicator(timeout_s);
+#endif
+  (void)timeout_s;
+  return make_local_communicator();
+}
+#endif
+
+std::unique_ptr<Communicator> open_nccl(double timeout_s) {
+  const std::string missing = nccl_unavailable_reason();
+#if GANTRAIN_HAVE_NCCL
+  if (missing.empty()) {
+    std::unique_ptr<cuda::NcclCommunicator> comm = cuda::make_nccl_communicator(host_communicator(timeout_s), timeout_s);
+    if (comm->rank() == 0) {
+      fmt::print("{}\n", comm->describe());
+      std::fflush(stdout);
+    }
+    return comm;
+  }
+#endif
+  (void)timeout_s;
+  user_error("dist.backend is nccl, but {}; use dist.backend: mpi or auto", missing);
+}
+
 std::unique_ptr<Communicator> open_backend(const std::string& backend, double timeout_s) {
+  if (backend == "nccl") return open_nccl(timeout_s);
 #if GANTRAIN_HAVE_MPI
   const bool live = mpi_is_live();
   int world = 1;
@@ -212,13 +246,30 @@ std::unique_ptr<Communicator> open_backend(const std::string& backend, double ti
     user_error("dist.backend is mpi, but this gantrain was built without MPI (GANTRAIN_MPI=OFF); rebuild with "
                "-DGANTRAIN_MPI=ON or use dist.backend: auto");
 #endif
-  if (backend == "nccl")
-    user_error("dist.backend is nccl, but this build has no NCCL communicator (it needs the CUDA backend, which "
-               "trains on the CPU only so far); use dist.backend: mpi or auto");
   user_error("dist.backend '{}' is not one of auto, mpi, local, nccl", backend);
 }
 
 }  // namespace
+
+std::string nccl_unavailable_reason() {
+#if !GANTRAIN_HAVE_CUDA
+  return "this gantrain was built without CUDA (GANTRAIN_CUDA=OFF, or no nvcc at configure time), so it has no "
+         "NCCL communicator";
+#elif !GANTRAIN_HAVE_NCCL
+  return "NCCL was not found when this gantrain was built (nccl.h and libnccl.so; set GANTRAIN_CUDA_LIBRARY_ROOTS "
+         "to its prefix and rebuild)";
+#else
+  const cuda::DeviceReport gpus = cuda::query_devices();
+  if (gpus.count == 0) return fmt::format("{} has no usable GPU ({})", host_name(), gpus.reason);
+  return "";
+#endif
+}
+
+void require_host_communicator(const Communicator& comm) {
+  if (comm.backend() == "nccl")
+    user_error("dist.backend is nccl: the NCCL communicator works on GPU buffers, but training runs on the CPU so "
+               "far (host buffers); use dist.backend: mpi or auto");
+}
 
 std::unique_ptr<Communicator> open_communicator(const std::string& backend, double timeout_s) {
   std::unique_ptr<Communicator> comm = open_backend(backend, timeout_s);

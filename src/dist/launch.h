@@ -42,11 +42,22 @@ class MpiRuntime {
 std::string rank_prefix(int rank, int world_size, const std::string& host);
 
 // The communicator for dist.backend (timeouts in seconds, 0 = wait forever):
-//   auto  - MPI when MPI is initialized (the process was started by an MPI launcher), else local;
+//   auto  - MPI when MPI is initialized (the process was started by an MPI launcher), else local
+//           (never NCCL: the trainer runs on the CPU, with host buffers);
 //   mpi   - MPI, initializing it when needed (a process started alone is then a world of 1);
 //   local - world size 1; a UserError when MPI runs more than one rank;
-//   nccl  - a UserError in this build (no NCCL backend yet); see docs/distributed.md.
+//   nccl  - the NCCL communicator over device buffers (cuda/nccl_communicator.h), bootstrapped over MPI
+//           (or alone as a world of 1); rank 0 prints its describe() line. A UserError saying what is
+//           missing when gantrain was built without CUDA or NCCL, or no GPU is usable.
 std::unique_ptr<Communicator> open_communicator(const std::string& backend, double timeout_s);
+
+// "" when dist.backend: nccl can open here: built with CUDA and NCCL, and a GPU is usable. Otherwise
+// what is missing, as a sentence.
+std::string nccl_unavailable_reason();
+
+// A UserError when comm moves device buffers (nccl) for a caller that holds host memory: the trainer
+// runs on the CPU so far. Called by train() and by the CLI before training starts.
+void require_host_communicator(const Communicator& comm);
 
 #if GANTRAIN_HAVE_MPI
 // The MPI communicator over a duplicate of MPI_COMM_WORLD; MPI must be initialized.

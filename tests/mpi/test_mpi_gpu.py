@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""Device-buffer communicators through mpirun -np 2 (MPI staged through pinned memory, NCCL), and dist.backend: nccl refused by training; GPU cases exit 77 (skipped) without a GPU."""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+SKIP = 77
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def probe(test_exe):
+    """What the machine has, as test_mpi_gpu --probe reports it: {'gpus': N, 'nccl': bool, 'reason': str}."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))}
+    out = subprocess.run([test_exe, "--probe"], capture_output=True, text=True, timeout=60, env=env).stdout
+    info = {"gpus": 0, "nccl": False, "reason": ""}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "gpus":
+            info["gpus"] = int(value)
+        elif key == "nccl":
+            info["nccl"] = value == "yes"
+        elif key == "reason":
+            info["reason"] = value
+    return info
+
+
+def mpirun(args, np, *cmd):
+    return [args.mpirun, "--oversubscribe", "--bind-to", "none", "-np", str(np), *cmd]
+
+
+def run(cmd, timeout=240):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    sys.stdout.write(r.stdout[-6000:])
+    sys.stderr.write(r.stderr[-6000:])
+    return r
+
+
+def run_gtest_np2(args, gtest_filter):
+    r = run(mpirun(args, 2, args.test_exe, f"--gtest_filter={gtest_filter}"))
+    check(r.returncode == 0, f"mpirun -np 2 test_mpi_gpu --gtest_filter={gtest_filter} exited {r.returncode}")
+    check("[  PASSED  ]" in r.stdout, "rank 0 did not report the tests as passed")
+    check("[  SKIPPED ]" not in r.stdout, "a test skipped")
+    return r
+
+
+def case_staged_np2(args, machine):
+    """2 ranks, sharing one GPU when there is one: MPI on device buffers staged through pinned host memory."""
+    if machine["gpus"] == 0:
+        print(f"skipped: no usable GPU ({machine['reason']})")
+        return SKIP
+    run_gtest_np2(args, "StagedMpi.*")
+    return 0
+
+
+def case_nccl_np2(args, machine):
+    """2 NCCL ranks: every collective with 2+ GPUs; with 1 GPU, the error naming the node and the counts."""
+    if not machine["nccl"]:
+        print("skipped: built without NCCL")
+        return SKIP
+    if machine["gpus"] == 0:
+        print(f"skipped: no usable GPU ({machine['reason']})")
+        return SKIP
+    r = run_gtest_np2(args, "NcclMpi.*")
+    if machine["gpus"] < 2:
+        check("expected error on this node" in r.stdout, "the one-GPU node did not report the NCCL placement error")
+    return 0
+
+
+def case_train_refuses_nccl_np2(args, machine):
+    """gantrain train with dist.backend: nccl on 2 ranks: one agreed message saying what is missing (or that training
+    runs on the CPU), exit code 2 on every rank, nothing written. Runs with or without a GPU."""
+    with tempfile.TemporaryDirectory(prefix="gt_nccl_") as tmp:
+        out_dir = os.path.join(tmp, "runs")
+        r = run(mpirun(args, 2, args.exe, "train", "--config", os.path.join(args.source, "config/tiny.yaml"),
+                       f"run.out_dir={out_dir}", "run.name=nccl", "dist.backend=nccl", "dist.timeout_s=60"), timeout=120)
+        check(r.returncode == 2, f"exit code {r.returncode}, expected 2")
+        text = r.stdout + r.stderr
+        errors = [line for line in text.splitlines() if "gantrain: error:" in line]
+        check(len(errors) == 1, f"{len(errors)} error lines, expected exactly one: {errors}")
+        check("dist.backend is nccl" in errors[0], f"the error does not name dist.backend: {errors[0]}")
+        if not machine["nccl"]:  # this test exists in CUDA builds only
+            want = "NCCL was not found"
+        elif machine["gpus"] == 0:
+            want = "has no usable GPU"
+        elif machine["gpus"] < 2:
+            want = "runs 2 ranks but they see only 1 GPU"
+        else:
+            want = "training runs on the CPU"
+        check(want in errors[0], f"expected '{want}' in: {errors[0]}")
+        check(not os.path.exists(out_dir), "a run directory was written")
+    return 0
+
+
+CASES = {"staged_np2": case_staged_np2, "nccl_np2": case_nccl_np2, "train_refuses_nccl_np2": case_train_refuses_nccl_np2}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--test-exe", required=True, help="test_mpi_gpu")
+    p.add_argument("--exe", required=True, help="gantrain")
+    p.add_argument("--mpirun", required=True)
+    p.add_argument("--source", required=True)
+    p.add_argument("--case", required=True, choices=sorted(CASES))
+    args = p.parse_args()
+    machine = probe(args.test_exe)
+    print(f"machine: {machine}")
+    sys.exit(CASES[args.case](args, machine))
+
+
+if __name__ == "__main__":
+    main()
