@@ -11,6 +11,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "train/optim_math.h"
+
 namespace gt::cuda {
 
 // ---- activations -------------------------------------------------------------------------------
@@ -125,18 +127,11 @@ struct MultiTensorView {
   int64_t chunks = 0;
 };
 
-// The optimizers' per-step constants, computed on the host as train/optim.cpp computes them
-// (optim_gpu.h), so the updates are bit-identical to the CPU's.
-struct AdamCoefficients {
-  float beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay, minus_step_size;
-};
-struct RmspropCoefficients {
-  float alpha, one_minus_alpha, eps, weight_decay, momentum, minus_lr;
-};
-struct SgdCoefficients {
-  float weight_decay, momentum, minus_lr;
-  bool first_step;  // torch starts the momentum buffer as a copy of the first gradient
-};
+// The optimizers' per-step constants and element updates are shared with the CPU (train/optim_math.h),
+// so the updates are bit-identical to the CPU's.
+using gt::AdamCoefficients;
+using gt::RmspropCoefficients;
+using gt::SgdCoefficients;
 
 // grad_scale: null, or a device float; where it is below 1 each gradient is multiplied by it before
 // the update (global-norm clipping fused into the optimizer; the same product as clipping in place).

@@ -3,9 +3,9 @@
 
 #include "kernel_util.cuh"
 
-// The updates are written with explicit rounding intrinsics (__fmul_rn, __fadd_rn, __fdiv_rn,
-// __fsqrt_rn never fuse into a multiply-add) and explicit fmaf where optim.cpp has std::fma, so they
-// are bit-identical to the CPU's whatever the contraction flags.
+// The element updates are train/optim_math.h's, shared with the CPU: on the device they use rounding
+// intrinsics (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn never fuse) and explicit fmaf where the
+// CPU fuses, so they are bit-identical to the CPU's whatever the contraction flags.
 
 namespace gt::cuda {
 namespace {
@@ -46,13 +46,9 @@ __global__ void adam_kernel(MultiTensorView tensors, AdamCoefficients k, const f
   const MultiTensorSlot& s = slot_of_block(tensors);
   const ChunkRange r = chunk_range(s);
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-    const float p = s.param[i];
-    const float raw = clipped_grad(s.grad[i], grad_scale);
-    const float g = k.weight_decay != 0.f ? fmaf(p, k.weight_decay, raw) : raw;
-    const float m = fmaf(g, k.one_minus_beta1, __fmul_rn(s.state0[i], k.beta1));
-    const float v = fmaf(__fmul_rn(k.one_minus_beta2, g), g, __fmul_rn(s.state1[i], k.beta2));
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), k.bias_correction2_sqrt), k.eps);
-    s.param[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(k.minus_step_size, m), denom));
+    float p = s.param[i], m = s.state0[i], v = s.state1[i];
+    adam_element(p, clipped_grad(s.grad[i], grad_scale), m, v, k);
+    s.param[i] = p;
     s.state0[i] = m;
     s.state1[i] = v;
   }
@@ -62,19 +58,10 @@ __global__ void rmsprop_kernel(MultiTensorView tensors, RmspropCoefficients k, c
   const MultiTensorSlot& s = slot_of_block(tensors);
   const ChunkRange r = chunk_range(s);
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-    const float p = s.param[i];
-    const float raw = clipped_grad(s.grad[i], grad_scale);
-    const float g = k.weight_decay != 0.f ? fmaf(p, k.weight_decay, raw) : raw;
-    const float v = fmaf(__fmul_rn(k.one_minus_alpha, g), g, __fmul_rn(s.state0[i], k.alpha));
-    const float avg = __fadd_rn(__fsqrt_rn(v), k.eps);
-    s.state0[i] = v;
-    if (s.state1) {
-      const float buffer = __fadd_rn(__fmul_rn(s.state1[i], k.momentum), __fdiv_rn(g, avg));
-      s.state1[i] = buffer;
-      s.param[i] = fmaf(buffer, k.minus_lr, p);
-    } else {
-      s.param[i] = __fadd_rn(p, __fdiv_rn(__fmul_rn(k.minus_lr, g), avg));
-    }
+    float p = s.param[i], square_avg = s.state0[i];
+    rmsprop_element(p, clipped_grad(s.grad[i], grad_scale), square_avg, s.state1 ? s.state1 + i : nullptr, k);
+    s.param[i] = p;
+    s.state0[i] = square_avg;
   }
 }
 
@@ -82,14 +69,9 @@ __global__ void sgd_kernel(MultiTensorView tensors, SgdCoefficients k, const flo
   const MultiTensorSlot& s = slot_of_block(tensors);
   const ChunkRange r = chunk_range(s);
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-    const float p = s.param[i];
-    const float raw = clipped_grad(s.grad[i], grad_scale);
-    float d = k.weight_decay != 0.f ? fmaf(p, k.weight_decay, raw) : raw;
-    if (s.state0) {
-      d = k.first_step ? d : __fadd_rn(__fmul_rn(s.state0[i], k.momentum), d);
-      s.state0[i] = d;
-    }
-    s.param[i] = fmaf(d, k.minus_lr, p);
+    float p = s.param[i];
+    sgd_element(p, clipped_grad(s.grad[i], grad_scale), s.state0 ? s.state0 + i : nullptr, k);
+    s.param[i] = p;
   }
 }
 

@@ -33,9 +33,9 @@ class MultiTensorList {
   int64_t chunks_ = 0;
 };
 
-// step is this update's number, counting from 1 (the CPU Adam increments before computing).
-AdamCoefficients adam_coefficients(const OptimConfig& cfg, int64_t step);
-RmspropCoefficients rmsprop_coefficients(const OptimConfig& cfg);
-SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step);
+// The per-step constants are the CPU optimizers' own (train/optim.h).
+using gt::adam_coefficients;
+using gt::rmsprop_coefficients;
+using gt::sgd_coefficients;
 
 }  // namespace gt::cuda

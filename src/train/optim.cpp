@@ -19,8 +19,7 @@
 // - Each torch in-place op rounds to float32, so we round after the same ops in the same order.
 // - Python float hyper-parameters are cast to float32 where a kernel takes them (mul_(beta1),
 //   add_(eps)), but 1 - beta, lr / bias_correction1 and sqrt(bias_correction2) are computed in
-//   double first. Our config holds floats; we recover the double the user wrote in the config
-//   (0.999f -> 0.999) from the float's shortest round-trip decimal, as Python would hold it.
+//   double first, from the doubles our config holds (as Python holds them).
 // - torch's AVX2 kernels fuse add(x, alpha=a) into fma(y, a, x) and addcmul into
 //   fma(value * t1, t2, x); addcdiv stays (value * t1) / t2 + x. We write those fmas explicitly.
 
@@ -67,19 +66,7 @@ class Adam final : public Optimizer {
 
   void step() override {
     ++steps_;
-    const double beta1 = cfg_.beta1, beta2 = cfg_.beta2;
-    const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(steps_));
-    const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(steps_));
-    const double step_size = cfg_.lr / bias_correction1;
-    Coefficients k;
-    k.beta1 = static_cast<float>(beta1);
-    k.one_minus_beta1 = static_cast<float>(1.0 - beta1);
-    k.beta2 = static_cast<float>(beta2);
-    k.one_minus_beta2 = static_cast<float>(1.0 - beta2);
-    k.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-    k.eps = cfg_.eps;
-    k.weight_decay = cfg_.weight_decay;
-    k.minus_step_size = static_cast<float>(-step_size);
+    const AdamCoefficients k = adam_coefficients(cfg_, steps_);
     for (size_t i = 0; i < params_.size(); ++i) {
       check_param(params_[i]);
       update(*params_[i].param, exp_avg_[i].f32(), exp_avg_sq_[i].f32(), k);
@@ -98,25 +85,12 @@ class Adam final : public Optimizer {
   void set_step_count(int64_t t) override { steps_ = t; }
 
  private:
-  struct Coefficients {
-    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
-        minus_step_size;
-  };
-
-  static void update(Param& param, float* exp_avg, float* exp_avg_sq, const Coefficients& k) {
+  static void update(Param& param, float* exp_avg, float* exp_avg_sq, const AdamCoefficients& k) {
     float* p = param.value.f32();
     const float* grad = param.grad.f32();
     const int64_t n = param.value.numel();
 #pragma omp parallel for schedule(static) if (n > kParallelElements)
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = k.weight_decay != 0.f ? std::fma(p[i], k.weight_decay, grad[i]) : grad[i];
-      const float m = std::fma(g, k.one_minus_beta1, exp_avg[i] * k.beta1);
-      const float v = std::fma(k.one_minus_beta2 * g, g, exp_avg_sq[i] * k.beta2);
-      const float denom = std::sqrt(v) / k.bias_correction2_sqrt + k.eps;
-      p[i] = p[i] + (k.minus_step_size * m) / denom;
-      exp_avg[i] = m;
-      exp_avg_sq[i] = v;
-    }
+    for (int64_t i = 0; i < n; ++i) adam_element(p[i], grad[i], exp_avg[i], exp_avg_sq[i], k);
   }
 
   std::vector<NamedParam> params_;
@@ -133,14 +107,7 @@ class RMSprop final : public Optimizer {
 
   void step() override {
     ++steps_;
-    const double alpha = cfg_.alpha;
-    Coefficients k;
-    k.alpha = static_cast<float>(alpha);
-    k.one_minus_alpha = static_cast<float>(1.0 - alpha);
-    k.eps = cfg_.eps;
-    k.weight_decay = cfg_.weight_decay;
-    k.momentum = cfg_.momentum;
-    k.minus_lr = -cfg_.lr;
+    const RmspropCoefficients k = rmsprop_coefficients(cfg_);
     for (size_t i = 0; i < params_.size(); ++i) {
       check_param(params_[i]);
       float* buffer = momentum_buffer_.empty() ? nullptr : momentum_buffer_[i].f32();
@@ -160,29 +127,14 @@ class RMSprop final : public Optimizer {
   void set_step_count(int64_t t) override { steps_ = t; }
 
  private:
-  struct Coefficients {
-    float alpha, one_minus_alpha, eps, weight_decay, momentum, minus_lr;
-  };
-
   // momentum_buffer is null without momentum.
-  static void update(Param& param, float* square_avg, float* momentum_buffer, const Coefficients& k) {
+  static void update(Param& param, float* square_avg, float* momentum_buffer, const RmspropCoefficients& k) {
     float* p = param.value.f32();
     const float* grad = param.grad.f32();
     const int64_t n = param.value.numel();
 #pragma omp parallel for schedule(static) if (n > kParallelElements)
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = k.weight_decay != 0.f ? std::fma(p[i], k.weight_decay, grad[i]) : grad[i];
-      const float v = std::fma(k.one_minus_alpha * g, g, square_avg[i] * k.alpha);
-      const float avg = std::sqrt(v) + k.eps;
-      square_avg[i] = v;
-      if (momentum_buffer) {
-        const float buffer = momentum_buffer[i] * k.momentum + g / avg;
-        momentum_buffer[i] = buffer;
-        p[i] = std::fma(buffer, k.minus_lr, p[i]);
-      } else {
-        p[i] = p[i] + (k.minus_lr * g) / avg;
-      }
-    }
+    for (int64_t i = 0; i < n; ++i)
+      rmsprop_element(p[i], grad[i], square_avg[i], momentum_buffer ? momentum_buffer + i : nullptr, k);
   }
 
   std::vector<NamedParam> params_;
@@ -222,17 +174,9 @@ class SGD final : public Optimizer {
     float* p = param.value.f32();
     const float* grad = param.grad.f32();
     const int64_t n = param.value.numel();
-    const float weight_decay = cfg_.weight_decay, momentum = cfg_.momentum, minus_lr = -cfg_.lr;
+    const SgdCoefficients k = sgd_coefficients(cfg_, first_step);
 #pragma omp parallel for schedule(static) if (n > kParallelElements)
-    for (int64_t i = 0; i < n; ++i) {
-      float d = weight_decay != 0.f ? std::fma(p[i], weight_decay, grad[i]) : grad[i];
-      if (momentum_buffer) {
-        // mul_(momentum) then add_(d, alpha=1 - dampening) with dampening 0: alpha 1 adds exactly.
-        d = first_step ? d : momentum_buffer[i] * momentum + d;
-        momentum_buffer[i] = d;
-      }
-      p[i] = std::fma(d, minus_lr, p[i]);
-    }
+    for (int64_t i = 0; i < n; ++i) sgd_element(p[i], grad[i], momentum_buffer ? momentum_buffer + i : nullptr, k);
   }
 
   std::vector<NamedParam> params_;
@@ -241,6 +185,42 @@ class SGD final : public Optimizer {
 };
 
 }  // namespace
+
+AdamCoefficients adam_coefficients(const OptimConfig& cfg, int64_t step) {
+  GT_CHECK(step >= 1, "Adam step numbers start at 1, got {}", step);
+  const double bias_correction1 = 1.0 - std::pow(cfg.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(cfg.beta2, static_cast<double>(step));
+  AdamCoefficients k;
+  k.beta1 = static_cast<float>(cfg.beta1);
+  k.one_minus_beta1 = static_cast<float>(1.0 - cfg.beta1);
+  k.beta2 = static_cast<float>(cfg.beta2);
+  k.one_minus_beta2 = static_cast<float>(1.0 - cfg.beta2);
+  k.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+  k.eps = static_cast<float>(cfg.eps);
+  k.weight_decay = static_cast<float>(cfg.weight_decay);
+  k.minus_step_size = static_cast<float>(-(cfg.lr / bias_correction1));
+  return k;
+}
+
+RmspropCoefficients rmsprop_coefficients(const OptimConfig& cfg) {
+  RmspropCoefficients k;
+  k.alpha = static_cast<float>(cfg.alpha);
+  k.one_minus_alpha = static_cast<float>(1.0 - cfg.alpha);
+  k.eps = static_cast<float>(cfg.eps);
+  k.weight_decay = static_cast<float>(cfg.weight_decay);
+  k.momentum = static_cast<float>(cfg.momentum);
+  k.minus_lr = static_cast<float>(-cfg.lr);
+  return k;
+}
+
+SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step) {
+  SgdCoefficients k;
+  k.weight_decay = static_cast<float>(cfg.weight_decay);
+  k.momentum = static_cast<float>(cfg.momentum);
+  k.minus_lr = static_cast<float>(-cfg.lr);
+  k.first_step = first_step;
+  return k;
+}
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, std::vector<NamedParam> params) {
   check_config(cfg);

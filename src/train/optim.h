@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "nn/sequential.h"
+#include "train/optim_math.h"
 
 namespace gt {
 
@@ -45,6 +46,11 @@ class Optimizer {
 
 // Builds the optimizer named in cfg.name over the given parameters (names as in the checkpoint).
 std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, std::vector<NamedParam> params);
+
+// Per-step constants of the element updates in optim_math.h (shared with the CUDA kernels).
+AdamCoefficients adam_coefficients(const OptimConfig& cfg, int64_t step);  // step counts from 1
+RmspropCoefficients rmsprop_coefficients(const OptimConfig& cfg);
+SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step);
 
 // Scales all grads so their global L2 norm is at most max_norm (torch.nn.utils.clip_grad_norm_:
 // coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.

@@ -19,6 +19,24 @@ const float* plane(const float* x, int n, int c, int C, int HW) {
 }
 float* plane(float* x, int n, int c, int C, int HW) { return x + (static_cast<int64_t>(n) * C + c) * HW; }
 
+// Per channel c: sum of dy and sum of dy * (x - mean), float within a plane, double across planes.
+// Shared by local and synchronized BN so one rank gives the same bits either way.
+void channel_backward_sums(const float* dout, const float* in, float m, int c, int N, int C, int HW, double* sum_dy,
+                           double* sum_dy_x) {
+  for (int n = 0; n < N; ++n) {
+    const float* g = plane(dout, n, c, C, HW);
+    const float* p = plane(in, n, c, C, HW);
+    float part_dy = 0.f, part_dy_x = 0.f;
+#pragma omp simd reduction(+ : part_dy, part_dy_x)
+    for (int i = 0; i < HW; ++i) {
+      part_dy += g[i];
+      part_dy_x += g[i] * (p[i] - m);
+    }
+    *sum_dy += part_dy;
+    *sum_dy_x += part_dy_x;
+  }
+}
+
 // Sum of channel c over the batch; each plane in float (vectorized), planes added in double.
 double channel_sum(const float* x, int c, int N, int C, int HW) {
   double s = 0.0;
@@ -99,18 +117,7 @@ void batchnorm2d_backward_train(float* dinp, float* dweight, float* dbias, const
   for (int c = 0; c < C; ++c) {
     const float m = mean[c], r = rstd[c];
     double sum_dy = 0.0, sum_dy_xhat = 0.0;
-    for (int n = 0; n < N; ++n) {
-      const float* g = plane(dout, n, c, C, HW);
-      const float* p = plane(in, n, c, C, HW);
-      float part_dy = 0.f, part_dy_x = 0.f;
-#pragma omp simd reduction(+ : part_dy, part_dy_x)
-      for (int i = 0; i < HW; ++i) {
-        part_dy += g[i];
-        part_dy_x += g[i] * (p[i] - m);
-      }
-      sum_dy += part_dy;
-      sum_dy_xhat += part_dy_x;
-    }
+    channel_backward_sums(dout, in, m, c, N, C, HW, &sum_dy, &sum_dy_xhat);
     sum_dy_xhat *= r;
     if (dweight) dweight[c] += static_cast<float>(sum_dy_xhat);
     if (dbias) dbias[c] += static_cast<float>(sum_dy);
@@ -215,18 +222,7 @@ void batchnorm2d_backward_train_reduced(float* dinp, float* dweight, float* dbia
   for (int c = 0; c < C; ++c) {
     const float m = mean[c];
     double sum_dy = 0.0, sum_dy_x = 0.0;
-    for (int n = 0; n < N; ++n) {
-      const float* g = plane(dout, n, c, C, HW);
-      const float* p = plane(in, n, c, C, HW);
-      float part_dy = 0.f, part_dy_x = 0.f;
-#pragma omp simd reduction(+ : part_dy, part_dy_x)
-      for (int i = 0; i < HW; ++i) {
-        part_dy += g[i];
-        part_dy_x += g[i] * (p[i] - m);
-      }
-      sum_dy += part_dy;
-      sum_dy_x += part_dy_x;
-    }
+    channel_backward_sums(dout, in, m, c, N, C, HW, &sum_dy, &sum_dy_x);
     // This rank's share of the parameter gradients; the gradient all-reduce adds the others.
     if (dweight) dweight[c] += static_cast<float>(sum_dy_x * rstd[c]);
     if (dbias) dbias[c] += static_cast<float>(sum_dy);
