@@ -19,6 +19,19 @@ const float* plane(const float* x, int n, int c, int C, int HW) {
 }
 float* plane(float* x, int n, int c, int C, int HW) { return x + (static_cast<int64_t>(n) * C + c) * HW; }
 
+// Sum over the batch of (x - m)^2 for channel c; same arithmetic for local and synchronized BN.
+double channel_squared_deviations(const float* in, float m, int c, int N, int C, int HW) {
+  double sq = 0.0;
+  for (int n = 0; n < N; ++n) {
+    const float* p = plane(in, n, c, C, HW);
+    float part = 0.f;
+#pragma omp simd reduction(+ : part)
+    for (int i = 0; i < HW; ++i) part += (p[i] - m) * (p[i] - m);
+    sq += part;
+  }
+  return sq;
+}
+
 // Per channel c: sum of dy and sum of dy * (x - mean), float within a plane, double across planes.
 // Shared by local and synchronized BN so one rank gives the same bits either way.
 void channel_backward_sums(const float* dout, const float* in, float m, int c, int N, int C, int HW, double* sum_dy,
@@ -59,15 +72,7 @@ void batchnorm2d_forward_train(float* out, float* mean, float* rstd, float* var,
   for (int c = 0; c < C; ++c) {
     const float m = static_cast<float>(channel_sum(in, c, N, C, HW) / count);
     // Two passes (mean, then squared deviations): no cancellation when |mean| >> std.
-    double sq = 0.0;
-    for (int n = 0; n < N; ++n) {
-      const float* p = plane(in, n, c, C, HW);
-      float part = 0.f;
-#pragma omp simd reduction(+ : part)
-      for (int i = 0; i < HW; ++i) part += (p[i] - m) * (p[i] - m);
-      sq += part;
-    }
-    const double v = sq / count;
+    const double v = channel_squared_deviations(in, m, c, N, C, HW) / count;
     const float r = static_cast<float>(1.0 / std::sqrt(v + eps));
     mean[c] = m;
     rstd[c] = r;
@@ -184,15 +189,7 @@ void batchnorm2d_forward_train_reduced(float* out, float* mean, float* rstd, flo
   for (int c = 0; c < C; ++c) {
     const float m = static_cast<float>(sums[c] / *count);
     mean[c] = m;
-    double s = 0.0;
-    for (int n = 0; n < N; ++n) {
-      const float* p = plane(in, n, c, C, HW);
-      float part = 0.f;
-#pragma omp simd reduction(+ : part)
-      for (int i = 0; i < HW; ++i) part += (p[i] - m) * (p[i] - m);
-      s += part;
-    }
-    sq[c] = s;
+    sq[c] = channel_squared_deviations(in, m, c, N, C, HW);
   }
   reduce(sq.data(), C);
 #pragma omp parallel for schedule(static) if (parallel)
