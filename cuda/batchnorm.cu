@@ -1,18 +1,37 @@
-// BatchNorm2d on NCHW: per-channel sums in double (two-level, fixed order, all-reducible for sync BN), normalize fused with the activation, and its backward.
+// BatchNorm2d over NCHW or NHWC, f32 or bf16 storage: per-channel sums in double (two-level, fixed order, all-reducible for sync BN), normalize fused with the activation, and its backward.
+// The NHWC and bf16 paths (and the channel-bias helpers at the end) are written, not yet run on a GPU.
+#include <type_traits>
+
 #include "kernel_util.cuh"
+#include "kernels_typed.h"
 
 namespace gt::cuda {
 namespace {
 
 using detail::grid_for;
 using detail::kThreads;
+using detail::load_f32;
+using detail::store_f32;
 
-// Each block of a reduction sums one chunk of one channel's N*HW values; a second pass adds the
-// chunks of a channel in order. Chunking depends only on the shape, so results repeat exactly.
+// NCHW: each block of a reduction sums one chunk of one channel's N*HW values (contiguous runs of HW);
+// a second pass adds the chunks of a channel in order.
+// NHWC: the channel is the innermost index, so a block takes a chunk of kRowChunk rows (n, hw) and 32
+// channels: 32 lanes over consecutive channels (coalesced) times kRowGroups threads over rows, each
+// thread adding its rows in order; the row groups are then added in order through shared memory, and
+// the same second pass adds the chunks. Chunking depends only on the shape, so results repeat exactly.
 constexpr int kReduceThreads = 256;
 constexpr int64_t kReduceChunk = kReduceThreads * 16;
+constexpr int kLanes = 32, kRowGroups = 8;
+constexpr int64_t kRowChunk = 256;
 
 int64_t chunks_per_channel(int N, int HW) { return (static_cast<int64_t>(N) * HW + kReduceChunk - 1) / kReduceChunk; }
+int64_t row_chunks(int N, int HW) { return (static_cast<int64_t>(N) * HW + kRowChunk - 1) / kRowChunk; }
+int64_t chunks_of(Layout l, int N, int HW) { return l == Layout::nhwc ? row_chunks(N, HW) : chunks_per_channel(N, HW); }
+// The workspace holds the partial sums of either layout (NHWC has more, smaller chunks).
+int64_t partial_chunks(int N, int HW) {
+  const int64_t a = chunks_per_channel(N, HW), b = row_chunks(N, HW);
+  return a > b ? a : b;
+}
 
 // The scale and shift of a channel, with the CPU's roundings (no contraction in this file).
 struct Affine {
@@ -27,9 +46,42 @@ __device__ __forceinline__ Affine channel_affine(const float* weight, const floa
 // What a reduction adds for one value x (with its gradient g where the pass has one).
 enum class Reduce { sum, sq_dev, backward };
 
-// partial[(which * C + c) * chunks + chunk]: which 0 (and 1 for the backward's second sum).
+// The per-channel constants of a reduction pass.
+struct ReduceChannel {
+  float m;
+  Affine a;
+};
 template <Reduce kind>
-__global__ void channel_reduce_kernel(double* partial, const float* x, const float* dout, const float* mean,
+__device__ __forceinline__ ReduceChannel reduce_channel(int c, const float* mean, const float* rstd,
+                                                        const float* weight, const float* bias) {
+  const float m = (kind == Reduce::sum) ? 0.f : mean[c];
+  Affine a{1.f, 0.f};
+  if (kind == Reduce::backward)
+    a = channel_affine(weight ? weight + c : nullptr, bias ? bias + c : nullptr, m, rstd[c]);
+  return {m, a};
+}
+
+// Adds one value's terms to the running sums: the same float operations in both layouts.
+template <Reduce kind, class T>
+__device__ __forceinline__ void reduce_value(double& s0, double& s1, const T* x, const T* dout, int64_t at,
+                                             const ReduceChannel& k, Activation act, float slope) {
+  const float v = load_f32(x + at);
+  if (kind == Reduce::sum) {
+    s0 += v;
+  } else if (kind == Reduce::sq_dev) {
+    const float d = v - k.m;
+    s0 += d * d;
+  } else {
+    const float pre = v * k.a.scale + k.a.shift;
+    const float g = detail::activation_grad_pre(act, load_f32(dout + at), pre, slope);
+    s0 += g;
+    s1 += g * (v - k.m);
+  }
+}
+
+// NCHW. partial[(which * C + c) * chunks + chunk]: which 0 (and 1 for the backward's second sum).
+template <Reduce kind, class T>
+__global__ void channel_reduce_kernel(double* partial, const T* x, const T* dout, const float* mean,
                                       const float* rstd, const float* weight, const float* bias, int N, int C, int HW,
                                       Activation act, float slope) {
   const int c = blockIdx.y;
@@ -37,25 +89,11 @@ __global__ void channel_reduce_kernel(double* partial, const float* x, const flo
   const int64_t per_channel = static_cast<int64_t>(N) * HW;
   const int64_t begin = blockIdx.x * kReduceChunk;
   const int64_t end = begin + kReduceChunk < per_channel ? begin + kReduceChunk : per_channel;
-  const float m = (kind == Reduce::sum) ? 0.f : mean[c];
-  Affine a{1.f, 0.f};
-  if (kind == Reduce::backward) a = channel_affine(weight ? weight + c : nullptr, bias ? bias + c : nullptr, m, rstd[c]);
+  const ReduceChannel k = reduce_channel<kind>(c, mean, rstd, weight, bias);
   double s0 = 0.0, s1 = 0.0;
   for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
     const int64_t n = e / HW, i = e % HW;
-    const int64_t at = (n * C + c) * HW + i;
-    const float v = x[at];
-    if (kind == Reduce::sum) {
-      s0 += v;
-    } else if (kind == Reduce::sq_dev) {
-      const float d = v - m;
-      s0 += d * d;
-    } else {
-      const float pre = v * a.scale + a.shift;
-      const float g = detail::activation_grad_pre(act, dout[at], pre, slope);
-      s0 += g;
-      s1 += g * (v - m);
-    }
+    reduce_value<kind>(s0, s1, x, dout, (n * C + c) * HW + i, k, act, slope);
   }
   s0 = detail::block_sum(s0);
   if (kind == Reduce::backward) s1 = detail::block_sum(s1);
@@ -63,6 +101,37 @@ __global__ void channel_reduce_kernel(double* partial, const float* x, const flo
     partial[static_cast<int64_t>(c) * chunks + blockIdx.x] = s0;
     if (kind == Reduce::backward) partial[(static_cast<int64_t>(C) + c) * chunks + blockIdx.x] = s1;
   }
+}
+
+// NHWC, the same partial layout. Block (kLanes, kRowGroups); grid (row chunks, channel groups of 32).
+template <Reduce kind, class T>
+__global__ void __launch_bounds__(kLanes* kRowGroups)
+    channel_reduce_nhwc_kernel(double* partial, const T* x, const T* dout, const float* mean, const float* rstd,
+                               const float* weight, const float* bias, int N, int C, int HW, Activation act,
+                               float slope) {
+  __shared__ double group_sums[2][kRowGroups][kLanes];
+  const int c = static_cast<int>(blockIdx.y) * kLanes + static_cast<int>(threadIdx.x);
+  const int64_t chunks = gridDim.x;
+  const int64_t rows = static_cast<int64_t>(N) * HW;
+  const int64_t begin = blockIdx.x * kRowChunk;
+  const int64_t end = begin + kRowChunk < rows ? begin + kRowChunk : rows;
+  double s0 = 0.0, s1 = 0.0;
+  if (c < C) {
+    const ReduceChannel k = reduce_channel<kind>(c, mean, rstd, weight, bias);
+    for (int64_t r = begin + threadIdx.y; r < end; r += kRowGroups)
+      reduce_value<kind>(s0, s1, x, dout, r * C + c, k, act, slope);
+  }
+  group_sums[0][threadIdx.y][threadIdx.x] = s0;
+  group_sums[1][threadIdx.y][threadIdx.x] = s1;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= C) return;
+  double t0 = 0.0, t1 = 0.0;
+  for (int g = 0; g < kRowGroups; ++g) {
+    t0 += group_sums[0][g][threadIdx.x];
+    t1 += group_sums[1][g][threadIdx.x];
+  }
+  partial[static_cast<int64_t>(c) * chunks + blockIdx.x] = t0;
+  if (kind == Reduce::backward) partial[(static_cast<int64_t>(C) + c) * chunks + blockIdx.x] = t1;
 }
 
 // One warp per row of partial sums (a channel, or a channel's second sum): lanes stride, then a fixed tree.
@@ -110,27 +179,27 @@ __global__ void eval_rstd_kernel(float* rstd, const float* running_var, int C, f
 }
 
 // Index is int32 when the tensor allows (the channel of an element costs a division per value).
-template <class Index>
-__global__ void apply_kernel(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
+template <class T, Layout L, class Index>
+__global__ void apply_kernel(T* out, const T* x, const float* mean, const float* rstd, const float* weight,
                              const float* bias, Index total, int C, int HW, Activation act, float slope) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < total; i += Index(gridDim.x) * blockDim.x) {
-    const int c = static_cast<int>((i / HW) % C);
+    const int c = detail::channel_of<L>(i, C, HW);
     const Affine a = channel_affine(weight ? weight + c : nullptr, bias ? bias + c : nullptr, mean[c], rstd[c]);
-    out[i] = detail::activate(act, x[i] * a.scale + a.shift, slope);
+    store_f32(out + i, detail::activate(act, load_f32(x + i) * a.scale + a.shift, slope));
   }
 }
 
 // Eval mode: the rstd of the running variance per value (1.f / sqrtf(var + eps), as the CPU), so
 // eval needs no workspace; it is not the training hot path.
-template <class Index>
-__global__ void eval_apply_kernel(float* out, const float* x, const float* running_mean, const float* running_var,
+template <class T, Layout L, class Index>
+__global__ void eval_apply_kernel(T* out, const T* x, const float* running_mean, const float* running_var,
                                   const float* weight, const float* bias, Index total, int C, int HW, float eps,
                                   Activation act, float slope) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < total; i += Index(gridDim.x) * blockDim.x) {
-    const int c = static_cast<int>((i / HW) % C);
+    const int c = detail::channel_of<L>(i, C, HW);
     const float r = 1.f / sqrtf(running_var[c] + eps);
     const Affine a = channel_affine(weight ? weight + c : nullptr, bias ? bias + c : nullptr, running_mean[c], r);
-    out[i] = detail::activate(act, x[i] * a.scale + a.shift, slope);
+    store_f32(out + i, detail::activate(act, load_f32(x + i) * a.scale + a.shift, slope));
   }
 }
 
@@ -150,20 +219,20 @@ __global__ void backward_coefficients_kernel(float* coef, float* dweight, float*
   coef[3 * c + 2] = static_cast<float>(g_xhat / count) * r;
 }
 
-template <class Index>
-__global__ void backward_apply_kernel(float* dinp, const float* coef, const float* dout, const float* x,
-                                      const float* mean, const float* rstd, const float* weight, const float* bias,
-                                      Index total, int C, int HW, Activation act, float slope) {
+template <class T, Layout L, class Index>
+__global__ void backward_apply_kernel(T* dinp, const float* coef, const T* dout, const T* x, const float* mean,
+                                      const float* rstd, const float* weight, const float* bias, Index total, int C,
+                                      int HW, Activation act, float slope) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < total; i += Index(gridDim.x) * blockDim.x) {
-    const int c = static_cast<int>((i / HW) % C);
+    const int c = detail::channel_of<L>(i, C, HW);
     const float m = mean[c];
-    float g = dout[i];
+    float g = load_f32(dout + i);
     if (act != Activation::none) {
       const Affine a = channel_affine(weight ? weight + c : nullptr, bias ? bias + c : nullptr, m, rstd[c]);
-      g = detail::activation_grad_pre(act, g, x[i] * a.scale + a.shift, slope);
+      g = detail::activation_grad_pre(act, g, load_f32(x + i) * a.scale + a.shift, slope);
     }
     const float scale = coef[3 * c], mean_g = coef[3 * c + 1], k = coef[3 * c + 2];
-    dinp[i] = scale * (g - mean_g - (x[i] - m) * k);
+    store_f32(dinp + i, scale * (g - mean_g - (load_f32(x + i) - m) * k));
   }
 }
 
@@ -188,6 +257,19 @@ __global__ void eval_param_grads_kernel(float* dweight, float* dbias, const doub
   if (dbias) dbias[c] += static_cast<float>(sum_g[c]);
 }
 
+// dbias[c] += float(sum[c]): a convolution's bias gradient from the channel sums of dout.
+__global__ void add_sums_kernel(float* dbias, const double* sum, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c < C) dbias[c] += static_cast<float>(sum[c]);
+}
+
+// out += bias[c] in the storage type (one rounding for bf16).
+template <class T, Layout L, class Index>
+__global__ void add_channel_bias_kernel(T* out, const float* bias, Index total, int C, int HW) {
+  for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < total; i += Index(gridDim.x) * blockDim.x)
+    store_f32(out + i, load_f32(out + i) + bias[detail::channel_of<L>(i, C, HW)]);
+}
+
 unsigned channel_grid(int C) { return static_cast<unsigned>((C + kThreads - 1) / kThreads); }
 
 // int32 indexing when the last grid-stride step cannot pass 2^31 - 1.
@@ -195,18 +277,35 @@ bool fits_int32(int N, int C, int HW) {
   return static_cast<int64_t>(N) * C * HW + detail::kMaxBlocks * kThreads < (int64_t{1} << 31);
 }
 
-template <Reduce kind>
-void launch_reduce(double* partial, const float* x, const float* dout, const float* mean, const float* rstd,
-                   const float* weight, const float* bias, int N, int C, int HW, Activation act, float slope,
-                   cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(chunks_per_channel(N, HW)), static_cast<unsigned>(C));
-  channel_reduce_kernel<kind><<<grid, kReduceThreads, 0, stream>>>(partial, x, dout, mean, rstd, weight, bias, N, C,
-                                                                   HW, act, slope);
+// Launches an element-wise kernel over [N, C, HW] with int32 or int64 indexing: launch(Index{}, total).
+template <class Launch>
+void launch_elementwise(int N, int C, int HW, Launch&& launch) {
+  const int64_t total = static_cast<int64_t>(N) * C * HW;
+  if (total <= 0) return;
+  if (fits_int32(N, C, HW)) launch(int32_t{0}, static_cast<int32_t>(total));
+  else launch(int64_t{0}, total);
   CUDA_CHECK_LAUNCH();
 }
 
-// Workspace layout, in doubles: [0, 2*C*chunks) partial sums, then 2*C of per-channel sums, then 2*C
-// (as 4*C floats) of per-channel coefficients.
+// The first pass of a reduction into partial (see the kernels for its layout); chunks_of(L) per channel.
+template <Reduce kind, class T, Layout L>
+void launch_reduce(double* partial, const T* x, const T* dout, const float* mean, const float* rstd,
+                   const float* weight, const float* bias, int N, int C, int HW, Activation act, float slope,
+                   cudaStream_t stream) {
+  if constexpr (L == Layout::nchw) {
+    const dim3 grid(static_cast<unsigned>(chunks_per_channel(N, HW)), static_cast<unsigned>(C));
+    channel_reduce_kernel<kind, T><<<grid, kReduceThreads, 0, stream>>>(partial, x, dout, mean, rstd, weight, bias, N,
+                                                                        C, HW, act, slope);
+  } else {
+    const dim3 grid(static_cast<unsigned>(row_chunks(N, HW)), static_cast<unsigned>((C + kLanes - 1) / kLanes));
+    channel_reduce_nhwc_kernel<kind, T><<<grid, dim3(kLanes, kRowGroups), 0, stream>>>(
+        partial, x, dout, mean, rstd, weight, bias, N, C, HW, act, slope);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+// Workspace layout, in doubles: [0, 2*C*partial_chunks) partial sums, then 2*C of per-channel sums, then
+// 2*C (as 4*C floats) of per-channel coefficients.
 struct Workspace {
   double* partial;
   double* sums_a;
@@ -214,20 +313,92 @@ struct Workspace {
   float* coef;
 };
 Workspace carve(double* ws, int N, int C, int HW) {
-  const int64_t partial = 2 * static_cast<int64_t>(C) * chunks_per_channel(N, HW);
+  const int64_t partial = 2 * static_cast<int64_t>(C) * partial_chunks(N, HW);
   return {ws, ws + partial, ws + partial + C, reinterpret_cast<float*>(ws + partial + 2 * C)};
+}
+
+// ---- the steps, templated on storage and layout (the float NCHW functions below are <float, nchw>) ----
+
+template <class T, Layout L>
+void channel_sums(double* sum, const T* x, int N, int C, int HW, double* workspace, cudaStream_t stream) {
+  launch_reduce<Reduce::sum, T, L>(workspace, x, nullptr, nullptr, nullptr, nullptr, nullptr, N, C, HW,
+                                   Activation::none, 0.f, stream);
+  reduce_channels(sum, workspace, C, chunks_of(L, N, HW), stream);
+}
+
+template <class T, Layout L>
+void channel_sq_dev(double* sq, const T* x, const float* mean, int N, int C, int HW, double* workspace,
+                    cudaStream_t stream) {
+  launch_reduce<Reduce::sq_dev, T, L>(workspace, x, nullptr, mean, nullptr, nullptr, nullptr, N, C, HW,
+                                      Activation::none, 0.f, stream);
+  reduce_channels(sq, workspace, C, chunks_of(L, N, HW), stream);
+}
+
+template <class T, Layout L>
+void apply(T* out, const T* x, const float* mean, const float* rstd, const float* weight, const float* bias, int N,
+           int C, int HW, Activation act, float slope, cudaStream_t stream) {
+  launch_elementwise(N, C, HW, [&](auto index, auto total) {
+    using Index = decltype(index);
+    apply_kernel<T, L, Index><<<grid_for(total), kThreads, 0, stream>>>(out, x, mean, rstd, weight, bias, total, C,
+                                                                        HW, act, slope);
+  });
+}
+
+template <class T, Layout L>
+void forward_eval(T* out, const T* x, const float* weight, const float* bias, const float* running_mean,
+                  const float* running_var, int N, int C, int HW, float eps, Activation act, float slope,
+                  cudaStream_t stream) {
+  launch_elementwise(N, C, HW, [&](auto index, auto total) {
+    using Index = decltype(index);
+    eval_apply_kernel<T, L, Index><<<grid_for(total), kThreads, 0, stream>>>(
+        out, x, running_mean, running_var, weight, bias, total, C, HW, eps, act, slope);
+  });
+}
+
+template <class T, Layout L>
+void backward_sums(double* sum_g, double* sum_g_xmu, const T* dout, const T* x, const float* mean, const float* rstd,
+                   const float* weight, const float* bias, int N, int C, int HW, Activation act, float slope,
+                   double* workspace, cudaStream_t stream) {
+  launch_reduce<Reduce::backward, T, L>(workspace, x, dout, mean, rstd, weight, bias, N, C, HW, act, slope, stream);
+  const int64_t chunks = chunks_of(L, N, HW);
+  reduce_channels(sum_g, workspace, C, chunks, stream);
+  reduce_channels(sum_g_xmu, workspace + static_cast<int64_t>(C) * chunks, C, chunks, stream);
+}
+
+template <class T, Layout L>
+void backward_apply(T* dinp, float* dweight, float* dbias, const double* sum_g, const double* sum_g_xmu, double count,
+                    const T* dout, const T* x, const float* mean, const float* rstd, const float* weight,
+                    const float* bias, int N, int C, int HW, Activation act, float slope, double* workspace,
+                    cudaStream_t stream) {
+  float* coef = carve(workspace, N, C, HW).coef;
+  backward_coefficients_kernel<<<channel_grid(C), kThreads, 0, stream>>>(coef, dweight, dbias, sum_g, sum_g_xmu,
+                                                                         count, rstd, weight, C);
+  CUDA_CHECK_LAUNCH();
+  if (!dinp) return;
+  launch_elementwise(N, C, HW, [&](auto index, auto total) {
+    using Index = decltype(index);
+    backward_apply_kernel<T, L, Index><<<grid_for(total), kThreads, 0, stream>>>(
+        dinp, coef, dout, x, mean, rstd, weight, bias, total, C, HW, act, slope);
+  });
+}
+
+// The typed entry points cast their void pointers once here.
+template <class F>
+void dispatch(const ActFormat& fmt, F&& f) {
+  detail::with_format(fmt, [&](auto type_tag, auto layout_tag) {
+    using T = std::remove_pointer_t<decltype(type_tag)>;
+    f(T{}, layout_tag);  // a value of T: the callers' lambdas take decltype of it
+  });
 }
 
 }  // namespace
 
 size_t batchnorm_workspace_doubles(int N, int C, int HW) {
-  return static_cast<size_t>(2 * static_cast<int64_t>(C) * chunks_per_channel(N, HW) + 4 * static_cast<int64_t>(C));
+  return static_cast<size_t>(2 * static_cast<int64_t>(C) * partial_chunks(N, HW) + 4 * static_cast<int64_t>(C));
 }
 
 void batchnorm_channel_sums(double* sum, const float* x, int N, int C, int HW, double* workspace, cudaStream_t stream) {
-  launch_reduce<Reduce::sum>(workspace, x, nullptr, nullptr, nullptr, nullptr, nullptr, N, C, HW, Activation::none,
-                             0.f, stream);
-  reduce_channels(sum, workspace, C, chunks_per_channel(N, HW), stream);
+  channel_sums<float, Layout::nchw>(sum, x, N, C, HW, workspace, stream);
 }
 
 void batchnorm_mean_from_sums(float* mean, const double* sum, int C, double count, cudaStream_t stream) {
@@ -237,9 +408,7 @@ void batchnorm_mean_from_sums(float* mean, const double* sum, int C, double coun
 
 void batchnorm_channel_sq_dev(double* sq, const float* x, const float* mean, int N, int C, int HW, double* workspace,
                               cudaStream_t stream) {
-  launch_reduce<Reduce::sq_dev>(workspace, x, nullptr, mean, nullptr, nullptr, nullptr, N, C, HW, Activation::none,
-                                0.f, stream);
-  reduce_channels(sq, workspace, C, chunks_per_channel(N, HW), stream);
+  channel_sq_dev<float, Layout::nchw>(sq, x, mean, N, C, HW, workspace, stream);
 }
 
 void batchnorm_stats_from_sq(float* rstd, float* var, const double* sq, int C, double count, float eps,
@@ -250,15 +419,7 @@ void batchnorm_stats_from_sq(float* rstd, float* var, const double* sq, int C, d
 
 void batchnorm_apply(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
                      const float* bias, int N, int C, int HW, Activation act, float slope, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(N) * C * HW;
-  if (total <= 0) return;
-  if (fits_int32(N, C, HW))
-    apply_kernel<int32_t><<<grid_for(total), kThreads, 0, stream>>>(out, x, mean, rstd, weight, bias,
-                                                                    static_cast<int32_t>(total), C, HW, act, slope);
-  else
-    apply_kernel<int64_t><<<grid_for(total), kThreads, 0, stream>>>(out, x, mean, rstd, weight, bias, total, C, HW,
-                                                                    act, slope);
-  CUDA_CHECK_LAUNCH();
+  apply<float, Layout::nchw>(out, x, mean, rstd, weight, bias, N, C, HW, act, slope, stream);
 }
 
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* var, const float* x, const float* weight,
@@ -283,43 +444,23 @@ void batchnorm_update_running(float* running_mean, float* running_var, const flo
 void batchnorm_forward_eval(float* out, const float* x, const float* weight, const float* bias,
                             const float* running_mean, const float* running_var, int N, int C, int HW, float eps,
                             Activation act, float slope, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(N) * C * HW;
-  if (total <= 0) return;
-  if (fits_int32(N, C, HW))
-    eval_apply_kernel<int32_t><<<grid_for(total), kThreads, 0, stream>>>(
-        out, x, running_mean, running_var, weight, bias, static_cast<int32_t>(total), C, HW, eps, act, slope);
-  else
-    eval_apply_kernel<int64_t><<<grid_for(total), kThreads, 0, stream>>>(out, x, running_mean, running_var, weight,
-                                                                         bias, total, C, HW, eps, act, slope);
-  CUDA_CHECK_LAUNCH();
+  forward_eval<float, Layout::nchw>(out, x, weight, bias, running_mean, running_var, N, C, HW, eps, act, slope,
+                                    stream);
 }
 
 void batchnorm_backward_sums(double* sum_g, double* sum_g_xmu, const float* dout, const float* x, const float* mean,
                              const float* rstd, const float* weight, const float* bias, int N, int C, int HW,
                              Activation act, float slope, double* workspace, cudaStream_t stream) {
-  launch_reduce<Reduce::backward>(workspace, x, dout, mean, rstd, weight, bias, N, C, HW, act, slope, stream);
-  const int64_t chunks = chunks_per_channel(N, HW);
-  reduce_channels(sum_g, workspace, C, chunks, stream);
-  reduce_channels(sum_g_xmu, workspace + static_cast<int64_t>(C) * chunks, C, chunks, stream);
+  backward_sums<float, Layout::nchw>(sum_g, sum_g_xmu, dout, x, mean, rstd, weight, bias, N, C, HW, act, slope,
+                                     workspace, stream);
 }
 
 void batchnorm_backward_apply(float* dinp, float* dweight, float* dbias, const double* sum_g, const double* sum_g_xmu,
                               double count, const float* dout, const float* x, const float* mean, const float* rstd,
                               const float* weight, const float* bias, int N, int C, int HW, Activation act,
                               float slope, double* workspace, cudaStream_t stream) {
-  float* coef = carve(workspace, N, C, HW).coef;
-  backward_coefficients_kernel<<<channel_grid(C), kThreads, 0, stream>>>(coef, dweight, dbias, sum_g, sum_g_xmu,
-                                                                         count, rstd, weight, C);
-  CUDA_CHECK_LAUNCH();
-  const int64_t total = static_cast<int64_t>(N) * C * HW;
-  if (!dinp || total <= 0) return;
-  if (fits_int32(N, C, HW))
-    backward_apply_kernel<int32_t><<<grid_for(total), kThreads, 0, stream>>>(
-        dinp, coef, dout, x, mean, rstd, weight, bias, static_cast<int32_t>(total), C, HW, act, slope);
-  else
-    backward_apply_kernel<int64_t><<<grid_for(total), kThreads, 0, stream>>>(dinp, coef, dout, x, mean, rstd, weight,
-                                                                             bias, total, C, HW, act, slope);
-  CUDA_CHECK_LAUNCH();
+  backward_apply<float, Layout::nchw>(dinp, dweight, dbias, sum_g, sum_g_xmu, count, dout, x, mean, rstd, weight,
+                                      bias, N, C, HW, act, slope, workspace, stream);
 }
 
 void batchnorm_backward_train(float* dinp, float* dweight, float* dbias, const float* dout, const float* x,
@@ -354,6 +495,89 @@ void batchnorm_backward_eval(float* dinp, float* dweight, float* dbias, const fl
   else
     backward_eval_kernel<int64_t><<<grid_for(total), kThreads, 0, stream>>>(dinp, dout, x, running_mean, rstd, weight,
                                                                             bias, total, C, HW, act, slope);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- any format (kernels_typed.h) ------------------------------------------------------------------------
+
+void batchnorm_channel_sums(double* sum, const void* x, int N, int C, int HW, const ActFormat& fmt, double* workspace,
+                            cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    channel_sums<T, decltype(l)::value>(sum, static_cast<const T*>(x), N, C, HW, workspace, stream);
+  });
+}
+
+void batchnorm_channel_sq_dev(double* sq, const void* x, const float* mean, int N, int C, int HW,
+                              const ActFormat& fmt, double* workspace, cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    channel_sq_dev<T, decltype(l)::value>(sq, static_cast<const T*>(x), mean, N, C, HW, workspace, stream);
+  });
+}
+
+void batchnorm_apply(void* out, const void* x, const float* mean, const float* rstd, const float* weight,
+                     const float* bias, int N, int C, int HW, Activation act, float slope, const ActFormat& fmt,
+                     cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    apply<T, decltype(l)::value>(static_cast<T*>(out), static_cast<const T*>(x), mean, rstd, weight, bias, N, C, HW,
+                                 act, slope, stream);
+  });
+}
+
+void batchnorm_forward_eval(void* out, const void* x, const float* weight, const float* bias,
+                            const float* running_mean, const float* running_var, int N, int C, int HW, float eps,
+                            Activation act, float slope, const ActFormat& fmt, cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    forward_eval<T, decltype(l)::value>(static_cast<T*>(out), static_cast<const T*>(x), weight, bias, running_mean,
+                                        running_var, N, C, HW, eps, act, slope, stream);
+  });
+}
+
+void batchnorm_backward_sums(double* sum_g, double* sum_g_xmu, const void* dout, const void* x, const float* mean,
+                             const float* rstd, const float* weight, const float* bias, int N, int C, int HW,
+                             Activation act, float slope, const ActFormat& fmt, double* workspace,
+                             cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    backward_sums<T, decltype(l)::value>(sum_g, sum_g_xmu, static_cast<const T*>(dout), static_cast<const T*>(x), mean,
+                                         rstd, weight, bias, N, C, HW, act, slope, workspace, stream);
+  });
+}
+
+void batchnorm_backward_apply(void* dinp, float* dweight, float* dbias, const double* sum_g, const double* sum_g_xmu,
+                              double count, const void* dout, const void* x, const float* mean, const float* rstd,
+                              const float* weight, const float* bias, int N, int C, int HW, Activation act,
+                              float slope, const ActFormat& fmt, double* workspace, cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    backward_apply<T, decltype(l)::value>(static_cast<T*>(dinp), dweight, dbias, sum_g, sum_g_xmu, count,
+                                          static_cast<const T*>(dout), static_cast<const T*>(x), mean, rstd, weight,
+                                          bias, N, C, HW, act, slope, workspace, stream);
+  });
+}
+
+// A convolution's per-channel bias lives here because its gradient is the batch-norm channel sum.
+void add_channel_bias(void* out, const float* bias, int N, int C, int HW, const ActFormat& fmt, cudaStream_t stream) {
+  dispatch(fmt, [&](auto t, auto l) {
+    using T = decltype(t);
+    constexpr Layout L = decltype(l)::value;
+    launch_elementwise(N, C, HW, [&](auto index, auto total) {
+      using Index = decltype(index);
+      add_channel_bias_kernel<T, L, Index><<<grid_for(total), kThreads, 0, stream>>>(static_cast<T*>(out), bias, total,
+                                                                                     C, HW);
+    });
+  });
+}
+
+void accumulate_channel_bias_grad(float* dbias, const void* dout, int N, int C, int HW, const ActFormat& fmt,
+                                  double* workspace, cudaStream_t stream) {
+  if (C <= 0) return;
+  const Workspace ws = carve(workspace, N, C, HW);
+  batchnorm_channel_sums(ws.sums_a, dout, N, C, HW, fmt, ws.partial, stream);
+  add_sums_kernel<<<channel_grid(C), kThreads, 0, stream>>>(dbias, ws.sums_a, C);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -2,12 +2,10 @@
 #include "context.h"
 
 #include "check.h"
-#include "core/error.h"
 
 namespace gt::cuda {
 
 GpuContext::GpuContext(const GpuOptions& opts) : opts_(opts) {
-  GT_CHECK(opts.precision != Precision::bf16, "the bf16 GPU path is not implemented yet; use fp32 or tf32");
   CUDA_CHECK(cudaSetDevice(opts.device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUDNN_CHECK(cudnnCreate(&cudnn_));
@@ -15,9 +13,10 @@ GpuContext::GpuContext(const GpuOptions& opts) : opts_(opts) {
   CUBLAS_CHECK(cublasCreate(&cublas_));
   CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // fp32 keeps cuBLAS off the tensor cores (its default math never converts to TF32 unless the
-  // NVIDIA_TF32_OVERRIDE environment variable asks for it); tf32 allows the conversion.
+  // NVIDIA_TF32_OVERRIDE environment variable asks for it); tf32 allows the conversion, and so does
+  // bf16, whose dense layers keep f32 storage (only convolution activations are bf16).
   CUBLAS_CHECK(cublasSetMathMode(
-      cublas_, opts.precision == Precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      cublas_, opts.precision == Precision::fp32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH));
   if (opts.cublas_workspace_bytes) {
     cublas_workspace_ = DeviceBuffer<std::byte>(opts.cublas_workspace_bytes);
     CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.bytes()));

@@ -1,4 +1,5 @@
 // cuDNN convolutions: descriptors and algorithm choices cached per shape, one workspace grown only while shapes are new.
+// The NHWC and bf16 formats (and tf32 with them) are written, not yet run on a GPU.
 #include "conv.h"
 
 #include <array>
@@ -9,6 +10,7 @@
 
 #include "check.h"
 #include "core/error.h"
+#include "kernels_typed.h"
 
 namespace gt::cuda {
 namespace {
@@ -71,16 +73,35 @@ std::string rejected_list(const std::vector<Perf>& perfs) {
   return s;
 }
 
+cudnnDataType_t cudnn_type(DataType t) { return t == DataType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+cudnnTensorFormat_t cudnn_layout(Layout l) { return l == Layout::nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW; }
+
 }  // namespace
 
 struct ConvEngine::Impl {
   GpuContext& ctx;
+  ActFormat storage;  // the format of data and filters
   std::map<Key, std::unique_ptr<Plan>> plans;
   DeviceBuffer<std::byte> workspace;
+  // The bias-gradient sums of formats other than f32 NCHW (accumulate_channel_bias_grad's workspace).
+  DeviceBuffer<double> bias_workspace;
 
-  explicit Impl(GpuContext& c) : ctx(c) {}
+  Impl(GpuContext& c, ActFormat f) : ctx(c), storage(f) {}
 
-  bool fp32() const { return ctx.precision() == Precision::fp32; }
+  // FMA units only: f32 data at fp32 precision. f32 data at tf32 or bf16 precision may use TF32 tensor
+  // cores; bf16 data always runs on tensor cores (float accumulation: the descriptor's compute type).
+  bool fp32() const { return storage.type == DataType::f32 && ctx.precision() == Precision::fp32; }
+  // f32 NCHW keeps cuDNN's own bias calls (the fp32 parity path); other formats use our kernels.
+  bool cudnn_bias() const { return storage == ActFormat{}; }
+
+  void reserve_bias_workspace(const cpu::ConvGeometry& g) {
+    if (cudnn_bias()) return;
+    const size_t need = batchnorm_workspace_doubles(g.batch, g.out_channels, g.out_h * g.out_w);
+    if (need <= bias_workspace.size()) return;
+    CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));  // queued work may still read the old one
+    bias_workspace = DeviceBuffer<double>();
+    bias_workspace = DeviceBuffer<double>(need);
+  }
 
   Plan& plan(bool transposed, const cpu::ConvGeometry& g) {
     const Key key = key_of(transposed, g);
@@ -96,10 +117,14 @@ struct ConvEngine::Impl {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->bias));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.batch, xc, xh, xw));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, g.batch, yc, yh, yw));
+    // The data and filter in the engine's format (the filter NHWC means KRSC); the bias, used only by
+    // cuDNN's f32 NCHW calls, is f32. The compute type is float in every format.
+    const cudnnDataType_t type = cudnn_type(storage.type);
+    const cudnnTensorFormat_t layout = cudnn_layout(storage.layout);
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, layout, type, g.batch, xc, xh, xw));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, layout, type, g.batch, yc, yh, yw));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, g.out_channels, 1, 1));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, yc, xc, g.kernel, g.kernel));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, type, layout, yc, xc, g.kernel, g.kernel));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, g.padding, g.padding, g.stride, g.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     // fp32: FMA kernels only (cuDNN's default math lets float convolutions use TF32 tensor cores).
@@ -109,9 +134,10 @@ struct ConvEngine::Impl {
     GT_CHECK(n == g.batch && c == yc && h == yh && w == yw,
              "convolution geometry is inconsistent: cuDNN computes [{}, {}, {}, {}] where [{}, {}, {}, {}] was given",
              n, c, h, w, g.batch, yc, yh, yw);
-    p->label = fmt::format("{} N{} {}x{}x{} -> {}x{}x{} k{} s{} p{}", transposed ? "conv_transpose2d" : "conv2d",
+    p->label = fmt::format("{} N{} {}x{}x{} -> {}x{}x{} k{} s{} p{} {} {}", transposed ? "conv_transpose2d" : "conv2d",
                            g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels, g.out_h, g.out_w, g.kernel,
-                           g.stride, g.padding);
+                           g.stride, g.padding, data_type_name(storage.type), layout_name(storage.layout));
+    reserve_bias_workspace(g);
     return *plans.emplace(key, std::move(p)).first->second;
   }
 
@@ -170,8 +196,8 @@ struct ConvEngine::Impl {
     CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, fp32() ? CUDNN_FMA_MATH : c.math));
   }
 
-  // y = conv(x, w) * 1 + y * beta
-  void forward(Plan& p, const float* x, const float* w, float* y, float beta) {
+  // y = conv(x, w) * 1 + y * beta (alpha and beta are float for float and bf16 data alike)
+  void forward(Plan& p, const void* x, const void* w, void* y, float beta) {
     const Choice& c = choose(p, Direction::forward);
     set_math(p, c);
     const float one = 1.f;
@@ -181,7 +207,7 @@ struct ConvEngine::Impl {
   }
 
   // dx = conv^T(dy, w) + dx * beta
-  void backward_data(Plan& p, const float* w, const float* dy, float* dx, float beta) {
+  void backward_data(Plan& p, const void* w, const void* dy, void* dx, float beta) {
     const Choice& c = choose(p, Direction::backward_data);
     set_math(p, c);
     const float one = 1.f;
@@ -190,57 +216,71 @@ struct ConvEngine::Impl {
                                              c.workspace, &beta, p.x, dx));
   }
 
-  // dw += correlation of x with dy
-  void backward_filter(Plan& p, const float* x, const float* dy, float* dw) {
+  // dw = correlation of x with dy + dw * (accumulate ? 1 : 0)
+  void backward_filter(Plan& p, const void* x, const void* dy, void* dw, bool accumulate) {
     const Choice& c = choose(p, Direction::backward_filter);
     set_math(p, c);
-    const float one = 1.f;
+    const float one = 1.f, beta = accumulate ? 1.f : 0.f;
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x, p.y, dy, p.conv,
                                                static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), workspace.data(),
-                                               c.workspace, &one, p.w, dw));
+                                               c.workspace, &beta, p.w, dw));
   }
 
-  void add_bias(const Plan& p, cudnnTensorDescriptor_t out_desc, float* out, const float* bias) {
-    const float one = 1.f;
-    CUDNN_CHECK(cudnnAddTensor(ctx.cudnn(), &one, p.bias, bias, &one, out_desc, out));
+  // out [N, OC, OH, OW] += bias (the layer's output: y of a Conv2d, x of a ConvTranspose2d).
+  void add_bias(const Plan& p, cudnnTensorDescriptor_t out_desc, void* out, const float* bias,
+                const cpu::ConvGeometry& g) {
+    if (cudnn_bias()) {
+      const float one = 1.f;
+      CUDNN_CHECK(cudnnAddTensor(ctx.cudnn(), &one, p.bias, bias, &one, out_desc, out));
+    } else {
+      add_channel_bias(out, bias, g.batch, g.out_channels, g.out_h * g.out_w, storage, ctx.stream());
+    }
   }
 
-  void accumulate_bias_grad(const Plan& p, cudnnTensorDescriptor_t out_desc, const float* dout, float* dbias) {
-    const float one = 1.f;
-    CUDNN_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn(), &one, out_desc, dout, &one, p.bias, dbias));
+  void accumulate_bias_grad(const Plan& p, cudnnTensorDescriptor_t out_desc, const void* dout, float* dbias,
+                            const cpu::ConvGeometry& g) {
+    if (cudnn_bias()) {
+      const float one = 1.f;
+      CUDNN_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn(), &one, out_desc, dout, &one, p.bias, dbias));
+    } else {
+      accumulate_channel_bias_grad(dbias, dout, g.batch, g.out_channels, g.out_h * g.out_w, storage,
+                                   bias_workspace.data(), ctx.stream());
+    }
   }
 };
 
-ConvEngine::ConvEngine(GpuContext& ctx) : impl_(std::make_unique<Impl>(ctx)) {}
+ConvEngine::ConvEngine(GpuContext& ctx, ActFormat fmt) : impl_(std::make_unique<Impl>(ctx, fmt)) {}
 ConvEngine::~ConvEngine() = default;
 
-void ConvEngine::conv2d_forward(float* out, const float* in, const float* weight, const float* bias,
+const ActFormat& ConvEngine::format() const { return impl_->storage; }
+
+void ConvEngine::conv2d_forward(void* out, const void* in, const void* weight, const float* bias,
                                 const cpu::ConvGeometry& g) {
   Plan& p = impl_->plan(false, g);
   impl_->forward(p, in, weight, out, 0.f);
-  if (bias) impl_->add_bias(p, p.y, out, bias);
+  if (bias) impl_->add_bias(p, p.y, out, bias, g);
 }
 
-void ConvEngine::conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
-                                 const float* weight, const cpu::ConvGeometry& g) {
+void ConvEngine::conv2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
+                                 const void* weight, const cpu::ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(false, g);
-  impl_->backward_filter(p, in, dout, dweight);
-  if (dbias) impl_->accumulate_bias_grad(p, p.y, dout, dbias);
+  if (dweight) impl_->backward_filter(p, in, dout, dweight, accumulate_dweight);
+  if (dbias) impl_->accumulate_bias_grad(p, p.y, dout, dbias, g);
   if (dinp) impl_->backward_data(p, weight, dout, dinp, 0.f);
 }
 
-void ConvEngine::conv_transpose2d_forward(float* out, const float* in, const float* weight, const float* bias,
+void ConvEngine::conv_transpose2d_forward(void* out, const void* in, const void* weight, const float* bias,
                                           const cpu::ConvGeometry& g) {
   Plan& p = impl_->plan(true, g);
   impl_->backward_data(p, weight, in, out, 0.f);
-  if (bias) impl_->add_bias(p, p.x, out, bias);
+  if (bias) impl_->add_bias(p, p.x, out, bias, g);
 }
 
-void ConvEngine::conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                           const float* in, const float* weight, const cpu::ConvGeometry& g) {
+void ConvEngine::conv_transpose2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
+                                           const void* weight, const cpu::ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(true, g);
-  impl_->backward_filter(p, dout, in, dweight);
-  if (dbias) impl_->accumulate_bias_grad(p, p.x, dout, dbias);
+  if (dweight) impl_->backward_filter(p, dout, in, dweight, accumulate_dweight);
+  if (dbias) impl_->accumulate_bias_grad(p, p.x, dout, dbias, g);
   if (dinp) impl_->forward(p, dout, weight, dinp, 0.f);
 }
 

@@ -22,8 +22,9 @@ void linear_backward(GpuContext& ctx, float* dinp, float* dweight, float* dbias,
                      const float* weight, int N, int IN, int OUT) {
   const float one = 1.f, zero = 0.f;
   // dweight^T [IN, OUT] += in^T [IN, N] * dout [N, OUT] (stored as dout^T [OUT, N], so op T)
-  CUBLAS_CHECK(cublasSgemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one, in, IN, dout, OUT, &one, dweight,
-                           IN));
+  if (dweight)
+    CUBLAS_CHECK(cublasSgemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one, in, IN, dout, OUT, &one,
+                             dweight, IN));
   if (dbias) accumulate_column_sums(dbias, dout, N, OUT, ctx.stream());
   // dinp^T [IN, N] = weight^T [IN, OUT] * dout^T [OUT, N]
   if (dinp)

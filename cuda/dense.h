@@ -7,7 +7,7 @@ namespace gt::cuda {
 // The same arguments and accumulation rules as cpu::linear_forward / cpu::linear_backward.
 void linear_forward(GpuContext& ctx, float* out, const float* in, const float* weight, const float* bias, int N,
                     int IN, int OUT);
-// dweight, dbias accumulate (dbias skipped when null); dinp written (skipped when null).
+// dweight, dbias accumulate (each skipped when null); dinp written (skipped when null).
 void linear_backward(GpuContext& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                      const float* weight, int N, int IN, int OUT);
 

@@ -1,8 +1,11 @@
 // Element-wise kernels: activations, dense-layer bias, BCE with logits, uint8 image conversion, flips and Philox noise.
+// The bf16 and NHWC variants (kernels_typed.h) are written, not yet run on a GPU.
 #include <cmath>
+#include <type_traits>
 
 #include "core/rng.h"
 #include "kernel_util.cuh"
+#include "kernels_typed.h"
 
 namespace gt::cuda {
 namespace {
@@ -10,6 +13,8 @@ namespace {
 using detail::aligned16;
 using detail::grid_for;
 using detail::kThreads;
+using detail::load_f32;
+using detail::store_f32;
 
 // ---- activations ------------------------------------------------------------------------------------
 
@@ -49,6 +54,20 @@ __global__ void activation_backward_vec4(float4* dinp, const float4* dout, const
   }
 }
 
+// Any storage type, one value per step (f32 takes the 16-byte kernels above instead).
+template <class T>
+__global__ void activation_forward_typed(T* out, const T* in, int64_t n, Activation act, float slope) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    store_f32(out + i, detail::activate(act, load_f32(in + i), slope));
+}
+
+template <class T>
+__global__ void activation_backward_typed(T* dinp, const T* dout, const T* saved, int64_t n, Activation act,
+                                          float slope) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    store_f32(dinp + i, detail::activation_grad_saved(act, load_f32(dout + i), load_f32(saved + i), slope));
+}
+
 // ---- dense-layer bias ---------------------------------------------------------------------------------
 
 __global__ void add_bias_rows_kernel(float* out, const float* bias, int64_t total, int cols) {
@@ -73,39 +92,70 @@ __device__ double stable_sigmoid(double x) {
   return e / (1.0 + e);
 }
 
-__global__ void __launch_bounds__(1024)
-    bce_kernel(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale) {
+constexpr int kBceThreads = 1024;
+
+// mean_prob (may be null) is the CPU's mean_sigmoid: 1 / (1 + exp(-x)) in double, added in index order
+// (each round, the block's sigmoids go to shared memory and thread 0 adds them in order).
+template <class T>
+__global__ void __launch_bounds__(kBceThreads) bce_kernel(float* loss, float* mean_prob, T* dlogits, const T* logits,
+                                                          int64_t n, float target, float scale) {
   double sum = 0.0;
   const float count = static_cast<float>(n);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const double x = logits[i];
+    const double x = load_f32(logits + i);
     sum += fmax(x, 0.0) - x * target + log1p(exp(-fabs(x)));
     if (dlogits) {
       const float difference = static_cast<float>(stable_sigmoid(x) - target);
-      dlogits[i] = difference * scale / count;
+      store_f32(dlogits + i, difference * scale / count);
     }
   }
   sum = detail::block_sum(sum);
   if (threadIdx.x == 0) loss[0] = static_cast<float>(sum / static_cast<double>(n));
+  if (!mean_prob) return;  // the same for every thread: no divergent barrier below
+  __shared__ double sigmoids[kBceThreads];
+  double total = 0.0;  // thread 0's
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t i = base + threadIdx.x;
+    if (i < n) sigmoids[threadIdx.x] = 1.0 / (1.0 + exp(-static_cast<double>(load_f32(logits + i))));
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
+      for (int64_t j = 0; j < m; ++j) total += sigmoids[j];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) mean_prob[0] = static_cast<float>(total / static_cast<double>(n));
 }
 
 // ---- data --------------------------------------------------------------------------------------------
 
-// One thread per output value; consecutive threads write consecutive x of one output plane.
-__global__ void u8_to_f32_kernel(float* out, const uint8_t* in, const uint8_t* flips, int64_t total, int H, int W,
-                                 int in_channels, int out_channels, float divisor, float offset) {
+// One thread per output value, in the output's layout; consecutive threads write consecutive values.
+template <class T, Layout L>
+__global__ void u8_to_image_kernel(T* out, const uint8_t* in, const uint8_t* flips, int64_t total, int H, int W,
+                                   int in_channels, int out_channels, float divisor, float offset) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int x = static_cast<int>(i % W);
-    int64_t rest = i / W;
-    const int y = static_cast<int>(rest % H);
-    rest /= H;
-    const int c = static_cast<int>(rest % out_channels);
-    const int64_t n = rest / out_channels;
+    int x, y, c;
+    int64_t n;
+    if constexpr (L == Layout::nchw) {
+      x = static_cast<int>(i % W);
+      int64_t rest = i / W;
+      y = static_cast<int>(rest % H);
+      rest /= H;
+      c = static_cast<int>(rest % out_channels);
+      n = rest / out_channels;
+    } else {
+      c = static_cast<int>(i % out_channels);
+      int64_t rest = i / out_channels;
+      x = static_cast<int>(rest % W);
+      rest /= W;
+      y = static_cast<int>(rest % H);
+      n = rest / H;
+    }
     const int source_x = (flips && flips[n]) ? W - 1 - x : x;
     const int source_c = in_channels == 1 ? 0 : c;
     const uint8_t v = in[((n * H + y) * W + source_x) * in_channels + source_c];
     // The loader's table entry, static_cast<float>(v) / 127.5f - 1.f, with the same two roundings.
-    out[i] = __fadd_rn(__fdiv_rn(static_cast<float>(v), divisor), offset);
+    store_f32(out + i, __fadd_rn(__fdiv_rn(static_cast<float>(v), divisor), offset));
   }
 }
 
@@ -191,7 +241,7 @@ void accumulate_column_sums(float* dbias, const float* x, int64_t rows, int cols
 void bce_with_logits(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale,
                      cudaStream_t stream) {
   if (n <= 0) return;
-  bce_kernel<<<1, 1024, 0, stream>>>(loss, dlogits, logits, n, target, scale);
+  bce_kernel<float><<<1, kBceThreads, 0, stream>>>(loss, nullptr, dlogits, logits, n, target, scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -199,8 +249,8 @@ void u8_nhwc_to_f32_nchw(float* out, const uint8_t* in, const uint8_t* flips, in
                          int out_channels, float divisor, float offset, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(N) * out_channels * H * W;
   if (total <= 0) return;
-  u8_to_f32_kernel<<<grid_for(total), kThreads, 0, stream>>>(out, in, flips, total, H, W, in_channels, out_channels,
-                                                             divisor, offset);
+  u8_to_image_kernel<float, Layout::nchw><<<grid_for(total), kThreads, 0, stream>>>(
+      out, in, flips, total, H, W, in_channels, out_channels, divisor, offset);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -221,6 +271,58 @@ void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, i
   rng_key(seed, RngStream::noise, &k0, &k1);
   const int64_t total = count * ((nz + 3) / 4);
   noise_kernel<<<grid_for(total), kThreads, 0, stream>>>(z, count, nz, k0, k1, step, first_index);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- any storage type (kernels_typed.h) -------------------------------------------------------------
+
+void activation_forward(void* out, const void* in, int64_t n, Activation act, float slope, DataType type,
+                        cudaStream_t stream) {
+  if (type == DataType::f32)
+    return activation_forward(static_cast<float*>(out), static_cast<const float*>(in), n, act, slope, stream);
+  if (n <= 0) return;
+  detail::with_type(type, [&](auto t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    activation_forward_typed<<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(out), static_cast<const T*>(in),
+                                                                   n, act, slope);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void activation_backward(void* dinp, const void* dout, const void* saved, int64_t n, Activation act, float slope,
+                         DataType type, cudaStream_t stream) {
+  if (type == DataType::f32)
+    return activation_backward(static_cast<float*>(dinp), static_cast<const float*>(dout),
+                               static_cast<const float*>(saved), n, act, slope, stream);
+  if (n <= 0) return;
+  detail::with_type(type, [&](auto t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    activation_backward_typed<<<grid_for(n), kThreads, 0, stream>>>(
+        static_cast<T*>(dinp), static_cast<const T*>(dout), static_cast<const T*>(saved), n, act, slope);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* logits, int64_t n, float target,
+                     float scale, DataType type, cudaStream_t stream) {
+  if (n <= 0) return;
+  detail::with_type(type, [&](auto t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    bce_kernel<T><<<1, kBceThreads, 0, stream>>>(loss, mean_prob, static_cast<T*>(dlogits),
+                                                 static_cast<const T*>(logits), n, target, scale);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void u8_nhwc_to_image(void* out, const ActFormat& fmt, const uint8_t* in, const uint8_t* flips, int N, int H, int W,
+                      int in_channels, int out_channels, float divisor, float offset, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(N) * out_channels * H * W;
+  if (total <= 0) return;
+  detail::with_format(fmt, [&](auto t, auto l) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    u8_to_image_kernel<T, decltype(l)::value><<<grid_for(total), kThreads, 0, stream>>>(
+        static_cast<T*>(out), in, flips, total, H, W, in_channels, out_channels, divisor, offset);
+  });
   CUDA_CHECK_LAUNCH();
 }
 

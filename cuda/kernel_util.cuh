@@ -1,10 +1,12 @@
-// Helpers shared by the .cu files: launch shapes, activation dispatch on the CPU's math, fixed-order block reductions, storage loads.
+// Helpers shared by the .cu files: launch shapes, activation dispatch on the CPU's math, fixed-order block reductions, storage loads and layouts.
 #pragma once
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "check.h"
+#include "formats.h"
 #include "kernels.h"
 #include "nn/cpu/activation_math.h"
 
@@ -21,9 +23,43 @@ inline unsigned grid_for(int64_t items, int threads = kThreads) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Storage loads and stores: float now; a bf16 storage type adds one overload pair (math stays float).
+// Storage loads and stores: the math is float whatever the storage; bf16 rounds to nearest even on store.
 __device__ __forceinline__ float load_f32(const float* p) { return *p; }
 __device__ __forceinline__ void store_f32(float* p, float v) { *p = v; }
+__device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_f32(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// The channel of flat element i of an activation [N, C, HW] (NCHW: (n*C + c)*HW + hw; NHWC: (n*HW + hw)*C + c).
+template <Layout L, class Index>
+__device__ __forceinline__ int channel_of(Index i, int C, int HW) {
+  if constexpr (L == Layout::nchw) return static_cast<int>((i / HW) % C);
+  else return static_cast<int>(i % C);
+}
+// The flat offset of element (n, c, hw).
+template <Layout L>
+__device__ __forceinline__ int64_t offset_of(int64_t n, int c, int64_t hw, int C, int HW) {
+  if constexpr (L == Layout::nchw) return (n * C + c) * HW + hw;
+  else return (n * HW + hw) * C + c;
+}
+
+// Host-side dispatch from a runtime format to the kernel templates: f(T{}, LayoutTag<L>{}) with T the
+// storage type (a null pointer of it: only its type is used).
+template <Layout L>
+struct LayoutTag {
+  static constexpr Layout value = L;
+};
+template <class F>
+void with_type(DataType t, F&& f) {
+  if (t == DataType::bf16) f(static_cast<__nv_bfloat16*>(nullptr));
+  else f(static_cast<float*>(nullptr));
+}
+template <class F>
+void with_format(const ActFormat& fmt, F&& f) {
+  with_type(fmt.type, [&](auto type_tag) {
+    if (fmt.layout == Layout::nhwc) f(type_tag, LayoutTag<Layout::nhwc>{});
+    else f(type_tag, LayoutTag<Layout::nchw>{});
+  });
+}
 
 __device__ __forceinline__ float activate(Activation act, float x, float slope) {
   switch (act) {

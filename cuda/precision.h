@@ -5,8 +5,9 @@ namespace gt::cuda {
 
 // fp32: convolutions and GEMMs on FMA units only, exact float32 products.
 // tf32: float32 storage, products on tensor cores with 10-bit mantissas (cuDNN/cuBLAS math modes).
-// bf16: bf16 activations and weight copies, float32 accumulation, master weights and optimizer state
-//       in float32 (not implemented yet; GpuContext refuses it).
+// bf16: bf16 activations and packed conv-weight copies (formats.h), float32 accumulation, master weights
+//       and optimizer state in float32; dense layers stay float32 with TF32 products. Written, not yet
+//       run on a GPU.
 enum class Precision { fp32, tf32, bf16 };
 
 inline const char* precision_name(Precision p) {

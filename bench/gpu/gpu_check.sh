@@ -3,7 +3,7 @@
 #
 # Usage, from the repository root (device tool: carry ["build-bundle"], timeout 600):
 #   bench/gpu/gpu_check.sh [--bundle DIR] [--build DIR] [--results DIR] [--arch LIST] [--jobs N] [--mpi]
-#                          [--configure-only] [--build-only] [--suite] [--skip-torch] [--quick]
+#                          [--configure-only] [--build-only] [--suite] [--skip-torch] [--quick] [--perf]
 #   --bundle DIR      the bundle folder (default build-bundle: bench/gpu/prepare_bundle.sh makes it)
 #   --build DIR       build folder (default build-gpu)
 #   --results DIR     where results go (default $OUT when set, else bench/results/gpu_check_<date>)
@@ -13,12 +13,17 @@
 #   --suite           also run the rest of the test suite (ctest -LE gpu; minutes: a call of its own)
 #   --skip-torch      skip PyTorch's side of the benchmark
 #   --quick           build, parity tests and the kernel benchmark only (about 4 minutes)
-# The default (build, parity, kernel benchmark, PyTorch benchmark) is planned to end inside the device
-# tool's 10 minutes; a second call on the still-warm machine reuses build-gpu.
+#   --perf            build, then the performance steps only (no tests, no kernel benchmark): bench_throughput,
+#                     torch_side_by_side.py, and an nsys profile when nsys exists (planned for about 9 minutes)
+# The default (build, parity, kernel benchmark, bench_throughput, PyTorch side by side) may not end inside
+# the device tool's 10 minutes on a fresh machine: run --quick first, then --perf on the still-warm machine
+# (a second call reuses build-gpu). torch.compile runs at batch 1024 only: each batch compiles anew, minutes.
 # Results (at most 8 files, as the device tool returns): summary.txt (also printed last), check.log
 # (environment, configure, build, test and benchmark output), parity.log and parity.xml (every row's
-# error), ctest.log (with --suite), bench_gpu_kernels.json, torch_dcgan_gpu.json. Exit status: 0 when the build and
-# the GPU tests passed, 1 otherwise; the benchmarks never change it.
+# error), ctest.log (with --suite), bench_gpu_kernels.json, bench_throughput.json (gantrain's engine:
+# every precision at batch 128..1024), torch_side_by_side_<date>_<gpu>_<commit>.json (the same step in
+# PyTorch's modes and gantrain's, one table), nsys_top_kernels.txt (--perf, with nsys). Exit status: 0 when
+# the build and the GPU tests passed, 1 otherwise; the benchmarks never change it, each records its own failure.
 #
 # cuDNN, cuBLAS and NCCL are taken from python3's nvidia-* wheels (site-packages/nvidia/*/{include,lib})
 # when present, else from the toolkit; their folders go on LD_LIBRARY_PATH. The bundle's libraries are
@@ -35,6 +40,8 @@ mpi=OFF
 stop_after=""
 suite=0
 skip_torch=0
+quick=0
+perf=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bundle) bundle=$(cd "$2" && pwd); shift 2 ;;
@@ -47,8 +54,9 @@ while [[ $# -gt 0 ]]; do
     --build-only) stop_after=build; shift ;;
     --suite) suite=1; shift ;;
     --skip-torch) skip_torch=1; shift ;;
-    --quick) skip_torch=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --quick) quick=1; skip_torch=1; shift ;;
+    --perf) perf=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -204,7 +212,8 @@ if ldd "$build/tests/gpu/test_gpu_parity" | grep -q "not found"; then
 fi
 [[ $stop_after == build ]] && exit $failed
 
-# ---- GPU tests ---------------------------------------------------------------------------------
+# ---- GPU tests (not with --perf) ---------------------------------------------------------------
+if [[ $perf == 0 ]]; then
 for t in tests/test_cuda_device tests/gpu/test_gpu_memory; do
   if timeout 120 "$build/$t" >> "$log" 2>&1; then note "$(basename "$t"): passed"; else note "FAIL: $(basename "$t") (see check.log)"; failed=1; fi
 done
@@ -234,17 +243,60 @@ if timeout 150 "$build/bench/bench_gpu_kernels" --batch 256 --json "$results/ben
 else
   note "bench_gpu_kernels: failed (see check.log)"
 fi
+fi  # perf == 0
+
+# ---- training-step throughput: gantrain's engine, then PyTorch's modes beside it ---------------------
+commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+reference=(--config "$repo/config/dcgan_celeba64.yaml")  # nz 100, widths 128, 64x64x3; the side-by-side's defaults
+throughput_json="$results/bench_throughput.json"
+if [[ $quick == 0 ]]; then
+  start=$(date +%s)
+  timeout 180 "$build/bench/bench_throughput" --device cuda "${reference[@]}" --precision fp32,tf32,bf16 \
+    --batch 128,256,512,1024 --warmup 5 --steps 20 --commit "$commit" --json "$throughput_json" \
+    > "$results/throughput.tmp" 2>&1
+  rc=$?
+  # Rows that failed (a precision not implemented, out of memory) are in the table; exit 1 says some did.
+  if [[ $rc == 0 ]]; then note "bench_throughput: ok in $(( $(date +%s) - start )) s"
+  else note "bench_throughput: exit $rc$([[ $rc == 124 ]] && echo ' (timed out)') in $(( $(date +%s) - start )) s (see check.log)"; fi
+  sed -n '/^prec /,/^wrote/p' "$results/throughput.tmp" | grep -v '^wrote' >> "$summary"
+  cat "$results/throughput.tmp" >> "$log"
+  rm -f "$results/throughput.tmp"
+fi
 if [[ $skip_torch == 0 ]]; then
-  if PYTHONUNBUFFERED=1 timeout 240 python3 "$repo/bench/gpu/torch_dcgan_gpu.py" --compile-batches 1024 \
-      --json "$results/torch_dcgan_gpu.json" \
-      > "$results/torch.tmp" 2>&1; then
-    note "torch_dcgan_gpu: ok"
-    sed -n '/^mode /,/^wrote/p' "$results/torch.tmp" | grep -v '^wrote' >> "$summary"
-  else
-    note "torch_dcgan_gpu: failed or timed out (see check.log)"
-  fi
+  # One bench_throughput run serves both tables: the side by side reads its JSON when there is one.
+  gantrain_side=(--bench "$build/bench/bench_throughput")
+  [[ -s $throughput_json ]] && gantrain_side=(--gantrain-json "$throughput_json")
+  start=$(date +%s)
+  PYTHONUNBUFFERED=1 timeout 240 python3 "$repo/bench/torch_side_by_side/torch_side_by_side.py" "${gantrain_side[@]}" \
+    --batches 128,256,512,1024 --compile-batches 1024 --commit "$commit" --results-dir "$results" \
+    > "$results/torch.tmp" 2>&1
+  rc=$?
+  detail=$(grep -o 'wrote .*' "$results/torch.tmp" | sed "s|$results/||")
+  [[ -n $detail ]] || detail=$(tail -1 "$results/torch.tmp")  # e.g. "torch sees no CUDA device"
+  if [[ $rc == 0 ]]; then note "torch_side_by_side: ok in $(( $(date +%s) - start )) s ($detail)"
+  else note "torch_side_by_side: exit $rc$([[ $rc == 124 ]] && echo ' (timed out)') (see check.log)"; fi
+  sed -n '/^ batch mode/,/^wrote/p' "$results/torch.tmp" | grep -v '^wrote' >> "$summary"
   cat "$results/torch.tmp" >> "$log"
   rm -f "$results/torch.tmp"
+fi
+
+# ---- profile (--perf): where the bf16 step's time goes, by kernel -----------------------------------
+if [[ $perf == 1 ]]; then
+  nsys_bin=$(command -v nsys 2>/dev/null || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [[ -n $nsys_bin ]]; then
+    report="$build/nsys_throughput_bf16_b1024"
+    timeout 120 "$nsys_bin" profile --stats=true --force-overwrite=true --trace=cuda,nvtx --cuda-graph-trace=node \
+      -o "$report" "$build/bench/bench_throughput" --device cuda "${reference[@]}" --precision bf16 --batch 1024 \
+      --warmup 5 --steps 20 --commit "$commit" >> "$log" 2>&1
+    rc=$?
+    # The kernel summary (time share, calls, average) of the whole run; the report's name changed in nsys 2023.
+    { "$nsys_bin" stats --report cuda_gpu_kern_sum "$report.nsys-rep" 2>/dev/null ||
+        "$nsys_bin" stats --report gpukernsum "$report.nsys-rep"; } 2>&1 | head -60 > "$results/nsys_top_kernels.txt"
+    note "nsys: profile exit $rc; top kernels in nsys_top_kernels.txt"
+    sed -n '1,25p' "$results/nsys_top_kernels.txt" >> "$summary"
+  else
+    note "nsys: absent (not on PATH, /usr/local/cuda/bin or /opt/nvidia/nsight-systems): no profile"
+  fi
 fi
 
 echo

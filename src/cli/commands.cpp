@@ -57,12 +57,12 @@ int cmd_train(const TrainArgs& a) {
   std::unique_ptr<Communicator> comm = open_communicator("auto", DistConfig{}.timeout_s);
   Config cfg;
   run_agreed(*comm, [&] { cfg = load_config(a.config, a.overrides); });
-  if (cfg.dist.backend != "auto" && cfg.dist.backend != comm->backend()) {
+  // The trainer talks over a host communicator (MPI or local); dist.backend nccl is opened by the GPU
+  // engine on top of it, for the gradients and batch-norm sums in device memory.
+  const std::string host_backend = cfg.dist.backend == "nccl" ? "auto" : cfg.dist.backend;
+  if (host_backend != "auto" && host_backend != comm->backend()) {
     std::unique_ptr<Communicator> chosen;
-    run_agreed(*comm, [&] {
-      chosen = open_communicator(cfg.dist.backend, cfg.dist.timeout_s);
-      require_host_communicator(*chosen);  // nccl: refused here, agreed and reported once
-    });
+    run_agreed(*comm, [&] { chosen = open_communicator(host_backend, cfg.dist.timeout_s); });
     comm = std::move(chosen);
   }
   const TrainSummary s = train(cfg, *comm);

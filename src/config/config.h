@@ -14,6 +14,10 @@ struct RunConfig {
   int64_t seed = 1234;
   std::string device = "cpu";      // cpu | cuda | auto
   int threads = 0;                 // CPU threads; 0 = all cores
+  std::string precision = "tf32";  // cuda: fp32 | tf32 | bf16
+  std::string layout = "auto";     // cuda: auto | nchw | nhwc
+  bool cuda_graph = true;          // cuda: capture the steady-state step as CUDA graphs (one rank)
+  double gpu_arena_mb = 0;         // cuda: device arena for the step; 0 = sized from the model
 };
 
 struct ModelConfig {

@@ -98,10 +98,23 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"run.seed", GT_BIND(run.seed), at_least(0),
                "Seed for weight init, noise and data order; the same seed gives the same run."});
   k.push_back({"run.device", GT_BIND(run.device), one_of({"cpu", "cuda", "auto"}),
-               "Backend: cpu, cuda (an error without a GPU) or auto (cuda when a GPU is present)."});
+               "Backend: cpu, cuda (an error without a GPU) or auto (cuda when every rank has a GPU)."});
   k.push_back({"run.threads", GT_BIND(run.threads), at_least(0),
                "CPU threads for the CPU backend, per rank; 0 = the cores this rank may use, shared with the "
                "other ranks of its node."});
+  k.push_back({"run.precision", GT_BIND(run.precision), one_of({"fp32", "tf32", "bf16"}),
+               "cuda: math of convolutions and GEMMs. fp32 (exact float products), tf32 (tensor cores, float "
+               "storage; PyTorch's default for convolutions) or bf16 (bf16 activations, float master weights and "
+               "optimizer state)."});
+  k.push_back({"run.layout", GT_BIND(run.layout), one_of({"auto", "nchw", "nhwc"}),
+               "cuda: memory layout of activations; auto = NHWC for bf16 (tensor cores read it directly), else "
+               "NCHW. Parameters and checkpoints keep PyTorch's layout."});
+  k.push_back({"run.cuda_graph", GT_BIND(run.cuda_graph), any_value(),
+               "cuda: capture the steady-state step as CUDA graphs (single-rank runs; with several ranks the "
+               "collectives run between eager launches)."});
+  k.push_back({"run.gpu_arena_mb", GT_BIND(run.gpu_arena_mb), at_least(0),
+               "cuda: MiB of device memory for the step's activations and temporaries; 0 = sized from the model "
+               "and batch."});
   // model
   k.push_back({"model.arch", GT_BIND(model.arch), one_of({"dcgan"}),
                "Model family of G and D."});
@@ -158,9 +171,10 @@ std::vector<KeyDef> build_schema() {
                "Write a checkpoint every this many steps; 0 = only at the end."});
   // dist
   k.push_back({"dist.backend", GT_BIND(dist.backend), one_of({"auto", "mpi", "local", "nccl"}),
-               "Communicator between ranks: auto (mpi when started by mpirun or srun, else local), mpi, local "
-               "(one process), nccl (GPU buffers, one rank per GPU: needs CUDA, NCCL and a GPU; training refuses it "
-               "while it runs on the CPU)."});
+               "Communicator between ranks: auto (mpi when started by mpirun or srun, else local; with run.device "
+               "cuda, gradients go over NCCL when every rank has a GPU of its own, else staged through host memory), "
+               "mpi, local (one process), nccl (GPU collectives, one rank per GPU: needs run.device cuda, NCCL and a "
+               "GPU per rank)."});
   k.push_back({"dist.sync_bn", GT_BIND(dist.sync_bn), any_value(),
                "Batch norm uses the statistics of the global batch (summed over the ranks); false = each rank's "
                "shard alone."});

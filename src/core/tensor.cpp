@@ -62,6 +62,19 @@ Tensor Tensor::from(Shape shape, const std::vector<float>& values) {
   return t;
 }
 
+Tensor Tensor::adopt(Shape shape, DType dtype, std::shared_ptr<std::byte> buffer) {
+  for (int64_t d : shape) GT_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape));
+  GT_CHECK(buffer != nullptr, "Tensor::adopt of {}{} with no buffer", dtype_name(dtype), shape_str(shape));
+  GT_CHECK(reinterpret_cast<uintptr_t>(buffer.get()) % dtype_size(dtype) == 0,
+           "Tensor::adopt: buffer at {} is not aligned for {}", static_cast<const void*>(buffer.get()),
+           dtype_name(dtype));
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  t.buf_ = std::move(buffer);
+  return t;
+}
+
 int64_t Tensor::dim(int i) const {
   int n = ndim();
   int j = i < 0 ? n + i : i;

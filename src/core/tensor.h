@@ -28,6 +28,10 @@ class Tensor {
   static Tensor zeros(Shape shape, DType dtype = DType::f32) { return Tensor(std::move(shape), dtype); }
   static Tensor full(Shape shape, float value);
   static Tensor from(Shape shape, const std::vector<float>& values);
+  // A CPU tensor over memory the caller allocated (page-locked host memory for GPU uploads, say):
+  // buffer must hold at least nbytes() of the shape and dtype, suitably aligned for dtype, and its
+  // deleter is what frees it, when the last tensor or view sharing it goes. Contents are left as they are.
+  static Tensor adopt(Shape shape, DType dtype, std::shared_ptr<std::byte> buffer);
 
   bool defined() const { return buf_ != nullptr; }
   const Shape& shape() const { return shape_; }

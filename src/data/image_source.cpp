@@ -17,7 +17,8 @@ namespace gt {
 namespace {
 
 // Procedural images: a few soft-edged discs of random colour on a dark gradient, keyed by the
-// image index. Learnable structure, no files needed: for tests and throughput runs.
+// image index. Learnable structure, no files needed: for tests and throughput runs. Drawn in floats,
+// then stored as bytes like a real data set, so that the float and the uint8 forms agree exactly.
 class SyntheticSource final : public ImageSource {
  public:
   SyntheticSource(int64_t count, int channels, int resolution, uint64_t seed)
@@ -29,6 +30,29 @@ class SyntheticSource final : public ImageSource {
   int channels() const override { return channels_; }
   int resolution() const override { return res_; }
   void get(int64_t index, float* out) const override {
+    std::vector<uint8_t> hwc(static_cast<size_t>(channels_) * res_ * res_);
+    render(index, out, hwc.data());  // out is the float scratch, then overwritten
+    hwc_u8_to_chw_f32(hwc.data(), res_, res_, channels_, channels_, false, out);
+  }
+  bool has_u8() const override { return true; }
+  void get_many_u8(std::span<const int64_t> indices, uint8_t* out) const override {
+    const size_t per = static_cast<size_t>(channels_) * res_ * res_;
+    std::vector<float> scratch(per);
+    for (size_t i = 0; i < indices.size(); ++i) render(indices[i], scratch.data(), out + i * per);
+  }
+
+ private:
+  // Draws image `index` as f32 [C, R, R] into chw, then rounds it to bytes (v + 1) * 127.5 into hwc.
+  void render(int64_t index, float* chw, uint8_t* hwc) const {
+    draw(index, chw);
+    const int64_t plane = static_cast<int64_t>(res_) * res_;
+    for (int64_t p = 0; p < plane; ++p)
+      for (int c = 0; c < channels_; ++c) {
+        const float byte = std::clamp((chw[c * plane + p] + 1.f) * 127.5f, 0.f, 255.f);
+        hwc[p * channels_ + c] = static_cast<uint8_t>(std::lround(byte));
+      }
+  }
+  void draw(int64_t index, float* out) const {
     float r[16];
     fill_uniform(r, 16, 0.f, 1.f, seed_, RngStream::synthetic, static_cast<uint64_t>(index) * 16);
     const int n_discs = 1 + static_cast<int>(r[0] * 3);
@@ -52,7 +76,6 @@ class SyntheticSource final : public ImageSource {
     }
   }
 
- private:
   int64_t count_;
   int channels_, res_;
   uint64_t seed_;
@@ -77,18 +100,30 @@ class FashionMnistSource final : public ImageSource {
   int channels() const override { return channels_; }
   int resolution() const override { return res_; }
   void get(int64_t index, float* out) const override {
+    std::vector<uint8_t> gray(static_cast<size_t>(res_) * res_);
+    render(index, gray.data());
+    hwc_u8_to_chw_f32(gray.data(), res_, res_, 1, channels_, false, out);
+  }
+  bool has_u8() const override { return true; }
+  int u8_channels() const override { return 1; }
+  void get_many_u8(std::span<const int64_t> indices, uint8_t* out) const override {
+    for (size_t i = 0; i < indices.size(); ++i) render(indices[i], out + i * static_cast<size_t>(res_) * res_);
+  }
+
+ private:
+  // Image `index` padded (black, byte 0, which converts to -1) and upscaled: gray [R, R].
+  void render(int64_t index, uint8_t* gray) const {
+    GT_CHECK(index >= 0 && index < images_.count, "image {} of {}", index, images_.count);
     const uint8_t* img = images_.pixels.data() + index * 28 * 28;
-    const int scale = res_ / 32, hw = res_ * res_;
+    const int scale = res_ / 32;
     for (int y = 0; y < res_; ++y)
       for (int x = 0; x < res_; ++x) {
         const int sy = y / scale - 2, sx = x / scale - 2;
         const bool inside = sy >= 0 && sy < 28 && sx >= 0 && sx < 28;
-        const float v = inside ? img[sy * 28 + sx] / 127.5f - 1.f : -1.f;
-        for (int c = 0; c < channels_; ++c) out[c * hw + y * res_ + x] = v;
+        gray[y * res_ + x] = inside ? img[sy * 28 + sx] : 0;
       }
   }
 
- private:
   std::string path_;
   IdxImages images_;
   int channels_, res_;
@@ -130,6 +165,11 @@ class Hdf5Source final : public ImageSource {
         hwc_u8_to_chw_f32(staging.data() + i * in_bytes, res_, res_, reader_.info().channels, channels_,
                           !flips.empty() && flips[first + i], out + static_cast<int64_t>(first + i) * out_floats);
     }
+  }
+  bool has_u8() const override { return true; }
+  int u8_channels() const override { return reader_.info().channels; }
+  void get_many_u8(std::span<const int64_t> indices, uint8_t* out) const override {
+    reader_.read_images(indices, out);
   }
   bool background_safe() const override {
     hbool_t threadsafe = false;
@@ -179,6 +219,10 @@ void ImageSource::get_many(std::span<const int64_t> indices, std::span<const uin
     get(indices[i], img);
     if (!flips.empty() && flips[i]) mirror_rows(img, c, r);
   }
+}
+
+void ImageSource::get_many_u8(std::span<const int64_t>, uint8_t*) const {
+  user_error("the image source {} has no uint8 form; read it as floats (the loader without output_u8)", describe());
 }
 
 bool flip_drawn(uint64_t seed, int64_t step, int64_t position) {

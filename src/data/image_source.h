@@ -1,4 +1,4 @@
-// Image sources for training: a random-access set of images delivered as floats in [-1, 1], and the batch order.
+// Image sources for training: a random-access set of images delivered as floats in [-1, 1] (or as stored bytes), and the batch order.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,6 +25,14 @@ class ImageSource {
   // (flips is empty or as long as indices). Sources backed by files override it to batch their reads;
   // the default calls get() one image at a time, on the calling thread.
   virtual void get_many(std::span<const int64_t> indices, std::span<const uint8_t> flips, float* out) const;
+  // The stored form, for consumers that convert on their own (the GPU engine uploads bytes, a
+  // quarter of the floats): get_many_u8 writes images `indices` as uint8 [n, R, R, u8_channels()]
+  // (HWC, unflipped) such that hwc_u8_to_chw_f32(image, R, R, u8_channels(), channels(), flip) gives
+  // exactly get()'s floats. u8_channels() is channels(), or 1 where a gray source feeds an RGB model.
+  // Sources without a uint8 form keep has_u8() false; the default get_many_u8 then raises UserError.
+  virtual bool has_u8() const { return false; }
+  virtual int u8_channels() const { return channels(); }
+  virtual void get_many_u8(std::span<const int64_t> indices, uint8_t* out) const;
   // False where get/get_many must not run on a thread of its own beside other work of the process
   // (an HDF5 library built without thread safety); the loader then reads on the caller's thread.
   virtual bool background_safe() const { return true; }

@@ -13,6 +13,9 @@ Loader::Loader(const ImageSource& source, const LoaderOptions& options)
   GT_CHECK(opt_.prefetch_batches >= 0 && opt_.threads >= 1, "prefetch_batches {}, threads {}", opt_.prefetch_batches,
            opt_.threads);
   GT_CHECK(opt_.first_step >= 0, "first_step {}", opt_.first_step);
+  if (opt_.output_u8 && !source_.has_u8())
+    user_error("uint8 batches (LoaderOptions::output_u8) need a source that stores bytes; {} has no uint8 form",
+               source_.describe());
   if (opt_.global_batch < opt_.world_size)
     user_error("train.batch_size {} is smaller than the number of ranks {}; every rank needs at least one image",
                opt_.global_batch, opt_.world_size);
@@ -21,6 +24,8 @@ Loader::Loader(const ImageSource& source, const LoaderOptions& options)
   next_step_ = next_claim_ = opt_.first_step;
   if (opt_.prefetch_batches == 0 || !source_.background_safe()) return;
   const int n_threads = std::min(opt_.threads, opt_.prefetch_batches);  // more could only wait for a free slot
+  if (opt_.allocate)
+    for (int i = 0; i <= opt_.prefetch_batches; ++i) spare_.push_back(new_buffer());
   for (int t = 0; t < n_threads; ++t) threads_.emplace_back([this] { produce(); });
 }
 
@@ -34,11 +39,13 @@ Loader::~Loader() {
 }
 
 Shape Loader::batch_shape() const {
-  return {shard_size_, source_.channels(), source_.resolution(), source_.resolution()};
+  const int64_t r = source_.resolution();
+  if (opt_.output_u8) return {shard_size_, r, r, source_.u8_channels()};
+  return {shard_size_, source_.channels(), r, r};
 }
 
 size_t Loader::memory_bytes_limit() const {
-  const size_t batch_bytes = static_cast<size_t>(shape_numel(batch_shape())) * sizeof(float);
+  const size_t batch_bytes = static_cast<size_t>(shape_numel(batch_shape())) * dtype_size(batch_dtype());
   return (threads_.empty() ? 1 : static_cast<size_t>(opt_.prefetch_batches) + 1) * batch_bytes;
 }
 
@@ -46,6 +53,7 @@ double Loader::wait_seconds() const { return wait_seconds_; }
 
 void Loader::fill(BatchPlan& plan, int64_t step, Tensor& out) const {
   const std::vector<int64_t> indices = plan.indices(step, shard_first_, shard_size_);
+  if (opt_.output_u8) return source_.get_many_u8(indices, out.u8());  // flips are the consumer's
   std::vector<uint8_t> flips;
   if (opt_.flip) {
     flips.resize(indices.size());
@@ -54,8 +62,17 @@ void Loader::fill(BatchPlan& plan, int64_t step, Tensor& out) const {
   source_.get_many(indices, flips, out.f32());
 }
 
+Tensor Loader::new_buffer() const {
+  if (!opt_.allocate) return Tensor(batch_shape(), batch_dtype());
+  Tensor t = opt_.allocate(batch_shape(), batch_dtype());
+  GT_CHECK(t.defined() && t.shape() == batch_shape() && t.dtype() == batch_dtype() && t.device() == Device::cpu,
+           "LoaderOptions::allocate made {} for a {}{} batch", t.defined() ? t.str() : "nothing",
+           dtype_name(batch_dtype()), shape_str(batch_shape()));
+  return t;
+}
+
 Tensor Loader::take_buffer() {
-  if (spare_.empty()) return Tensor(batch_shape());
+  if (spare_.empty()) return new_buffer();
   Tensor t = std::move(spare_.back());
   spare_.pop_back();
   return t;
@@ -100,9 +117,10 @@ int64_t Loader::next(Tensor& batch) {
   if (failed_) std::rethrow_exception(failed_);
   GT_CHECK(opt_.end_step < 0 || next_step_ < opt_.end_step, "next() past the loader's last step {}",
            opt_.end_step - 1);
-  const bool reusable = batch.defined() && batch.shape() == batch_shape() && batch.dtype() == DType::f32;
+  const bool reusable = batch.defined() && batch.shape() == batch_shape() && batch.dtype() == batch_dtype() &&
+                        batch.device() == Device::cpu;
   if (threads_.empty()) {
-    if (!reusable) batch = Tensor(batch_shape());
+    if (!reusable) batch = new_buffer();
     try {
       fill(inline_plan_, next_step_, batch);
     } catch (...) {

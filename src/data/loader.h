@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -23,6 +24,15 @@ struct LoaderOptions {
   uint64_t seed = 0;         // keys the epoch order and the flips
   int64_t first_step = 0;    // the step the first next() returns (a resumed run starts past 0)
   int64_t end_step = -1;     // one past the last step to load; -1 = no end
+  // Deliver the stored bytes, u8 [shard, R, R, source.u8_channels()] NHWC, unconverted and unflipped,
+  // instead of f32 [shard, C, R, R]: for a consumer that converts on its own (see "uint8 batches").
+  bool output_u8 = false;
+  // Makes the loader's batch buffers (shape, dtype); empty = Tensor(shape, dtype). The GPU engine
+  // returns page-locked host memory wrapped by Tensor::adopt, so that uploads need no staging copy.
+  // With reading threads the constructor makes all K + 1 buffers on the caller's thread (where the
+  // caller's CUDA device is current); a reading thread calls it only if the caller keeps batches
+  // instead of passing them back to next().
+  std::function<Tensor(const Shape&, DType)> allocate;
 };
 
 // Rank r of P gets positions [r*B/P, (r+1)*B/P) of each step's global batch, in the epoch order of
@@ -30,7 +40,14 @@ struct LoaderOptions {
 // only, so P ranks together see exactly the batch one rank would, whatever K and T.
 //
 // Memory: at most K batches are ahead of the caller (being read or waiting) and one is held by the
-// caller: (K + 1) * shard * C * R * R * 4 bytes, plus about 1 MiB of uint8 staging per thread for HDF5.
+// caller: (K + 1) * shard * C * R * R * 4 bytes, plus about 1 MiB of uint8 staging per thread for HDF5;
+// with output_u8, (K + 1) * shard * R * R * u8_channels bytes and no staging.
+//
+// uint8 batches (output_u8): the same images in the same order as the float batches, as the source
+// stores them. Converting image i of the batch that next() returned for `step` with
+// hwc_u8_to_chw_f32(image, R, R, u8_channels, C, flip) gives the float batch bit for bit, where flip is
+// false without options.flip and flip_drawn(seed, step, shard_first() + i) with it. On the GPU that is
+// cuda::draw_flips(flips, shard_size(), seed, step, shard_first()) then cuda::u8_nhwc_to_f32_nchw.
 //
 // An exception thrown while reading (a file that went away, a read error) is rethrown by the next()
 // that would have returned that batch. The destructor stops the threads after their current batch.
@@ -42,15 +59,17 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // Moves the next step's shard [shard_size, C, R, R] into batch and returns the step. The tensor
-  // that batch held before goes back to the loader for reuse: keep no views of it.
+  // Moves the next step's shard (batch_shape(), batch_dtype()) into batch and returns the step. The
+  // tensor that batch held before goes back to the loader for reuse when it has that shape and dtype
+  // (keep no views of it); the batch is filled in place when the loader reads on the caller's thread.
   int64_t next(Tensor& batch);
 
   int64_t shard_first() const { return shard_first_; }  // first global batch position of this rank
   int64_t shard_size() const { return shard_size_; }
-  Shape batch_shape() const;
+  Shape batch_shape() const;  // [shard, C, R, R]; with output_u8 [shard, R, R, u8_channels]
+  DType batch_dtype() const { return opt_.output_u8 ? DType::u8 : DType::f32; }
   int threads() const { return static_cast<int>(threads_.size()); }  // 0: reads happen inside next()
-  size_t memory_bytes_limit() const;  // the float batches of the budget above, for logs and docs
+  size_t memory_bytes_limit() const;  // the batches of the budget above (f32 or u8), for logs and docs
   double wait_seconds() const;        // time next() spent waiting for data so far
 
  private:
@@ -60,6 +79,7 @@ class Loader {
   };
 
   void fill(BatchPlan& plan, int64_t step, Tensor& out) const;  // reads one shard
+  Tensor new_buffer() const;                                     // through opt_.allocate
   Tensor take_buffer();                                          // called with mutex_ held
   void produce();                                                // each reading thread's loop
 

@@ -267,8 +267,8 @@ std::string nccl_unavailable_reason() {
 
 void require_host_communicator(const Communicator& comm) {
   if (comm.backend() == "nccl")
-    user_error("dist.backend is nccl: the NCCL communicator works on GPU buffers, but training runs on the CPU so "
-               "far (host buffers); use dist.backend: mpi or auto");
+    user_error("the trainer takes a host communicator (mpi or local) and its buffers are host memory; with "
+               "dist.backend: nccl the GPU engine opens NCCL itself over that communicator");
 }
 
 std::unique_ptr<Communicator> open_communicator(const std::string& backend, double timeout_s) {

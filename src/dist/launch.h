@@ -43,7 +43,7 @@ std::string rank_prefix(int rank, int world_size, const std::string& host);
 
 // The communicator for dist.backend (timeouts in seconds, 0 = wait forever):
 //   auto  - MPI when MPI is initialized (the process was started by an MPI launcher), else local
-//           (never NCCL: the trainer runs on the CPU, with host buffers);
+//           (never NCCL: the trainer's own collectives use host buffers; its GPU engine opens NCCL);
 //   mpi   - MPI, initializing it when needed (a process started alone is then a world of 1);
 //   local - world size 1; a UserError when MPI runs more than one rank;
 //   nccl  - the NCCL communicator over device buffers (cuda/nccl_communicator.h), bootstrapped over MPI
@@ -55,8 +55,8 @@ std::unique_ptr<Communicator> open_communicator(const std::string& backend, doub
 // what is missing, as a sentence.
 std::string nccl_unavailable_reason();
 
-// A UserError when comm moves device buffers (nccl) for a caller that holds host memory: the trainer
-// runs on the CPU so far. Called by train() and by the CLI before training starts.
+// A UserError when comm moves device buffers (nccl) for a caller that holds host memory: train() takes
+// the host communicator, and its GPU engine opens NCCL over it.
 void require_host_communicator(const Communicator& comm);
 
 #if GANTRAIN_HAVE_MPI

@@ -22,6 +22,17 @@ struct Buffer {
   Tensor value;      // f32, or i64 for num_batches_tracked
 };
 
+// A layer's constructor arguments, for a backend that runs it its own way (the CUDA network mirrors a
+// Sequential from these). Fields a kind does not have stay at their defaults.
+struct LayerAttrs {
+  int in_channels = 0, out_channels = 0;  // Conv2d, ConvTranspose2d; Linear: in/out features
+  int kernel = 0, stride = 1, padding = 0;
+  bool bias = false;
+  float eps = 0.f, momentum = 0.f;  // BatchNorm2d
+  float slope = 0.f;                // LeakyReLU
+  Shape per_sample_shape;           // Reshape
+};
+
 // A layer keeps what its backward needs from the last forward call; forward then backward, in order.
 class Layer {
  public:
@@ -33,6 +44,7 @@ class Layer {
   virtual Tensor backward(const Tensor& dy) = 0;
   virtual std::vector<Param*> params() { return {}; }
   virtual std::vector<Buffer*> buffers() { return {}; }
+  virtual LayerAttrs attrs() const { return {}; }
 };
 
 using LayerPtr = std::unique_ptr<Layer>;

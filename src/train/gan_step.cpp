@@ -76,8 +76,13 @@ StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, c
 Tensor generate(Sequential& G, const Tensor& z) { return G.forward(as_noise_image(z), Mode::eval); }
 
 Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm) {
+  return generate_across_ranks([&G](const Tensor& zz) { return generate(G, zz); }, z, comm);
+}
+
+Tensor generate_across_ranks(const std::function<Tensor(const Tensor&)>& generate, const Tensor& z,
+                             Communicator& comm) {
   const int64_t n = z.dim(0), nz = z.dim(1), P = comm.world_size();
-  if (P == 1) return generate(G, z);
+  if (P == 1) return generate(z);
   // Equal shares (the last ones padded with copies of row 0) so that one all-gather collects them.
   const int64_t share = (n + P - 1) / P, first = comm.rank() * share;
   Tensor mine({share, nz});
@@ -85,7 +90,7 @@ Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm)
     const int64_t row = first + i < n ? first + i : 0;
     std::copy_n(z.f32() + row * nz, nz, mine.f32() + i * nz);
   }
-  Tensor part = generate(G, mine);
+  Tensor part = generate(mine);
   Shape all_shape = part.shape();
   all_shape[0] = share * P;
   Tensor all(all_shape);

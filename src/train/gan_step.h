@@ -1,5 +1,7 @@
 // One GAN training step on one process's shard: the D step on real and fake, then the G step reusing the same fakes.
 #pragma once
+#include <functional>
+
 #include "nn/sequential.h"
 #include "train/optim.h"
 
@@ -44,5 +46,8 @@ Tensor generate(Sequential& G, const Tensor& z);
 // The same for samples split over the ranks: rank r generates its contiguous share of z's rows and
 // the shares are all-gathered, so every rank returns all N images, in order (for rank 0's sample grid).
 Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm);
+// The same with any generator (an engine's): generate maps host z [n, nz] to host images [n, C, H, W].
+Tensor generate_across_ranks(const std::function<Tensor(const Tensor&)>& generate, const Tensor& z,
+                             Communicator& comm);
 
 }  // namespace gt

@@ -18,13 +18,15 @@
 #include "dist/agreement.h"
 #include "dist/communicator.h"
 #include "dist/fault_injection.h"
-#include "dist/gradient_reducer.h"
 #include "dist/launch.h"
-#include "dist/sync_batchnorm.h"
+#if GANTRAIN_HAVE_CUDA
+#include "device.h"
+#endif
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "io/metrics.h"
 #include "nn/dcgan.h"
+#include "train/engine.h"
 #include "train/gan_step.h"
 #include "train/model_state.h"
 
@@ -113,6 +115,15 @@ DcganSpec dcgan_spec(const ModelConfig& m) {
   return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
 }
 
+std::string resolve_device(const std::string& device) {
+  if (device != "auto") return device;
+#if GANTRAIN_HAVE_CUDA
+  return cuda::query_devices().count > 0 ? "cuda" : "cpu";
+#else
+  return "cpu";
+#endif
+}
+
 int set_cpu_threads(int threads) {
   const int n = threads > 0 ? threads : omp_get_num_procs();
   // OpenBLAS itself stays single-threaded: the CPU engine splits GEMMs over OpenMP threads (nn/cpu/gemm.cpp).
@@ -126,7 +137,7 @@ TrainSummary train(const Config& cfg) {
 }
 
 TrainSummary train(const Config& cfg, Communicator& comm) {
-  require_host_communicator(comm);  // before any collective: this loop's buffers are host memory
+  require_host_communicator(comm);  // before any collective: the trainer's own buffers are host memory
   comm.set_timeout(cfg.dist.timeout_s);
   const bool lead = comm.rank() == 0;  // rank 0 owns the console and the run directory
   const int P = comm.world_size();
@@ -140,9 +151,16 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   std::unique_ptr<ImageSource> source;
   std::optional<BatchPlan> plan_holder;
   std::optional<FaultPlan> fault;
+  // run.device auto: cuda only when every rank has a GPU, so that all ranks run the same engine.
+  int64_t use_cuda = resolve_device(cfg.run.device) == "cuda";
+  if (cfg.run.device == "auto") comm.all_reduce(&use_cuda, 1, ReduceOp::min);
+  const std::string device = use_cuda ? "cuda" : "cpu";
   run_agreed(comm, [&] {
     spec = dcgan_spec(cfg.model);
-    if (cfg.run.device == "cuda") user_error("run.device is 'cuda' but this build runs training on the CPU only so far");
+    if (cfg.dist.backend == "nccl" && device != "cuda")
+      user_error("dist.backend is nccl, which moves GPU buffers, but run.device is {}; use run.device: cuda, or "
+                 "dist.backend: auto or mpi",
+                 cfg.run.device);
     if (B % P != 0)
       user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
                  "batch, so use a multiple of {} (e.g. {})",
@@ -154,9 +172,38 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   BatchPlan& plan = *plan_holder;
   const int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * plan.steps_per_epoch();
   // run.threads 0: this rank's cores (mpirun may bind it to some), shared with the node's other ranks.
-  const int threads =
-      set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
+  set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
+  Sequential G = make_dcgan_generator(spec);
+  Sequential D = make_dcgan_discriminator(spec);
+  dcgan_init(G, cfg.model.init_std, seed, 1);
+  dcgan_init(D, cfg.model.init_std, seed, 2);
+  auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
+  auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
+  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
+  EngineOptions eng;
+  eng.device = device;
+  eng.precision = cfg.run.precision;
+  eng.layout = cfg.run.layout;
+  eng.cuda_graph = cfg.run.cuda_graph;
+  eng.arena_mb = cfg.run.gpu_arena_mb;
+  eng.dist_backend = cfg.dist.backend;
+  eng.timeout_s = cfg.dist.timeout_s;
+  eng.global_batch = B;
+  eng.local_batch = B / P;
+  eng.shard_first = comm.rank() * (B / P);
+  eng.seed = seed;
+  eng.clip_grad_norm = cfg.train.clip_grad_norm;
+  eng.flip = cfg.data.flip;
+  eng.sync_bn = cfg.dist.sync_bn;
+  // Gradients summed over the ranks in buckets during backward (with one rank: copies, same bits).
+  eng.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
+  eng.nz = spec.nz;
+  std::unique_ptr<StepEngine> engine = make_engine(eng, models, comm);
+
   LoaderOptions loader_opt;
+  loader_opt.output_u8 = engine->wants_u8_batches();
+  // Every batch buffer the loader cycles through is the engine's kind (page-locked for a GPU).
+  loader_opt.allocate = [&engine](const Shape& shape, DType dtype) { return engine->make_batch_buffer(shape, dtype); };
   loader_opt.global_batch = B;
   loader_opt.rank = comm.rank();
   loader_opt.world_size = P;
@@ -168,26 +215,13 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   loader_opt.end_step = total_steps;
   Loader loader(*source, loader_opt);
   const int64_t n_local = loader.shard_size();
-
-  Sequential G = make_dcgan_generator(spec);
-  Sequential D = make_dcgan_discriminator(spec);
-  dcgan_init(G, cfg.model.init_std, seed, 1);
-  dcgan_init(D, cfg.model.init_std, seed, 2);
-  auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
-  auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
-  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
-  // Gradients summed over the ranks in buckets during backward (with one rank: copies, same bits).
-  const int64_t bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
-  GradientReducer reduce_g(comm, G, bucket_bytes), reduce_d(comm, D, bucket_bytes);
-  // Batch norm over the global batch (with one rank the same bits as without); dist.sync_bn false
-  // leaves each rank's shard to itself, and rank 0's running statistics are the ones saved.
-  if (cfg.dist.sync_bn) {
-    synchronize_batch_norm(G, &comm);
-    synchronize_batch_norm(D, &comm);
-  }
-  const std::vector<std::string> rank_lines = preflight(
-      comm, fmt::format("{} (pid {}, local rank {} of {}), cpu, {} thread{}", comm.host(), getpid(), comm.local_rank(),
-                        comm.local_size(), threads, threads > 1 ? "s" : ""));
+  GT_CHECK(n_local == eng.local_batch && loader.shard_first() == eng.shard_first,
+           "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), n_local, eng.shard_first,
+           eng.local_batch);
+  // dist.sync_bn false leaves each rank's batch norm to its shard; rank 0's running statistics are saved.
+  const std::vector<std::string> rank_lines =
+      preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
+                                  comm.local_size(), engine->describe()));
 
   TrainSummary sum;
   const fs::path asked_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
@@ -204,7 +238,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
       lead ? std::make_unique<MetricsWriter>(sum.metrics_path) : std::make_unique<MetricsWriter>();
   Console con((fs::path(sum.run_dir) / "train.log").string(), lead);
 
-  con.line("gantrain {} ({}) | run {} | cpu, {} threads", version(), git_revision(), sum.run_dir, threads);
+  con.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), sum.run_dir, engine->describe());
   if (fs::path(sum.run_dir) != asked_dir)
     con.line("note: {} already holds a run; this run writes to {} instead (nothing is overwritten)",
              asked_dir.string(), sum.run_dir);
@@ -231,12 +265,13 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   auto write_samples = [&](int64_t step) {
     sum.samples_path = (fs::path(sum.run_dir) / "samples" / fmt::format("step_{:08d}.png", step)).string();
     // Each rank generates a share of the grid; rank 0 gathers and writes it.
-    Tensor images = generate_across_ranks(G, sample_z, comm);
+    Tensor images = generate_across_ranks([&](const Tensor& z) { return engine->generate(z); }, sample_z, comm);
     if (lead) write_grid_png(sum.samples_path, images, grid_cols);
   };
   auto write_checkpoint = [&](int64_t step) {
     sum.checkpoint_path = (fs::path(sum.run_dir) / "checkpoints" / fmt::format("ckpt_{:08d}.h5", step)).string();
     if (!lead) return;
+    engine->sync_to_host();
     Checkpoint ck;
     ck.meta.step = step;
     ck.meta.epoch = plan.epoch_of(std::max<int64_t>(step - 1, 0));
@@ -260,24 +295,20 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   auto old_term = std::signal(SIGTERM, on_stop_signal);
   auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);  // mpirun forwards SIGUSR1 to every rank, not SIGTERM
 
-  Tensor real(loader.batch_shape());
-  Tensor z({n_local, spec.nz});
-  StepOptions step_opt;
-  step_opt.clip_grad_norm = cfg.train.clip_grad_norm;
-  step_opt.loss_scale = static_cast<double>(n_local) / static_cast<double>(B);
-  step_opt.reduce_d = &reduce_d;
-  step_opt.reduce_g = &reduce_g;
+  // Two host batches: the loader fills one while the engine (a GPU's, asynchronously) reads the other.
+  Tensor batches[2] = {engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()),
+                       engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype())};
   RunningMeans window;
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
   auto t_window = t_start;
   int64_t step = 0;
+  if (total_steps > 0) loader.next(batches[0]);
   for (; step < total_steps; ++step) {
     inject_fault_if_due(fault, comm.rank(), step);
-    loader.next(real);
-    // This rank's rows of the global batch's noise: keyed by (seed, step, global index), as with one rank.
-    fill_noise(z.f32(), n_local, spec.nz, seed, static_cast<uint64_t>(step), loader.shard_first());
-    StepResult r = dcgan_train_step(models, real, z, step_opt);
+    engine->submit(batches[step % 2], step);
+    if (step + 1 < total_steps) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
+    StepResult r = engine->wait();
     // Each rank's share summed over the ranks: the global batch's means, the same on every rank.
     double global[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
     comm.all_reduce(global, 4, ReduceOp::sum);
@@ -336,6 +367,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   sum.steps = step;
   sum.images_per_second = step * B / std::max(seconds, 1e-9);
   write_samples(step);
+  engine->sync_to_host();  // every rank: the parameter check below reads the host models
   write_checkpoint(step);
   const std::vector<int> drifted = ranks_with_other_parameters(comm, G, D);
   if (!drifted.empty())

@@ -86,6 +86,27 @@ def case_bad_input_exits_2(exe, src, tmp):
     check(r.returncode == 2, f"train without --config: exit {r.returncode}")
 
 
+def case_device_choice(exe, src, tmp):
+    """run.device cuda trains on the GPU where there is one, else is one clear error with nothing written;
+    run.device auto falls back to the CPU without a GPU."""
+    tiny = os.path.join(src, "config/tiny.yaml")
+    out = os.path.join(tmp, "runs")
+    od = f"run.out_dir={out}"
+    r = run(exe, "train", "--config", tiny, od, "run.name=cuda", "run.device=cuda", "train.max_steps=3")
+    if r.returncode == 2:
+        check("run.device is cuda" in r.stderr, f"the error does not name run.device: {r.stderr!r}")
+        check("no usable GPU" in r.stderr or "built without CUDA" in r.stderr, f"no reason given: {r.stderr!r}")
+        check(len(r.stderr.strip().splitlines()) == 1, f"expected one line of error, got: {r.stderr!r}")
+        check(not os.path.exists(out) or not os.listdir(out), "something was written")
+        r = run(exe, "train", "--config", tiny, od, "run.name=auto", "run.device=auto", "train.max_steps=2")
+        check(r.returncode == 0, f"run.device auto without a GPU failed: {r.stderr}")
+        check("| cpu, " in r.stdout, f"run.device auto did not say it runs on the CPU:\n{r.stdout}")
+        return
+    check(r.returncode == 0, f"run.device cuda failed: exit {r.returncode}: {r.stderr}")
+    check("| cuda " in r.stdout, f"the log does not say cuda:\n{r.stdout}")
+    check(os.path.exists(os.path.join(out, "cuda", "checkpoints", "ckpt_00000003.h5")), "no final checkpoint")
+
+
 def case_tiny_train_sample_info(exe, src, tmp):
     import h5py
     import numpy as np

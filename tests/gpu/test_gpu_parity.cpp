@@ -6,6 +6,8 @@
 // first so an element the kernel never wrote fails. Outputs are compared by normalized error
 // ||gpu - cpu|| / ||cpu|| against the row's tolerance; tolerance 0 means bit-identical. A new kernel
 // gets its test by adding rows to cases(). Without a usable GPU every row skips, saying why.
+// Rows with a storage format (f32 NHWC, bf16 NCHW/NHWC: kernels_typed.h) convert layouts on the host and,
+// for bf16, give the CPU reference the inputs rounded to bf16; they are written, not yet run on a GPU.
 #include <gtest/gtest.h>
 
 #ifdef GANTRAIN_HAVE_CUDA
@@ -29,7 +31,9 @@
 #include "data/image_source.h"
 #include "dense.h"
 #include "device.h"
+#include "formats.h"
 #include "kernels.h"
+#include "kernels_typed.h"
 #include "nn/cpu/kernels.h"
 #include "optim_gpu.h"
 #include "train/loss.h"
@@ -37,11 +41,14 @@
 
 namespace {
 
+using gt::cuda::ActFormat;
 using gt::cuda::Activation;
+using gt::cuda::DataType;
 using gt::cuda::DeviceBuffer;
+using gt::cuda::Layout;
 using gt::cuda::Precision;
 
-// ---- the rig: one context and conv engine per precision, made on first use ------------------------------
+// ---- the rig: one context per precision, made on first use, with a conv engine per storage format ---------
 
 struct Rig {
   explicit Rig(Precision p) : ctx(make_options(p)), conv(ctx) {}
@@ -51,8 +58,15 @@ struct Rig {
     return o;
   }
   cudaStream_t stream() const { return ctx.stream(); }
+  gt::cuda::ConvEngine& conv_for(const ActFormat& f) {
+    if (f == ActFormat{}) return conv;
+    auto& slot = engines[{static_cast<int>(f.type), static_cast<int>(f.layout)}];
+    if (!slot) slot = std::make_unique<gt::cuda::ConvEngine>(ctx, f);
+    return *slot;
+  }
   gt::cuda::GpuContext ctx;
-  gt::cuda::ConvEngine conv;
+  gt::cuda::ConvEngine conv;  // f32 NCHW
+  std::map<std::pair<int, int>, std::unique_ptr<gt::cuda::ConvEngine>> engines;
 };
 
 struct Output {
@@ -71,6 +85,7 @@ struct Case {
   Precision precision;
   double tolerance;  // largest normalized error allowed; 0: bit-identical
   int variant = 0;
+  ActFormat format{};  // the storage format of rows over kernels_typed.h
 };
 
 // ---- host/device helpers ---------------------------------------------------------------------------------
@@ -110,6 +125,98 @@ DeviceBuffer<float> poisoned(size_t n, cudaStream_t stream) {
 }
 
 std::vector<float> bytes_as_floats(const std::vector<uint8_t>& b) { return std::vector<float>(b.begin(), b.end()); }
+
+// ---- storage formats on the host: bf16 rounding and layouts -------------------------------------------------
+
+// float -> bf16 bits, rounded to nearest even (as __float2bfloat16_rn); NaN stays a quiet NaN.
+uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float bf16_value(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+// The values a tensor of type t holds: bf16 rounds each one.
+std::vector<float> rounded(std::vector<float> v, DataType t) {
+  if (t == DataType::bf16)
+    for (float& x : v) x = bf16_value(bf16_bits(x));
+  return v;
+}
+
+// [N, C, HW] NCHW <-> the layout l (NHWC: [N, HW, C]).
+std::vector<float> to_layout(const std::vector<float>& nchw, int N, int C, int HW, Layout l) {
+  if (l == Layout::nchw) return nchw;
+  std::vector<float> out(nchw.size());
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < HW; ++i)
+        out[(static_cast<size_t>(n) * HW + i) * C + c] = nchw[(static_cast<size_t>(n) * C + c) * HW + i];
+  return out;
+}
+std::vector<float> from_layout(const std::vector<float>& v, int N, int C, int HW, Layout l) {
+  if (l == Layout::nchw) return v;
+  std::vector<float> out(v.size());
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < HW; ++i)
+        out[(static_cast<size_t>(n) * C + c) * HW + i] = v[(static_cast<size_t>(n) * HW + i) * C + c];
+  return out;
+}
+
+// A device tensor of f32 or bf16 values, filled from and read back as floats. It keeps its host staging
+// copy, so an upload's source lives as long as the buffer.
+struct TypedBuffer {
+  TypedBuffer(DataType t, size_t n) : type(t), count(n), bytes(n * gt::cuda::data_type_size(t)) {}
+  void* data() { return bytes.data(); }
+  void upload(const std::vector<float>& v, cudaStream_t s) {
+    staging.resize(bytes.size());
+    if (type == DataType::f32) {
+      std::memcpy(staging.data(), v.data(), v.size() * sizeof(float));
+    } else {
+      for (size_t i = 0; i < v.size(); ++i) {
+        const uint16_t b = bf16_bits(v[i]);
+        std::memcpy(staging.data() + 2 * i, &b, 2);
+      }
+    }
+    bytes.upload(staging.data(), staging.size(), s);
+  }
+  std::vector<float> download(cudaStream_t s) const {
+    std::vector<std::byte> raw(bytes.size());
+    bytes.download(raw.data(), raw.size(), s);
+    std::vector<float> v(count);
+    for (size_t i = 0; i < count; ++i) {
+      if (type == DataType::f32) {
+        std::memcpy(&v[i], raw.data() + 4 * i, 4);
+      } else {
+        uint16_t b;
+        std::memcpy(&b, raw.data() + 2 * i, 2);
+        v[i] = bf16_value(b);
+      }
+    }
+    return v;
+  }
+  DataType type;
+  size_t count;
+  DeviceBuffer<std::byte> bytes;
+  std::vector<std::byte> staging;
+};
+
+TypedBuffer typed_device(const std::vector<float>& v, DataType t, cudaStream_t s) {
+  TypedBuffer b(t, v.size());
+  b.upload(v, s);
+  return b;
+}
+TypedBuffer typed_poisoned(size_t n, DataType t, cudaStream_t s) {
+  TypedBuffer b(t, n);
+  b.bytes.fill_bytes(0xFF, s);  // NaN in f32 and in bf16
+  return b;
+}
 
 const float kSlope = 0.2f;
 const float kEps = 1e-5f;
@@ -367,7 +474,9 @@ std::vector<std::unique_ptr<ParamPair>> make_params(const std::vector<int>& size
     auto p = std::make_unique<ParamPair>();
     const size_t n = static_cast<size_t>(sizes[i]);
     keep_alive.push_back(random_normal(n, seed + i, 0.f, 0.1f));
-    p->cpu = gt::Param{"p" + std::to_string(i), gt::Tensor::from({static_cast<int64_t>(n)}, keep_alive.back()),
+    std::string name = "p";  // appended, not "p" + ...: GCC 12 warns falsely (-Wrestrict) on that operator+
+    name += std::to_string(i);
+    p->cpu = gt::Param{name, gt::Tensor::from({static_cast<int64_t>(n)}, keep_alive.back()),
                        gt::Tensor({static_cast<int64_t>(n)})};
     p->value = to_device(keep_alive.back(), s);
     p->grad = DeviceBuffer<float>(n);
@@ -573,6 +682,76 @@ std::vector<Output> run_conv(const Case& c, Rig& rig, uint64_t seed, bool transp
 std::vector<Output> run_conv2d(const Case& c, Rig& rig, uint64_t seed) { return run_conv(c, rig, seed, false); }
 std::vector<Output> run_conv_transpose2d(const Case& c, Rig& rig, uint64_t seed) { return run_conv(c, rig, seed, true); }
 
+// Conv2d / ConvTranspose2d in the row's storage format: inputs, weights and output gradients rounded to
+// the storage type for the CPU; weights packed on the device (pack_conv_weight); the packed weight
+// gradient written fresh (accumulate_dweight false) and added to a random f32 start with
+// accumulate_conv_weight_grad, as the GPU network does.
+std::vector<Output> run_conv_typed(const Case& c, Rig& rig, uint64_t seed, bool transposed) {
+  const gt::cpu::ConvGeometry g = conv_geometry(c, transposed);
+  const ActFormat f = c.format;
+  const bool with_bias = c.variant == 1;
+  const auto s = rig.stream();
+  const int in_hw = g.in_h * g.in_w, out_hw = g.out_h * g.out_w;
+  const size_t in_size = static_cast<size_t>(g.batch) * g.in_channels * in_hw;
+  const size_t out_size = static_cast<size_t>(g.batch) * g.out_channels * out_hw;
+  // PyTorch's weight [K, C, R, S]: Conv2d [out, in, k, k], ConvTranspose2d [in, out, k, k].
+  const int wk = transposed ? g.in_channels : g.out_channels, wc = transposed ? g.out_channels : g.in_channels;
+  const size_t w_size = static_cast<size_t>(wk) * wc * g.kernel * g.kernel;
+  const std::vector<float> in = rounded(random_normal(in_size, seed), f.type);
+  const std::vector<float> w = rounded(random_normal(w_size, seed + 1, 0.f, 0.05f), f.type);
+  const std::vector<float> bias = random_normal(g.out_channels, seed + 2);
+  const std::vector<float> dout = rounded(random_normal(out_size, seed + 3), f.type);
+  std::vector<float> dw = random_normal(w_size, seed + 4), db = random_normal(g.out_channels, seed + 5);
+  auto gdw = to_device(dw, s), gdb = to_device(db, s);
+
+  std::vector<float> out(out_size), dinp(in_size);
+  const size_t ws_floats =
+      transposed ? gt::cpu::conv_transpose2d_workspace_floats(g) : gt::cpu::conv2d_workspace_floats(g);
+  std::vector<float> ws(ws_floats);
+  const float* b = with_bias ? bias.data() : nullptr;
+  float* dbp = with_bias ? db.data() : nullptr;
+  if (transposed) {
+    gt::cpu::conv_transpose2d_forward(out.data(), in.data(), w.data(), b, g, ws.data(), ws_floats);
+    gt::cpu::conv_transpose2d_backward(dinp.data(), dw.data(), dbp, dout.data(), in.data(), w.data(), g, ws.data(),
+                                       ws_floats);
+  } else {
+    gt::cpu::conv2d_forward(out.data(), in.data(), w.data(), b, g, ws.data(), ws_floats);
+    gt::cpu::conv2d_backward(dinp.data(), dw.data(), dbp, dout.data(), in.data(), w.data(), g, ws.data(), ws_floats);
+  }
+
+  TypedBuffer gin = typed_device(to_layout(in, g.batch, g.in_channels, in_hw, f.layout), f.type, s);
+  TypedBuffer gdout = typed_device(to_layout(dout, g.batch, g.out_channels, out_hw, f.layout), f.type, s);
+  TypedBuffer gout = typed_poisoned(out_size, f.type, s), gdinp = typed_poisoned(in_size, f.type, s);
+  TypedBuffer gw = typed_poisoned(w_size, f.type, s), gdw_packed = typed_poisoned(w_size, f.type, s);
+  auto gw32 = to_device(w, s), gbias = to_device(bias, s);
+  gt::cuda::pack_conv_weight(gw.data(), gw32.data(), wk, wc, g.kernel, g.kernel, f, s);
+  const float* gb = with_bias ? gbias.data() : nullptr;
+  float* gdbp = with_bias ? gdb.data() : nullptr;
+  gt::cuda::ConvEngine& engine = rig.conv_for(f);
+  if (transposed) {
+    engine.conv_transpose2d_forward(gout.data(), gin.data(), gw.data(), gb, g);
+    engine.conv_transpose2d_backward(gdinp.data(), gdw_packed.data(), gdbp, gdout.data(), gin.data(), gw.data(), g,
+                                     false);
+  } else {
+    engine.conv2d_forward(gout.data(), gin.data(), gw.data(), gb, g);
+    engine.conv2d_backward(gdinp.data(), gdw_packed.data(), gdbp, gdout.data(), gin.data(), gw.data(), g, false);
+  }
+  gt::cuda::accumulate_conv_weight_grad(gdw.data(), gdw_packed.data(), wk, wc, g.kernel, g.kernel, f, s);
+  std::vector<Output> outputs{
+      {"out", out, from_layout(gout.download(s), g.batch, g.out_channels, out_hw, f.layout)},
+      {"dinp", dinp, from_layout(gdinp.download(s), g.batch, g.in_channels, in_hw, f.layout)},
+      {"dweight", dw, to_host(gdw, s)}};
+  if (with_bias) outputs.push_back({"dbias", db, to_host(gdb, s)});
+  std::cout << engine.describe();
+  return outputs;
+}
+std::vector<Output> run_conv2d_typed(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv_typed(c, rig, seed, false);
+}
+std::vector<Output> run_conv_transpose2d_typed(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv_typed(c, rig, seed, true);
+}
+
 // dims {N, IN, OUT}; variant 1: with bias.
 std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) {
   const int N = c.dims[0], IN = c.dims[1], OUT = c.dims[2];
@@ -598,6 +777,248 @@ std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) {
   return outputs;
 }
 
+// ---- storage formats (kernels_typed.h) --------------------------------------------------------------------
+// format.type is the storage type (bf16 inputs are rounded on the host before the CPU reference sees them);
+// format.layout is the GPU tensor's layout, converted back to NCHW on the host for the comparison.
+
+std::vector<float> nchw_to(const Case& c, const std::vector<float>& v, int N, int C, int HW) {
+  return to_layout(v, N, C, HW, c.format.layout);
+}
+std::vector<float> download_nchw(const Case& c, const TypedBuffer& b, int N, int C, int HW, cudaStream_t s) {
+  return from_layout(b.download(s), N, C, HW, c.format.layout);
+}
+
+// dims {n}: f32 -> format.type -> f32, and accumulate_f32 from the converted copy onto a random start.
+std::vector<Output> run_convert(const Case& c, Rig& rig, uint64_t seed) {
+  const int64_t n = c.dims[0];
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> x = random_normal(static_cast<size_t>(n), seed, 0.f, 10.f);
+  const std::vector<float> start = random_normal(x.size(), seed + 1);
+  const std::vector<float> held = rounded(x, t);
+  std::vector<float> sum(x.size());
+  for (size_t i = 0; i < x.size(); ++i) sum[i] = start[i] + held[i];
+  auto gx = to_device(x, s), gsum = to_device(start, s);
+  TypedBuffer gt_copy = typed_poisoned(x.size(), t, s);
+  auto gback = poisoned(x.size(), s);
+  gt::cuda::convert(gt_copy.data(), t, gx.data(), DataType::f32, n, s);
+  gt::cuda::convert(gback.data(), DataType::f32, gt_copy.data(), t, n, s);
+  gt::cuda::accumulate_f32(gsum.data(), gt_copy.data(), t, n, s);
+  return {{"converted", held, gt_copy.download(s)}, {"back_to_f32", held, to_host(gback, s)},
+          {"accumulated", sum, to_host(gsum, s)}};
+}
+
+// dims {N, C, H, W}: f32 NCHW -> format, -> the format's other layout, -> f32 NCHW.
+std::vector<Output> run_convert_activations(const Case& c, Rig& rig, uint64_t seed) {
+  const BnShape b = bn_shape(c);
+  const ActFormat to = c.format, f32_nchw{};
+  const ActFormat other{to.type, to.layout == Layout::nhwc ? Layout::nchw : Layout::nhwc};
+  const auto s = rig.stream();
+  const std::vector<float> x = random_normal(b.size(), seed, 0.f, 5.f);
+  const std::vector<float> held = rounded(x, to.type);
+  auto gx = to_device(x, s);
+  TypedBuffer gto = typed_poisoned(b.size(), to.type, s), gother = typed_poisoned(b.size(), to.type, s);
+  auto gback = poisoned(b.size(), s);
+  gt::cuda::convert_activations(gto.data(), to, gx.data(), f32_nchw, b.N, b.C, b.H, b.W, s);
+  gt::cuda::convert_activations(gother.data(), other, gto.data(), to, b.N, b.C, b.H, b.W, s);
+  gt::cuda::convert_activations(gback.data(), f32_nchw, gother.data(), other, b.N, b.C, b.H, b.W, s);
+  return {{"converted", to_layout(held, b.N, b.C, b.HW(), to.layout), gto.download(s)},
+          {"other_layout", to_layout(held, b.N, b.C, b.HW(), other.layout), gother.download(s)},
+          {"back_to_f32_nchw", held, to_host(gback, s)}};
+}
+
+// dims {K, C, R, S}: pack_conv_weight, then accumulate_conv_weight_grad of the packed copy onto a random start.
+std::vector<Output> run_pack_conv_weight(const Case& c, Rig& rig, uint64_t seed) {
+  const int K = c.dims[0], C = c.dims[1], R = c.dims[2], S = c.dims[3];
+  const size_t n = static_cast<size_t>(K) * C * R * S;
+  const auto s = rig.stream();
+  const std::vector<float> w = random_normal(n, seed, 0.f, 0.05f), start = random_normal(n, seed + 1);
+  const std::vector<float> held = rounded(w, c.format.type);
+  std::vector<float> sum(n);
+  for (size_t i = 0; i < n; ++i) sum[i] = start[i] + held[i];
+  auto gw = to_device(w, s), gsum = to_device(start, s);
+  TypedBuffer packed = typed_poisoned(n, c.format.type, s);
+  gt::cuda::pack_conv_weight(packed.data(), gw.data(), K, C, R, S, c.format, s);
+  gt::cuda::accumulate_conv_weight_grad(gsum.data(), packed.data(), K, C, R, S, c.format, s);
+  return {{"packed", to_layout(held, K, C, R * S, c.format.layout), packed.download(s)},
+          {"accumulated", sum, to_host(gsum, s)}};
+}
+
+// dims {N, C, H, W}: add_channel_bias, and accumulate_channel_bias_grad onto a random start.
+std::vector<Output> run_channel_bias(const Case& c, Rig& rig, uint64_t seed) {
+  const BnShape b = bn_shape(c);
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> out = rounded(random_normal(b.size(), seed), t), bias = random_normal(b.C, seed + 1);
+  const std::vector<float> dout = rounded(random_normal(b.size(), seed + 2), t);
+  std::vector<float> dbias = random_normal(b.C, seed + 3);
+  auto gbias = to_device(bias, s), gdbias = to_device(dbias, s);
+  std::vector<float> biased(b.size());
+  std::vector<double> sums(b.C, 0.0);
+  for (size_t i = 0; i < b.size(); ++i) {
+    const size_t ch = (i / static_cast<size_t>(b.HW())) % static_cast<size_t>(b.C);
+    biased[i] = out[i] + bias[ch];
+    sums[ch] += dout[i];
+  }
+  biased = rounded(biased, t);
+  for (int ch = 0; ch < b.C; ++ch) dbias[ch] += static_cast<float>(sums[ch]);
+  TypedBuffer gout = typed_device(nchw_to(c, out, b.N, b.C, b.HW()), t, s);
+  TypedBuffer gdout = typed_device(nchw_to(c, dout, b.N, b.C, b.HW()), t, s);
+  DeviceBuffer<double> ws(gt::cuda::batchnorm_workspace_doubles(b.N, b.C, b.HW()));
+  gt::cuda::add_channel_bias(gout.data(), gbias.data(), b.N, b.C, b.HW(), c.format, s);
+  gt::cuda::accumulate_channel_bias_grad(gdbias.data(), gdout.data(), b.N, b.C, b.HW(), c.format, ws.data(), s);
+  return {{"biased", biased, download_nchw(c, gout, b.N, b.C, b.HW(), s)}, {"dbias", dbias, to_host(gdbias, s)}};
+}
+
+// dims {N, H, W, in_channels, out_channels}: uint8 NHWC to an image in the row's format, with random flips.
+std::vector<Output> run_u8_to_image(const Case& c, Rig& rig, uint64_t seed) {
+  const int N = c.dims[0], H = c.dims[1], W = c.dims[2], cin = c.dims[3], cout = c.dims[4];
+  const auto s = rig.stream();
+  std::mt19937 gen(static_cast<uint32_t>(seed));
+  std::vector<uint8_t> pixels(static_cast<size_t>(N) * H * W * cin), flips(N);
+  for (auto& p : pixels) p = static_cast<uint8_t>(gen() & 0xFF);
+  for (auto& f : flips) f = static_cast<uint8_t>(gen() & 1);
+  const size_t per_image = static_cast<size_t>(cout) * H * W;
+  std::vector<float> out(per_image * N);
+  for (int i = 0; i < N; ++i)
+    gt::hwc_u8_to_chw_f32(pixels.data() + static_cast<size_t>(i) * H * W * cin, H, W, cin, cout, flips[i] != 0,
+                          out.data() + i * per_image);
+  auto gpixels = to_device(pixels, s);
+  auto gflips = to_device(flips, s);
+  TypedBuffer gout = typed_poisoned(out.size(), c.format.type, s);
+  gt::cuda::u8_nhwc_to_image(gout.data(), c.format, gpixels.data(), gflips.data(), N, H, W, cin, cout, 127.5f, -1.f,
+                             s);
+  return {{"images", rounded(out, c.format.type), download_nchw(c, gout, N, cout, H * W, s)}};
+}
+
+// dims {n}; variant: the activation. The CPU runs on the stored (rounded) inputs in float.
+std::vector<Output> run_activation_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const auto act = static_cast<Activation>(c.variant);
+  const DataType t = c.format.type;
+  const int64_t n = c.dims[0];
+  const auto s = rig.stream();
+  const std::vector<float> x = rounded(random_normal(static_cast<size_t>(n), seed, 0.f, 3.f), t);
+  const std::vector<float> dy = rounded(random_normal(static_cast<size_t>(n), seed + 1), t);
+  std::vector<float> y(x.size()), dx(x.size());
+  cpu_activation_forward(act, y.data(), x.data(), n);
+  // The backward's saved tensor as the GPU network would hold it: stored in t.
+  const std::vector<float> saved = act == Activation::leaky_relu ? x : rounded(y, t);
+  cpu_activation_backward(act, dx.data(), dy.data(), saved.data(), n);
+  TypedBuffer gx = typed_device(x, t, s), gdy = typed_device(dy, t, s), gsaved = typed_device(saved, t, s);
+  TypedBuffer gy = typed_poisoned(x.size(), t, s), gdx = typed_poisoned(x.size(), t, s);
+  gt::cuda::activation_forward(gy.data(), gx.data(), n, act, kSlope, t, s);
+  gt::cuda::activation_backward(gdx.data(), gdy.data(), gsaved.data(), n, act, kSlope, t, s);
+  return {{"forward", y, gy.download(s)}, {"backward", dx, gdx.download(s)}};
+}
+
+// dims {N, C, H, W}; variant: the fused activation. Train-mode forward through the typed steps.
+std::vector<Output> run_batchnorm_forward_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const auto act = static_cast<Activation>(c.variant);
+  const BnShape b = bn_shape(c);
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> x = rounded(random_normal(b.size(), seed, 3.f, 2.f), t);
+  const std::vector<float> w = random_normal(b.C, seed + 1, 1.f, 0.5f), bias = random_normal(b.C, seed + 2);
+  std::vector<float> y(b.size()), mean(b.C), rstd(b.C), var(b.C);
+  gt::cpu::batchnorm2d_forward_train(y.data(), mean.data(), rstd.data(), var.data(), x.data(), w.data(), bias.data(),
+                                     b.N, b.C, b.HW(), kEps);
+  cpu_activation_forward(act, y.data(), y.data(), static_cast<int64_t>(y.size()));
+
+  TypedBuffer gx = typed_device(nchw_to(c, x, b.N, b.C, b.HW()), t, s), gy = typed_poisoned(b.size(), t, s);
+  auto gw = to_device(w, s), gb = to_device(bias, s);
+  auto gmean = poisoned(b.C, s), grstd = poisoned(b.C, s), gvar = poisoned(b.C, s);
+  DeviceBuffer<double> ws(gt::cuda::batchnorm_workspace_doubles(b.N, b.C, b.HW())), sums(2 * b.C);
+  const double count = static_cast<double>(b.N) * b.HW();
+  gt::cuda::batchnorm_channel_sums(sums.data(), gx.data(), b.N, b.C, b.HW(), c.format, ws.data(), s);
+  gt::cuda::batchnorm_mean_from_sums(gmean.data(), sums.data(), b.C, count, s);
+  gt::cuda::batchnorm_channel_sq_dev(sums.data() + b.C, gx.data(), gmean.data(), b.N, b.C, b.HW(), c.format, ws.data(),
+                                     s);
+  gt::cuda::batchnorm_stats_from_sq(grstd.data(), gvar.data(), sums.data() + b.C, b.C, count, kEps, s);
+  gt::cuda::batchnorm_apply(gy.data(), gx.data(), gmean.data(), grstd.data(), gw.data(), gb.data(), b.N, b.C, b.HW(),
+                            act, kSlope, c.format, s);
+  return {{"out", y, download_nchw(c, gy, b.N, b.C, b.HW(), s)},
+          {"mean", mean, to_host(gmean, s)},
+          {"rstd", rstd, to_host(grstd, s)},
+          {"var", var, to_host(gvar, s)}};
+}
+
+// dims {N, C, H, W}; variant: the fused activation. Train-mode backward from the CPU forward's statistics.
+std::vector<Output> run_batchnorm_backward_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const auto act = static_cast<Activation>(c.variant);
+  const BnShape b = bn_shape(c);
+  const DataType t = c.format.type;
+  const int64_t n = static_cast<int64_t>(b.size());
+  const auto s = rig.stream();
+  const std::vector<float> x = rounded(random_normal(b.size(), seed, -1.f, 2.f), t);
+  const std::vector<float> dy = rounded(random_normal(b.size(), seed + 1), t);
+  const std::vector<float> w = random_normal(b.C, seed + 2, 1.f, 0.5f), bias = random_normal(b.C, seed + 3);
+  std::vector<float> dw = random_normal(b.C, seed + 4), db = random_normal(b.C, seed + 5);
+  auto gdw = to_device(dw, s), gdb = to_device(db, s);
+
+  std::vector<float> pre(b.size()), y(b.size()), g(b.size()), dx(b.size()), mean(b.C), rstd(b.C);
+  gt::cpu::batchnorm2d_forward_train(pre.data(), mean.data(), rstd.data(), nullptr, x.data(), w.data(), bias.data(),
+                                     b.N, b.C, b.HW(), kEps);
+  cpu_activation_forward(act, y.data(), pre.data(), n);
+  cpu_activation_backward(act, g.data(), dy.data(), act == Activation::leaky_relu ? pre.data() : y.data(), n);
+  gt::cpu::batchnorm2d_backward_train(dx.data(), dw.data(), db.data(), g.data(), x.data(), mean.data(), rstd.data(),
+                                      w.data(), b.N, b.C, b.HW());
+
+  TypedBuffer gx = typed_device(nchw_to(c, x, b.N, b.C, b.HW()), t, s);
+  TypedBuffer gdy = typed_device(nchw_to(c, dy, b.N, b.C, b.HW()), t, s), gdx = typed_poisoned(b.size(), t, s);
+  auto gw = to_device(w, s), gb = to_device(bias, s), gmean = to_device(mean, s), grstd = to_device(rstd, s);
+  DeviceBuffer<double> ws(gt::cuda::batchnorm_workspace_doubles(b.N, b.C, b.HW())), sums(2 * b.C);
+  gt::cuda::batchnorm_backward_sums(sums.data(), sums.data() + b.C, gdy.data(), gx.data(), gmean.data(), grstd.data(),
+                                    gw.data(), gb.data(), b.N, b.C, b.HW(), act, kSlope, c.format, ws.data(), s);
+  gt::cuda::batchnorm_backward_apply(gdx.data(), gdw.data(), gdb.data(), sums.data(), sums.data() + b.C,
+                                     static_cast<double>(b.N) * b.HW(), gdy.data(), gx.data(), gmean.data(),
+                                     grstd.data(), gw.data(), gb.data(), b.N, b.C, b.HW(), act, kSlope, c.format,
+                                     ws.data(), s);
+  return {{"dinp", dx, download_nchw(c, gdx, b.N, b.C, b.HW(), s)},
+          {"dweight", dw, to_host(gdw, s)},
+          {"dbias", db, to_host(gdb, s)}};
+}
+
+// dims {N, C, H, W}; variant: the fused activation. Eval-mode forward.
+std::vector<Output> run_batchnorm_eval_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const auto act = static_cast<Activation>(c.variant);
+  const BnShape b = bn_shape(c);
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> x = rounded(random_normal(b.size(), seed, 1.f, 2.f), t);
+  const std::vector<float> w = random_normal(b.C, seed + 2, 1.f, 0.5f), bias = random_normal(b.C, seed + 3);
+  const std::vector<float> rm = random_normal(b.C, seed + 4), rv = random_positive(b.C, seed + 5, 0.5f, 4.f);
+  std::vector<float> y(b.size());
+  gt::cpu::batchnorm2d_forward_eval(y.data(), x.data(), w.data(), bias.data(), rm.data(), rv.data(), b.N, b.C, b.HW(),
+                                    kEps);
+  cpu_activation_forward(act, y.data(), y.data(), static_cast<int64_t>(y.size()));
+  TypedBuffer gx = typed_device(nchw_to(c, x, b.N, b.C, b.HW()), t, s), gy = typed_poisoned(b.size(), t, s);
+  auto gw = to_device(w, s), gb = to_device(bias, s), grm = to_device(rm, s), grv = to_device(rv, s);
+  gt::cuda::batchnorm_forward_eval(gy.data(), gx.data(), gw.data(), gb.data(), grm.data(), grv.data(), b.N, b.C,
+                                   b.HW(), kEps, act, kSlope, c.format, s);
+  return {{"out", y, download_nchw(c, gy, b.N, b.C, b.HW(), s)}};
+}
+
+// dims {n}; variant: the target (0 or 1). Loss, dlogits in the storage type, and the mean probability
+// (train/gan_step.cpp's mean_sigmoid).
+std::vector<Output> run_bce_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const int64_t n = c.dims[0];
+  const float target = static_cast<float>(c.variant), scale = 0.5f;
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> logits = rounded(random_normal(static_cast<size_t>(n), seed, 0.f, 4.f), t);
+  std::vector<float> dlogits(logits.size());
+  const float loss = gt::bce_with_logits(logits.data(), n, target, dlogits.data(), scale);
+  double sigmoid_sum = 0;
+  for (float x : logits) sigmoid_sum += 1.0 / (1.0 + std::exp(-static_cast<double>(x)));
+  const float mean_prob = static_cast<float>(sigmoid_sum / static_cast<double>(n));
+  TypedBuffer glogits = typed_device(logits, t, s), gd = typed_poisoned(logits.size(), t, s);
+  auto gloss = poisoned(1, s), gprob = poisoned(1, s);
+  gt::cuda::bce_with_logits(gloss.data(), gprob.data(), gd.data(), glogits.data(), n, target, scale, t, s);
+  return {{"loss", {loss}, to_host(gloss, s)},
+          {"mean_prob", {mean_prob}, to_host(gprob, s)},
+          {"dlogits", dlogits, gd.download(s)}};
+}
+
 // ---- the table ------------------------------------------------------------------------------------------
 
 // Tolerances (normalized error): 0 where the GPU performs the CPU's float operations in the CPU's order;
@@ -606,7 +1027,7 @@ std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) {
 // algorithms round differently), TF32 ones 3e-3 (10-bit mantissas: expect about 3e-4 to 5e-4, so an
 // fp32 row failing near 3e-4 means TF32 crept in).
 std::vector<Case> cases() {
-  const Precision f32 = Precision::fp32, t32 = Precision::tf32;
+  const Precision f32 = Precision::fp32, t32 = Precision::tf32, b16 = Precision::bf16;
   std::vector<Case> t;
   const int big = (1 << 20) + 3;  // the 16-byte path plus a tail
   for (Activation a : {Activation::relu, Activation::leaky_relu})
@@ -669,6 +1090,81 @@ std::vector<Case> cases() {
     t.push_back({"linear", run_linear, {64, 100, 300}, p, p == f32 ? 1e-5 : 3e-3, 1});
     t.push_back({"linear", run_linear, {7, 33, 5}, p, p == f32 ? 1e-5 : 3e-3, 0});
   }
+  // bf16 precision keeps dense layers in f32 with TF32 products.
+  t.push_back({"linear", run_linear, {64, 100, 300}, b16, 3e-3, 1});
+
+  // ---- storage formats (kernels_typed.h) ----
+  // f32 NHWC rows take the f32 rows' tolerances (the same float math; only sums run in another order);
+  // bf16 rows compare bf16 outputs with the CPU's float results on the same rounded inputs: 1e-2
+  // covers the output rounding (2^-9 relative) and the bf16 intermediates of multi-step kernels.
+  // Conversions, packing and bias addition are exact in every format.
+  const ActFormat f32_nhwc{DataType::f32, Layout::nhwc}, bf16_nchw{DataType::bf16, Layout::nchw},
+      bf16_nhwc{DataType::bf16, Layout::nhwc};
+  struct FormatRow {
+    Precision precision;
+    ActFormat format;
+  };
+  const std::vector<FormatRow> formats{{f32, f32_nhwc}, {b16, bf16_nchw}, {b16, bf16_nhwc}};
+  for (int n : {1, 4099, big}) {
+    t.push_back({"convert", run_convert, {n}, f32, 0.0, 0, ActFormat{}});
+    t.push_back({"convert", run_convert, {n}, b16, 0.0, 0, bf16_nchw});
+  }
+  for (const FormatRow& fr : formats) {
+    const Precision p = fr.precision;
+    const ActFormat f = fr.format;
+    const bool bf = f.type == DataType::bf16;
+    for (const std::vector<int>& d : std::vector<std::vector<int>>{{3, 5, 7, 9}, {8, 64, 16, 16}, {2, 3, 64, 64},
+                                                                    {4, 100, 1, 1}, {2, 33, 31, 35}})
+      t.push_back({"convert_activations", run_convert_activations, d, p, 0.0, 0, f});
+    for (const std::vector<int>& d : std::vector<std::vector<int>>{{64, 3, 4, 4}, {100, 512, 4, 4}, {5, 7, 3, 3}})
+      t.push_back({"pack_conv_weight", run_pack_conv_weight, d, p, 0.0, 0, f});
+    for (const std::vector<int>& d : std::vector<std::vector<int>>{{8, 64, 16, 16}, {3, 5, 7, 9}, {2, 3, 64, 64},
+                                                                    {4, 70, 3, 3}})
+      t.push_back({"channel_bias", run_channel_bias, d, p, 1e-6, 0, f});
+    t.push_back({"u8_to_image", run_u8_to_image, {4, 13, 11, 3, 3}, p, 0.0, 0, f});
+    t.push_back({"u8_to_image", run_u8_to_image, {2, 9, 7, 1, 3}, p, 0.0, 0, f});
+    for (Activation a : {Activation::relu, Activation::leaky_relu, Activation::tanh, Activation::sigmoid}) {
+      const int v = static_cast<int>(a);
+      const bool exact = a == Activation::relu || a == Activation::leaky_relu;
+      const double tol = bf ? 1e-2 : (exact ? 0.0 : 1e-6);
+      for (int n : {big, 5}) t.push_back({"activation_typed", run_activation_typed, {n}, p, tol, v, f});
+    }
+    const double bn_tol = bf ? 1e-2 : 1e-5;
+    for (Activation a : {Activation::none, Activation::relu, Activation::leaky_relu, Activation::tanh}) {
+      const int v = static_cast<int>(a);
+      t.push_back({"batchnorm_forward_typed", run_batchnorm_forward_typed, {8, 64, 16, 16}, p, bn_tol, v, f});
+      t.push_back({"batchnorm_backward_typed", run_batchnorm_backward_typed, {8, 64, 16, 16}, p, bn_tol, v, f});
+      t.push_back({"batchnorm_eval_typed", run_batchnorm_eval_typed, {8, 64, 16, 16}, p, bn_tol, v, f});
+    }
+    // Odd channel counts (NHWC: a partial group of 32 lanes), many rows per channel, many channels.
+    t.push_back({"batchnorm_forward_typed", run_batchnorm_forward_typed, {5, 3, 7, 7}, p, bn_tol, 0, f});
+    t.push_back({"batchnorm_forward_typed", run_batchnorm_forward_typed, {64, 512, 4, 4}, p, bn_tol, 1, f});
+    t.push_back({"batchnorm_forward_typed", run_batchnorm_forward_typed, {16, 37, 32, 32}, p, bn_tol, 2, f});
+    t.push_back({"batchnorm_backward_typed", run_batchnorm_backward_typed, {5, 3, 7, 7}, p, bn_tol, 2, f});
+    t.push_back({"batchnorm_backward_typed", run_batchnorm_backward_typed, {64, 512, 4, 4}, p, bn_tol, 1, f});
+    t.push_back({"batchnorm_backward_typed", run_batchnorm_backward_typed, {16, 8, 64, 64}, p, bn_tol, 2, f});
+    t.push_back({"batchnorm_eval_typed", run_batchnorm_eval_typed, {3, 5, 5, 3}, p, bn_tol, 2, f});
+  }
+  // The layout does not matter to the loss: f32 and bf16 logits.
+  t.push_back({"bce_typed", run_bce_typed, {1024}, f32, 1e-6, 1, ActFormat{}});
+  t.push_back({"bce_typed", run_bce_typed, {1000}, f32, 1e-6, 0, ActFormat{}});
+  t.push_back({"bce_typed", run_bce_typed, {3}, f32, 1e-6, 1, ActFormat{}});
+  t.push_back({"bce_typed", run_bce_typed, {1024}, b16, 1e-2, 1, bf16_nchw});
+  t.push_back({"bce_typed", run_bce_typed, {1000}, b16, 1e-2, 0, bf16_nchw});
+  t.push_back({"bce_typed", run_bce_typed, {2500}, b16, 1e-2, 1, bf16_nchw});
+
+  // Convolutions in every format: f32 NHWC at fp32 (FMA only), tf32 NHWC, bf16 NCHW and NHWC. The same
+  // layers as above; bf16 2e-2 (bf16 inputs are exact for the CPU, so this is output rounding plus
+  // the products' accumulation order), tf32 5e-3.
+  const std::vector<FormatRow> conv_formats{
+      {f32, f32_nhwc}, {t32, f32_nhwc}, {b16, bf16_nchw}, {b16, bf16_nhwc}};
+  for (const FormatRow& fr : conv_formats) {
+    const double tol = fr.format.type == DataType::bf16 ? 2e-2 : (fr.precision == t32 ? 5e-3 : 5e-5);
+    for (const ConvRow& r : d_layers)
+      t.push_back({"conv2d", run_conv2d_typed, r.dims, fr.precision, tol, r.bias, fr.format});
+    for (const ConvRow& r : g_layers)
+      t.push_back({"conv_transpose2d", run_conv_transpose2d_typed, r.dims, fr.precision, tol, r.bias, fr.format});
+  }
   return t;
 }
 
@@ -680,8 +1176,12 @@ std::string case_name(const Case& c) {
     s += (shown == 1 ? "_" : "x") + std::to_string(d);
   }
   s += std::string("_") + gt::cuda::precision_name(c.precision);
+  // The storage format where it is not the precision's own NCHW: "_nhwc", and the type if it differs.
+  if (c.format.type != gt::cuda::storage_type(c.precision))
+    s += std::string("_") + gt::cuda::data_type_name(c.format.type);
+  if (c.format.layout == Layout::nhwc) s += "_nhwc";
   const std::string k = c.kernel;
-  if (k == "activation" || k.rfind("batchnorm", 0) == 0)
+  if (k.rfind("activation", 0) == 0 || k.rfind("batchnorm", 0) == 0)
     s += std::string("_") + activation_name(static_cast<Activation>(c.variant));
   else if (k == "optimizer")
     s += "_v" + std::to_string(c.variant);

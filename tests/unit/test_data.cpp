@@ -116,6 +116,31 @@ TEST(FashionMnistSource, PadsTo32AndScales) {
   EXPECT_FLOAT_EQ(big[2 * 4096 + (2 * 10 + 1) * 64 + 2 * 10], img[10 * 32 + 10]);
 }
 
+TEST(Tensor, AdoptWrapsCallerMemoryAndFreesItWithItsDeleter) {
+  int freed = 0;
+  alignas(64) static std::byte storage[2 * 3 * 4 * sizeof(float)];
+  std::fill(std::begin(storage), std::end(storage), std::byte{0x3f});
+  {
+    Tensor t = Tensor::adopt({2, 3, 4}, DType::f32, std::shared_ptr<std::byte>(storage, [&](std::byte*) { ++freed; }));
+    EXPECT_EQ(t.raw(), storage);
+    EXPECT_EQ(t.device(), Device::cpu);
+    EXPECT_EQ(t.str(), "f32[2, 3, 4]");
+    EXPECT_EQ(t.nbytes(), sizeof(storage));
+    uint32_t bits;
+    std::memcpy(&bits, t.f32(), 4);
+    EXPECT_EQ(bits, 0x3f3f3f3fu);  // the caller's contents are kept, not zeroed
+    t.f32()[5] = 2.5f;
+    Tensor view = t.reshaped({24});
+    t = Tensor();
+    EXPECT_EQ(freed, 0) << "a view still shares the memory";
+    EXPECT_EQ(view.f32()[5], 2.5f);
+  }
+  EXPECT_EQ(freed, 1);
+  EXPECT_THROW(Tensor::adopt({4}, DType::u8, nullptr), RuntimeError);
+  EXPECT_THROW(Tensor::adopt({4}, DType::f32, std::shared_ptr<std::byte>(storage + 1, [](std::byte*) {})),
+               RuntimeError);  // not aligned for floats
+}
+
 TEST(FashionMnistSource, MissingDirectoryIsAUserErrorNamingIt) {
   DataConfig c;
   c.source = "fashion-mnist";

@@ -1,4 +1,5 @@
-// The prefetching shard loader: rank shards tile the global batch, same batches as load_batch, errors and shutdown.
+// The prefetching shard loader: rank shards tile the global batch, same batches as load_batch, uint8 batches,
+// errors and shutdown.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -229,6 +231,207 @@ TEST(Loader, ResumedLoaderContinuesTheSameSequence) {
   for (int i = 0; i < 8; ++i) from_start.next(a);
   ASSERT_EQ(resumed.next(b), 7);
   EXPECT_TRUE(same_bytes(a, b));
+}
+
+// ---- uint8 batches (output_u8) -------------------------------------------------------------------
+
+// What a consumer of uint8 batches does (the GPU engine's u8_nhwc_to_f32_nchw), written out here on
+// its own: u8 [n, R, R, in_c] NHWC -> f32 [n, out_c, R, R] as v / 127.5 - 1, image i mirrored where
+// flip_drawn(seed, step, first + i) says (if flip), gray repeated over RGB.
+Tensor convert_like_a_consumer(const Tensor& u8, int out_c, bool flip, uint64_t seed, int64_t step, int64_t first) {
+  const int64_t n = u8.dim(0), h = u8.dim(1), w = u8.dim(2), in_c = u8.dim(3);
+  Tensor out({n, out_c, h, w});
+  for (int64_t i = 0; i < n; ++i) {
+    const bool mirrored = flip && flip_drawn(seed, step, first + i);
+    for (int c = 0; c < out_c; ++c)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          const int64_t sx = mirrored ? w - 1 - x : x, sc = in_c == 1 ? 0 : c;
+          const uint8_t v = u8.u8()[((i * h + y) * w + sx) * in_c + sc];
+          out.f32()[((i * out_c + c) * h + y) * w + x] = static_cast<float>(v) / 127.5f - 1.f;
+        }
+  }
+  return out;
+}
+
+// A Fashion-MNIST directory with `count` pattern() images in an uncompressed idx3-ubyte file.
+class FashionMnistDir {
+ public:
+  explicit FashionMnistDir(int64_t count) {
+    dir_ = fs::temp_directory_path() /
+           fmt::format("gt_loader_fmnist_{}_{}", ::getpid(), std::chrono::steady_clock::now().time_since_epoch().count());
+    fs::create_directories(dir_);
+    std::ofstream f(dir_ / "train-images-idx3-ubyte", std::ios::binary);
+    const auto be32 = [&](uint32_t v) {
+      const char b[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+      f.write(b, 4);
+    };
+    be32(0x803);
+    be32(static_cast<uint32_t>(count));
+    be32(28);
+    be32(28);
+    for (int64_t i = 0; i < count; ++i)
+      for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) f.put(static_cast<char>(pattern(i, y, x, 0)));
+  }
+  ~FashionMnistDir() { fs::remove_all(dir_); }
+  std::unique_ptr<ImageSource> source(int channels, int resolution) const {
+    DataConfig c;
+    c.source = "fashion-mnist";
+    c.path = dir_.string();
+    return open_image_source(c, channels, resolution, 1);
+  }
+
+ private:
+  fs::path dir_;
+};
+
+TEST(LoaderU8, ConvertedBytesEqualTheFloatBatchesForEverySourceAndRank) {
+  PatternDataset rgb(29, 8, 3), gray(23, 8, 1);
+  FashionMnistDir fmnist(21);
+  std::vector<std::pair<std::string, std::unique_ptr<ImageSource>>> sources;
+  sources.emplace_back("synthetic rgb", synthetic_source(27, 3, 32, 6));
+  sources.emplace_back("synthetic gray", synthetic_source(27, 1, 32, 6));
+  sources.emplace_back("hdf5 rgb", rgb.source(3));
+  sources.emplace_back("hdf5 gray -> rgb", gray.source(3));
+  sources.emplace_back("hdf5 gray", gray.source(1));
+  sources.emplace_back("fashion-mnist gray 32", fmnist.source(1, 32));
+  sources.emplace_back("fashion-mnist rgb 64", fmnist.source(3, 64));
+  const int64_t B = 6;  // 3 or 4 steps per epoch: 9 steps cross two epoch boundaries
+  for (const auto& [name, src] : sources) {
+    for (int world : {1, 2}) {
+      for (int rank = 0; rank < world; ++rank) {
+        SCOPED_TRACE(fmt::format("{}, rank {} of {}", name, rank, world));
+        for (auto [prefetch, threads] : {std::pair{0, 1}, {3, 2}}) {
+          LoaderOptions o = options(B, rank, world, prefetch, true, 11, threads);
+          Loader floats(*src, o);
+          o.output_u8 = true;
+          Loader bytes(*src, o);
+          EXPECT_EQ(bytes.batch_dtype(), DType::u8);
+          EXPECT_EQ(bytes.shard_first(), floats.shard_first());
+          const int64_t r = src->resolution();
+          ASSERT_EQ(bytes.batch_shape(), (Shape{floats.shard_size(), r, r, src->u8_channels()}));
+          Tensor f, u;
+          for (int64_t step = 0; step < 9; ++step) {
+            ASSERT_EQ(floats.next(f), step);
+            ASSERT_EQ(bytes.next(u), step);
+            ASSERT_EQ(u.shape(), bytes.batch_shape());
+            ASSERT_EQ(u.dtype(), DType::u8);
+            const Tensor converted =
+                convert_like_a_consumer(u, src->channels(), true, 11, step, bytes.shard_first());
+            EXPECT_TRUE(same_bytes(converted, f)) << "step " << step << " prefetch " << prefetch;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(LoaderU8, BytesAreStoredUnflippedAndAreAQuarterOfTheFloats) {
+  PatternDataset data(30, 8, 3);
+  auto src = data.source(3);
+  LoaderOptions o = options(6, 0, 1, 2, true, 5);
+  o.output_u8 = true;
+  Loader with_flips(*src, o);
+  o.flip = false;
+  Loader without(*src, o);
+  BatchPlan plan(30, 6, 5);
+  Tensor a, b;
+  for (int64_t step = 0; step < 7; ++step) {
+    with_flips.next(a);
+    without.next(b);
+    EXPECT_TRUE(same_bytes(a, b)) << "flips must be left to the consumer, step " << step;
+    const std::vector<int64_t> idx = plan.indices(step, 0, 6);
+    for (int k = 0; k < 6; ++k)  // as stored: pattern() of the dataset image, HWC
+      ASSERT_EQ(a.u8()[((k * 8 + 3) * 8 + 5) * 3 + 2], pattern(idx[k], 3, 5, 2)) << step << " " << k;
+  }
+  LoaderOptions fo = options(6, 0, 1, 2, true, 5);
+  Loader floats(*src, fo);
+  EXPECT_EQ(with_flips.memory_bytes_limit(), 3 * 6 * 8 * 8 * 3u);
+  EXPECT_EQ(floats.memory_bytes_limit(), 4 * with_flips.memory_bytes_limit());
+}
+
+TEST(LoaderU8, FillsAnAdoptedTensorInPlaceAndAllocatesThroughTheHook) {
+  auto src = synthetic_source(40, 3, 32, 2);
+  LoaderOptions o = options(8, 0, 1, 0, true, 2);
+  o.output_u8 = true;
+  Loader reference(*src, o);
+  Loader inline_reads(*src, o);
+  // Caller-owned memory (the GPU engine's cudaHostAlloc) handed to the loader as the batch to fill.
+  int freed = 0;
+  const size_t n = 8 * 32 * 32 * 3;
+  Tensor batch = Tensor::adopt({8, 32, 32, 3}, DType::u8,
+                               std::shared_ptr<std::byte>(new std::byte[n], [&](std::byte* p) {
+                                 ++freed;
+                                 delete[] p;
+                               }));
+  const void* memory = batch.raw();
+  Tensor want;
+  for (int64_t step = 0; step < 6; ++step) {
+    reference.next(want);
+    ASSERT_EQ(inline_reads.next(batch), step);
+    EXPECT_EQ(batch.raw(), memory) << "read in place";
+    EXPECT_TRUE(same_bytes(batch, want)) << step;
+  }
+  batch = Tensor();
+  EXPECT_EQ(freed, 1);
+
+  // With reading threads, every buffer the loader uses comes from options.allocate.
+  int made = 0, released = 0;
+  std::set<const void*> allocated;
+  std::set<std::thread::id> allocating_threads;
+  o.prefetch_batches = 3;
+  o.threads = 2;
+  o.allocate = [&](const Shape& shape, DType dtype) {
+    ++made;
+    allocating_threads.insert(std::this_thread::get_id());
+    const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    Tensor t = Tensor::adopt(shape, dtype, std::shared_ptr<std::byte>(new std::byte[bytes], [&](std::byte* p) {
+                               ++released;
+                               delete[] p;
+                             }));
+    allocated.insert(t.raw());
+    return t;
+  };
+  {
+    Loader threaded(*src, o);
+    Loader plain_reference(*src, options(8, 0, 1, 0, true, 2));
+    LoaderOptions ro = options(8, 0, 1, 0, true, 2);
+    ro.output_u8 = true;
+    Loader u8_reference(*src, ro);
+    Tensor got;
+    for (int64_t step = 0; step < 20; ++step) {
+      ASSERT_EQ(threaded.next(got), step);
+      EXPECT_TRUE(allocated.count(got.raw())) << "step " << step << " uses memory the hook did not make";
+      u8_reference.next(want);
+      EXPECT_TRUE(same_bytes(got, want)) << step;
+    }
+    EXPECT_EQ(made, 3 + 1);  // the window plus the caller's batch, recycled
+  }
+  // All made up front by the constructor, on this thread (a CUDA allocator needs its device current).
+  EXPECT_EQ(allocating_threads, std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_GT(made, 0);
+  EXPECT_EQ(released, made);  // the loader and the caller's batch are gone: every buffer went back
+}
+
+TEST(LoaderU8, ASourceWithoutBytesIsRefused) {
+  // A source that only knows floats keeps the default has_u8() false.
+  struct FloatOnly final : ImageSource {
+    std::string describe() const override { return "float-only test source"; }
+    int64_t size() const override { return 16; }
+    int channels() const override { return 1; }
+    int resolution() const override { return 4; }
+    void get(int64_t, float* out) const override { std::fill(out, out + 16, 0.f); }
+  } src;
+  LoaderOptions o = options(4, 0, 1, 1, false, 1);
+  o.output_u8 = true;
+  try {
+    Loader loader(src, o);
+    FAIL() << "no error";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("float-only test source"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(src.get_many_u8(std::vector<int64_t>{0}, nullptr), UserError);
 }
 
 // ---- bounded memory, errors, shutdown ------------------------------------------------------------

@@ -69,6 +69,11 @@ class Activation final : public Layer {
   Activation(const ActivationKernels& k, float slope) : k_(k), slope_(slope) {}
 
   std::string kind() const override { return k_.kind; }
+  LayerAttrs attrs() const override {
+    LayerAttrs a;
+    a.slope = slope_;
+    return a;
+  }
   Shape output_shape(const Shape& in) const override { return in; }
 
   Tensor forward(const Tensor& x, Mode) override {

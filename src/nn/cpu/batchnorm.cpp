@@ -265,6 +265,13 @@ class BatchNorm2d final : public Layer {
   }
 
   std::string kind() const override { return "BatchNorm2d"; }
+  LayerAttrs attrs() const override {
+    LayerAttrs a;
+    a.in_channels = a.out_channels = channels_;
+    a.eps = eps_;
+    a.momentum = momentum_;
+    return a;
+  }
 
   Shape output_shape(const Shape& in) const override {
     if (in.size() != 4 || in[1] != channels_)

@@ -37,6 +37,17 @@ cpu::ConvGeometry input_geometry(const char* kind, const Conv2dSpec& s, const Sh
   return g;
 }
 
+LayerAttrs conv_attrs(const Conv2dSpec& s) {
+  LayerAttrs a;
+  a.in_channels = s.in_channels;
+  a.out_channels = s.out_channels;
+  a.kernel = s.kernel;
+  a.stride = s.stride;
+  a.padding = s.padding;
+  a.bias = s.bias;
+  return a;
+}
+
 Shape output_of(const cpu::ConvGeometry& g) { return {g.batch, g.out_channels, g.out_h, g.out_w}; }
 Shape input_of(const cpu::ConvGeometry& g) { return {g.batch, g.in_channels, g.in_h, g.in_w}; }
 
@@ -49,6 +60,7 @@ class Conv2d final : public Layer {
   }
 
   std::string kind() const override { return "Conv2d"; }
+  LayerAttrs attrs() const override { return conv_attrs(spec_); }
   Shape output_shape(const Shape& in) const override { return output_of(geometry(in)); }
 
   Tensor forward(const Tensor& x, Mode) override {
@@ -104,6 +116,7 @@ class ConvTranspose2d final : public Layer {
   }
 
   std::string kind() const override { return "ConvTranspose2d"; }
+  LayerAttrs attrs() const override { return conv_attrs(spec_); }
   Shape output_shape(const Shape& in) const override { return output_of(geometry(in)); }
 
   Tensor forward(const Tensor& x, Mode) override {

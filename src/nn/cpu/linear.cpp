@@ -48,6 +48,13 @@ class Linear final : public Layer {
   }
 
   std::string kind() const override { return "Linear"; }
+  LayerAttrs attrs() const override {
+    LayerAttrs a;
+    a.in_channels = in_;
+    a.out_channels = out_;
+    a.bias = has_bias_;
+    return a;
+  }
 
   Shape output_shape(const Shape& in) const override {
     if (in.size() != 2 || in[1] != in_)

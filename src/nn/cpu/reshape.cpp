@@ -14,6 +14,11 @@ class Reshape final : public Layer {
   }
 
   std::string kind() const override { return "Reshape"; }
+  LayerAttrs attrs() const override {
+    LayerAttrs a;
+    a.per_sample_shape = per_sample_;
+    return a;
+  }
 
   Shape output_shape(const Shape& in) const override {
     if (in.empty() || shape_numel(in) != in[0] * shape_numel(per_sample_))

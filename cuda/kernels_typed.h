@@ -1,0 +1,79 @@
+// Kernels over activations in any ActFormat (f32 or bf16 storage, NCHW or NHWC layout): what the GPU network runs.
+#pragma once
+// C++17-clean. Every pointer typed void* holds elements of the format's DataType, laid out in its
+// Layout; per-channel arrays (mean, rstd, weight, bias, sums) are always float or double and C long.
+// The math is float (sums in double, fixed order, no atomics) whatever the storage; with f32 NCHW the
+// results are bit-identical to the float functions of kernels.h (they share the code), so the CPU
+// reference is the oracle for both. bf16 values are rounded to nearest even when stored.
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "formats.h"
+#include "kernels.h"
+
+namespace gt::cuda {
+
+// ---- conversions ---------------------------------------------------------------------------------------
+// dst = src, element type converted (same type: a copy). n values, layout untouched.
+void convert(void* dst, DataType dst_type, const void* src, DataType src_type, int64_t n, cudaStream_t stream);
+// dst[i] += float(src[i]) over n values.
+void accumulate_f32(float* dst, const void* src, DataType src_type, int64_t n, cudaStream_t stream);
+// Activation tensor [N, C, H, W] in format `from` -> format `to` (type and layout may both change).
+void convert_activations(void* dst, const ActFormat& to, const void* src, const ActFormat& from, int N, int C, int H,
+                         int W, cudaStream_t stream);
+
+// A convolution weight [K, C, R, S] (f32, PyTorch layout; for ConvTranspose2d K is its in_channels) packed
+// into what cuDNN reads for `fmt`: fmt.type elements, KCRS for NCHW, KRSC for NHWC.
+void pack_conv_weight(void* dst, const float* src_kcrs, int K, int C, int R, int S, const ActFormat& fmt,
+                      cudaStream_t stream);
+// The reverse for gradients: dst_kcrs[k, c, r, s] += float(src[...]) from a packed gradient in `fmt`.
+void accumulate_conv_weight_grad(float* dst_kcrs, const void* src, int K, int C, int R, int S, const ActFormat& fmt,
+                                 cudaStream_t stream);
+
+// Per-channel bias of a convolution output: out[n, c, h, w] += bias[c]; dbias[c] += sum of dout over (n, h, w)
+// (in double, fixed order).
+void add_channel_bias(void* out, const float* bias, int N, int C, int HW, const ActFormat& fmt, cudaStream_t stream);
+void accumulate_channel_bias_grad(float* dbias, const void* dout, int N, int C, int HW, const ActFormat& fmt,
+                                  double* workspace, cudaStream_t stream);  // workspace: batchnorm_workspace_doubles
+
+// ---- data ---------------------------------------------------------------------------------------------
+// uint8 NHWC [N, H, W, in_channels] -> image [N, out_channels, H, W] in fmt, as u8_nhwc_to_f32_nchw.
+void u8_nhwc_to_image(void* out, const ActFormat& fmt, const uint8_t* in, const uint8_t* flips, int N, int H, int W,
+                      int in_channels, int out_channels, float divisor, float offset, cudaStream_t stream);
+
+// ---- activations (element-wise: layout does not matter) ------------------------------------------------
+void activation_forward(void* out, const void* in, int64_t n, Activation act, float slope, DataType type,
+                        cudaStream_t stream);
+void activation_backward(void* dinp, const void* dout, const void* saved, int64_t n, Activation act, float slope,
+                         DataType type, cudaStream_t stream);
+
+// ---- BatchNorm2d fused with its activation, any format ---------------------------------------------------
+// The same steps and meaning as the float functions in kernels.h; workspace: batchnorm_workspace_doubles.
+void batchnorm_channel_sums(double* sum, const void* x, int N, int C, int HW, const ActFormat& fmt, double* workspace,
+                            cudaStream_t stream);
+void batchnorm_channel_sq_dev(double* sq, const void* x, const float* mean, int N, int C, int HW,
+                              const ActFormat& fmt, double* workspace, cudaStream_t stream);
+void batchnorm_apply(void* out, const void* x, const float* mean, const float* rstd, const float* weight,
+                     const float* bias, int N, int C, int HW, Activation act, float slope, const ActFormat& fmt,
+                     cudaStream_t stream);
+void batchnorm_forward_eval(void* out, const void* x, const float* weight, const float* bias,
+                            const float* running_mean, const float* running_var, int N, int C, int HW, float eps,
+                            Activation act, float slope, const ActFormat& fmt, cudaStream_t stream);
+void batchnorm_backward_sums(double* sum_g, double* sum_g_xmu, const void* dout, const void* x, const float* mean,
+                             const float* rstd, const float* weight, const float* bias, int N, int C, int HW,
+                             Activation act, float slope, const ActFormat& fmt, double* workspace,
+                             cudaStream_t stream);
+void batchnorm_backward_apply(void* dinp, float* dweight, float* dbias, const double* sum_g, const double* sum_g_xmu,
+                              double count, const void* dout, const void* x, const float* mean, const float* rstd,
+                              const float* weight, const float* bias, int N, int C, int HW, Activation act,
+                              float slope, const ActFormat& fmt, double* workspace, cudaStream_t stream);
+
+// ---- loss -----------------------------------------------------------------------------------------------
+// bce_with_logits of kernels.h over logits stored as `type` (dlogits stored as `type` too, may be null);
+// also writes mean_prob[0] = mean over n of sigmoid(logit) in double (may be null).
+void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* logits, int64_t n, float target,
+                     float scale, DataType type, cudaStream_t stream);
+
+}  // namespace gt::cuda

@@ -1,0 +1,520 @@
+// GpuNet: the ops of a mirrored Sequential, their forward and backward on the device, and host <-> device copies of its state.
+#include "train/cuda/gpu_net.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "check.h"
+#include "core/error.h"
+#include "dense.h"
+#include "kernels.h"
+#include "kernels_typed.h"
+
+namespace gt::cuda {
+namespace {
+
+enum class OpKind { conv, conv_t, bn, act, linear, reshape };
+
+Activation activation_of(const std::string& kind) {
+  if (kind == "ReLU") return Activation::relu;
+  if (kind == "LeakyReLU") return Activation::leaky_relu;
+  if (kind == "Tanh") return Activation::tanh;
+  if (kind == "Sigmoid") return Activation::sigmoid;
+  return Activation::none;
+}
+
+size_t aligned(size_t bytes) {
+  const size_t a = DeviceArena::kAlignment;
+  return (bytes + a - 1) / a * a;
+}
+
+// A per-sample shape as [C, H, W] (2-D tensors [F] are [F, 1, 1]).
+struct Chw {
+  int c = 1, h = 1, w = 1;
+};
+Chw chw_of(const Shape& per_sample) {
+  Chw r;
+  if (!per_sample.empty()) r.c = static_cast<int>(per_sample[0]);
+  if (per_sample.size() >= 3) {
+    r.h = static_cast<int>(per_sample[1]);
+    r.w = static_cast<int>(per_sample[2]);
+  } else if (per_sample.size() == 2) {
+    r.h = static_cast<int>(per_sample[1]);
+  }
+  return r;
+}
+
+}  // namespace
+
+struct GpuNet::Op {
+  OpKind kind = OpKind::act;
+  size_t first_layer = 0, last_layer = 0;
+  std::string label;
+  LayerAttrs a;
+  Activation act = Activation::none;
+  float slope = 0.f;
+  bool saves_input = false;  // the activation's backward needs its input (leaky ReLU), else its output
+  Shape in, out;             // per sample
+  int64_t w_off = -1, b_off = -1, w_numel = 0;
+  size_t packed_off = 0;     // bytes into the packed weight buffers (conv, when packing)
+  int64_t lowest_final_offset = 0;  // after this op's backward, gradients from here up are final
+  // BatchNorm2d state: running statistics and the last training forward's.
+  Buffer* running_mean_host = nullptr;
+  Buffer* running_var_host = nullptr;
+  Buffer* tracked_host = nullptr;
+  int64_t tracked_at_upload = 0;
+  DeviceBuffer<float> running_mean, running_var, mean, rstd, var;
+  DeviceBuffer<double> sums;  // 4C: this rank's backward sums (g, g*xmu), then their all-reduced copies
+  bool trained = false;       // the last forward was in train mode
+  // Saved by forward for backward.
+  const void* x = nullptr;
+  void* y = nullptr;
+
+  cpu::ConvGeometry geometry(int N) const {
+    cpu::ConvGeometry g;
+    g.batch = N;
+    g.in_channels = static_cast<int>(in[0]);
+    g.in_h = static_cast<int>(in[1]);
+    g.in_w = static_cast<int>(in[2]);
+    g.out_channels = static_cast<int>(out[0]);
+    g.out_h = static_cast<int>(out[1]);
+    g.out_w = static_cast<int>(out[2]);
+    g.kernel = a.kernel;
+    g.stride = a.stride;
+    g.padding = a.padding;
+    return g;
+  }
+};
+
+GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, ConvEngine& conv, const ActFormat& fmt)
+    : host_(host), ctx_(ctx), conv_(conv), fmt_(fmt), in_shape_(per_sample_in) {
+  GT_CHECK(conv.format() == fmt, "GpuNet format {} {} differs from its ConvEngine's", data_type_name(fmt.type),
+           layout_name(fmt.layout));
+  // Flat parameter offsets in named_params() order (the checkpoint's and the optimizer's order).
+  std::vector<NamedParam> named = host.named_params();
+  for (const NamedParam& np : named) {
+    slots_.push_back({np.name, param_count_, np.param->value.numel()});
+    param_count_ += np.param->value.numel();
+  }
+  auto offset_of = [&](const Param* p) -> int64_t {
+    for (size_t i = 0; i < named.size(); ++i)
+      if (named[i].param == p) return slots_[i].offset;
+    return -1;
+  };
+
+  const bool packing = !(fmt.type == DataType::f32 && fmt.layout == Layout::nchw);
+  size_t packed_bytes = 0;
+  Shape shape{1};
+  shape.insert(shape.end(), per_sample_in.begin(), per_sample_in.end());
+  for (size_t i = 0; i < host.size(); ++i) {
+    Layer& layer = host.layer(i);
+    const std::string kind = layer.kind();
+    auto op = std::make_unique<Op>();
+    op->first_layer = op->last_layer = i;
+    op->a = layer.attrs();
+    op->in = Shape(shape.begin() + 1, shape.end());
+    Shape next = layer.output_shape(shape);
+    std::vector<Param*> ps = layer.params();
+    for (Param* p : ps) {
+      if (p->name == "weight") {
+        op->w_off = offset_of(p);
+        op->w_numel = p->value.numel();
+      } else if (p->name == "bias") {
+        op->b_off = offset_of(p);
+      }
+    }
+    if (kind == "Conv2d" || kind == "ConvTranspose2d") {
+      op->kind = kind == "Conv2d" ? OpKind::conv : OpKind::conv_t;
+      if (packing) {
+        op->packed_off = packed_bytes;
+        packed_bytes += aligned(static_cast<size_t>(op->w_numel) * data_type_size(fmt.type));
+      }
+    } else if (kind == "BatchNorm2d") {
+      op->kind = OpKind::bn;
+      const int C = op->a.in_channels;
+      for (Buffer* b : layer.buffers()) {
+        if (b->name == "running_mean") op->running_mean_host = b;
+        if (b->name == "running_var") op->running_var_host = b;
+        if (b->name == "num_batches_tracked") op->tracked_host = b;
+      }
+      GT_CHECK(op->running_mean_host && op->running_var_host && op->tracked_host, "BatchNorm2d without its buffers");
+      op->running_mean = DeviceBuffer<float>(C);
+      op->running_var = DeviceBuffer<float>(C);
+      op->mean = DeviceBuffer<float>(C);
+      op->rstd = DeviceBuffer<float>(C);
+      op->var = DeviceBuffer<float>(C);
+      op->sums = DeviceBuffer<double>(4 * static_cast<size_t>(C));
+      // Fused with the activation right after it.
+      if (i + 1 < host.size() && activation_of(host.layer(i + 1).kind()) != Activation::none) {
+        op->act = activation_of(host.layer(i + 1).kind());
+        op->slope = host.layer(i + 1).attrs().slope;
+        op->last_layer = i + 1;
+        ++i;
+      }
+    } else if (activation_of(kind) != Activation::none) {
+      op->kind = OpKind::act;
+      op->act = activation_of(kind);
+      op->slope = op->a.slope;
+      op->saves_input = op->act == Activation::leaky_relu;
+    } else if (kind == "Linear") {
+      op->kind = OpKind::linear;
+    } else if (kind == "Reshape") {
+      op->kind = OpKind::reshape;
+    } else {
+      user_error("layer {} ({}) has no GPU implementation; use run.device: cpu", i, kind);
+    }
+    op->out = Shape(next.begin() + 1, next.end());
+    op->label = kind;
+    if (op->kind == OpKind::bn && op->act != Activation::none)
+      op->label = fmt::format("{}+{}", kind, host.layer(op->last_layer).kind());
+    shape = next;
+    ops_.push_back(std::move(op));
+  }
+  // The lowest gradient offset that is final once an op's backward is done: that of the first parameter
+  // at or after the op (backward runs from the last op down).
+  int64_t lowest = param_count_;
+  for (size_t k = ops_.size(); k-- > 0;) {
+    Op& op = *ops_[k];
+    if (op.w_off >= 0) lowest = std::min(lowest, op.w_off);
+    if (op.b_off >= 0) lowest = std::min(lowest, op.b_off);
+    op.lowest_final_offset = lowest;
+  }
+  param_buf_ = DeviceBuffer<float>(static_cast<size_t>(std::max<int64_t>(param_count_, 1)));
+  grad_buf_ = DeviceBuffer<float>(static_cast<size_t>(std::max<int64_t>(param_count_, 1)));
+  params_ = param_buf_.data();
+  grads_ = grad_buf_.data();
+  if (packed_bytes) {
+    packed_buf_ = DeviceBuffer<std::byte>(packed_bytes);
+    packed_grad_buf_ = DeviceBuffer<std::byte>(packed_bytes);
+  }
+  upload();
+}
+
+GpuNet::~GpuNet() = default;
+
+void GpuNet::set_batch_stats_reducer(DeviceSumReducer reduce, int world) {
+  reduce_ = std::move(reduce);
+  world_ = reduce_ ? std::max(world, 1) : 1;
+}
+
+void GpuNet::upload() {
+  std::vector<float> flat(static_cast<size_t>(param_count_));
+  std::vector<NamedParam> named = host_.named_params();
+  for (size_t i = 0; i < named.size(); ++i)
+    std::memcpy(flat.data() + slots_[i].offset, named[i].param->value.f32(),
+                static_cast<size_t>(slots_[i].numel) * sizeof(float));
+  if (param_count_) param_buf_.upload(flat.data(), flat.size(), ctx_.stream());
+  for (auto& op : ops_) {
+    if (op->kind != OpKind::bn) continue;
+    const size_t C = static_cast<size_t>(op->a.in_channels);
+    op->running_mean.upload(op->running_mean_host->value.f32(), C, ctx_.stream());
+    op->running_var.upload(op->running_var_host->value.f32(), C, ctx_.stream());
+    op->tracked_at_upload = op->tracked_host->value.i64()[0];
+  }
+  train_forwards_ = 0;
+  refresh_packed_weights();
+  zero_grads();
+  ctx_.synchronize();  // the host vectors go away
+}
+
+void GpuNet::download() {
+  std::vector<float> flat(static_cast<size_t>(param_count_));
+  if (param_count_) param_buf_.download(flat.data(), flat.size(), ctx_.stream());
+  std::vector<NamedParam> named = host_.named_params();
+  for (size_t i = 0; i < named.size(); ++i)
+    std::memcpy(named[i].param->value.f32(), flat.data() + slots_[i].offset,
+                static_cast<size_t>(slots_[i].numel) * sizeof(float));
+  // num_batches_tracked: every BatchNorm2d counts each train-mode forward of its network.
+  for (auto& op : ops_) {
+    if (op->kind != OpKind::bn) continue;
+    const size_t C = static_cast<size_t>(op->a.in_channels);
+    op->running_mean.download(op->running_mean_host->value.f32(), C, ctx_.stream());
+    op->running_var.download(op->running_var_host->value.f32(), C, ctx_.stream());
+    op->tracked_host->value.i64()[0] = op->tracked_at_upload + train_forwards_;
+  }
+}
+
+void GpuNet::refresh_packed_weights() {
+  if (!packed_buf_.data()) return;
+  for (auto& op : ops_) {
+    if (op->kind != OpKind::conv && op->kind != OpKind::conv_t) continue;
+    const int K = static_cast<int>(op->kind == OpKind::conv ? op->a.out_channels : op->a.in_channels);
+    const int C = static_cast<int>(op->kind == OpKind::conv ? op->a.in_channels : op->a.out_channels);
+    pack_conv_weight(packed_buf_.data() + op->packed_off, params_ + op->w_off, K, C, op->a.kernel, op->a.kernel,
+                     fmt_, ctx_.stream());
+  }
+}
+
+void GpuNet::zero_grads() {
+  if (param_count_) CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(param_count_) * sizeof(float), ctx_.stream()));
+}
+
+void* GpuNet::alloc(DeviceArena& arena, int64_t elems, DataType t) const {
+  return arena.allocate_bytes(static_cast<size_t>(elems) * data_type_size(t));
+}
+
+Shape GpuNet::output_shape(int N) const {
+  Shape s{N};
+  const Shape& o = ops_.empty() ? in_shape_ : ops_.back()->out;
+  s.insert(s.end(), o.begin(), o.end());
+  return s;
+}
+
+int64_t GpuNet::input_numel_per_sample() const { return shape_numel(in_shape_); }
+int64_t GpuNet::output_numel_per_sample() const {
+  return ops_.empty() ? input_numel_per_sample() : shape_numel(ops_.back()->out);
+}
+
+size_t GpuNet::forward_bytes(int N) const {
+  const size_t e = data_type_size(fmt_.type);
+  size_t kept = 0, temp = 0;
+  for (const auto& op : ops_) {
+    const Chw in = chw_of(op->in);
+    kept += aligned(static_cast<size_t>(N) * shape_numel(op->out) * e);
+    size_t t = aligned(batchnorm_workspace_doubles(N, in.c, in.h * in.w) * sizeof(double));
+    // Linear in bf16 and Reshape in NHWC convert through f32 / NCHW copies.
+    t = std::max(t, 2 * aligned(static_cast<size_t>(N) * (shape_numel(op->in) + shape_numel(op->out)) * 4));
+    temp = std::max(temp, t);
+  }
+  return kept + temp;
+}
+
+size_t GpuNet::backward_bytes(int N) const {
+  const size_t e = data_type_size(fmt_.type);
+  size_t grads = 0, temp = 0;
+  for (const auto& op : ops_) {
+    const Chw in = chw_of(op->in);
+    grads += aligned(static_cast<size_t>(N) * shape_numel(op->in) * e);
+    size_t t = aligned(batchnorm_workspace_doubles(N, in.c, in.h * in.w) * sizeof(double));
+    t = std::max(t, 3 * aligned(static_cast<size_t>(N) * (shape_numel(op->in) + shape_numel(op->out)) * 4));
+    temp = std::max(temp, t);
+  }
+  return grads + temp;
+}
+
+std::string GpuNet::describe() const {
+  std::string s;
+  for (const auto& op : ops_)
+    s += fmt::format("  layers {}-{}: {} {} -> {}\n", op->first_layer, op->last_layer, op->label, shape_str(op->in),
+                     shape_str(op->out));
+  return s;
+}
+
+void* GpuNet::forward(const void* x, int N, Mode mode, DeviceArena& arena) {
+  last_n_ = N;
+  const void* cur = x;
+  for (auto& op : ops_) {
+    void* y = nullptr;
+    // In-place activations whose backward needs only the output; reshapes in NCHW are views.
+    if (op->kind == OpKind::act && !op->saves_input) {
+      y = const_cast<void*>(cur);
+    } else if (op->kind == OpKind::reshape && fmt_.layout == Layout::nchw) {
+      y = const_cast<void*>(cur);
+    } else {
+      y = alloc(arena, N * shape_numel(op->out), fmt_.type);
+    }
+    forward_op(*op, cur, y, N, mode, arena);
+    cur = y;
+  }
+  if (mode == Mode::train) ++train_forwards_;
+  return const_cast<void*>(cur);
+}
+
+void GpuNet::forward_op(Op& op, const void* x, void* y, int N, Mode mode, DeviceArena& arena) {
+  cudaStream_t s = ctx_.stream();
+  op.x = x;
+  op.y = y;
+  op.trained = mode == Mode::train;
+  const bool packing = packed_buf_.data() != nullptr;
+  switch (op.kind) {
+    case OpKind::conv:
+    case OpKind::conv_t: {
+      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      const float* b = op.b_off >= 0 ? params_ + op.b_off : nullptr;
+      if (op.kind == OpKind::conv)
+        conv_.conv2d_forward(y, x, w, b, op.geometry(N));
+      else
+        conv_.conv_transpose2d_forward(y, x, w, b, op.geometry(N));
+      return;
+    }
+    case OpKind::bn: {
+      const Chw d = chw_of(op.in);
+      const int C = d.c, HW = d.h * d.w;
+      const float* w = op.w_off >= 0 ? params_ + op.w_off : nullptr;
+      const float* b = op.b_off >= 0 ? params_ + op.b_off : nullptr;
+      if (mode == Mode::eval) {
+        batchnorm_forward_eval(y, x, w, b, op.running_mean.data(), op.running_var.data(), N, C, HW, op.a.eps, op.act,
+                               op.slope, fmt_, s);
+        return;
+      }
+      const size_t mark = arena.mark();
+      double* ws = arena.allocate<double>(batchnorm_workspace_doubles(N, C, HW));
+      double* sum = op.sums.data();  // the forward borrows the backward's sums buffer
+      const int64_t count = static_cast<int64_t>(N) * HW * world_;
+      batchnorm_channel_sums(sum, x, N, C, HW, fmt_, ws, s);
+      if (reduce_) reduce_(sum, C);
+      batchnorm_mean_from_sums(op.mean.data(), sum, C, static_cast<double>(count), s);
+      batchnorm_channel_sq_dev(sum, x, op.mean.data(), N, C, HW, fmt_, ws, s);
+      if (reduce_) reduce_(sum, C);
+      batchnorm_stats_from_sq(op.rstd.data(), op.var.data(), sum, C, static_cast<double>(count), op.a.eps, s);
+      batchnorm_apply(y, x, op.mean.data(), op.rstd.data(), w, b, N, C, HW, op.act, op.slope, fmt_, s);
+      batchnorm_update_running(op.running_mean.data(), op.running_var.data(), op.mean.data(), op.var.data(), C, count,
+                               op.a.momentum, s);
+      arena.rewind(mark);
+      return;
+    }
+    case OpKind::act:
+      activation_forward(y, x, N * shape_numel(op.in), op.act, op.slope, fmt_.type, s);
+      return;
+    case OpKind::linear: {
+      const int IN = op.a.in_channels, OUT = op.a.out_channels;
+      const float* w = params_ + op.w_off;
+      const float* b = op.b_off >= 0 ? params_ + op.b_off : nullptr;
+      if (fmt_.type == DataType::f32) {
+        linear_forward(ctx_, static_cast<float*>(y), static_cast<const float*>(x), w, b, N, IN, OUT);
+        return;
+      }
+      // bf16 storage: the GEMM in f32 between conversions (no DCGAN layer is Linear).
+      const size_t mark = arena.mark();
+      float* xf = arena.allocate<float>(static_cast<size_t>(N) * IN);
+      float* yf = arena.allocate<float>(static_cast<size_t>(N) * OUT);
+      convert(xf, DataType::f32, x, fmt_.type, static_cast<int64_t>(N) * IN, s);
+      linear_forward(ctx_, yf, xf, w, b, N, IN, OUT);
+      convert(y, fmt_.type, yf, DataType::f32, static_cast<int64_t>(N) * OUT, s);
+      arena.rewind(mark);
+      return;
+    }
+    case OpKind::reshape: {
+      if (fmt_.layout == Layout::nchw) return;  // a view: y == x
+      // NHWC: the per-sample order changes with the shape; go through PyTorch's (NCHW) order.
+      const Chw in = chw_of(op.in), out = chw_of(op.out);
+      const size_t mark = arena.mark();
+      void* t = alloc(arena, N * shape_numel(op.in), fmt_.type);
+      convert_activations(t, {fmt_.type, Layout::nchw}, x, fmt_, N, in.c, in.h, in.w, s);
+      convert_activations(y, fmt_, t, {fmt_.type, Layout::nchw}, N, out.c, out.h, out.w, s);
+      arena.rewind(mark);
+      return;
+    }
+  }
+}
+
+void GpuNet::backward(const void* dy, void* dx, bool param_grads, DeviceArena& arena,
+                      const std::function<void(int64_t)>& hook) {
+  GT_CHECK(last_n_ > 0, "GpuNet backward called before forward");
+  const int N = last_n_;
+  const size_t mark = arena.mark();
+  const void* g = dy;
+  for (size_t k = ops_.size(); k-- > 0;) {
+    Op& op = *ops_[k];
+    void* dst = k == 0 ? dx : alloc(arena, N * shape_numel(op.in), fmt_.type);
+    backward_op(op, g, dst, N, param_grads, arena);
+    if (hook && param_grads) hook(op.lowest_final_offset);
+    g = dst;
+  }
+  arena.rewind(mark);
+}
+
+void GpuNet::backward_op(Op& op, const void* dy, void* dx, int N, bool param_grads, DeviceArena& arena) {
+  cudaStream_t s = ctx_.stream();
+  const bool packing = packed_buf_.data() != nullptr;
+  switch (op.kind) {
+    case OpKind::conv:
+    case OpKind::conv_t: {
+      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      // f32 NCHW accumulates straight into the master gradient; other formats write the packed gradient
+      // and add it, unpacked, into the f32 one.
+      void* dw = nullptr;
+      if (param_grads) dw = packing ? static_cast<void*>(packed_grad_buf_.data() + op.packed_off) : grads_ + op.w_off;
+      float* db = param_grads && op.b_off >= 0 ? grads_ + op.b_off : nullptr;
+      if (op.kind == OpKind::conv)
+        conv_.conv2d_backward(dx, dw, db, dy, op.x, w, op.geometry(N), /*accumulate_dweight=*/!packing);
+      else
+        conv_.conv_transpose2d_backward(dx, dw, db, dy, op.x, w, op.geometry(N), /*accumulate_dweight=*/!packing);
+      if (param_grads && packing) {
+        const int K = static_cast<int>(op.kind == OpKind::conv ? op.a.out_channels : op.a.in_channels);
+        const int C = static_cast<int>(op.kind == OpKind::conv ? op.a.in_channels : op.a.out_channels);
+        accumulate_conv_weight_grad(grads_ + op.w_off, dw, K, C, op.a.kernel, op.a.kernel, fmt_, s);
+      }
+      return;
+    }
+    case OpKind::bn: {
+      GT_CHECK(op.trained, "BatchNorm2d backward after an eval-mode forward is not supported on the GPU");
+      const Chw d = chw_of(op.in);
+      const int C = d.c, HW = d.h * d.w;
+      const float* w = op.w_off >= 0 ? params_ + op.w_off : nullptr;
+      const float* b = op.b_off >= 0 ? params_ + op.b_off : nullptr;
+      float* dw = param_grads && op.w_off >= 0 ? grads_ + op.w_off : nullptr;
+      float* db = param_grads && op.b_off >= 0 ? grads_ + op.b_off : nullptr;
+      const size_t mark = arena.mark();
+      double* ws = arena.allocate<double>(batchnorm_workspace_doubles(N, C, HW));
+      double* local = op.sums.data();  // [sum_g | sum_g_xmu] of this rank
+      const double count = static_cast<double>(N) * HW * world_;
+      batchnorm_backward_sums(local, local + C, dy, op.x, op.mean.data(), op.rstd.data(), w, b, N, C, HW, op.act,
+                              op.slope, fmt_, ws, s);
+      if (reduce_) {
+        // The input gradient needs the global batch's sums; the parameter gradients stay this rank's
+        // share (the gradient all-reduce adds the ranks' shares), as the CPU's synchronized layer does.
+        double* global = local + 2 * C;
+        CUDA_CHECK(cudaMemcpyAsync(global, local, 2 * static_cast<size_t>(C) * sizeof(double),
+                                   cudaMemcpyDeviceToDevice, s));
+        reduce_(global, 2 * static_cast<int64_t>(C));
+        if (dw || db)
+          batchnorm_backward_apply(nullptr, dw, db, local, local + C, count, dy, op.x, op.mean.data(), op.rstd.data(),
+                                   w, b, N, C, HW, op.act, op.slope, fmt_, ws, s);
+        if (dx)
+          batchnorm_backward_apply(dx, nullptr, nullptr, global, global + C, count, dy, op.x, op.mean.data(),
+                                   op.rstd.data(), w, b, N, C, HW, op.act, op.slope, fmt_, ws, s);
+      } else {
+        batchnorm_backward_apply(dx, dw, db, local, local + C, count, dy, op.x, op.mean.data(), op.rstd.data(), w, b,
+                                 N, C, HW, op.act, op.slope, fmt_, ws, s);
+      }
+      arena.rewind(mark);
+      return;
+    }
+    case OpKind::act:
+      if (dx)
+        activation_backward(dx, dy, op.saves_input ? op.x : op.y, N * shape_numel(op.in), op.act, op.slope, fmt_.type,
+                            s);
+      return;
+    case OpKind::linear: {
+      const int IN = op.a.in_channels, OUT = op.a.out_channels;
+      const float* w = params_ + op.w_off;
+      float* dw = param_grads ? grads_ + op.w_off : nullptr;
+      float* db = param_grads && op.b_off >= 0 ? grads_ + op.b_off : nullptr;
+      if (fmt_.type == DataType::f32) {
+        linear_backward(ctx_, static_cast<float*>(dx), dw, db, static_cast<const float*>(dy),
+                        static_cast<const float*>(op.x), w, N, IN, OUT);
+        return;
+      }
+      const size_t mark = arena.mark();
+      float* xf = arena.allocate<float>(static_cast<size_t>(N) * IN);
+      float* dyf = arena.allocate<float>(static_cast<size_t>(N) * OUT);
+      float* dxf = dx ? arena.allocate<float>(static_cast<size_t>(N) * IN) : nullptr;
+      convert(xf, DataType::f32, op.x, fmt_.type, static_cast<int64_t>(N) * IN, s);
+      convert(dyf, DataType::f32, dy, fmt_.type, static_cast<int64_t>(N) * OUT, s);
+      linear_backward(ctx_, dxf, dw, db, dyf, xf, w, N, IN, OUT);
+      if (dx) convert(dx, fmt_.type, dxf, DataType::f32, static_cast<int64_t>(N) * IN, s);
+      arena.rewind(mark);
+      return;
+    }
+    case OpKind::reshape: {
+      if (!dx) return;
+      const Chw in = chw_of(op.in), out = chw_of(op.out);
+      if (fmt_.layout == Layout::nchw) {
+        CUDA_CHECK(cudaMemcpyAsync(dx, dy, static_cast<size_t>(N) * shape_numel(op.in) * data_type_size(fmt_.type),
+                                   cudaMemcpyDeviceToDevice, s));
+        return;
+      }
+      const size_t mark = arena.mark();
+      void* t = alloc(arena, N * shape_numel(op.in), fmt_.type);
+      convert_activations(t, {fmt_.type, Layout::nchw}, dy, fmt_, N, out.c, out.h, out.w, s);
+      convert_activations(dx, fmt_, t, {fmt_.type, Layout::nchw}, N, in.c, in.h, in.w, s);
+      arena.rewind(mark);
+      return;
+    }
+  }
+}
+
+}  // namespace gt::cuda

@@ -1,0 +1,70 @@
+// The step engine: what runs the training steps of G and D on one rank, on the CPU or on a GPU; the trainer drives it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "train/gan_step.h"
+
+namespace gt {
+
+class Communicator;
+
+struct EngineOptions {
+  std::string device = "cpu";      // cpu | cuda
+  // cuda only:
+  std::string precision = "tf32";  // fp32 | tf32 | bf16 (bf16 activations; f32 master weights and optimizer state)
+  std::string layout = "auto";     // auto (NHWC for bf16, else NCHW) | nchw | nhwc
+  bool cuda_graph = true;          // capture the steady-state step as a CUDA graph where the collectives allow it
+  bool deterministic = true;       // cuDNN algorithms that give the same bits on every run only
+  double arena_mb = 0;             // device arena for the step's activations; 0 = sized from the model
+  std::string dist_backend = "auto";  // device collectives: auto (NCCL with one rank per GPU, else staged through
+                                      // the host communicator), nccl, mpi / local (staged)
+
+  // Both:
+  int64_t global_batch = 0;  // images per step over all ranks
+  int64_t local_batch = 0;   // this rank's share
+  int64_t shard_first = 0;   // this rank's first position in the global batch (noise rows are keyed by it)
+  uint64_t seed = 0;
+  float clip_grad_norm = 0;  // 0 = off
+  bool flip = false;         // data.flip: with uint8 batches the engine draws the flips (keyed as the loader's)
+  double timeout_s = 0;      // dist.timeout_s, for device collectives
+  bool sync_bn = true;       // batch norm over the global batch when there are several ranks
+  int64_t bucket_bytes = 25 << 20;
+  int nz = 100;
+};
+
+// One rank's engine. The host models (G, D and their optimizers) stay the source of truth at the edges:
+// an engine on another device copies them in when made and back in sync_to_host(), so checkpoints,
+// samples and parameter hashes use the host objects unchanged.
+class StepEngine {
+ public:
+  virtual ~StepEngine() = default;
+  // One line for the log: "cpu, 2 threads" or "cuda NVIDIA H100 80GB HBM3 (sm_90), bf16 NHWC, graph".
+  virtual std::string describe() const = 0;
+  // The host batch the engine reads: f32 [n, C, H, W] in [-1, 1], flipped by the loader (CPU), or the
+  // stored uint8 [n, H, W, C] with flips drawn on the device from the same key (GPU).
+  virtual bool wants_u8_batches() const { return false; }
+  // A host tensor for the loader to fill (page-locked for a GPU, so the upload is asynchronous).
+  virtual Tensor make_batch_buffer(const Shape& shape, DType dtype) { return Tensor(shape, dtype); }
+  // Starts step `step` (counted from 0) on this rank's real images; real must stay untouched until
+  // wait() returns (the GPU engine uploads it asynchronously). The noise is drawn inside, keyed by
+  // (seed, step, shard_first + row), so it is the same bits on every backend and rank count.
+  virtual void submit(const Tensor& real, int64_t step) = 0;
+  // Waits for the submitted step; its losses and means are this rank's share (see StepResult).
+  virtual StepResult wait() = 0;
+  // G(z) in eval mode for samples: host z [n, nz] -> host f32 [n, C, H, W]. Local: no collective.
+  virtual Tensor generate(const Tensor& z) = 0;
+  // Copies parameters, buffers and optimizer state back into the host models (no-op on the CPU).
+  virtual void sync_to_host() = 0;
+  // Device memory in use and its peak, in bytes (0 on the CPU).
+  virtual size_t device_bytes() const { return 0; }
+};
+
+// The CPU engine (train/gan_step.h's step, gradients summed over comm in buckets, synchronized batch
+// norm), or the CUDA engine (train/cuda/gpu_engine.h). A UserError names what is missing for cuda (a
+// build without CUDA, or no usable GPU on this node).
+std::unique_ptr<StepEngine> make_engine(const EngineOptions& opt, GanModels& host, Communicator& comm);
+
+}  // namespace gt

@@ -1,0 +1,207 @@
+// Whole DCGAN training steps: the CUDA engine against the CPU engine (parameters, BN buffers, optimizer state, losses, samples) per precision and layout; skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "data/image_source.h"
+#include "device.h"
+#include "dist/communicator.h"
+#include "nn/dcgan.h"
+#include "train/engine.h"
+#include "train/optim.h"
+
+namespace gt {
+namespace {
+
+constexpr int kBatch = 16;
+constexpr int kSteps = 4;
+constexpr uint64_t kSeed = 99;
+
+DcganSpec tiny_spec() { return DcganSpec{16, 16, 16, 32, 3, 0.2f}; }
+
+// One pair of host models with their optimizers, as the trainer makes them.
+struct HostModels {
+  Sequential G, D;
+  std::unique_ptr<Optimizer> opt_g, opt_d;
+  GanModels m;
+  explicit HostModels(const std::string& optimizer) : G(make_dcgan_generator(tiny_spec())), D(make_dcgan_discriminator(tiny_spec())) {
+    dcgan_init(G, 0.02f, kSeed, 1);
+    dcgan_init(D, 0.02f, kSeed, 2);
+    OptimConfig c;
+    c.name = optimizer;
+    c.momentum = optimizer == "adam" ? 0.0 : 0.9;
+    c.lr = optimizer == "adam" ? 2e-4 : 1e-3;
+    opt_g = make_optimizer(c, G.named_params());
+    opt_d = make_optimizer(c, D.named_params());
+    m = GanModels{&G, &D, opt_g.get(), opt_d.get()};
+  }
+};
+
+// The stored bytes of a batch (NHWC uint8) and the float batch the loader would make of them.
+struct Batch {
+  Tensor u8, f32;
+};
+Batch make_batch(int64_t step, bool flip) {
+  const DcganSpec s = tiny_spec();
+  const int R = s.resolution, C = s.channels;
+  Batch b{Tensor({kBatch, R, R, C}, DType::u8), Tensor({kBatch, C, R, R})};
+  std::mt19937 rng(static_cast<uint32_t>(1000 + step));
+  for (int64_t i = 0; i < b.u8.numel(); ++i) b.u8.u8()[i] = static_cast<uint8_t>(rng() & 0xFF);
+  for (int i = 0; i < kBatch; ++i) {
+    const bool mirrored = flip && flip_drawn(kSeed, step, i);
+    hwc_u8_to_chw_f32(b.u8.u8() + static_cast<int64_t>(i) * R * R * C, R, R, C, C, mirrored,
+                      b.f32.f32() + static_cast<int64_t>(i) * C * R * R);
+  }
+  return b;
+}
+
+double rel_diff(const Tensor& a, const Tensor& b) {
+  double d = 0, n = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.f32()[i], y = b.f32()[i];
+    d += (x - y) * (x - y);
+    n += y * y;
+  }
+  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
+}
+
+struct Case {
+  std::string name, precision, layout;
+  bool graph = true, u8 = false, flip = false;
+  float clip = 0.f;
+  std::string optimizer = "adam";
+  double param_tol, loss_tol;
+};
+
+std::vector<Case> cases() {
+  // Tolerances: fp32 differs from the CPU only in the order of sums (cuDNN's and ours), which Adam's
+  // normalized steps can turn into a full lr-sized difference for a parameter whose gradient is near
+  // zero; tf32 and bf16 round products (and bf16 every activation) on top.
+  return {
+      {"fp32_nchw_graph", "fp32", "nchw", true, false, false, 0.f, "adam", 2e-3, 1e-4},
+      {"fp32_nchw_eager", "fp32", "nchw", false, false, false, 0.f, "adam", 2e-3, 1e-4},
+      {"fp32_nchw_u8_flip_clip", "fp32", "nchw", true, true, true, 0.5f, "adam", 2e-3, 1e-4},
+      {"fp32_nhwc", "fp32", "nhwc", true, true, false, 0.f, "adam", 2e-3, 1e-4},
+      {"fp32_rmsprop", "fp32", "nchw", true, false, false, 0.f, "rmsprop", 2e-3, 1e-4},
+      {"fp32_sgd", "fp32", "nchw", true, false, false, 0.f, "sgd", 2e-3, 1e-4},
+      {"tf32_nchw", "tf32", "nchw", true, true, false, 0.f, "adam", 3e-2, 1e-2},
+      {"bf16_nhwc", "bf16", "nhwc", true, true, true, 0.f, "adam", 8e-2, 5e-2},
+      {"bf16_nchw", "bf16", "nchw", false, true, false, 0.f, "adam", 8e-2, 5e-2},
+  };
+}
+
+EngineOptions options(const Case& c, const std::string& device) {
+  EngineOptions o;
+  o.device = device;
+  o.precision = c.precision;
+  o.layout = c.layout;
+  o.cuda_graph = c.graph;
+  o.global_batch = o.local_batch = kBatch;
+  o.seed = kSeed;
+  o.clip_grad_norm = c.clip;
+  o.flip = c.flip;
+  o.nz = tiny_spec().nz;
+  return o;
+}
+
+class GpuTraining : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const cuda::DeviceReport r = cuda::query_devices();
+    if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+  }
+};
+
+TEST_P(GpuTraining, StepsMatchTheCpuEngine) {
+  const Case& c = GetParam();
+  HostModels cpu_models(c.optimizer), gpu_models(c.optimizer);
+  auto comm_cpu = make_local_communicator(), comm_gpu = make_local_communicator();
+  auto cpu = make_engine(options(c, "cpu"), cpu_models.m, *comm_cpu);
+  auto gpu = make_engine(options(c, "cuda"), gpu_models.m, *comm_gpu);
+  ASSERT_TRUE(gpu->wants_u8_batches());
+  for (int64_t step = 0; step < kSteps; ++step) {
+    Batch b = make_batch(step, c.flip);
+    cpu->submit(b.f32, step);
+    const StepResult rc = cpu->wait();
+    Tensor host = gpu->make_batch_buffer(c.u8 ? b.u8.shape() : b.f32.shape(), c.u8 ? DType::u8 : DType::f32);
+    host.copy_from(c.u8 ? b.u8 : b.f32);
+    gpu->submit(host, step);
+    const StepResult rg = gpu->wait();
+    SCOPED_TRACE("step " + std::to_string(step));
+    EXPECT_NEAR(rg.d_loss, rc.d_loss, c.loss_tol * std::abs(rc.d_loss));
+    EXPECT_NEAR(rg.g_loss, rc.g_loss, c.loss_tol * std::abs(rc.g_loss));
+    EXPECT_NEAR(rg.d_real, rc.d_real, c.loss_tol * std::abs(rc.d_real) + 1e-6);
+    EXPECT_NEAR(rg.d_fake, rc.d_fake, c.loss_tol * std::abs(rc.d_fake) + 1e-6);
+  }
+  gpu->sync_to_host();
+  for (auto [cn, gn] : {std::pair{&cpu_models.G, &gpu_models.G}, std::pair{&cpu_models.D, &gpu_models.D}}) {
+    auto cp = cn->named_params(), gp = gn->named_params();
+    for (size_t i = 0; i < cp.size(); ++i)
+      EXPECT_LE(rel_diff(gp[i].param->value, cp[i].param->value), c.param_tol) << cp[i].name;
+    auto cb = cn->named_buffers(), gb = gn->named_buffers();
+    for (size_t i = 0; i < cb.size(); ++i) {
+      if (cb[i].buffer->value.dtype() == DType::i64) {
+        EXPECT_EQ(gb[i].buffer->value.i64()[0], cb[i].buffer->value.i64()[0]) << cb[i].name;
+      } else {
+        EXPECT_LE(rel_diff(gb[i].buffer->value, cb[i].buffer->value), c.param_tol) << cb[i].name;
+      }
+    }
+  }
+  for (auto [co, go] : {std::pair{cpu_models.opt_g.get(), gpu_models.opt_g.get()},
+                        std::pair{cpu_models.opt_d.get(), gpu_models.opt_d.get()}}) {
+    EXPECT_EQ(go->step_count(), co->step_count());
+    auto cs = co->state(), gs = go->state();
+    ASSERT_EQ(cs.size(), gs.size());
+    for (size_t i = 0; i < cs.size(); ++i)
+      EXPECT_LE(rel_diff(*gs[i].tensor, *cs[i].tensor), 10 * c.param_tol) << cs[i].name;
+  }
+  // Samples: eval-mode G of the synced model on both sides.
+  Tensor z({8, tiny_spec().nz});
+  fill_noise(z.f32(), 8, tiny_spec().nz, kSeed, 12345, 0);
+  EXPECT_LE(rel_diff(gpu->generate(z), generate(cpu_models.G, z)), 10 * c.param_tol);
+}
+
+// A graph replay must be the eager step exactly: same algorithms, same kernels, same order.
+TEST(GpuTrainingGraph, ReplayIsBitIdenticalToEager) {
+  const cuda::DeviceReport r = cuda::query_devices();
+  if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+  Case c = cases()[0];
+  HostModels a("adam"), b("adam");
+  auto ca = make_local_communicator(), cb = make_local_communicator();
+  c.graph = true;
+  auto graphed = make_engine(options(c, "cuda"), a.m, *ca);
+  c.graph = false;
+  auto eager = make_engine(options(c, "cuda"), b.m, *cb);
+  for (int64_t step = 0; step < kSteps + 2; ++step) {
+    Batch batch = make_batch(step, false);
+    graphed->submit(batch.f32, step);
+    const StepResult ra = graphed->wait();
+    eager->submit(batch.f32, step);
+    const StepResult rb = eager->wait();
+    EXPECT_EQ(ra.d_loss, rb.d_loss) << "step " << step;
+    EXPECT_EQ(ra.g_loss, rb.g_loss) << "step " << step;
+  }
+  graphed->sync_to_host();
+  eager->sync_to_host();
+  auto pa = a.G.named_params(), pb = b.G.named_params();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(rel_diff(pa[i].param->value, pb[i].param->value), 0.0) << pa[i].name;
+  auto da = a.D.named_buffers(), db = b.D.named_buffers();
+  for (size_t i = 0; i < da.size(); ++i) {
+    if (da[i].buffer->value.dtype() == DType::i64) {
+      EXPECT_EQ(da[i].buffer->value.i64()[0], db[i].buffer->value.i64()[0]) << da[i].name;
+    } else {
+      EXPECT_EQ(rel_diff(da[i].buffer->value, db[i].buffer->value), 0.0) << da[i].name;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, GpuTraining, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+}  // namespace
+}  // namespace gt
