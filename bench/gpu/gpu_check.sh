@@ -12,7 +12,8 @@
 #   --configure-only, --build-only   stop after that step
 #   --suite           also run the rest of the test suite (ctest -LE gpu; minutes: a call of its own)
 #   --skip-torch      skip PyTorch's side of the benchmark
-#   --quick           build, parity tests and the kernel benchmark only (about 4 minutes)
+#   --quick           build, the GPU tests (parity table, whole training steps, one-rank NCCL) and the kernel
+#                     benchmark only (about 5 minutes)
 #   --perf            build, then the performance steps only (no tests, no kernel benchmark): bench_throughput,
 #                     torch_side_by_side.py, and an nsys profile when nsys exists (planned for about 9 minutes)
 # The default (build, parity, kernel benchmark, bench_throughput, PyTorch side by side) may not end inside
@@ -20,7 +21,7 @@
 # (a second call reuses build-gpu). torch.compile runs at batch 1024 only: each batch compiles anew, minutes.
 # Results (at most 8 files, as the device tool returns): summary.txt (also printed last), check.log
 # (environment, configure, build, test and benchmark output), parity.log and parity.xml (every row's
-# error), ctest.log (with --suite), bench_gpu_kernels.json, bench_throughput.json (gantrain's engine:
+# error), training.log (whole steps vs the CPU engine), ctest.log (with --suite), bench_gpu_kernels.json, bench_throughput.json (gantrain's engine:
 # every precision at batch 128..1024), torch_side_by_side_<date>_<gpu>_<commit>.json (the same step in
 # PyTorch's modes and gantrain's, one table), nsys_top_kernels.txt (--perf, with nsys). Exit status: 0 when
 # the build and the GPU tests passed, 1 otherwise; the benchmarks never change it, each records its own failure.
@@ -229,6 +230,23 @@ skipped=$(rows SKIPPED | grep -c . || true)
 note "parity: $passed passed, $failed_rows failed, $skipped skipped (exit $parity_rc, $(( $(date +%s) - start )) s)"
 rows FAILED | sed 's/^/  failed: /' | tee -a "$summary"
 [[ $parity_rc == 0 && $skipped == 0 ]] || failed=1
+
+# Whole DCGAN steps, CUDA engine vs CPU engine, per precision and layout; graph replay vs eager.
+start=$(date +%s)
+timeout 300 "$build/tests/gpu/test_gpu_training" > "$results/training.log" 2>&1
+training_rc=$?
+t_skipped=$(grep -c '^\[  SKIPPED \] Engines\|^\[  SKIPPED \] GpuTraining' "$results/training.log" || true)
+note "training steps (test_gpu_training): exit $training_rc, $(grep -c '^\[       OK \]' "$results/training.log") passed, $t_skipped skipped ($(( $(date +%s) - start )) s)"
+grep '^\[  FAILED  \]' "$results/training.log" | sort -u | sed 's/^/  /' | tee -a "$summary"
+[[ $training_rc == 0 && $t_skipped == 0 ]] || failed=1
+# One-rank NCCL and host-staged communicators on device buffers (built when NCCL was found).
+if [[ -x "$build/tests/gpu/test_nccl_communicator" ]]; then
+  if timeout 120 "$build/tests/gpu/test_nccl_communicator" >> "$log" 2>&1; then
+    note "test_nccl_communicator: passed"
+  else
+    note "FAIL: test_nccl_communicator (see check.log)"; failed=1
+  fi
+fi
 
 # ---- the rest of the suite (CPU tests; informational) ----------------------------------------------
 if [[ $suite == 1 ]]; then

@@ -287,8 +287,20 @@ class GpuEngine final : public StepEngine {
     cudaStream_t s = ctx_->stream();
     const int64_t n = opt_.local_batch;
     GT_CHECK(real.dim(0) == n, "batch of {} images, the engine was made for {}", real.dim(0), n);
+    // The upload and the conversion take their sizes from the model: a batch of other images would
+    // overrun real_dev_ or be read with the wrong strides.
+    const int64_t C = image_shape_[0], H = image_shape_[1], W = image_shape_[2];
+    if (real.dtype() == DType::u8)
+      GT_CHECK(real.ndim() == 4 && real.dim(1) == H && real.dim(2) == W && (real.dim(3) == C || real.dim(3) == 1),
+               "uint8 batch {}, the model takes [{}, {}, {}, {}] (NHWC)", real.str(), n, H, W, C);
+    else
+      GT_CHECK(real.dtype() == DType::f32 && real.shape() == (Shape{n, C, H, W}), "batch {}, the model takes f32 {}",
+               real.str(), shape_str(Shape{n, C, H, W}));
     // Inputs of the step outside the graphs: they depend on the step number.
     CUDA_CHECK(cudaMemcpyAsync(real_dev_.data(), real.raw(), real.nbytes(), cudaMemcpyHostToDevice, s));
+    // The captured graphs hold the conversion of the batch kind they were captured with.
+    GT_CHECK(!graph_a_ || real_u8_ == (real.dtype() == DType::u8),
+             "batch {} after CUDA graphs were captured for {} batches", real.str(), real_u8_ ? "uint8" : "f32");
     real_u8_ = real.dtype() == DType::u8;
     real_shape_ = real.shape();
     if (real_u8_ && opt_.flip) draw_flips(flips_.data(), n, opt_.seed, step, opt_.shard_first, s);
@@ -340,17 +352,25 @@ class GpuEngine final : public StepEngine {
     const int C = static_cast<int>(per[1]), H = static_cast<int>(per[2]), W = static_cast<int>(per[3]);
     const int64_t per_image = static_cast<int64_t>(C) * H * W;
     cudaStream_t s = ctx_->stream();
-    // In pieces of at most the training batch, so the arena's size suffices.
-    for (int64_t first = 0; first < n; first += opt_.local_batch) {
-      const int rows = static_cast<int>(std::min<int64_t>(opt_.local_batch, n - first));
+    // The convolutions read G's packed weights, refreshed only at the start of a step: the last step's
+    // G update is not in them yet.
+    G_->refresh_packed_weights();
+    // In pieces of exactly the training batch (the last one padded with zero rows; eval mode treats
+    // each sample alone): the training shapes' convolution plans serve, so no new plan can grow the
+    // cuDNN workspace and free the one the captured graphs point at. The arena's size suffices too.
+    const int B = static_cast<int>(opt_.local_batch);
+    for (int64_t first = 0; first < n; first += B) {
+      const int rows = static_cast<int>(std::min<int64_t>(B, n - first));
       const size_t mark = arena_->mark();
-      float* zf = arena_->allocate<float>(static_cast<size_t>(rows) * nz);
+      float* zf = arena_->allocate<float>(static_cast<size_t>(B) * nz);
+      if (rows < B)
+        CUDA_CHECK(cudaMemsetAsync(zf, 0, static_cast<size_t>(B) * nz * sizeof(float), s));
       copy_host_to_device(zf, z.f32() + first * nz, static_cast<size_t>(rows * nz) * sizeof(float), s);
-      void* zt = arena_->allocate_bytes(static_cast<size_t>(rows * nz) * data_type_size(fmt_.type));
-      convert(zt, fmt_.type, zf, DataType::f32, rows * nz, s);
-      void* y = G_->forward(zt, rows, Mode::eval, *arena_);
-      float* yf = arena_->allocate<float>(static_cast<size_t>(rows * per_image));
-      convert_activations(yf, {DataType::f32, Layout::nchw}, y, fmt_, rows, C, H, W, s);
+      void* zt = arena_->allocate_bytes(static_cast<size_t>(B) * nz * data_type_size(fmt_.type));
+      convert(zt, fmt_.type, zf, DataType::f32, static_cast<int64_t>(B) * nz, s);
+      void* y = G_->forward(zt, B, Mode::eval, *arena_);
+      float* yf = arena_->allocate<float>(static_cast<size_t>(B) * per_image);
+      convert_activations(yf, {DataType::f32, Layout::nchw}, y, fmt_, B, C, H, W, s);
       copy_device_to_host(out.f32() + first * per_image, yf, static_cast<size_t>(rows * per_image) * sizeof(float), s);
       arena_->rewind(mark);
     }
@@ -453,14 +473,16 @@ class GpuEngine final : public StepEngine {
 
     D_->zero_grads();
     const size_t mark = arena_->mark();
-    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(N) * data_type_size(t));
+    // The loss is the mean over every logit, as the CPU's (one per image for a DCGAN D).
+    const int64_t n_logits = static_cast<int64_t>(N) * D_->output_numel_per_sample();
+    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
     void* logits = D_->forward(real, N, Mode::train, *arena_);
-    bce_with_logits(res + kLossReal, res + kProbReal, dlogits, logits, N, 1.f, scale, t, s);
+    bce_with_logits(res + kLossReal, res + kProbReal, dlogits, logits, n_logits, 1.f, scale, t, s);
     D_->backward(dlogits, nullptr, true, *arena_);
     arena_->rewind(mark);
-    dlogits = arena_->allocate_bytes(static_cast<size_t>(N) * data_type_size(t));
+    dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
     logits = D_->forward(fake_, N, Mode::train, *arena_);
-    bce_with_logits(res + kLossFake, res + kProbFake, dlogits, logits, N, 0.f, scale, t, s);
+    bce_with_logits(res + kLossFake, res + kProbFake, dlogits, logits, n_logits, 0.f, scale, t, s);
     reduce_d_->arm();
     D_->backward(dlogits, nullptr, true, *arena_, [this](int64_t lowest) { reduce_d_->on_final(lowest); });
     reduce_d_->finish();
@@ -478,9 +500,10 @@ class GpuEngine final : public StepEngine {
     G_->zero_grads();
     const size_t mark = arena_->mark();
     void* dfake = arena_->allocate_bytes(static_cast<size_t>(N) * G_->output_numel_per_sample() * data_type_size(t));
-    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(N) * data_type_size(t));
+    const int64_t n_logits = static_cast<int64_t>(N) * D_->output_numel_per_sample();
+    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
     void* logits = D_->forward(fake_, N, Mode::train, *arena_);
-    bce_with_logits(results_dev_.data() + kLossG, nullptr, dlogits, logits, N, 1.f, scale, t, s);
+    bce_with_logits(results_dev_.data() + kLossG, nullptr, dlogits, logits, n_logits, 1.f, scale, t, s);
     // D's parameter gradients of this pass are never used (the CPU computes and then zeroes them).
     D_->backward(dlogits, dfake, /*param_grads=*/false, *arena_);
     reduce_g_->arm();

@@ -305,15 +305,18 @@ std::string GpuNet::describe() const {
 void* GpuNet::forward(const void* x, int N, Mode mode, DeviceArena& arena) {
   last_n_ = N;
   const void* cur = x;
+  bool cur_is_ours = false;  // cur is this forward's arena memory, not the caller's input
   for (auto& op : ops_) {
     void* y = nullptr;
-    // In-place activations whose backward needs only the output; reshapes in NCHW are views.
-    if (op->kind == OpKind::act && !op->saves_input) {
+    // In-place activations whose backward needs only the output (never over the caller's input: D
+    // reads the same fakes twice); reshapes in NCHW are views.
+    if (op->kind == OpKind::act && !op->saves_input && cur_is_ours) {
       y = const_cast<void*>(cur);
     } else if (op->kind == OpKind::reshape && fmt_.layout == Layout::nchw) {
       y = const_cast<void*>(cur);
     } else {
       y = alloc(arena, N * shape_numel(op->out), fmt_.type);
+      cur_is_ours = true;
     }
     forward_op(*op, cur, y, N, mode, arena);
     cur = y;
