@@ -396,24 +396,38 @@ std::vector<Output> run_bce(const Case& c, Rig& rig, uint64_t seed) {
   return {{"loss", {loss}, to_host(gloss, s)}, {"dlogits", dlogits, to_host(gd, s)}};
 }
 
-// dims {N, H, W, in_channels, out_channels}: uint8 NHWC to float NCHW with random flips.
-std::vector<Output> run_u8_to_f32(const Case& c, Rig& rig, uint64_t seed) {
-  const int N = c.dims[0], H = c.dims[1], W = c.dims[2], cin = c.dims[3], cout = c.dims[4];
-  const auto s = rig.stream();
+// Random uint8 NHWC images and flips for the rows below (dims {N, H, W, in_channels, out_channels}), with
+// the CPU's float NCHW conversion of them: the loader's hwc_u8_to_chw_f32.
+struct U8Images {
+  int N, H, W, cin, cout;
+  std::vector<uint8_t> pixels, flips;
+  std::vector<float> reference;
+};
+U8Images random_u8_images(const Case& c, uint64_t seed) {
+  U8Images u{c.dims[0], c.dims[1], c.dims[2], c.dims[3], c.dims[4], {}, {}, {}};
   std::mt19937 gen(static_cast<uint32_t>(seed));
-  std::vector<uint8_t> pixels(static_cast<size_t>(N) * H * W * cin), flips(N);
-  for (auto& p : pixels) p = static_cast<uint8_t>(gen() & 0xFF);
-  for (auto& f : flips) f = static_cast<uint8_t>(gen() & 1);
-  const size_t per_image = static_cast<size_t>(cout) * H * W;
-  std::vector<float> out(per_image * N);
-  for (int i = 0; i < N; ++i)
-    gt::hwc_u8_to_chw_f32(pixels.data() + static_cast<size_t>(i) * H * W * cin, H, W, cin, cout, flips[i] != 0,
-                          out.data() + i * per_image);
-  auto gpixels = to_device(pixels, s);
-  auto gflips = to_device(flips, s);
-  auto gout = poisoned(out.size(), s);
-  gt::cuda::u8_nhwc_to_f32_nchw(gout.data(), gpixels.data(), gflips.data(), N, H, W, cin, cout, 127.5f, -1.f, s);
-  return {{"images", out, to_host(gout, s)}};
+  u.pixels.resize(static_cast<size_t>(u.N) * u.H * u.W * u.cin);
+  u.flips.resize(static_cast<size_t>(u.N));
+  for (auto& p : u.pixels) p = static_cast<uint8_t>(gen() & 0xFF);
+  for (auto& f : u.flips) f = static_cast<uint8_t>(gen() & 1);
+  const size_t per_image = static_cast<size_t>(u.cout) * u.H * u.W;
+  u.reference.resize(per_image * u.N);
+  for (int i = 0; i < u.N; ++i)
+    gt::hwc_u8_to_chw_f32(u.pixels.data() + static_cast<size_t>(i) * u.H * u.W * u.cin, u.H, u.W, u.cin, u.cout,
+                          u.flips[i] != 0, u.reference.data() + i * per_image);
+  return u;
+}
+
+// uint8 NHWC to float NCHW with random flips.
+std::vector<Output> run_u8_to_f32(const Case& c, Rig& rig, uint64_t seed) {
+  const auto s = rig.stream();
+  const U8Images u = random_u8_images(c, seed);
+  auto gpixels = to_device(u.pixels, s);
+  auto gflips = to_device(u.flips, s);
+  auto gout = poisoned(u.reference.size(), s);
+  gt::cuda::u8_nhwc_to_f32_nchw(gout.data(), gpixels.data(), gflips.data(), u.N, u.H, u.W, u.cin, u.cout, 127.5f,
+                                -1.f, s);
+  return {{"images", u.reference, to_host(gout, s)}};
 }
 
 // dims {count, step, first position}.
@@ -870,25 +884,16 @@ std::vector<Output> run_channel_bias(const Case& c, Rig& rig, uint64_t seed) {
   return {{"biased", biased, download_nchw(c, gout, b.N, b.C, b.HW(), s)}, {"dbias", dbias, to_host(gdbias, s)}};
 }
 
-// dims {N, H, W, in_channels, out_channels}: uint8 NHWC to an image in the row's format, with random flips.
+// uint8 NHWC to an image in the row's format, with random flips.
 std::vector<Output> run_u8_to_image(const Case& c, Rig& rig, uint64_t seed) {
-  const int N = c.dims[0], H = c.dims[1], W = c.dims[2], cin = c.dims[3], cout = c.dims[4];
   const auto s = rig.stream();
-  std::mt19937 gen(static_cast<uint32_t>(seed));
-  std::vector<uint8_t> pixels(static_cast<size_t>(N) * H * W * cin), flips(N);
-  for (auto& p : pixels) p = static_cast<uint8_t>(gen() & 0xFF);
-  for (auto& f : flips) f = static_cast<uint8_t>(gen() & 1);
-  const size_t per_image = static_cast<size_t>(cout) * H * W;
-  std::vector<float> out(per_image * N);
-  for (int i = 0; i < N; ++i)
-    gt::hwc_u8_to_chw_f32(pixels.data() + static_cast<size_t>(i) * H * W * cin, H, W, cin, cout, flips[i] != 0,
-                          out.data() + i * per_image);
-  auto gpixels = to_device(pixels, s);
-  auto gflips = to_device(flips, s);
-  TypedBuffer gout = typed_poisoned(out.size(), c.format.type, s);
-  gt::cuda::u8_nhwc_to_image(gout.data(), c.format, gpixels.data(), gflips.data(), N, H, W, cin, cout, 127.5f, -1.f,
-                             s);
-  return {{"images", rounded(out, c.format.type), download_nchw(c, gout, N, cout, H * W, s)}};
+  const U8Images u = random_u8_images(c, seed);
+  auto gpixels = to_device(u.pixels, s);
+  auto gflips = to_device(u.flips, s);
+  TypedBuffer gout = typed_poisoned(u.reference.size(), c.format.type, s);
+  gt::cuda::u8_nhwc_to_image(gout.data(), c.format, gpixels.data(), gflips.data(), u.N, u.H, u.W, u.cin, u.cout,
+                             127.5f, -1.f, s);
+  return {{"images", rounded(u.reference, c.format.type), download_nchw(c, gout, u.N, u.cout, u.H * u.W, s)}};
 }
 
 // dims {n}; variant: the activation. The CPU runs on the stored (rounded) inputs in float.

@@ -78,26 +78,12 @@ RANKS_REL = 1e-3
 
 
 def worst_model_difference(path_a, path_b):
-    """Worst relative difference over the G/ and D/ tensors (parameters, buffers, optimizer state)."""
-    import h5py
-    import numpy as np
-    worst, where = 0.0, None
-    with h5py.File(path_a, "r") as fa, h5py.File(path_b, "r") as fb:
-        names = []
-        for root in ("G", "D"):
-            fa[root].visititems(lambda n, o: names.append(f"{root}/{n}") if isinstance(o, h5py.Dataset) else None)
-        check(names, "no G/ or D/ tensors in the checkpoint")
-        for name in names:
-            x, y = fa[name][()], fb[name][()]
-            if x.dtype.kind != "f":
-                check(np.array_equal(x, y), f"{name} differs")
-                continue
-            scale = float(np.max(np.abs(x))) if x.size else 0.0
-            diff = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
-            rel = diff / scale if scale > 0 else diff
-            if rel > worst:
-                worst, where = rel, name
-    return worst, where
+    """Worst relative difference over the G/ and D/ tensors (parameters, buffers, optimizer state), measured
+    as the CPU invariance test measures it (test_mpi.py, beside this file)."""
+    from test_mpi import load_h5, worst_relative_difference
+    models = [{k: v for k, v in load_h5(p).items() if k.startswith(("G/", "D/"))} for p in (path_a, path_b)]
+    check(models[0], "no G/ or D/ tensors in the checkpoint")
+    return worst_relative_difference(*models)
 
 
 def case_train_refuses_nccl_np2(args, machine):

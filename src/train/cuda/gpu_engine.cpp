@@ -226,7 +226,11 @@ enum Result { kLossReal, kLossFake, kLossG, kProbReal, kProbFake, kResults };
 
 class GpuEngine final : public StepEngine {
  public:
-  GpuEngine(const EngineOptions& opt, GanModels& host, Communicator& comm) : opt_(opt), host_(host), comm_(comm) {
+  GpuEngine(const EngineOptions& opt, GanModels& host, Communicator& comm)
+      : opt_(opt),
+        host_(host),
+        comm_(comm),
+        share_(static_cast<double>(opt.local_batch) / static_cast<double>(opt.global_batch)) {
     const Precision precision = precision_of(opt.precision);
     fmt_ = {storage_type(precision), layout_of(opt.layout, precision)};
     open_device(precision);
@@ -234,6 +238,8 @@ class GpuEngine final : public StepEngine {
     image_shape_ = d_input_shape();
     G_ = std::make_unique<GpuNet>(*host.G, Shape{opt.nz, 1, 1}, *ctx_, *conv_, fmt_);
     D_ = std::make_unique<GpuNet>(*host.D, image_shape_, *ctx_, *conv_, fmt_);
+    // The loss is the mean over every logit, as the CPU's (one per image for a DCGAN D).
+    n_logits_ = opt.local_batch * D_->output_numel_per_sample();
     if (dev_comm_ && opt.sync_bn) {
       auto reduce = [this](double* v, int64_t n) { dev_comm_->all_reduce(v, n, ReduceOp::sum); };
       G_->set_batch_stats_reducer(reduce, comm.world_size());
@@ -333,12 +339,11 @@ class GpuEngine final : public StepEngine {
     CUDA_CHECK(cudaEventSynchronize(done_));
     submitted_ = false;
     const float* r = results_host_.f32();
-    const double scale = static_cast<double>(opt_.local_batch) / static_cast<double>(opt_.global_batch);
     StepResult out;
-    out.d_loss = static_cast<double>(r[kLossReal]) * scale + static_cast<double>(r[kLossFake]) * scale;
-    out.g_loss = static_cast<double>(r[kLossG]) * scale;
-    out.d_real = static_cast<double>(r[kProbReal]) * scale;
-    out.d_fake = static_cast<double>(r[kProbFake]) * scale;
+    out.d_loss = static_cast<double>(r[kLossReal]) * share_ + static_cast<double>(r[kLossFake]) * share_;
+    out.g_loss = static_cast<double>(r[kLossG]) * share_;
+    out.d_real = static_cast<double>(r[kProbReal]) * share_;
+    out.d_fake = static_cast<double>(r[kProbFake]) * share_;
     return out;
   }
 
@@ -452,7 +457,7 @@ class GpuEngine final : public StepEngine {
   void segment_a() {
     cudaStream_t s = ctx_->stream();
     const int N = static_cast<int>(opt_.local_batch);
-    const float scale = static_cast<float>(static_cast<double>(opt_.local_batch) / opt_.global_batch);
+    const float scale = static_cast<float>(share_);
     const int C = static_cast<int>(image_shape_[0]), H = static_cast<int>(image_shape_[1]),
               W = static_cast<int>(image_shape_[2]);
     const DataType t = fmt_.type;
@@ -473,16 +478,14 @@ class GpuEngine final : public StepEngine {
 
     D_->zero_grads();
     const size_t mark = arena_->mark();
-    // The loss is the mean over every logit, as the CPU's (one per image for a DCGAN D).
-    const int64_t n_logits = static_cast<int64_t>(N) * D_->output_numel_per_sample();
-    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
+    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits_) * data_type_size(t));
     void* logits = D_->forward(real, N, Mode::train, *arena_);
-    bce_with_logits(res + kLossReal, res + kProbReal, dlogits, logits, n_logits, 1.f, scale, t, s);
+    bce_with_logits(res + kLossReal, res + kProbReal, dlogits, logits, n_logits_, 1.f, scale, t, s);
     D_->backward(dlogits, nullptr, true, *arena_);
     arena_->rewind(mark);
-    dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
+    dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits_) * data_type_size(t));
     logits = D_->forward(fake_, N, Mode::train, *arena_);
-    bce_with_logits(res + kLossFake, res + kProbFake, dlogits, logits, n_logits, 0.f, scale, t, s);
+    bce_with_logits(res + kLossFake, res + kProbFake, dlogits, logits, n_logits_, 0.f, scale, t, s);
     reduce_d_->arm();
     D_->backward(dlogits, nullptr, true, *arena_, [this](int64_t lowest) { reduce_d_->on_final(lowest); });
     reduce_d_->finish();
@@ -494,16 +497,15 @@ class GpuEngine final : public StepEngine {
   void segment_b() {
     cudaStream_t s = ctx_->stream();
     const int N = static_cast<int>(opt_.local_batch);
-    const float scale = static_cast<float>(static_cast<double>(opt_.local_batch) / opt_.global_batch);
+    const float scale = static_cast<float>(share_);
     const DataType t = fmt_.type;
     D_->refresh_packed_weights();  // after this step's D update
     G_->zero_grads();
     const size_t mark = arena_->mark();
     void* dfake = arena_->allocate_bytes(static_cast<size_t>(N) * G_->output_numel_per_sample() * data_type_size(t));
-    const int64_t n_logits = static_cast<int64_t>(N) * D_->output_numel_per_sample();
-    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits) * data_type_size(t));
+    void* dlogits = arena_->allocate_bytes(static_cast<size_t>(n_logits_) * data_type_size(t));
     void* logits = D_->forward(fake_, N, Mode::train, *arena_);
-    bce_with_logits(results_dev_.data() + kLossG, nullptr, dlogits, logits, n_logits, 1.f, scale, t, s);
+    bce_with_logits(results_dev_.data() + kLossG, nullptr, dlogits, logits, n_logits_, 1.f, scale, t, s);
     // D's parameter gradients of this pass are never used (the CPU computes and then zeroes them).
     D_->backward(dlogits, dfake, /*param_grads=*/false, *arena_);
     reduce_g_->arm();
@@ -549,6 +551,10 @@ class GpuEngine final : public StepEngine {
   std::unique_ptr<FlatGradReducer> reduce_g_, reduce_d_;
   std::unique_ptr<DeviceArena> arena_;
   Shape image_shape_;  // [C, H, W]
+  // This rank's share of the global batch (local / global): each loss and its gradient are the global
+  // mean's share, as the CPU engine's StepOptions::loss_scale.
+  double share_ = 1.0;
+  int64_t n_logits_ = 0;  // D's outputs for one local batch
   DeviceBuffer<std::byte> real_dev_;
   DeviceBuffer<uint8_t> flips_;
   DeviceBuffer<float> z_, results_dev_;

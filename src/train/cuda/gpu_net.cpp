@@ -267,16 +267,21 @@ int64_t GpuNet::output_numel_per_sample() const {
   return ops_.empty() ? input_numel_per_sample() : shape_numel(ops_.back()->out);
 }
 
+// Arena bytes an op takes for the time of its call: a batch-norm workspace, or the f32 / NCHW copies
+// that Linear in bf16 and Reshape in NHWC convert through (`copies` of them at most).
+size_t GpuNet::op_temp_bytes(const Op& op, int N, int copies) const {
+  const Chw in = chw_of(op.in);
+  const size_t ws = aligned(batchnorm_workspace_doubles(N, in.c, in.h * in.w) * sizeof(double));
+  const size_t conv = aligned(static_cast<size_t>(N) * (shape_numel(op.in) + shape_numel(op.out)) * 4);
+  return std::max(ws, static_cast<size_t>(copies) * conv);
+}
+
 size_t GpuNet::forward_bytes(int N) const {
   const size_t e = data_type_size(fmt_.type);
   size_t kept = 0, temp = 0;
   for (const auto& op : ops_) {
-    const Chw in = chw_of(op->in);
     kept += aligned(static_cast<size_t>(N) * shape_numel(op->out) * e);
-    size_t t = aligned(batchnorm_workspace_doubles(N, in.c, in.h * in.w) * sizeof(double));
-    // Linear in bf16 and Reshape in NHWC convert through f32 / NCHW copies.
-    t = std::max(t, 2 * aligned(static_cast<size_t>(N) * (shape_numel(op->in) + shape_numel(op->out)) * 4));
-    temp = std::max(temp, t);
+    temp = std::max(temp, op_temp_bytes(*op, N, 2));
   }
   return kept + temp;
 }
@@ -285,11 +290,8 @@ size_t GpuNet::backward_bytes(int N) const {
   const size_t e = data_type_size(fmt_.type);
   size_t grads = 0, temp = 0;
   for (const auto& op : ops_) {
-    const Chw in = chw_of(op->in);
     grads += aligned(static_cast<size_t>(N) * shape_numel(op->in) * e);
-    size_t t = aligned(batchnorm_workspace_doubles(N, in.c, in.h * in.w) * sizeof(double));
-    t = std::max(t, 3 * aligned(static_cast<size_t>(N) * (shape_numel(op->in) + shape_numel(op->out)) * 4));
-    temp = std::max(temp, t);
+    temp = std::max(temp, op_temp_bytes(*op, N, 3));
   }
   return grads + temp;
 }

@@ -75,6 +75,7 @@ class GpuNet {
  private:
   struct Op;
   void* alloc(DeviceArena& arena, int64_t elems, DataType t) const;
+  size_t op_temp_bytes(const Op& op, int N, int copies) const;
   void forward_op(Op& op, const void* x, void* y, int N, Mode mode, DeviceArena& arena);
   void backward_op(Op& op, const void* dy, void* dx, int N, bool param_grads, DeviceArena& arena);
 
