@@ -150,23 +150,21 @@ std::vector<float> rounded(std::vector<float> v, DataType t) {
 }
 
 // [N, C, HW] NCHW <-> the layout l (NHWC: [N, HW, C]).
-std::vector<float> to_layout(const std::vector<float>& nchw, int N, int C, int HW, Layout l) {
-  if (l == Layout::nchw) return nchw;
-  std::vector<float> out(nchw.size());
-  for (int n = 0; n < N; ++n)
-    for (int c = 0; c < C; ++c)
-      for (int i = 0; i < HW; ++i)
-        out[(static_cast<size_t>(n) * HW + i) * C + c] = nchw[(static_cast<size_t>(n) * C + c) * HW + i];
-  return out;
-}
-std::vector<float> from_layout(const std::vector<float>& v, int N, int C, int HW, Layout l) {
-  if (l == Layout::nchw) return v;
+std::vector<float> nchw_nhwc(const std::vector<float>& v, int N, int C, int HW, bool to_nhwc) {
   std::vector<float> out(v.size());
   for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c)
-      for (int i = 0; i < HW; ++i)
-        out[(static_cast<size_t>(n) * C + c) * HW + i] = v[(static_cast<size_t>(n) * HW + i) * C + c];
+      for (int i = 0; i < HW; ++i) {
+        const size_t nchw = (static_cast<size_t>(n) * C + c) * HW + i, nhwc = (static_cast<size_t>(n) * HW + i) * C + c;
+        out[to_nhwc ? nhwc : nchw] = v[to_nhwc ? nchw : nhwc];
+      }
   return out;
+}
+std::vector<float> to_layout(const std::vector<float>& nchw, int N, int C, int HW, Layout l) {
+  return l == Layout::nchw ? nchw : nchw_nhwc(nchw, N, C, HW, true);
+}
+std::vector<float> from_layout(const std::vector<float>& v, int N, int C, int HW, Layout l) {
+  return l == Layout::nchw ? v : nchw_nhwc(v, N, C, HW, false);
 }
 
 // A device tensor of f32 or bf16 values, filled from and read back as floats. It keeps its host staging
