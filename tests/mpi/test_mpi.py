@@ -212,13 +212,84 @@ def count(text, part):
 
 # ---- cases ----------------------------------------------------------------------------------------
 
+# The rank-count comparison trains with every per-network and per-step setting distinct, so that wiring
+# mistakes show: G and D with different optimizers (Adam vs SGD with momentum, whose update scales with
+# the gradient, so clipping shows in it), gradient clipping tight enough to act on every step, flips.
+WIRING = ["optim.g.name=adam", "optim.g.lr=0.0003", "optim.g.beta1=0.6",
+          "optim.d.name=sgd", "optim.d.lr=0.05", "optim.d.momentum=0.9",
+          "train.clip_grad_norm=0.05", "data.flip=true"]
+# metrics.jsonl values of P ranks against one process: means over the global batch, summed from the
+# ranks' shares in another order, so they differ by rounding (measured: 3e-8 relative on 2 and 4 ranks
+# over 20 steps); a mean over the ranks instead of a sum is off by a factor P.
+METRICS_REL = 1e-5
+
+
+def load_meta(path):
+    import h5py
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f["meta"].attrs.items()}
+
+
+def load_metrics(job, name):
+    import json
+    with open(os.path.join(job.runs, name, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def compare_metrics(single, multi, what):
+    """Every logged value of a P-rank run is the one-process value (images/s aside)."""
+    check([m["step"] for m in multi] == [m["step"] for m in single],
+          f"{what}: metrics steps {[m['step'] for m in multi]} vs {[m['step'] for m in single]}")
+    worst, where = 0.0, None
+    for a, b in zip(single, multi):
+        check(sorted(a) == sorted(b), f"{what}: metrics keys {sorted(b)} vs {sorted(a)}")
+        for k, v in a.items():
+            if k == "images_per_sec":
+                continue
+            rel = abs(b[k] - v) / max(abs(v), 1e-12)
+            if rel > worst:
+                worst, where = rel, f"{k} at step {a['step']} ({b[k]} vs {v})"
+    check(worst <= METRICS_REL, f"{what}: metrics differ from one process by {worst:.3g}: {where}")
+    return worst
+
+
+def compare_meta(single, multi, ranks, what):
+    """The checkpoint's /meta describes the global run: only world_size tells the rank count."""
+    check(int(multi["world_size"]) == ranks, f"{what}: world_size {multi['world_size']}, expected {ranks}")
+    def same_run(config):  # the config text, less the run's name
+        return "\n".join(line for line in str(config).splitlines() if not line.startswith("  name: "))
+
+    for k, v in single.items():
+        if k == "world_size":
+            continue
+        if k == "config":
+            check(same_run(multi.get(k)) == same_run(v), f"{what}: /meta config differs beyond run.name")
+            continue
+        check(k in multi and str(multi[k]) == str(v), f"{what}: /meta {k} = {multi.get(k)!r}, one process has {v!r}")
+
+
 def case_invariance_np1_np2_np4(job):
     """P ranks train the model one process trains, to float summation order; rank 0 alone prints."""
-    r = job.run(job.train_args("single"))
+    r = job.run(job.train_args("single", *WIRING))
     check(r.returncode == 0, f"single process failed: {r.stderr}")
     single = load_h5(job.checkpoint("single"))
+    single_metrics, single_meta = load_metrics(job, "single"), load_meta(job.checkpoint("single"))
+    check(int(single_meta["images_seen"]) == STEPS * 8, f"images_seen {single_meta['images_seen']} after {STEPS} steps of 8")
+    check("momentum_buffer" in str(sorted(single)) and any(k.startswith("G/optim/exp_avg/") for k in single) and
+          not any(k.startswith("D/optim/exp_avg") for k in single) and
+          not any(k.startswith("G/optim/momentum_buffer") for k in single),
+          f"G should carry Adam state and D SGD momentum: {sorted(k for k in single if '/optim/' in k)[:6]}")
+    check(all(abs(m["lr_g"] - 3e-4) < 1e-12 and abs(m["lr_d"] - 0.05) < 1e-12 for m in single_metrics),
+          f"learning rates in metrics.jsonl: {[(m['lr_g'], m['lr_d']) for m in single_metrics]}")
+    # Clipping has teeth here: the same run without it trains another model (if clipping were undone by
+    # the gradient reduction, or skipped, these would be the same).
+    r = job.run(job.train_args("single_noclip", *WIRING, "train.clip_grad_norm=0"))
+    check(r.returncode == 0, f"single process without clipping failed: {r.stderr}")
+    rel, where = worst_relative_difference(single, load_h5(job.checkpoint("single_noclip")))
+    print(f"np 1 without clipping: worst relative difference {rel:.3g} ({where})")
+    check(rel > 100 * INVARIANCE_REL, f"clipping made no visible difference ({rel:.3g})")
     for np in [1, 2, 4]:
-        r = job.run(job.mpi(np, *job.train_args(f"np{np}")))
+        r = job.run(job.mpi(np, *job.train_args(f"np{np}", *WIRING)))
         check(r.returncode == 0, f"np {np} failed ({r.returncode}): {r.stdout}\n{r.stderr}")
         # Console discipline: one progress line per log step (rank 0's), nothing on stderr.
         check(count(r.stdout, "\nstep ") + r.stdout.startswith("step ") == STEPS // 5,
@@ -228,27 +299,63 @@ def case_invariance_np1_np2_np4(job):
         check(r.stderr.strip() == "", f"np {np}: stderr not empty: {r.stderr!r}")
         check("differ" not in r.stdout, f"np {np}: ranks drifted apart: {r.stdout}")
         ckpt = load_h5(job.checkpoint(f"np{np}"))
+        compare_meta(single_meta, load_meta(job.checkpoint(f"np{np}")), np, f"np {np}")
+        mrel = compare_metrics(single_metrics, load_metrics(job, f"np{np}"), f"np {np}")
         if np == 1:
             check(bit_identical(ckpt, single), "mpirun -np 1 is not bit-identical to the plain process")
             print("np 1: bit-identical to the single process")
             continue
         rel, where = worst_relative_difference(single, ckpt)
-        print(f"np {np}: worst relative difference {rel:.3g} ({where}), bound {INVARIANCE_REL:g}, {r.seconds:.1f} s")
+        print(f"np {np}: worst relative difference {rel:.3g} ({where}), bound {INVARIANCE_REL:g}; "
+              f"metrics {mrel:.3g}, bound {METRICS_REL:g}; {r.seconds:.1f} s")
         check(rel <= INVARIANCE_REL, f"np {np} differs from np 1 by {rel:.3g} at {where}")
         samples = os.listdir(os.path.join(job.runs, f"np{np}", "samples"))
         check(sorted(samples) == ["step_00000010.png", "step_00000020.png"], f"np {np}: samples {samples}")
     # The same rank count again: bit for bit the same model.
-    r = job.run(job.mpi(2, *job.train_args("np2_again")))
+    r = job.run(job.mpi(2, *job.train_args("np2_again", *WIRING)))
     check(r.returncode == 0, f"np 2 again failed: {r.stderr}")
     check(bit_identical(load_h5(job.checkpoint("np2")), load_h5(job.checkpoint("np2_again"))),
           "two runs on 2 ranks differ")
     print("np 2 twice: bit-identical")
     # The bound has teeth: batch norm per rank (not synchronized) trains a visibly different model.
-    r = job.run(job.mpi(2, *job.train_args("np2_local_bn", "dist.sync_bn=false")))
+    r = job.run(job.mpi(2, *job.train_args("np2_local_bn", *WIRING, "dist.sync_bn=false")))
     check(r.returncode == 0, f"np 2 with local BN failed: {r.stderr}")
     rel, where = worst_relative_difference(single, load_h5(job.checkpoint("np2_local_bn")))
     print(f"np 2 with per-rank batch norm: worst relative difference {rel:.3g} ({where})")
     check(rel > 100 * INVARIANCE_REL, f"per-rank BN should differ clearly, got {rel:.3g}")
+
+
+def clipped_norms(path):
+    """Global norms of the gradients that D's and G's first optimizer step applied, read back from its state:
+    SGD's first momentum buffer is the gradient itself, Adam's first exp_avg is (1 - beta1) times it."""
+    import numpy as np
+    ck = load_h5(path)
+    d = [v for k, v in ck.items() if k.startswith("D/optim/momentum_buffer/")]
+    g = [v / (1 - 0.6) for k, v in ck.items() if k.startswith("G/optim/exp_avg/")]
+    check(d and g, f"no optimizer state in {path}")
+    return (float(np.sqrt(sum(np.sum(x.astype(np.float64) ** 2) for x in d))),
+            float(np.sqrt(sum(np.sum(x.astype(np.float64) ** 2) for x in g))))
+
+
+def case_clipping_np1_np2(job):
+    """Clipping acts on the gradients summed over the ranks: after one step the applied gradients of both
+    networks have the global norm train.clip_grad_norm, on 1 and 2 ranks (clipping each rank's share
+    before the sum gives up to P times that; clipping before the sum has landed is undone by it)."""
+    clip = 0.05
+    one = ["train.max_steps=1", "log.every_steps=1", "log.sample_every_steps=0"]
+    r = job.run(job.train_args("raw", *WIRING, *one, "train.clip_grad_norm=0"))
+    check(r.returncode == 0, f"unclipped run failed: {r.stderr}")
+    raw_d, raw_g = clipped_norms(job.checkpoint("raw", 1))
+    print(f"unclipped gradient norms: D {raw_d:.4g}, G {raw_g:.4g}; clip at {clip}")
+    check(raw_d > 2 * clip and raw_g > 2 * clip, "the test needs gradients well above the clipping norm")
+    for np in [1, 2]:
+        r = job.run(job.mpi(np, *job.train_args(f"clip_np{np}", *WIRING, *one, f"train.clip_grad_norm={clip}")))
+        check(r.returncode == 0, f"np {np} failed: {r.stderr}")
+        d, g = clipped_norms(job.checkpoint(f"clip_np{np}", 1))
+        print(f"np {np}: applied gradient norms D {d:.6g}, G {g:.6g}")
+        # torch's coefficient is clip / (norm + 1e-6): the result lands a hair under clip.
+        for net, norm in [("D", d), ("G", g)]:
+            check(abs(norm - clip) <= 1e-4 * clip, f"np {np}: {net}'s applied gradient norm {norm:.6g}, clip {clip}")
 
 
 def expect_agreed_error(job, r, must_contain, name):
@@ -371,15 +478,20 @@ def main():
     ap.add_argument("--source", required=True)
     ap.add_argument("--case", required=True)
     args = ap.parse_args()
+    # scripts/test.sh installs every test dependency and sets GANTRAIN_TEST_REQUIRE_ALL=1: there a missing
+    # one fails the test instead of skipping it.
+    required = os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1"
+    missing = None
     if not shutil.which(args.mpirun):
-        print(f"skip: {args.mpirun} not found")
-        return SKIP
+        missing = f"{args.mpirun} not found"
     try:
         import h5py  # noqa: F401
         import numpy  # noqa: F401
     except ImportError as e:
-        print(f"skip: {e}")
-        return SKIP
+        missing = str(e)
+    if missing:
+        print(f"{'FAIL: required' if required else 'skip'}: {missing}")
+        return 1 if required else SKIP
     tmp = tempfile.mkdtemp(prefix=f"gt_mpi_{args.case}_")
     try:
         globals()["case_" + args.case](Job(args, tmp))

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "common/test_util.h"
 #include "config/config.h"
 #include "data/image_source.h"
 #include "io/idx.h"
@@ -98,7 +99,7 @@ TEST(LoadBatch, FlipsAreKeyedBySampleAndMirrorImages) {
 
 TEST(FashionMnistSource, PadsTo32AndScales) {
   if (!std::filesystem::exists(std::string(kFashionMnistDefaultDir) + "/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "Debian package dataset-fashion-mnist is not installed";
+    GT_SKIP_MISSING("the Debian package dataset-fashion-mnist is not installed");
   DataConfig c;
   c.source = "fashion-mnist";
   auto src = open_image_source(c, 1, 32, 1);

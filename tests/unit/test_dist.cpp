@@ -282,7 +282,7 @@ TEST(Sequential, BackwardHookSeesLayersLastToFirst) {
   for (size_t k = 0; k < order.size(); ++k) EXPECT_EQ(order[k], D.size() - 1 - k);
 }
 
-// Delegates to the local communicator and counts the all-reduces started.
+// Delegates to the local communicator and counts the all-reduces (blocking, and non-blocking started).
 class CountingCommunicator final : public Communicator {
  public:
   std::string backend() const override { return "counting"; }
@@ -297,6 +297,7 @@ class CountingCommunicator final : public Communicator {
     std::_Exit(code);
   }
   void all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t, ReduceOp op) override {
+    ++all_reduces;
     inner_->all_reduce_bytes(s, r, n, t, op);
   }
   std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
@@ -308,6 +309,7 @@ class CountingCommunicator final : public Communicator {
   void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override { inner_->all_gather_bytes(s, r, n, t); }
   void broadcast_bytes(void* d, int64_t n, ElemType t, int root) override { inner_->broadcast_bytes(d, n, t, root); }
 
+  int all_reduces = 0;
   int started = 0;
   std::vector<int64_t> started_numel;
 
@@ -446,9 +448,21 @@ TEST(SyncBatchNorm, ReducedSumsNormalizeWithTheGlobalStatistics) {
   const Tensor x = random_tensor({3, C, 4, 4}, 31), dy = random_tensor({3, C, 4, 4}, 32);
   Tensor ya = plain->forward(x, Mode::train), yb = synced->forward(x, Mode::train);
   for (int64_t i = 0; i < ya.numel(); ++i) ASSERT_NEAR(ya.f32()[i], yb.f32()[i], 1e-5f) << i;
-  // Running variance uses the unbiased global count (2 * 48 values, not 48).
-  const float var_plain = plain->buffers()[1]->value.f32()[0], var_synced = synced->buffers()[1]->value.f32()[0];
-  EXPECT_NE(var_plain, var_synced);
+  // Running variance: the biased variance of [x; x] is x's own, unbiased over the global count of
+  // 2 * 48 values (not this rank's 48): running = (1 - m) * 1 + m * var * count / (count - 1).
+  const double m = 0.1;  // BatchNorm2d's default momentum
+  for (int c = 0; c < C; ++c) {
+    double sum = 0, sq = 0;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 16; ++i) sum += x.f32()[(n * C + c) * 16 + i];
+    const double mean = sum / 48;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 16; ++i) sq += std::pow(x.f32()[(n * C + c) * 16 + i] - mean, 2);
+    const double var = sq / 48;
+    EXPECT_NEAR(plain->buffers()[1]->value.f32()[c], (1 - m) + m * var * 48 / 47, 1e-6) << c;
+    EXPECT_NEAR(synced->buffers()[1]->value.f32()[c], (1 - m) + m * var * 96 / 95, 1e-6) << c;
+    EXPECT_NEAR(synced->buffers()[0]->value.f32()[c], m * mean, 1e-6) << c;
+  }
   Tensor da = plain->backward(dy), db = synced->backward(dy);
   // [x; x] with [dy; dy]: each half's input gradient equals the single batch's.
   for (int64_t i = 0; i < da.numel(); ++i) ASSERT_NEAR(da.f32()[i], db.f32()[i], 1e-5f) << i;
@@ -458,21 +472,102 @@ TEST(SyncBatchNorm, ReducedSumsNormalizeWithTheGlobalStatistics) {
 }
 
 TEST(SyncBatchNorm, SynchronizeEveryBnLayerOfANetwork) {
-  Sequential G = make_dcgan_generator(tiny_spec());
-  auto comm = make_local_communicator();
+  Sequential G = make_dcgan_generator(tiny_spec()), plain = make_dcgan_generator(tiny_spec());
+  dcgan_init(G, 0.02f, 4, 1);
+  dcgan_init(plain, 0.02f, 4, 1);
+  CountingCommunicator comm;
   int bn_layers = 0;
   for (size_t i = 0; i < G.size(); ++i) bn_layers += G.layer(i).kind() == "BatchNorm2d" ? 1 : 0;
-  EXPECT_GT(bn_layers, 0);
-  EXPECT_EQ(synchronize_batch_norm(G, comm.get()), bn_layers);
+  ASSERT_GT(bn_layers, 0);
+  EXPECT_EQ(synchronize_batch_norm(G, &comm), bn_layers);
+  // A training forward sums each layer's statistics over the ranks twice (mean, then squared
+  // deviations), the backward once (both gradient sums in one call); with one rank the bits are the
+  // plain network's.
+  const Tensor z = random_tensor({4, 8, 1, 1}, 42);
+  const Tensor y = G.forward(z, Mode::train), y_plain = plain.forward(z, Mode::train);
+  EXPECT_EQ(comm.all_reduces, 2 * bn_layers);
+  EXPECT_TRUE(same_bits(y, y_plain));
+  const Tensor dy = random_tensor(y.shape(), 43);
+  EXPECT_TRUE(same_bits(G.backward(dy), plain.backward(dy)));
+  EXPECT_EQ(comm.all_reduces, 3 * bn_layers);
+  // Eval mode uses the running statistics: nothing to reduce.
+  G.forward(z, Mode::eval);
+  EXPECT_EQ(comm.all_reduces, 3 * bn_layers);
+  // Unhooked again: training forwards no longer reach the communicator.
   EXPECT_EQ(synchronize_batch_norm(G, nullptr), bn_layers);
+  G.forward(z, Mode::train);
+  EXPECT_EQ(comm.all_reduces, 3 * bn_layers);
 }
 
-TEST(GenerateAcrossRanks, OneRankIsPlainGenerate) {
-  Sequential G = make_dcgan_generator(tiny_spec());
-  dcgan_init(G, 0.02f, 4, 1);
-  auto comm = make_local_communicator();
-  const Tensor z = random_tensor({5, 8}, 41);
-  EXPECT_TRUE(same_bits(generate_across_ranks(G, z, *comm), generate(G, z)));
+// generate_across_ranks over a simulated world of P ranks in one process: each rank's all-gather is
+// served from the parts that every rank sent in a first pass. Every rank must return all n images in
+// order, whatever n is against P (fewer rows than ranks, one each, a remainder).
+class SimulatedRank final : public Communicator {
+ public:
+  SimulatedRank(int rank, int world, std::vector<std::vector<float>>& parts, bool record)
+      : rank_(rank), world_(world), parts_(parts), record_(record) {}
+  std::string backend() const override { return "simulated"; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+  int local_rank() const override { return rank_; }
+  int local_size() const override { return world_; }
+  std::string host() const override { return "test"; }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+  void all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override { ADD_FAILURE(); }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override {
+    ADD_FAILURE();
+    return nullptr;
+  }
+  void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override {
+    ASSERT_EQ(t, ElemType::f32);
+    const float* mine = static_cast<const float*>(s);
+    float* out = static_cast<float*>(r);
+    if (record_) {
+      parts_[static_cast<size_t>(rank_)].assign(mine, mine + n);
+      std::fill_n(out, n * world_, std::nanf(""));
+      return;
+    }
+    for (int q = 0; q < world_; ++q) {
+      ASSERT_EQ(parts_[static_cast<size_t>(q)].size(), static_cast<size_t>(n)) << "rank " << q << "'s part";
+      std::copy_n(parts_[static_cast<size_t>(q)].data(), n, out + q * n);
+    }
+  }
+  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
+
+ private:
+  int rank_, world_;
+  std::vector<std::vector<float>>& parts_;
+  bool record_;
+};
+
+TEST(GenerateAcrossRanks, EveryRankGetsTheWholeGridInOrder) {
+  // A generator that works row by row, so the expected grid is exact: image i is 2 z_i + 1.
+  int calls = 0;
+  auto generate_rows = [&calls](const Tensor& z) {
+    ++calls;
+    Tensor out({z.dim(0), z.dim(1), 1, 1});
+    for (int64_t i = 0; i < z.numel(); ++i) out.f32()[i] = 2 * z.f32()[i] + 1;
+    return out;
+  };
+  const int P = 3;
+  for (int n : {1, P, 2 * P + 1}) {
+    const Tensor z = random_tensor({n, 5}, 41 + n);
+    std::vector<std::vector<float>> parts(P);
+    for (int r = 0; r < P; ++r) {
+      SimulatedRank rank(r, P, parts, /*record=*/true);
+      generate_across_ranks(generate_rows, z, rank);
+    }
+    for (int r = 0; r < P; ++r) {
+      SimulatedRank rank(r, P, parts, /*record=*/false);
+      calls = 0;
+      const Tensor all = generate_across_ranks(generate_rows, z, rank);
+      EXPECT_EQ(calls, 1) << "each rank generates its share once";
+      ASSERT_EQ(all.shape(), (Shape{n, 5, 1, 1})) << "n " << n << " rank " << r;
+      for (int64_t i = 0; i < all.numel(); ++i)
+        ASSERT_EQ(all.f32()[i], 2 * z.f32()[i] + 1) << "n " << n << " rank " << r << " element " << i;
+    }
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
@@ -405,7 +406,7 @@ TEST(Idx, FashionMnistLookupPrefersGzipAndExplainsWhereItLooked) {
 TEST(Idx, RealFashionMnistTrainingSet) {
   std::string dir = gt::kFashionMnistDefaultDir;
   if (!fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz") && !fs::exists(fs::path(dir) / "train-images-idx3-ubyte"))
-    GTEST_SKIP() << "Fashion-MNIST is not installed in " << dir << " (Debian package dataset-fashion-mnist)";
+    GT_SKIP_MISSING("Fashion-MNIST is not installed in " << dir << " (Debian package dataset-fashion-mnist)");
   gt::IdxImages images = gt::read_idx_images(gt::fashion_mnist_train_images(dir));
   EXPECT_EQ(images.count, 60000);
   EXPECT_EQ(images.height, 28);

@@ -1,0 +1,63 @@
+// What the C++ tests repeat: substring expectations, temporary folders, bit comparison, and skips that fail where the test command promises the dependency.
+#pragma once
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "core/tensor.h"
+
+// Expects `part` in the string `text`, printing the text when it is not there.
+#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << "in: " << (text)
+
+// Skips the test with `reason` (something it needs is missing), except under the test command
+// (scripts/test.sh sets GANTRAIN_TEST_REQUIRE_ALL=1 after installing every test dependency), where the
+// missing dependency is a failure.
+#define GT_SKIP_MISSING(reason)                                                             \
+  do {                                                                                      \
+    if (::gt::test::require_all()) FAIL() << "required by the test command, but " << reason; \
+    GTEST_SKIP() << reason;                                                                 \
+  } while (0)
+
+namespace gt::test {
+
+inline bool require_all() {
+  const char* v = std::getenv("GANTRAIN_TEST_REQUIRE_ALL");
+  return v && std::string(v) == "1";
+}
+
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+// A fresh folder under the system's temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "gt_test") {
+    path_ = std::filesystem::temp_directory_path() /
+            (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  std::filesystem::path path_;
+};
+
+}  // namespace gt::test
