@@ -1,7 +1,7 @@
 // Device allocations and copies, and the bump arena of the training step.
-#include "arena.h"
+#include "cuda/arena.h"
 
-#include "check.h"
+#include "cuda/check.h"
 #include "core/error.h"
 
 namespace gt::cuda {

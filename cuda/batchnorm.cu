@@ -2,8 +2,8 @@
 // The NHWC and bf16 paths (and the channel-bias helpers at the end) are written, not yet run on a GPU.
 #include <type_traits>
 
-#include "kernel_util.cuh"
-#include "kernels_typed.h"
+#include "cuda/kernel_util.cuh"
+#include "cuda/kernels_typed.h"
 
 namespace gt::cuda {
 namespace {

@@ -1,5 +1,5 @@
 // The failure paths of the GPU error-check macros: each library's own name and message for a status.
-#include "check.h"
+#include "cuda/check.h"
 
 #include <cublas_v2.h>
 #include <cudnn.h>

@@ -1,7 +1,7 @@
 // GPU context: stream and library handles, with the math mode of the chosen precision.
-#include "context.h"
+#include "cuda/context.h"
 
-#include "check.h"
+#include "cuda/check.h"
 
 namespace gt::cuda {
 

@@ -5,8 +5,8 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 
-#include "arena.h"
-#include "precision.h"
+#include "cuda/arena.h"
+#include "cuda/precision.h"
 
 namespace gt::cuda {
 

@@ -1,6 +1,6 @@
 // cuDNN convolutions: descriptors and algorithm choices cached per shape, one workspace grown only while shapes are new.
 // The NHWC and bf16 formats (and tf32 with them) are written, not yet run on a GPU.
-#include "conv.h"
+#include "cuda/conv.h"
 
 #include <array>
 #include <map>
@@ -8,9 +8,9 @@
 
 #include <fmt/format.h>
 
-#include "check.h"
+#include "cuda/check.h"
 #include "core/error.h"
-#include "kernels_typed.h"
+#include "cuda/kernels_typed.h"
 
 namespace gt::cuda {
 namespace {
@@ -58,7 +58,7 @@ struct Plan {
 };
 
 using Key = std::array<int, 11>;
-Key key_of(bool transposed, const cpu::ConvGeometry& g) {
+Key key_of(bool transposed, const ConvGeometry& g) {
   return {transposed ? 1 : 0, g.batch,    g.in_channels, g.in_h,   g.in_w,   g.out_channels,
           g.out_h,            g.out_w,    g.kernel,      g.stride, g.padding};
 }
@@ -94,7 +94,7 @@ struct ConvEngine::Impl {
   // f32 NCHW keeps cuDNN's own bias calls (the fp32 parity path); other formats use our kernels.
   bool cudnn_bias() const { return storage == ActFormat{}; }
 
-  void reserve_bias_workspace(const cpu::ConvGeometry& g) {
+  void reserve_bias_workspace(const ConvGeometry& g) {
     if (cudnn_bias()) return;
     const size_t need = batchnorm_workspace_doubles(g.batch, g.out_channels, g.out_h * g.out_w);
     if (need <= bias_workspace.size()) return;
@@ -103,7 +103,7 @@ struct ConvEngine::Impl {
     bias_workspace = DeviceBuffer<double>(need);
   }
 
-  Plan& plan(bool transposed, const cpu::ConvGeometry& g) {
+  Plan& plan(bool transposed, const ConvGeometry& g) {
     const Key key = key_of(transposed, g);
     auto it = plans.find(key);
     if (it != plans.end()) return *it->second;
@@ -228,7 +228,7 @@ struct ConvEngine::Impl {
 
   // out [N, OC, OH, OW] += bias (the layer's output: y of a Conv2d, x of a ConvTranspose2d).
   void add_bias(const Plan& p, cudnnTensorDescriptor_t out_desc, void* out, const float* bias,
-                const cpu::ConvGeometry& g) {
+                const ConvGeometry& g) {
     if (cudnn_bias()) {
       const float one = 1.f;
       CUDNN_CHECK(cudnnAddTensor(ctx.cudnn(), &one, p.bias, bias, &one, out_desc, out));
@@ -238,7 +238,7 @@ struct ConvEngine::Impl {
   }
 
   void accumulate_bias_grad(const Plan& p, cudnnTensorDescriptor_t out_desc, const void* dout, float* dbias,
-                            const cpu::ConvGeometry& g) {
+                            const ConvGeometry& g) {
     if (cudnn_bias()) {
       const float one = 1.f;
       CUDNN_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn(), &one, out_desc, dout, &one, p.bias, dbias));
@@ -255,14 +255,14 @@ ConvEngine::~ConvEngine() = default;
 const ActFormat& ConvEngine::format() const { return impl_->storage; }
 
 void ConvEngine::conv2d_forward(void* out, const void* in, const void* weight, const float* bias,
-                                const cpu::ConvGeometry& g) {
+                                const ConvGeometry& g) {
   Plan& p = impl_->plan(false, g);
   impl_->forward(p, in, weight, out, 0.f);
   if (bias) impl_->add_bias(p, p.y, out, bias, g);
 }
 
 void ConvEngine::conv2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
-                                 const void* weight, const cpu::ConvGeometry& g, bool accumulate_dweight) {
+                                 const void* weight, const ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(false, g);
   if (dweight) impl_->backward_filter(p, in, dout, dweight, accumulate_dweight);
   if (dbias) impl_->accumulate_bias_grad(p, p.y, dout, dbias, g);
@@ -270,14 +270,14 @@ void ConvEngine::conv2d_backward(void* dinp, void* dweight, float* dbias, const 
 }
 
 void ConvEngine::conv_transpose2d_forward(void* out, const void* in, const void* weight, const float* bias,
-                                          const cpu::ConvGeometry& g) {
+                                          const ConvGeometry& g) {
   Plan& p = impl_->plan(true, g);
   impl_->backward_data(p, weight, in, out, 0.f);
   if (bias) impl_->add_bias(p, p.x, out, bias, g);
 }
 
 void ConvEngine::conv_transpose2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
-                                           const void* weight, const cpu::ConvGeometry& g, bool accumulate_dweight) {
+                                           const void* weight, const ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(true, g);
   if (dweight) impl_->backward_filter(p, dout, in, dweight, accumulate_dweight);
   if (dbias) impl_->accumulate_bias_grad(p, p.x, dout, dbias, g);

@@ -3,8 +3,8 @@
 #include <type_traits>
 
 #include "core/error.h"
-#include "kernel_util.cuh"
-#include "kernels_typed.h"
+#include "cuda/kernel_util.cuh"
+#include "cuda/kernels_typed.h"
 
 namespace gt::cuda {
 namespace {

@@ -1,8 +1,8 @@
 // Linear forward/backward as cuBLAS SGEMMs on row-major data (seen by column-major cuBLAS as the transposes).
-#include "dense.h"
+#include "cuda/dense.h"
 
-#include "check.h"
-#include "kernels.h"
+#include "cuda/check.h"
+#include "cuda/kernels.h"
 
 namespace gt::cuda {
 

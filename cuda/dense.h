@@ -1,6 +1,6 @@
 // Linear layers on cuBLAS: out [N, OUT] = in [N, IN] * weight[OUT, IN]^T + bias, row-major as the CPU kernels.
 #pragma once
-#include "context.h"
+#include "cuda/context.h"
 
 namespace gt::cuda {
 

@@ -1,7 +1,7 @@
 // CUDA device discovery.
 #include <cuda_runtime.h>
 
-#include "device.h"
+#include "cuda/device.h"
 
 namespace gt::cuda {
 

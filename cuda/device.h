@@ -1,4 +1,4 @@
-// CUDA device discovery; the rest of the CUDA backend builds on it (issue: CUDA backend).
+// CUDA device discovery, and whether NCCL can open here; the rest of the CUDA backend builds on it.
 #pragma once
 #include <string>
 
@@ -13,5 +13,9 @@ struct DeviceReport {
 
 // Never throws: a machine without a GPU or driver reports count 0 and the reason.
 DeviceReport query_devices();
+
+// "" when NCCL can open here (built in, and a GPU usable); otherwise what is missing, as a sentence
+// (cuda/nccl_available.cpp).
+std::string nccl_unavailable_reason();
 
 }  // namespace gt::cuda

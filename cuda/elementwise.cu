@@ -4,8 +4,8 @@
 #include <type_traits>
 
 #include "core/rng.h"
-#include "kernel_util.cuh"
-#include "kernels_typed.h"
+#include "cuda/kernel_util.cuh"
+#include "cuda/kernels_typed.h"
 
 namespace gt::cuda {
 namespace {

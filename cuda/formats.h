@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "precision.h"
+#include "cuda/precision.h"
 
 namespace gt::cuda {
 

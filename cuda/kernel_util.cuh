@@ -5,10 +5,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "check.h"
-#include "formats.h"
-#include "kernels.h"
-#include "nn/cpu/activation_math.h"
+#include "cuda/check.h"
+#include "cuda/formats.h"
+#include "cuda/kernels.h"
+#include "core/activation_math.h"
 
 namespace gt::cuda::detail {
 

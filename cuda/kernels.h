@@ -2,7 +2,7 @@
 #pragma once
 // C++17-clean (nvcc compiles the .cu files as C++17). Each function launches asynchronously on
 // `stream` and checks the launch; a fault inside a kernel is reported at the next synchronizing call.
-// The element-wise math is the CPU backend's own (nn/cpu/activation_math.h, core/rng_inl.h) and the
+// The element-wise math is the CPU backend's own (core/activation_math.h, core/rng_inl.h) and the
 // .cu files are compiled without multiply-add contraction (-fmad=false), so each element rounds as the
 // CPU rounds it; where the CPU writes an explicit fmaf the kernel does too. Sums that the CPU adds in
 // double are added in double here, in a fixed order (no atomics): results are run-to-run identical.
@@ -11,7 +11,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "train/optim_math.h"
+#include "core/optim_math.h"
 
 namespace gt::cuda {
 

@@ -10,8 +10,8 @@
 
 #include <cuda_runtime_api.h>
 
-#include "formats.h"
-#include "kernels.h"
+#include "cuda/formats.h"
+#include "cuda/kernels.h"
 
 namespace gt::cuda {
 

@@ -1,5 +1,5 @@
 // The NCCL communicator: unique id over the bootstrap communicator, non-blocking NCCL with polled waits and a deadline, abort on failure.
-#include "nccl_communicator.h"
+#include "cuda/nccl_communicator.h"
 
 #include <nccl.h>
 
@@ -9,13 +9,13 @@
 #include <exception>
 #include <thread>
 
-#include "check.h"
+#include "cuda/check.h"
 #include "core/error.h"
-#include "device.h"
-#include "dist/agreement.h"
-#include "dist/device_map.h"
-#include "dist/gpu_placement.h"
-#include "dist/launch.h"
+#include "cuda/device.h"
+#include "parallel/agreement.h"
+#include "parallel/device_map.h"
+#include "parallel/gpu_placement.h"
+#include "parallel/launch.h"
 
 namespace gt::cuda {
 namespace {

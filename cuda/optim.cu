@@ -1,7 +1,7 @@
 // Multi-tensor kernels: Adam, RMSprop and SGD with train/optim.cpp's exact float operations, global-norm clipping, weight clipping, EMA.
 #include <cmath>
 
-#include "kernel_util.cuh"
+#include "cuda/kernel_util.cuh"
 
 // The element updates are train/optim_math.h's, shared with the CPU: on the device they use rounding
 // intrinsics (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn never fuse) and explicit fmaf where the

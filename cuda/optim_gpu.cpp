@@ -1,9 +1,8 @@
-// Multi-tensor tables and optimizer constants for the GPU updates (the arithmetic mirrors train/optim.cpp).
-#include "optim_gpu.h"
+// Multi-tensor tables for the GPU updates: each tensor's first chunk, uploaded once.
+#include "cuda/optim_gpu.h"
 
-
-#include "check.h"
 #include "core/error.h"
+#include "cuda/check.h"
 
 namespace gt::cuda {
 

@@ -1,11 +1,10 @@
-// Host side of the GPU optimizers: the device table of a tensor list, and the per-step constants computed as train/optim.cpp computes them.
+// Host side of the GPU multi-tensor updates: the device table of a tensor list (the per-step constants come from train/optim.h).
 #pragma once
 #include <cstdint>
 #include <vector>
 
-#include "arena.h"
-#include "kernels.h"
-#include "train/optim.h"
+#include "cuda/arena.h"
+#include "cuda/kernels.h"
 
 namespace gt::cuda {
 
@@ -32,10 +31,5 @@ class MultiTensorList {
   int count_ = 0;
   int64_t chunks_ = 0;
 };
-
-// The per-step constants are the CPU optimizers' own (train/optim.h).
-using gt::adam_coefficients;
-using gt::rmsprop_coefficients;
-using gt::sgd_coefficients;
 
 }  // namespace gt::cuda

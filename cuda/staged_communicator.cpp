@@ -1,5 +1,5 @@
 // A host communicator over device buffers: device -> pinned host -> collective -> device, with pinned buffers reused between calls.
-#include "staged_communicator.h"
+#include "cuda/staged_communicator.h"
 
 #include <cuda_runtime.h>
 
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "check.h"
+#include "cuda/check.h"
 #include "core/error.h"
 
 namespace gt::cuda {

@@ -31,8 +31,8 @@
 
 #include "core/error.h"
 #include "core/version.h"
-#include "dist/communicator.h"
-#include "dist/launch.h"
+#include "parallel/communicator.h"
+#include "parallel/launch.h"
 
 #if GANTRAIN_HAVE_MPI
 #include <mpi.h>
@@ -40,13 +40,13 @@
 #if GANTRAIN_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "check.h"
-#include "device.h"
-#include "dist/gpu_placement.h"
-#include "staged_communicator.h"
+#include "cuda/check.h"
+#include "cuda/device.h"
+#include "parallel/gpu_placement.h"
+#include "cuda/staged_communicator.h"
 #endif
 #if GANTRAIN_HAVE_NCCL
-#include "nccl_communicator.h"
+#include "cuda/nccl_communicator.h"
 #endif
 
 namespace {
@@ -276,10 +276,10 @@ std::string why_no_device_buffers() {
 void open_device_communicator(const Options& o, Communicators& c) {
 #if GANTRAIN_HAVE_CUDA
   if (o.backend == "nccl") {
-    const std::string missing = gt::nccl_unavailable_reason();
+    const std::string missing = gt::cuda::nccl_unavailable_reason();
     if (!missing.empty()) gt::user_error("--backend nccl, but {}", missing);
 #if GANTRAIN_HAVE_NCCL
-    auto nccl = gt::cuda::make_nccl_communicator(gt::open_communicator(c.host->backend(), 600), 600);
+    auto nccl = gt::cuda::make_nccl_communicator(gt::borrow_communicator(*c.host), 600);
     c.nccl = nccl->describe();
     c.device = std::move(nccl);
     c.buffers = "device (NCCL)";
@@ -292,7 +292,7 @@ void open_device_communicator(const Options& o, Communicators& c) {
   const auto placed = gt::gather_and_place(*c.host, mine, /*exclusive=*/false);
   CUDA_CHECK(cudaSetDevice(placed[static_cast<size_t>(c.host->rank())].ordinal));
   CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  c.device = gt::cuda::make_host_staged_communicator(gt::open_communicator(c.host->backend(), 600), c.stream);
+  c.device = gt::cuda::make_host_staged_communicator(gt::borrow_communicator(*c.host), c.stream);
   c.buffers = placed[static_cast<size_t>(c.host->rank())].sharing > 1 ? "device (staged through pinned host memory; ranks share a GPU)"
                                                                        : "device (staged through pinned host memory)";
 #else
@@ -303,7 +303,9 @@ void open_device_communicator(const Options& o, Communicators& c) {
 
 int run(const Options& o) {
   Communicators comms;
-  comms.host = gt::open_communicator(o.backend == "nccl" ? "auto" : o.backend, 600);
+  gt::DistBackend backend = gt::DistBackend::automatic;
+  if (!gt::parse_choice(o.backend, &backend)) gt::user_error("--backend {}: expected auto, mpi, local or nccl", o.backend);
+  comms.host = gt::open_communicator(backend, 600);
   if (o.device_buffers) {
     const std::string why = why_no_device_buffers();
     int64_t missing = !why.empty();

@@ -18,7 +18,7 @@
 #include "core/rng.h"
 #include "core/version.h"
 #include "nn/dcgan.h"
-#include "train/gan_step.h"
+#include "train/cpu_step.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 

@@ -20,14 +20,15 @@
 #include <cuda_runtime.h>
 #include <nlohmann/json.hpp>
 
-#include "arena.h"
-#include "check.h"
-#include "context.h"
-#include "conv.h"
+#include "cuda/arena.h"
+#include "cuda/check.h"
+#include "cuda/context.h"
+#include "cuda/conv.h"
 #include "core/rng.h"
-#include "device.h"
-#include "kernels.h"
-#include "optim_gpu.h"
+#include "cuda/device.h"
+#include "cuda/kernels.h"
+#include "cuda/optim_gpu.h"
+#include "train/optim.h"
 
 namespace {
 
@@ -146,8 +147,8 @@ const ConvLayer kLayers[] = {
     {"D.2", false, 64, 32, 128, 4, 2, 1}, {"D.5", false, 128, 16, 256, 4, 2, 1}, {"D.8", false, 256, 8, 512, 4, 2, 1},
     {"D.11", false, 512, 4, 1, 4, 1, 0}};
 
-gt::cpu::ConvGeometry geometry(const ConvLayer& l, int batch) {
-  gt::cpu::ConvGeometry g;
+gt::ConvGeometry geometry(const ConvLayer& l, int batch) {
+  gt::ConvGeometry g;
   g.batch = batch;
   g.in_channels = l.in_channels;
   g.in_h = g.in_w = l.in_size;
@@ -155,8 +156,8 @@ gt::cpu::ConvGeometry geometry(const ConvLayer& l, int batch) {
   g.kernel = l.kernel;
   g.stride = l.stride;
   g.padding = l.padding;
-  g.out_h = g.out_w = l.transposed ? gt::cpu::conv_transpose_out_size(l.in_size, l.kernel, l.stride, l.padding)
-                                   : gt::cpu::conv_out_size(l.in_size, l.kernel, l.stride, l.padding);
+  g.out_h = g.out_w = l.transposed ? gt::conv_transpose_out_size(l.in_size, l.kernel, l.stride, l.padding)
+                                   : gt::conv_out_size(l.in_size, l.kernel, l.stride, l.padding);
   return g;
 }
 
@@ -164,7 +165,7 @@ void bench_convs(std::vector<Row>& rows, gt::cuda::GpuContext& ctx, double flop_
   gt::cuda::ConvEngine conv(ctx);
   const cudaStream_t s = ctx.stream();
   for (const ConvLayer& l : kLayers) {
-    const gt::cpu::ConvGeometry g = geometry(l, batch);
+    const gt::ConvGeometry g = geometry(l, batch);
     const size_t in_n = size_t{1} * g.batch * g.in_channels * g.in_h * g.in_w;
     const size_t out_n = size_t{1} * g.batch * g.out_channels * g.out_h * g.out_w;
     const size_t w_n = size_t{1} * g.in_channels * g.out_channels * g.kernel * g.kernel;
@@ -236,7 +237,7 @@ void bench_memory_bound(std::vector<Row>& rows, gt::cuda::GpuContext& ctx, doubl
     for (size_t i = 0; i < bufs.size(); i += 4) bufs[i + 3].fill_bytes(0, s);  // exp_avg_sq >= 0
     gt::cuda::MultiTensorList list(refs, s);
     gt::OptimConfig cfg;
-    const auto k = gt::cuda::adam_coefficients(cfg, 10);
+    const auto k = gt::adam_coefficients(cfg, 10);
     const double ms = median_ms(s, reps, [&] { gt::cuda::adam_update(list.view(), k, nullptr, s); });
     rows.push_back({"adam (multi-tensor)", std::to_string(total) + " params", "fp32", ms, 28.0 * total, false, bw});
   }

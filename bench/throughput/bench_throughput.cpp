@@ -26,7 +26,7 @@
 #include "config/config.h"
 #include "core/rng.h"
 #include "core/version.h"
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model_flops.h"
 #include "nn/dcgan.h"
 #include "throughput_report.h"
@@ -34,7 +34,7 @@
 #include "train/optim.h"
 #include "train/trainer.h"
 #if GANTRAIN_HAVE_CUDA
-#include "device.h"
+#include "cuda/device.h"
 #endif
 
 namespace {

@@ -8,13 +8,13 @@
 #include "core/rng.h"
 #include "data/dataset_h5.h"
 #include "data/ingest.h"
-#include "dist/agreement.h"
-#include "dist/launch.h"
+#include "parallel/agreement.h"
+#include "parallel/launch.h"
 #include "io/checkpoint.h"
 #include "io/h5_tensors.h"
 #include "io/image.h"
 #include "nn/dcgan.h"
-#include "train/gan_step.h"
+#include "train/cpu_step.h"
 #include "train/model_state.h"
 #include "train/trainer.h"
 
@@ -54,17 +54,13 @@ std::string lower_ext(const std::string& path) {
 
 int cmd_train(const TrainArgs& a) {
   // Started by mpirun or srun, every rank reads the config; a problem is agreed and reported once.
-  std::unique_ptr<Communicator> comm = open_communicator("auto", DistConfig{}.timeout_s);
+  std::unique_ptr<Communicator> comm = open_communicator(DistBackend::automatic, DistConfig{}.timeout_s);
   Config cfg;
   run_agreed(*comm, [&] { cfg = load_config(a.config, a.overrides); });
-  // The trainer talks over a host communicator (MPI or local); dist.backend nccl is opened by the GPU
-  // engine on top of it, for the gradients and batch-norm sums in device memory.
-  const std::string host_backend = cfg.dist.backend == "nccl" ? "auto" : cfg.dist.backend;
-  if (host_backend != "auto" && host_backend != comm->backend()) {
-    std::unique_ptr<Communicator> chosen;
-    run_agreed(*comm, [&] { chosen = open_communicator(host_backend, cfg.dist.timeout_s); });
-    comm = std::move(chosen);
-  }
+  // Then the config's dist.backend decides the host communicator (parallel/launch.h).
+  std::unique_ptr<Communicator> other;
+  run_agreed(*comm, [&] { other = replacement_communicator(*comm, cfg.dist.backend, cfg.dist.timeout_s); });
+  if (other) comm = std::move(other);
   const TrainSummary s = train(cfg, *comm);
   return s.stopped_by_signal ? kExitStoppedBySignal : 0;
 }

@@ -8,8 +8,8 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/version.h"
-#include "dist/agreement.h"
-#include "dist/launch.h"
+#include "parallel/agreement.h"
+#include "parallel/launch.h"
 
 namespace {
 

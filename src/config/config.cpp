@@ -51,6 +51,8 @@ std::string node_kind(const YAML::Node& node) {
 }
 
 std::string expected_value(const FieldRef& field) {
+  if (auto* choice = std::get_if<config_detail::ChoiceRef>(&field))
+    return fmt::format("one of {}", fmt::join(choice->names, ", "));
   switch (field.index()) {
     case 0:
     case 1:
@@ -220,23 +222,35 @@ void parse_bool(const YAML::Node& node, bool* field, const std::string& where, c
     user_error("{}: key {}: expected true or false, got '{}'", where, path, node.Scalar());
 }
 
+// Parses text into a field of type T (a pointer alternative of FieldRef).
+template <class T>
+void parse_into(T* p, const Assignment& a, const std::string& path) {
+  const std::string& text = a.value.Scalar();
+  if constexpr (std::is_same_v<T, std::string>) {
+    *p = text;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    parse_bool(a.value, p, a.where, path);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    parse_float(text, p, a.where, path);
+  } else {
+    parse_integer(text, p, a.where, path);
+  }
+}
+
 void assign(Config& config, const KeyDef& def, const Assignment& a) {
   FieldRef field = def.bind(config);
   if (a.value.IsNull())
     user_error("{}: key {} has no value; expected {}", a.where, def.path, expected_value(field));
   const std::string& text = a.value.Scalar();
+  if (auto* choice = std::get_if<config_detail::ChoiceRef>(&field)) {
+    if (!choice->set(text))
+      user_error("{}: key {} must be {}, got '{}'{}", a.where, def.path, expected_value(field), text,
+                 config_detail::did_you_mean(config_detail::suggest_words(text, choice->names)));
+    return;
+  }
   std::visit(
-      [&](auto* p) {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          *p = text;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          parse_bool(a.value, p, a.where, def.path);
-        } else if constexpr (std::is_floating_point_v<T>) {
-          parse_float(text, p, a.where, def.path);
-        } else {
-          parse_integer(text, p, a.where, def.path);
-        }
+      [&](auto& ref) {
+        if constexpr (std::is_pointer_v<std::decay_t<decltype(ref)>>) parse_into(ref, a, def.path);
       },
       field);
 

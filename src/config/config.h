@@ -4,18 +4,31 @@
 #include <string>
 #include <vector>
 
-#include "train/optim.h"
+#include "config/choices.h"
 
 namespace gt {
+
+// One network's optimizer (YAML: optim.g, optim.d), with PyTorch's update rules.
+struct OptimConfig {
+  OptimizerKind kind = OptimizerKind::adam;  // YAML key "name": adam | rmsprop | sgd
+  // Doubles, as Python floats are in torch.optim, so derived constants (1 - beta2, lr / bias correction)
+  // are computed exactly as PyTorch computes them.
+  double lr = 2e-4;
+  double beta1 = 0.5, beta2 = 0.999;  // adam
+  double eps = 1e-8;                  // adam, rmsprop
+  double alpha = 0.99;                // rmsprop smoothing constant
+  double momentum = 0;                // sgd, rmsprop
+  double weight_decay = 0;            // L2 added to the gradient, as torch.optim does
+};
 
 struct RunConfig {
   std::string name = "run";        // run directory name: <out_dir>/<name>
   std::string out_dir = "runs";
   int64_t seed = 1234;
-  std::string device = "cpu";      // cpu | cuda | auto
+  DeviceChoice device = DeviceChoice::cpu;  // cpu | cuda | auto
   int threads = 0;                 // CPU threads; 0 = all cores
-  std::string precision = "tf32";  // cuda: fp32 | tf32 | bf16
-  std::string layout = "auto";     // cuda: auto | nchw | nhwc
+  Precision precision = Precision::tf32;       // cuda: fp32 | tf32 | bf16
+  LayoutChoice layout = LayoutChoice::automatic;  // cuda: auto | nchw | nhwc
   bool cuda_graph = true;          // cuda: capture the steady-state step as CUDA graphs (one rank)
   double gpu_arena_mb = 0;         // cuda: device arena for the step; 0 = sized from the model
 };
@@ -59,7 +72,7 @@ struct CheckpointConfig {
 };
 
 struct DistConfig {
-  std::string backend = "auto";  // auto | mpi | local | nccl (docs/distributed.md)
+  DistBackend backend = DistBackend::automatic;  // auto | mpi | local | nccl (docs/distributed.md)
   bool sync_bn = true;           // batch-norm statistics over the global batch; false = each rank's own
   double bucket_mb = 25;         // gradients all-reduced in buckets of about this many MiB
   double timeout_s = 600;        // a collective waiting longer fails the job; 0 = wait forever

@@ -61,17 +61,25 @@ Rule file_name() {
   return r;
 }
 
+// The rule of an enum key: its names.
+template <class E>
+Rule choices_of() {
+  Rule r;
+  for (size_t i = 0; i < choice_count<E>(); ++i) r.choices.push_back(ChoiceNames<E>::names[i]);
+  return r;
+}
+
 // Binds a key to a Config member expression, e.g. GT_BIND(model.nz).
-#define GT_BIND(member) [](Config& c) -> FieldRef { return &c.member; }
+#define GT_BIND(member) [](Config& c) -> FieldRef { return field_ref(&c.member); }
 
 // The eight keys of one optimizer section (optim.g or optim.d): the same rules for both networks.
 void add_optimizer_keys(std::vector<KeyDef>& keys, const std::string& section, OptimConfig Config::*which,
                         const std::string& net) {
   auto bind = [which](auto OptimConfig::*field) {
-    return [which, field](Config& c) -> FieldRef { return &(c.*which.*field); };
+    return [which, field](Config& c) -> FieldRef { return field_ref(&(c.*which.*field)); };
   };
   const std::string p = section + ".";
-  keys.push_back({p + "name", bind(&OptimConfig::name), one_of({"adam", "rmsprop", "sgd"}),
+  keys.push_back({p + "name", bind(&OptimConfig::kind), choices_of<OptimizerKind>(),
                   net + " optimizer: adam, rmsprop or sgd, with PyTorch's update rules."});
   keys.push_back({p + "lr", bind(&OptimConfig::lr), above(0), net + " learning rate."});
   keys.push_back({p + "beta1", bind(&OptimConfig::beta1), unit_fraction(),
@@ -97,16 +105,16 @@ std::vector<KeyDef> build_schema() {
                "Directory that holds run directories."});
   k.push_back({"run.seed", GT_BIND(run.seed), at_least(0),
                "Seed for weight init, noise and data order; the same seed gives the same run."});
-  k.push_back({"run.device", GT_BIND(run.device), one_of({"cpu", "cuda", "auto"}),
+  k.push_back({"run.device", GT_BIND(run.device), choices_of<DeviceChoice>(),
                "Backend: cpu, cuda (an error without a GPU) or auto (cuda when every rank has a GPU)."});
   k.push_back({"run.threads", GT_BIND(run.threads), at_least(0),
                "CPU threads for the CPU backend, per rank; 0 = the cores this rank may use, shared with the "
                "other ranks of its node."});
-  k.push_back({"run.precision", GT_BIND(run.precision), one_of({"fp32", "tf32", "bf16"}),
+  k.push_back({"run.precision", GT_BIND(run.precision), choices_of<Precision>(),
                "cuda: math of convolutions and GEMMs. fp32 (exact float products), tf32 (tensor cores, float "
                "storage; PyTorch's default for convolutions) or bf16 (bf16 activations, float master weights and "
                "optimizer state)."});
-  k.push_back({"run.layout", GT_BIND(run.layout), one_of({"auto", "nchw", "nhwc"}),
+  k.push_back({"run.layout", GT_BIND(run.layout), choices_of<LayoutChoice>(),
                "cuda: memory layout of activations; auto = NHWC for bf16 (tensor cores read it directly), else "
                "NCHW. Parameters and checkpoints keep PyTorch's layout."});
   k.push_back({"run.cuda_graph", GT_BIND(run.cuda_graph), any_value(),
@@ -170,7 +178,7 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"checkpoint.every_steps", GT_BIND(checkpoint.every_steps), at_least(0),
                "Write a checkpoint every this many steps; 0 = only at the end."});
   // dist
-  k.push_back({"dist.backend", GT_BIND(dist.backend), one_of({"auto", "mpi", "local", "nccl"}),
+  k.push_back({"dist.backend", GT_BIND(dist.backend), choices_of<DistBackend>(),
                "Communicator between ranks: auto (mpi when started by mpirun or srun, else local; with run.device "
                "cuda, gradients go over NCCL when every rank has a GPU of its own, else staged through host memory), "
                "mpi, local (one process), nccl (GPU collectives, one rank per GPU: needs run.device cuda, NCCL and a "
@@ -251,14 +259,15 @@ std::string double_quoted(const std::string& s) {
 // The value as it is compared against a list of choices: the string itself, or the number's text.
 std::string choice_text(const FieldRef& field) {
   if (auto s = std::get_if<std::string*>(&field)) return **s;
+  if (auto c = std::get_if<ChoiceRef>(&field)) return c->get();
   return format_value(field);
 }
 
 std::optional<double> numeric_value(const FieldRef& field) {
   return std::visit(
-      [](auto* p) -> std::optional<double> {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, bool>) {
+      [](const auto& p) -> std::optional<double> {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ChoiceRef> || std::is_same_v<P, std::string*> || std::is_same_v<P, bool*>) {
           return std::nullopt;
         } else {
           return static_cast<double>(*p);
@@ -322,13 +331,15 @@ std::string describe_rule(const Rule& rule) {
 
 std::string format_value(const FieldRef& field) {
   return std::visit(
-      [](auto* p) -> std::string {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string>) {
+      [](const auto& p) -> std::string {
+        using P = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<P, ChoiceRef>) {
+          return p.get();  // choice names are plain YAML words
+        } else if constexpr (std::is_same_v<P, std::string*>) {
           return safe_as_plain_scalar(*p) ? *p : double_quoted(*p);
-        } else if constexpr (std::is_same_v<T, bool>) {
+        } else if constexpr (std::is_same_v<P, bool*>) {
           return *p ? "true" : "false";
-        } else if constexpr (std::is_floating_point_v<T>) {
+        } else if constexpr (std::is_floating_point_v<std::remove_pointer_t<P>>) {
           return format_float(*p);
         } else {
           return fmt::format("{}", *p);

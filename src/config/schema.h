@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -12,8 +13,34 @@
 
 namespace gt::config_detail {
 
+// A key whose value is one of an enum's names (config/choices.h): read and written as its name.
+struct ChoiceRef {
+  std::function<std::string()> get;
+  std::function<bool(const std::string&)> set;  // false when the text names no choice (value untouched)
+  std::vector<std::string> names;
+};
+
+template <class E>
+ChoiceRef choice_ref(E* field) {
+  ChoiceRef r;
+  r.get = [field] { return std::string(choice_name(*field)); };
+  r.set = [field](const std::string& text) { return parse_choice(text, field); };
+  for (size_t i = 0; i < choice_count<E>(); ++i) r.names.push_back(ChoiceNames<E>::names[i]);
+  return r;
+}
+
 // Where a key's value lives inside a Config; the alternative gives the key's type.
-using FieldRef = std::variant<int*, int64_t*, float*, double*, bool*, std::string*>;
+using FieldRef = std::variant<int*, int64_t*, float*, double*, bool*, std::string*, ChoiceRef>;
+
+// The FieldRef of a Config member: enums become ChoiceRefs, other fields their pointer.
+template <class T>
+FieldRef field_ref(T* field) {
+  if constexpr (std::is_enum_v<T>) {
+    return choice_ref(field);
+  } else {
+    return field;
+  }
+}
 
 // The constraint on one key's value. Bounds apply to numbers, choices to ints and strings.
 struct Rule {

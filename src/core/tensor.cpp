@@ -75,6 +75,28 @@ Tensor Tensor::adopt(Shape shape, DType dtype, std::shared_ptr<std::byte> buffer
   return t;
 }
 
+Tensor Tensor::borrow(Shape shape, DType dtype, Device device, void* data) {
+  for (int64_t d : shape) GT_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape));
+  GT_CHECK(data != nullptr || shape_numel(shape) == 0, "Tensor::borrow of {}{} with no memory", dtype_name(dtype),
+           shape_str(shape));
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.buf_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(data), [](std::byte*) {});
+  return t;
+}
+
+Tensor Tensor::view(int64_t offset, Shape shape) const {
+  GT_CHECK(defined(), "view of an undefined tensor");
+  GT_CHECK(offset >= 0 && offset + shape_numel(shape) <= numel(), "view of {} elements at {} in {}",
+           shape_numel(shape), offset, str());
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.buf_ = std::shared_ptr<std::byte>(buf_, buf_.get() + static_cast<size_t>(offset) * dtype_size(dtype_));
+  return t;
+}
+
 int64_t Tensor::dim(int i) const {
   int n = ndim();
   int j = i < 0 ? n + i : i;
@@ -93,12 +115,14 @@ Tensor Tensor::reshaped(Shape shape) const {
 
 Tensor Tensor::clone() const {
   if (!defined()) return Tensor();
+  GT_CHECK(device_ == Device::cpu, "clone of {} on another device", str());
   Tensor t(shape_, dtype_);
   std::memcpy(t.raw(), raw(), nbytes());
   return t;
 }
 
 void Tensor::zero() {
+  GT_CHECK(device_ == Device::cpu, "zero() of {} on another device", str());
   if (defined()) std::memset(raw(), 0, nbytes());
 }
 
@@ -110,6 +134,8 @@ void Tensor::fill(float v) {
 
 void Tensor::copy_from(const Tensor& src) {
   GT_CHECK(src.numel() == numel() && src.dtype() == dtype_, "copy {} into {}", src.str(), str());
+  GT_CHECK(device_ == Device::cpu && src.device_ == Device::cpu, "copy_from between devices ({} into {})", src.str(),
+           str());
   std::memcpy(raw(), src.raw(), nbytes());
 }
 

@@ -32,6 +32,9 @@ class Tensor {
   // buffer must hold at least nbytes() of the shape and dtype, suitably aligned for dtype, and its
   // deleter is what frees it, when the last tensor or view sharing it goes. Contents are left as they are.
   static Tensor adopt(Shape shape, DType dtype, std::shared_ptr<std::byte> buffer);
+  // A tensor over memory something else owns (device memory from an arena, say): nothing is freed
+  // when it goes, so the owner keeps the memory alive while the tensor is used.
+  static Tensor borrow(Shape shape, DType dtype, Device device, void* data);
 
   bool defined() const { return buf_ != nullptr; }
   const Shape& shape() const { return shape_; }
@@ -53,10 +56,13 @@ class Tensor {
   const void* raw() const { return buf_.get(); }
 
   Tensor reshaped(Shape shape) const;  // same buffer, new shape (numel must match)
-  Tensor clone() const;                // deep copy
-  void zero();
+  // shape_numel(shape) elements of this tensor's buffer from element `offset` on, as a tensor of that
+  // shape (same dtype and device); it shares ownership of the buffer.
+  Tensor view(int64_t offset, Shape shape) const;
+  Tensor clone() const;                // deep copy (CPU)
+  void zero();                         // CPU
   void fill(float v);
-  void copy_from(const Tensor& src);   // same numel and dtype
+  void copy_from(const Tensor& src);   // same numel and dtype (CPU)
   bool same_shape(const Tensor& o) const { return shape_ == o.shape_; }
 
  private:

@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "nn/layer.h"
+#include "nn/net.h"  // BatchStatsReducer
 
 namespace gt {
 
@@ -25,8 +26,6 @@ LayerPtr make_tanh();
 LayerPtr make_sigmoid();
 LayerPtr make_reshape(Shape per_sample_shape);  // [N, ...] -> [N, per_sample_shape...]
 
-// Synchronized batch norm: sums per-channel values over the data-parallel ranks, in place.
-using BatchStatsReducer = std::function<void(double* values, int64_t count)>;
 // When layer is a BatchNorm2d, its training forward and backward add up their per-channel sums over the
 // ranks with reduce, so mean, variance and the backward's sums are those of the global batch (its own
 // parameter gradients stay this rank's share, for the gradient all-reduce). With an identity reduce the

@@ -1,7 +1,53 @@
-// Sequential container.
+// Sequential: the layers in order, their parameters in flat buffers, and the backward's finality offsets.
 #include "nn/sequential.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "nn/layers.h"
+
 namespace gt {
+
+namespace {
+constexpr int64_t kAlignFloats = 16;  // 64 bytes: where a parameter tensor of its own would start
+int64_t aligned(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+}  // namespace
+
+void Sequential::add(LayerPtr layer) {
+  layers_.push_back(std::move(layer));
+  rebuild_flat();
+}
+
+void Sequential::rebuild_flat() {
+  std::vector<NamedParam> named = named_params();
+  slots_.clear();
+  int64_t size = 0;
+  for (const NamedParam& np : named) {
+    const int64_t offset = aligned(size);
+    slots_.push_back({np.name, offset, np.param->value.numel()});
+    size = offset + np.param->value.numel();
+  }
+  Tensor values({aligned(size)}), grads({aligned(size)});
+  for (size_t i = 0; i < named.size(); ++i) {
+    Param& p = *named[i].param;
+    const Shape shape = p.value.shape();
+    Tensor v = values.view(slots_[i].offset, shape), g = grads.view(slots_[i].offset, shape);
+    v.copy_from(p.value);
+    if (p.grad.defined()) g.copy_from(p.grad);
+    p.value = v;
+    p.grad = g;
+  }
+  flat_values_ = values;
+  flat_grads_ = grads;
+  // Backward runs from the last layer down: after layer i, the gradients of layers i.. are final.
+  lowest_final_.assign(layers_.size(), aligned(size));
+  int64_t lowest = aligned(size);
+  size_t slot = slots_.size();
+  for (size_t i = layers_.size(); i-- > 0;) {
+    for (size_t k = layers_[i]->params().size(); k > 0; --k) lowest = slots_[--slot].offset;
+    lowest_final_[i] = lowest;
+  }
+}
 
 Tensor Sequential::forward(const Tensor& x, Mode mode) {
   Tensor h = x;
@@ -9,13 +55,25 @@ Tensor Sequential::forward(const Tensor& x, Mode mode) {
   return h;
 }
 
-Tensor Sequential::backward(const Tensor& dy) {
+Tensor Sequential::backward(const Tensor& dy) { return backward(dy, {.param_grads = true, .input_grad = true}); }
+
+Tensor Sequential::backward(const Tensor& dy, const BackwardOptions& options) {
+  // The CPU layers always accumulate their parameter gradients (param_grads false is allowed to skip them).
   Tensor g = dy;
   for (size_t i = layers_.size(); i-- > 0;) {
     g = layers_[i]->backward(g);
-    if (backward_hook_) backward_hook_(i);
+    if (options.on_final) options.on_final(lowest_final_[i]);
   }
-  return g;
+  return options.input_grad ? g : Tensor();
+}
+
+void Sequential::zero_grad() {
+  if (flat_grads_.defined()) flat_grads_.zero();
+}
+
+void Sequential::set_batch_stats_reducer(BatchStatsReducer reduce, int world) {
+  (void)world;  // the CPU layer sums its element count with the statistics
+  for (auto& l : layers_) gt::set_batch_stats_reducer(*l, reduce);
 }
 
 Shape Sequential::output_shape(const Shape& in) const {
@@ -38,14 +96,10 @@ std::vector<NamedBuffer> Sequential::named_buffers() {
   return out;
 }
 
-int64_t Sequential::param_count() {
+int64_t Sequential::param_count() const {
   int64_t n = 0;
-  for (auto& np : named_params()) n += np.param->value.numel();
+  for (const ParamSlot& s : slots_) n += s.numel;
   return n;
-}
-
-void Sequential::zero_grad() {
-  for (auto& np : named_params()) np.param->grad.zero();
 }
 
 }  // namespace gt

@@ -1,11 +1,11 @@
-// Sequential: layers run in order, named "<prefix>.<index>" exactly as torch.nn.Sequential names them.
+// Sequential: layers run in order, named "<prefix>.<index>" exactly as torch.nn.Sequential names them; the CPU implementation of Net.
 #pragma once
-#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "nn/layer.h"
+#include "nn/net.h"
 
 namespace gt {
 
@@ -18,29 +18,41 @@ struct NamedBuffer {
   Buffer* buffer;
 };
 
-class Sequential {
+// Every parameter's value and gradient is a view into two flat host buffers (each parameter starts
+// on a 64-byte boundary, as a tensor of its own would), so the gradient reduction and the optimizers
+// see one range per network, as on the GPU.
+class Sequential final : public Net {
  public:
   explicit Sequential(std::string prefix = "main") : prefix_(std::move(prefix)) {}
-  void add(LayerPtr layer) { layers_.push_back(std::move(layer)); }
+  // Appends a layer and moves every parameter (values and gradients kept) into the flat buffers.
+  void add(LayerPtr layer);
   size_t size() const { return layers_.size(); }
   Layer& layer(size_t i) { return *layers_.at(i); }
 
-  Tensor forward(const Tensor& x, Mode mode);
-  Tensor backward(const Tensor& dy);  // returns dL/dinput
-  // Called by backward() right after layer i's backward, while layers below it are still to run:
-  // data-parallel training starts the all-reduce of finished gradients there. Empty = none.
-  void set_backward_hook(std::function<void(size_t layer_index)> hook) { backward_hook_ = std::move(hook); }
-  Shape output_shape(const Shape& in) const;
+  Device device() const override { return Device::cpu; }
+  Tensor forward(const Tensor& x, Mode mode) override;
+  Tensor backward(const Tensor& dy);  // returns dL/dinput; parameter gradients accumulate
+  Tensor backward(const Tensor& dy, const BackwardOptions& options) override;
+  void zero_grad() override;
+  float* flat_params() override { return flat_values_.defined() ? flat_values_.f32() : nullptr; }
+  float* flat_grads() override { return flat_grads_.defined() ? flat_grads_.f32() : nullptr; }
+  int64_t flat_size() const override { return flat_values_.defined() ? flat_values_.numel() : 0; }
+  const std::vector<ParamSlot>& param_slots() const override { return slots_; }
+  void set_batch_stats_reducer(BatchStatsReducer reduce, int world) override;
 
+  Shape output_shape(const Shape& in) const;
   std::vector<NamedParam> named_params();
   std::vector<NamedBuffer> named_buffers();
-  int64_t param_count();
-  void zero_grad();
+  int64_t param_count() const;  // elements of all parameters (alignment gaps not counted)
 
  private:
+  void rebuild_flat();
+
   std::string prefix_;
   std::vector<LayerPtr> layers_;
-  std::function<void(size_t)> backward_hook_;
+  Tensor flat_values_, flat_grads_;
+  std::vector<ParamSlot> slots_;
+  std::vector<int64_t> lowest_final_;  // per layer: lowest flat offset whose gradient is final after its backward
 };
 
 }  // namespace gt

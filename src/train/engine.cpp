@@ -4,9 +4,10 @@
 #include <omp.h>
 
 #include "core/rng.h"
-#include "dist/communicator.h"
-#include "dist/gradient_reducer.h"
-#include "dist/sync_batchnorm.h"
+#include "parallel/communicator.h"
+#include "parallel/gradient_bucketer.h"
+#include "parallel/sync_batchnorm.h"
+#include "train/cpu_step.h"
 #if GANTRAIN_HAVE_CUDA
 #include "train/cuda/gpu_engine.h"
 #endif
@@ -14,25 +15,24 @@
 namespace gt {
 namespace {
 
-// The reference engine: the step of train/gan_step.h on host tensors, done inside submit().
+// The reference engine: the one GAN step on host tensors, done inside submit().
 class CpuEngine final : public StepEngine {
  public:
   CpuEngine(const EngineOptions& opt, GanModels& m, Communicator& comm)
       : opt_(opt),
         m_(m),
-        reduce_g_(comm, *m.G, opt.bucket_bytes),
-        reduce_d_(comm, *m.D, opt.bucket_bytes),
-        z_({opt.local_batch, opt.nz}) {
+        reduce_g_(comm, m.G->flat_grads(), m.G->flat_size(), bucket_elems(opt)),
+        reduce_d_(comm, m.D->flat_grads(), m.D->flat_size(), bucket_elems(opt)),
+        opt_g_(*m.opt_g, *m.G),
+        opt_d_(*m.opt_d, *m.D),
+        step_{*m.G, *m.D, opt_g_, opt_d_, reduce_g_, reduce_d_, ops_, opt.clip_grad_norm, loss_scale(opt)},
+        z_({opt.local_batch, opt.nz, 1, 1}) {
     // Batch norm over the global batch (with one rank the same bits as without); sync_bn false leaves each
     // rank's shard to itself.
     if (opt.sync_bn) {
-      synchronize_batch_norm(*m.G, &comm);
-      synchronize_batch_norm(*m.D, &comm);
+      m.G->set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
+      m.D->set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
     }
-    step_opt_.clip_grad_norm = opt.clip_grad_norm;
-    step_opt_.loss_scale = static_cast<double>(opt.local_batch) / static_cast<double>(opt.global_batch);
-    step_opt_.reduce_d = &reduce_d_;
-    step_opt_.reduce_g = &reduce_g_;
   }
 
   std::string describe() const override {
@@ -43,20 +43,30 @@ class CpuEngine final : public StepEngine {
   void submit(const Tensor& real, int64_t step) override {
     // This rank's rows of the global batch's noise: keyed by (seed, step, global index), as with one rank.
     fill_noise(z_.f32(), opt_.local_batch, opt_.nz, opt_.seed, static_cast<uint64_t>(step), opt_.shard_first);
-    result_ = dcgan_train_step(m_, real, z_, step_opt_);
+    fake_ = run_gan_step(step_, real, z_);
   }
 
-  StepResult wait() override { return result_; }
+  StepResult wait() override {
+    StepResult r = step_result(ops_.scalars(), step_.loss_scale);
+    r.fake = fake_;
+    return r;
+  }
   Tensor generate(const Tensor& z) override { return gt::generate(*m_.G, z); }
   void sync_to_host() override {}
 
  private:
+  static int64_t bucket_elems(const EngineOptions& o) { return std::max<int64_t>(o.bucket_bytes / 4, 1); }
+  static double loss_scale(const EngineOptions& o) {
+    return static_cast<double>(o.local_batch) / static_cast<double>(o.global_batch);
+  }
+
   EngineOptions opt_;
   GanModels& m_;
-  GradientReducer reduce_g_, reduce_d_;
-  Tensor z_;
-  StepOptions step_opt_;
-  StepResult result_;
+  GradientBucketer reduce_g_, reduce_d_;
+  HostNetOptimizer opt_g_, opt_d_;
+  CpuStepOps ops_;
+  GanStep step_;
+  Tensor z_, fake_;
 };
 
 }  // namespace
@@ -64,8 +74,7 @@ class CpuEngine final : public StepEngine {
 std::unique_ptr<StepEngine> make_engine(const EngineOptions& opt, GanModels& host, Communicator& comm) {
   GT_CHECK(opt.local_batch > 0 && opt.global_batch >= opt.local_batch, "engine batch sizes {} of {}",
            opt.local_batch, opt.global_batch);
-  if (opt.device == "cpu") return std::make_unique<CpuEngine>(opt, host, comm);
-  if (opt.device != "cuda") user_error("run.device '{}' is not one of cpu, cuda, auto", opt.device);
+  if (opt.device == Device::cpu) return std::make_unique<CpuEngine>(opt, host, comm);
 #if GANTRAIN_HAVE_CUDA
   return cuda::make_gpu_engine(opt, host, comm);
 #else

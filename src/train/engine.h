@@ -4,7 +4,9 @@
 #include <memory>
 #include <string>
 
+#include "config/choices.h"
 #include "core/tensor.h"
+#include "train/cpu_step.h"
 #include "train/gan_step.h"
 
 namespace gt {
@@ -12,15 +14,14 @@ namespace gt {
 class Communicator;
 
 struct EngineOptions {
-  std::string device = "cpu";      // cpu | cuda
+  Device device = Device::cpu;
   // cuda only:
-  std::string precision = "tf32";  // fp32 | tf32 | bf16 (bf16 activations; f32 master weights and optimizer state)
-  std::string layout = "auto";     // auto (NHWC for bf16, else NCHW) | nchw | nhwc
+  Precision precision = Precision::tf32;  // bf16: bf16 activations; f32 master weights and optimizer state
+  LayoutChoice layout = LayoutChoice::automatic;  // auto: NHWC for bf16, else NCHW
   bool cuda_graph = true;          // capture the steady-state step as a CUDA graph where the collectives allow it
   bool deterministic = true;       // cuDNN algorithms that give the same bits on every run only
   double arena_mb = 0;             // device arena for the step's activations; 0 = sized from the model
-  std::string dist_backend = "auto";  // device collectives: auto (NCCL with one rank per GPU, else staged through
-                                      // the host communicator), nccl, mpi / local (staged)
+  DistBackend dist_backend = DistBackend::automatic;  // which device collectives (parallel/launch.h)
 
   // Both:
   int64_t global_batch = 0;  // images per step over all ranks

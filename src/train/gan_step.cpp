@@ -1,82 +1,64 @@
-// The DCGAN step with the non-saturating BCE loss, as in the classic PyTorch example.
+// The one GAN step (non-saturating BCE, as the classic PyTorch DCGAN) over Net, StepOps and NetOptimizer.
 #include "train/gan_step.h"
 
 #include <algorithm>
-#include <cmath>
 
-#include "dist/communicator.h"
-#include "dist/gradient_reducer.h"
-#include "train/loss.h"
+#include "parallel/communicator.h"
+#include "parallel/gradient_bucketer.h"
 
 namespace gt {
 
 namespace {
 
-double mean_sigmoid(const Tensor& logits) {
-  const float* p = logits.f32();
-  double s = 0;
-  for (int64_t i = 0; i < logits.numel(); ++i) s += 1.0 / (1.0 + std::exp(-static_cast<double>(p[i])));
-  return s / static_cast<double>(logits.numel());
-}
-
-Tensor as_noise_image(const Tensor& z) { return z.reshaped({z.dim(0), z.dim(1), 1, 1}); }
-
-// Forward D, BCE against a constant target, backward; returns the loss and dL/dinput. scale is this
-// rank's share of the global batch: the loss and its gradient are those of the global mean.
-double d_loss_and_backward(Sequential& D, const Tensor& x, float target, double scale, double* mean_prob,
-                           Tensor* dx) {
-  Tensor logits = D.forward(x, Mode::train);
-  if (mean_prob) *mean_prob = mean_sigmoid(logits) * scale;
-  Tensor dlogits(logits.shape());
-  double loss = bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32(), static_cast<float>(scale));
-  Tensor g = D.backward(dlogits);
-  if (dx) *dx = g;
-  return loss * scale;
-}
-
-void arm(GradientReducer* r) {
-  if (r) r->arm();
-}
-void finish(GradientReducer* r) {
-  if (r) r->finish();
+// Forward D in train mode, BCE against a constant target, backward. The logits' gradient is given back
+// before returning; the input gradient (when asked for) is not.
+Tensor d_pass(GanStep& s, const Tensor& x, float target, StepScalar loss, const StepScalar* prob,
+              const BackwardOptions& backward) {
+  const size_t mark = s.ops.mark();
+  Tensor logits = s.D.forward(x, Mode::train);
+  Tensor dlogits = s.ops.buffer_like(logits);
+  s.ops.bce_with_logits(logits, target, static_cast<float>(s.loss_scale), dlogits, loss, prob);
+  Tensor dx = s.D.backward(dlogits, backward);
+  if (!backward.input_grad) s.ops.release(mark);
+  return dx;
 }
 
 }  // namespace
 
-StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& opt) {
-  StepResult r;
-  Tensor fake = m.G->forward(as_noise_image(z), Mode::train);
+Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
+  Tensor fake = s.G.forward(z, Mode::train);
 
-  // D step: real labelled 1, fake (treated as a constant) labelled 0; gradients of both summed.
-  // With several ranks, D's gradients are summed over them while the second backward runs.
-  m.D->zero_grad();
-  r.d_loss = d_loss_and_backward(*m.D, real, 1.f, opt.loss_scale, &r.d_real, nullptr);
-  arm(opt.reduce_d);
-  r.d_loss += d_loss_and_backward(*m.D, fake, 0.f, opt.loss_scale, &r.d_fake, nullptr);
-  finish(opt.reduce_d);
-  auto d_params = m.D->named_params();
-  if (opt.clip_grad_norm > 0) clip_grad_norm(d_params, opt.clip_grad_norm);
-  m.opt_d->step();
+  // D step: real labelled 1, fake (treated as a constant) labelled 0; gradients of both summed. With
+  // several ranks, D's gradients are summed over them while the second backward runs.
+  s.D.zero_grad();
+  const StepScalar prob_real = StepScalar::prob_real, prob_fake = StepScalar::prob_fake;
+  d_pass(s, real, 1.f, StepScalar::loss_real, &prob_real, {.param_grads = true});
+  s.reduce_d.arm();
+  d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, {.param_grads = true, .on_final = s.reduce_d.hook()});
+  s.reduce_d.finish();
+  s.opt_d.update(s.clip_grad_norm);
 
-  // G step: the same fakes through the updated D, labelled 1 (non-saturating loss).
-  m.G->zero_grad();
-  Tensor dfake;
-  r.g_loss = d_loss_and_backward(*m.D, fake, 1.f, opt.loss_scale, nullptr, &dfake);
-  arm(opt.reduce_g);
-  m.G->backward(dfake);
-  finish(opt.reduce_g);
-  auto g_params = m.G->named_params();
-  if (opt.clip_grad_norm > 0) clip_grad_norm(g_params, opt.clip_grad_norm);
-  m.opt_g->step();
-
-  r.fake = fake;
-  return r;
+  // G step: the same fakes through the updated D, labelled 1 (non-saturating loss); D's parameter
+  // gradients of this pass are not needed.
+  s.G.zero_grad();
+  const size_t mark = s.ops.mark();
+  Tensor dfake = d_pass(s, fake, 1.f, StepScalar::loss_g, nullptr, {.param_grads = false, .input_grad = true});
+  s.reduce_g.arm();
+  s.G.backward(dfake, {.param_grads = true, .on_final = s.reduce_g.hook()});
+  s.reduce_g.finish();
+  s.ops.release(mark);
+  s.opt_g.update(s.clip_grad_norm);
+  return fake;
 }
 
-Tensor generate(Sequential& G, const Tensor& z) { return G.forward(as_noise_image(z), Mode::eval); }
-
-Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm) {
-  return generate_across_ranks([&G](const Tensor& zz) { return generate(G, zz); }, z, comm);
+StepResult step_result(const double (&v)[kStepScalars], double scale) {
+  auto at = [&v](StepScalar k) { return v[static_cast<int>(k)]; };
+  StepResult r;
+  r.d_loss = at(StepScalar::loss_real) * scale + at(StepScalar::loss_fake) * scale;
+  r.g_loss = at(StepScalar::loss_g) * scale;
+  r.d_real = at(StepScalar::prob_real) * scale;
+  r.d_fake = at(StepScalar::prob_fake) * scale;
+  return r;
 }
 
 Tensor generate_across_ranks(const std::function<Tensor(const Tensor&)>& generate, const Tensor& z,

@@ -43,11 +43,11 @@ void check_config(const OptimConfig& cfg) {
   if (!(cfg.eps >= 0)) user_error("The optimizer eps must be >= 0, got {}.", cfg.eps);
   if (!(cfg.weight_decay >= 0)) user_error("The optimizer weight_decay must be >= 0, got {}.", cfg.weight_decay);
   if (!(cfg.momentum >= 0)) user_error("The optimizer momentum must be >= 0, got {}.", cfg.momentum);
-  if (cfg.name == "adam") {
+  if (cfg.kind == OptimizerKind::adam) {
     if (!(cfg.beta1 >= 0 && cfg.beta1 < 1)) user_error("Adam beta1 must be in [0, 1), got {}.", cfg.beta1);
     if (!(cfg.beta2 >= 0 && cfg.beta2 < 1)) user_error("Adam beta2 must be in [0, 1), got {}.", cfg.beta2);
   }
-  if (cfg.name == "rmsprop" && !(cfg.alpha >= 0)) user_error("RMSprop alpha must be >= 0, got {}.", cfg.alpha);
+  if (cfg.kind == OptimizerKind::rmsprop && !(cfg.alpha >= 0)) user_error("RMSprop alpha must be >= 0, got {}.", cfg.alpha);
 }
 
 // One named state tensor per parameter, zero, shaped like the parameter.
@@ -225,10 +225,12 @@ SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step) {
 std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, std::vector<NamedParam> params) {
   check_config(cfg);
   for (const auto& p : params) check_param(p);
-  if (cfg.name == "adam") return std::make_unique<Adam>(cfg, std::move(params));
-  if (cfg.name == "rmsprop") return std::make_unique<RMSprop>(cfg, std::move(params));
-  if (cfg.name == "sgd") return std::make_unique<SGD>(cfg, std::move(params));
-  user_error("Unknown optimizer '{}'; expected one of adam, rmsprop, sgd.", cfg.name);
+  switch (cfg.kind) {
+    case OptimizerKind::adam: return std::make_unique<Adam>(cfg, std::move(params));
+    case OptimizerKind::rmsprop: return std::make_unique<RMSprop>(cfg, std::move(params));
+    case OptimizerKind::sgd: return std::make_unique<SGD>(cfg, std::move(params));
+  }
+  runtime_error("optimizer kind {} is not handled", static_cast<int>(cfg.kind));
 }
 
 float clip_grad_norm(const std::vector<NamedParam>& params, float max_norm) {

@@ -4,22 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "nn/sequential.h"
-#include "train/optim_math.h"
+#include "core/optim_math.h"
 
 namespace gt {
-
-struct OptimConfig {
-  std::string name = "adam";  // adam | rmsprop | sgd
-  // Doubles, as Python floats are in torch.optim, so derived constants (1 - beta2, lr / bias correction)
-  // are computed exactly as PyTorch computes them.
-  double lr = 2e-4;
-  double beta1 = 0.5, beta2 = 0.999;  // adam
-  double eps = 1e-8;                  // adam, rmsprop
-  double alpha = 0.99;                // rmsprop smoothing constant
-  double momentum = 0;                // sgd, rmsprop
-  double weight_decay = 0;            // L2 added to the gradient, as torch.optim does
-};
 
 // Named optimizer state tensor for checkpoints: "<param name>/exp_avg" etc.
 struct NamedState {

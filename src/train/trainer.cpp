@@ -15,12 +15,12 @@
 #include "core/version.h"
 #include "data/image_source.h"
 #include "data/loader.h"
-#include "dist/agreement.h"
-#include "dist/communicator.h"
-#include "dist/fault_injection.h"
-#include "dist/launch.h"
+#include "parallel/agreement.h"
+#include "parallel/communicator.h"
+#include "parallel/fault_injection.h"
+#include "parallel/launch.h"
 #if GANTRAIN_HAVE_CUDA
-#include "device.h"
+#include "cuda/device.h"
 #endif
 #include "io/checkpoint.h"
 #include "io/image.h"
@@ -115,12 +115,13 @@ DcganSpec dcgan_spec(const ModelConfig& m) {
   return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
 }
 
-std::string resolve_device(const std::string& device) {
-  if (device != "auto") return device;
+// run.device on this rank: auto is cuda when this rank sees a usable GPU (the ranks then agree).
+bool wants_cuda(DeviceChoice device) {
+  if (device != DeviceChoice::automatic) return device == DeviceChoice::cuda;
 #if GANTRAIN_HAVE_CUDA
-  return cuda::query_devices().count > 0 ? "cuda" : "cpu";
+  return cuda::query_devices().count > 0;
 #else
-  return "cpu";
+  return false;
 #endif
 }
 
@@ -137,7 +138,6 @@ TrainSummary train(const Config& cfg) {
 }
 
 TrainSummary train(const Config& cfg, Communicator& comm) {
-  require_host_communicator(comm);  // before any collective: the trainer's own buffers are host memory
   comm.set_timeout(cfg.dist.timeout_s);
   const bool lead = comm.rank() == 0;  // rank 0 owns the console and the run directory
   const int P = comm.world_size();
@@ -152,15 +152,12 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   std::optional<BatchPlan> plan_holder;
   std::optional<FaultPlan> fault;
   // run.device auto: cuda only when every rank has a GPU, so that all ranks run the same engine.
-  int64_t use_cuda = resolve_device(cfg.run.device) == "cuda";
-  if (cfg.run.device == "auto") comm.all_reduce(&use_cuda, 1, ReduceOp::min);
-  const std::string device = use_cuda ? "cuda" : "cpu";
+  int64_t use_cuda = wants_cuda(cfg.run.device);
+  if (cfg.run.device == DeviceChoice::automatic) comm.all_reduce(&use_cuda, 1, ReduceOp::min);
+  const Device device = use_cuda ? Device::cuda : Device::cpu;
   run_agreed(comm, [&] {
     spec = dcgan_spec(cfg.model);
-    if (cfg.dist.backend == "nccl" && device != "cuda")
-      user_error("dist.backend is nccl, which moves GPU buffers, but run.device is {}; use run.device: cuda, or "
-                 "dist.backend: auto or mpi",
-                 cfg.run.device);
+    check_backend_for_device(cfg.dist.backend, device == Device::cuda, cfg.run.device);
     if (B % P != 0)
       user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
                  "batch, so use a multiple of {} (e.g. {})",
@@ -256,7 +253,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   con.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", spec.channels, spec.resolution, spec.resolution,
            spec.nz, G.param_count(), D.param_count());
   con.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", B,
-           plan.steps_per_epoch(), total_steps, cfg.optim_g.name, cfg.optim_g.lr, cfg.optim_d.name, cfg.optim_d.lr);
+           plan.steps_per_epoch(), total_steps, choice_name(cfg.optim_g.kind), cfg.optim_g.lr,
+           choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
 
   const int n_samples = cfg.log.sample_count;
   Tensor sample_z({n_samples, spec.nz});

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "arena.h"
-#include "check.h"
+#include "cuda/arena.h"
+#include "cuda/check.h"
 #include "core/error.h"
-#include "device.h"
+#include "cuda/device.h"
 
 namespace {
 

@@ -24,18 +24,18 @@
 #include <string>
 #include <vector>
 
-#include "arena.h"
-#include "context.h"
-#include "conv.h"
+#include "cuda/arena.h"
+#include "cuda/context.h"
+#include "cuda/conv.h"
 #include "core/rng.h"
 #include "data/image_source.h"
-#include "dense.h"
-#include "device.h"
-#include "formats.h"
-#include "kernels.h"
-#include "kernels_typed.h"
+#include "cuda/dense.h"
+#include "cuda/device.h"
+#include "cuda/formats.h"
+#include "cuda/kernels.h"
+#include "cuda/kernels_typed.h"
 #include "nn/cpu/kernels.h"
-#include "optim_gpu.h"
+#include "cuda/optim_gpu.h"
 #include "train/loss.h"
 #include "train/optim.h"
 
@@ -547,11 +547,11 @@ std::vector<Output> run_optimizer(const Case& c, Rig& rig, uint64_t seed) {
     optimizer->step();
     const float* scale = clipped ? gcoef.data() : nullptr;
     if (cfg.name == "adam")
-      gt::cuda::adam_update(list.view(), gt::cuda::adam_coefficients(cfg, step), scale, s);
+      gt::cuda::adam_update(list.view(), gt::adam_coefficients(cfg, step), scale, s);
     else if (cfg.name == "rmsprop")
-      gt::cuda::rmsprop_update(list.view(), gt::cuda::rmsprop_coefficients(cfg), scale, s);
+      gt::cuda::rmsprop_update(list.view(), gt::rmsprop_coefficients(cfg), scale, s);
     else
-      gt::cuda::sgd_update(list.view(), gt::cuda::sgd_coefficients(cfg, step == 1), scale, s);
+      gt::cuda::sgd_update(list.view(), gt::sgd_coefficients(cfg, step == 1), scale, s);
     rig.ctx.synchronize();  // the next step's uploads reuse nothing, but keep steps separate for errors
   }
   std::vector<Output> outputs;

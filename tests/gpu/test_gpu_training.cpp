@@ -9,8 +9,8 @@
 
 #include "core/rng.h"
 #include "data/image_source.h"
-#include "device.h"
-#include "dist/communicator.h"
+#include "cuda/device.h"
+#include "parallel/communicator.h"
 #include "nn/dcgan.h"
 #include "train/engine.h"
 #include "train/optim.h"

@@ -10,19 +10,19 @@
 
 #include "config/config.h"
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/launch.h"
+#include "parallel/communicator.h"
+#include "parallel/launch.h"
 #include "train/trainer.h"
 
 #ifdef GANTRAIN_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "check.h"
-#include "device.h"
-#include "staged_communicator.h"
+#include "cuda/check.h"
+#include "cuda/device.h"
+#include "cuda/staged_communicator.h"
 #endif
 #ifdef GANTRAIN_HAVE_NCCL
-#include "nccl_communicator.h"
+#include "cuda/nccl_communicator.h"
 #endif
 
 #define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)

@@ -15,15 +15,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "check.h"
-#include "device.h"
-#include "dist/agreement.h"
-#include "dist/communicator.h"
-#include "dist/gpu_placement.h"
-#include "dist/launch.h"
-#include "staged_communicator.h"
+#include "cuda/check.h"
+#include "cuda/device.h"
+#include "parallel/agreement.h"
+#include "parallel/communicator.h"
+#include "parallel/gpu_placement.h"
+#include "parallel/launch.h"
+#include "cuda/staged_communicator.h"
 #ifdef GANTRAIN_HAVE_NCCL
-#include "nccl_communicator.h"
+#include "cuda/nccl_communicator.h"
 #endif
 
 #define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--probe") == 0) return gt::probe();
   gt::MpiRuntime mpi(&argc, &argv);
   try {
-    auto host = gt::open_communicator("mpi", 60);
+    auto host = gt::open_communicator(gt::DistBackend::mpi, 60);
     gt::g_host = host.get();
     // Ranks may share a GPU here (the staged path); the mapping is the one training uses.
     gt::RankDeviceView mine{host->host(), {host->local_rank(), gt::cuda::query_devices().count,

@@ -44,7 +44,7 @@
 #include "config/config.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
-#include "train/gan_step.h"
+#include "train/cpu_step.h"
 #include "train/model_state.h"
 #include "train/optim.h"
 
@@ -67,7 +67,7 @@ const Tensor& require_tensor(const InputFile& in, const std::string& group, cons
 // they are the same doubles PyTorch uses.
 OptimConfig read_hparams(const InputFile& in, const std::string& name) {
   OptimConfig c = parse_config(in.ckpt.meta.config_yaml, in.path + ":/meta/config").optim_g;
-  c.name = name;
+  if (!parse_choice(name, &c.kind)) user_error("unknown optimizer '{}' (adam, rmsprop, sgd)", name);
   return c;
 }
 

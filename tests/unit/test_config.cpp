@@ -55,7 +55,7 @@ std::string parse_error(const std::string& yaml, const std::vector<std::string>&
 
 void expect_same_optim(const OptimConfig& a, const OptimConfig& b, const std::string& which) {
   SCOPED_TRACE(which);
-  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.kind, b.kind);
   EXPECT_EQ(a.lr, b.lr);
   EXPECT_EQ(a.beta1, b.beta1);
   EXPECT_EQ(a.beta2, b.beta2);
@@ -73,6 +73,10 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.run.seed, b.run.seed);
   EXPECT_EQ(a.run.device, b.run.device);
   EXPECT_EQ(a.run.threads, b.run.threads);
+  EXPECT_EQ(a.run.precision, b.run.precision);
+  EXPECT_EQ(a.run.layout, b.run.layout);
+  EXPECT_EQ(a.run.cuda_graph, b.run.cuda_graph);
+  EXPECT_EQ(a.run.gpu_arena_mb, b.run.gpu_arena_mb);
   EXPECT_EQ(a.model.arch, b.model.arch);
   EXPECT_EQ(a.model.nz, b.model.nz);
   EXPECT_EQ(a.model.g_width, b.model.g_width);
@@ -107,15 +111,16 @@ void expect_same_config(const Config& a, const Config& b) {
 // A config where every field differs from its default and from its sibling fields.
 Config all_fields_changed() {
   Config c;
-  c.run = {"my run: #1", "out/dir with space", 987654321012LL, "auto", 3};
+  c.run = {"my run: #1", "out/dir with space", 987654321012LL, DeviceChoice::automatic, 3, Precision::bf16,
+           LayoutChoice::nhwc, false, 12.5};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f};
-  c.optim_g = {"rmsprop", 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
-  c.optim_d = {"sgd", 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
+  c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
+  c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17};
   c.checkpoint = {19};
-  c.dist = {"mpi", false, 0.375, 21.5};
+  c.dist = {DistBackend::mpi, false, 0.375, 21.5};
   return c;
 }
 
@@ -163,7 +168,9 @@ TEST(Config, SchemaTypesAndDefaultsMatchTheStruct) {
   EXPECT_EQ(YAML::Load(by_path["model.nz"].default_value).as<int>(), defaults.model.nz);
   EXPECT_EQ(YAML::Load(by_path["optim.g.lr"].default_value).as<double>(), defaults.optim_g.lr);
   EXPECT_EQ(YAML::Load(by_path["optim.d.eps"].default_value).as<double>(), defaults.optim_d.eps);
-  EXPECT_EQ(YAML::Load(by_path["run.device"].default_value).as<std::string>(), defaults.run.device);
+  EXPECT_EQ(YAML::Load(by_path["run.device"].default_value).as<std::string>(), choice_name(defaults.run.device));
+  EXPECT_EQ(YAML::Load(by_path["dist.backend"].default_value).as<std::string>(), choice_name(defaults.dist.backend));
+  EXPECT_EQ(by_path["run.precision"].allowed, "one of fp32, tf32, bf16");
   EXPECT_EQ(YAML::Load(by_path["data.path"].default_value).as<std::string>(), defaults.data.path);
   EXPECT_EQ(YAML::Load(by_path["data.flip"].default_value).as<bool>(), defaults.data.flip);
   EXPECT_CONTAINS(by_path["model.resolution"].allowed, "32");
@@ -175,7 +182,8 @@ TEST(Config, EveryKeySetsItsOwnField) {
   // Written by hand (not by config_to_yaml) with the values of all_fields_changed(), so a key bound
   // to the wrong field, or two keys bound to one field, fails here.
   const std::string yaml = R"(
-run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3}
+run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3, precision: bf16,
+     layout: nhwc, cuda_graph: false, gpu_arena_mb: 12.5}
 model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels: 1,
         leaky_slope: 0.1, init_std: 0.333333343267}
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
@@ -210,7 +218,7 @@ TEST(ConfigPresets, ReferenceDcgan) {
   EXPECT_EQ(c.train.epochs, 100);
   EXPECT_EQ(c.data.source, "synthetic");
   for (const OptimConfig* o : {&c.optim_g, &c.optim_d}) {
-    EXPECT_EQ(o->name, "adam");
+    EXPECT_EQ(o->kind, OptimizerKind::adam);
     EXPECT_FLOAT_EQ(o->lr, 2e-4f);
     EXPECT_FLOAT_EQ(o->beta1, 0.5f);
     EXPECT_FLOAT_EQ(o->beta2, 0.999f);
@@ -220,7 +228,7 @@ TEST(ConfigPresets, ReferenceDcgan) {
 TEST(ConfigPresets, Demo) {
   Config c = load_preset("demo.yaml");
   EXPECT_EQ(c.run.name, "demo");
-  EXPECT_EQ(c.run.device, "cpu");
+  EXPECT_EQ(c.run.device, DeviceChoice::cpu);
   EXPECT_EQ(c.data.source, "hdf5");
   EXPECT_EQ(c.data.path, "data/fashion-mnist-32.h5");
   EXPECT_EQ(c.model.resolution, 32);
@@ -234,7 +242,7 @@ TEST(ConfigPresets, Demo) {
   EXPECT_EQ(c.log.every_steps, 25);
   EXPECT_EQ(c.log.sample_every_steps, 200);
   EXPECT_EQ(c.log.sample_count, 64);
-  EXPECT_EQ(c.optim_g.name, "adam");
+  EXPECT_EQ(c.optim_g.kind, OptimizerKind::adam);
   EXPECT_FLOAT_EQ(c.optim_d.lr, 2e-4f);
   EXPECT_FLOAT_EQ(c.optim_d.beta1, 0.5f);
 }
@@ -249,7 +257,7 @@ TEST(ConfigPresets, Tiny) {
   EXPECT_EQ(c.model.d_width, 4);
   EXPECT_EQ(c.train.batch_size, 8);
   EXPECT_EQ(c.train.max_steps, 4);
-  EXPECT_EQ(c.run.device, "cpu");
+  EXPECT_EQ(c.run.device, DeviceChoice::cpu);
 }
 
 TEST(ConfigPresets, EachStartsWithAHeaderCommentAndRoundTrips) {

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #ifdef GANTRAIN_HAVE_CUDA
-#include "device.h"
+#include "cuda/device.h"
 
 TEST(CudaDevice, QueryNeverThrowsAndExplainsAbsence) {
   gt::cuda::DeviceReport r = gt::cuda::query_devices();

@@ -1,6 +1,7 @@
 // Distributed pieces that need no second process: the local communicator, launcher and device mapping logic, agreement, buckets, sync BN with one rank.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -9,16 +10,16 @@
 #include <vector>
 
 #include "core/rng.h"
-#include "dist/agreement.h"
-#include "dist/communicator.h"
-#include "dist/device_map.h"
-#include "dist/fault_injection.h"
-#include "dist/gradient_reducer.h"
-#include "dist/launch.h"
-#include "dist/sync_batchnorm.h"
+#include "parallel/agreement.h"
+#include "parallel/communicator.h"
+#include "parallel/device_map.h"
+#include "parallel/fault_injection.h"
+#include "parallel/gradient_bucketer.h"
+#include "parallel/launch.h"
+#include "parallel/sync_batchnorm.h"
 #include "nn/dcgan.h"
 #include "nn/layers.h"
-#include "train/gan_step.h"
+#include "train/cpu_step.h"
 
 #define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
@@ -90,12 +91,37 @@ TEST(LocalCommunicator, ElementTypes) {
 }
 
 TEST(OpenCommunicator, BackendsWithoutALauncher) {
-  EXPECT_EQ(open_communicator("auto", 10)->backend(), "local");
-  EXPECT_EQ(open_communicator("local", 10)->world_size(), 1);
-  if (!nccl_unavailable_reason().empty()) {  // with NCCL and a GPU it opens: tests/gpu/test_nccl_communicator.cpp
-    EXPECT_CONTAINS(user_error_text([] { open_communicator("nccl", 10); }), "dist.backend is nccl");
-  }
-  EXPECT_CONTAINS(user_error_text([] { open_communicator("gloo", 10); }), "gloo");
+  EXPECT_EQ(open_communicator(DistBackend::automatic, 10)->backend(), "local");
+  EXPECT_EQ(open_communicator(DistBackend::local, 10)->world_size(), 1);
+  // nccl's device collectives sit on the host communicator auto opens: the trainer and the CLI agree.
+  EXPECT_EQ(open_communicator(DistBackend::nccl, 10)->backend(), "local");
+  const auto local = open_communicator(DistBackend::local, 10);
+  EXPECT_EQ(replacement_communicator(*local, DistBackend::automatic, 10), nullptr);
+  EXPECT_EQ(replacement_communicator(*local, DistBackend::nccl, 10), nullptr);
+  EXPECT_EQ(replacement_communicator(*local, DistBackend::local, 10), nullptr);
+}
+
+TEST(DistBackend, DecidedOnceForTheDevice) {
+  // nccl moves device buffers: a CPU run refuses it, naming both keys.
+  const std::string e = user_error_text([] { check_backend_for_device(DistBackend::nccl, false, DeviceChoice::cpu); });
+  EXPECT_CONTAINS(e, "dist.backend is nccl");
+  EXPECT_CONTAINS(e, "run.device is cpu");
+  EXPECT_CONTAINS(user_error_text([] { check_backend_for_device(DistBackend::nccl, false, DeviceChoice::automatic); }),
+                  "some rank has no GPU");
+  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::nccl, true, DeviceChoice::cuda); }),
+            "(no UserError)");
+  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::mpi, false, DeviceChoice::cpu); }),
+            "(no UserError)");
+  // Device collectives: NCCL for nccl (or an error saying what is missing), and for auto with one rank
+  // per GPU where NCCL is usable; staged through host memory otherwise.
+  EXPECT_EQ(choose_device_collectives(DistBackend::nccl, 1, ""), DeviceCollectives::nccl);
+  EXPECT_CONTAINS(user_error_text([] { choose_device_collectives(DistBackend::nccl, 1, "no NCCL here"); }),
+                  "dist.backend is nccl, but no NCCL here");
+  EXPECT_EQ(choose_device_collectives(DistBackend::automatic, 1, ""), DeviceCollectives::nccl);
+  EXPECT_EQ(choose_device_collectives(DistBackend::automatic, 2, ""), DeviceCollectives::staged);
+  EXPECT_EQ(choose_device_collectives(DistBackend::automatic, 1, "no NCCL here"), DeviceCollectives::staged);
+  EXPECT_EQ(choose_device_collectives(DistBackend::mpi, 1, ""), DeviceCollectives::staged);
+  EXPECT_EQ(choose_device_collectives(DistBackend::local, 1, ""), DeviceCollectives::staged);
 }
 
 // ---- launcher and device mapping ---------------------------------------------------------------
@@ -271,17 +297,6 @@ TEST(FaultInjection, ParsesTheTestVariable) {
 
 DcganSpec tiny_spec() { return DcganSpec{8, 4, 4, 32, 1, 0.2f}; }
 
-TEST(Sequential, BackwardHookSeesLayersLastToFirst) {
-  Sequential D = make_dcgan_discriminator(tiny_spec());
-  dcgan_init(D, 0.02f, 1, 2);
-  std::vector<size_t> order;
-  D.set_backward_hook([&](size_t i) { order.push_back(i); });
-  Tensor logits = D.forward(random_tensor({2, 1, 32, 32}, 5), Mode::train);
-  D.backward(Tensor::full(logits.shape(), 1.f));
-  ASSERT_EQ(order.size(), D.size());
-  for (size_t k = 0; k < order.size(); ++k) EXPECT_EQ(order[k], D.size() - 1 - k);
-}
-
 // Delegates to the local communicator and counts the all-reduces (blocking, and non-blocking started).
 class CountingCommunicator final : public Communicator {
  public:
@@ -303,7 +318,6 @@ class CountingCommunicator final : public Communicator {
   std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
                                                             ReduceOp op) override {
     ++started;
-    started_numel.push_back(n);
     return inner_->start_all_reduce_bytes(s, r, n, t, op);
   }
   void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override { inner_->all_gather_bytes(s, r, n, t); }
@@ -311,31 +325,84 @@ class CountingCommunicator final : public Communicator {
 
   int all_reduces = 0;
   int started = 0;
-  std::vector<int64_t> started_numel;
 
  private:
   std::unique_ptr<Communicator> inner_ = make_local_communicator();
 };
 
-TEST(GradientReducer, BucketsCoverEveryParameterLastLayersFirst) {
+TEST(Sequential, ParametersLiveInFlatBuffersAndBackwardReportsFinalRanges) {
   Sequential D = make_dcgan_discriminator(tiny_spec());
-  auto comm = make_local_communicator();
-  GradientReducer one_per_layer(*comm, D, 1);  // every layer with parameters closes a bucket
-  size_t layers_with_params = 0;
-  for (size_t i = 0; i < D.size(); ++i) layers_with_params += D.layer(i).params().empty() ? 0 : 1;
-  EXPECT_EQ(one_per_layer.bucket_count(), layers_with_params);
-  size_t previous = D.size();
-  int64_t numel = 0;
-  for (size_t b = 0; b < one_per_layer.bucket_count(); ++b) {
-    ASSERT_EQ(one_per_layer.bucket_layers(b).size(), 1u);
-    EXPECT_LT(one_per_layer.bucket_layers(b)[0], previous);  // backward order
-    previous = one_per_layer.bucket_layers(b)[0];
-    numel += one_per_layer.bucket_numel(b);
+  dcgan_init(D, 0.02f, 1, 2);
+  const std::vector<ParamSlot>& slots = D.param_slots();
+  const auto named = D.named_params();
+  ASSERT_EQ(slots.size(), named.size());
+  int64_t covered = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    EXPECT_EQ(slots[i].name, named[i].name);
+    EXPECT_EQ(slots[i].offset % 16, 0) << "64-byte aligned, as a tensor of its own";
+    EXPECT_EQ(named[i].param->value.raw(), static_cast<void*>(D.flat_params() + slots[i].offset)) << slots[i].name;
+    EXPECT_EQ(named[i].param->grad.raw(), static_cast<void*>(D.flat_grads() + slots[i].offset)) << slots[i].name;
+    covered += slots[i].numel;
   }
-  EXPECT_EQ(numel, D.param_count());
-  GradientReducer single(*comm, D, int64_t{1} << 40);
-  EXPECT_EQ(single.bucket_count(), 1u);
-  EXPECT_EQ(single.bucket_numel(0), D.param_count());
+  EXPECT_EQ(covered, D.param_count());
+  EXPECT_GE(D.flat_size(), D.param_count());
+  // Backward reports, after each layer, the lowest offset whose gradient is final: never rising, each
+  // slot final once its own layer is done, everything final at the end.
+  std::vector<int64_t> reported;
+  Tensor logits = D.forward(random_tensor({2, 1, 32, 32}, 5), Mode::train);
+  const Tensor dx = D.backward(Tensor::full(logits.shape(), 1.f),
+                               {.input_grad = true, .on_final = [&](int64_t lowest) { reported.push_back(lowest); }});
+  EXPECT_EQ(dx.shape(), (Shape{2, 1, 32, 32}));
+  ASSERT_EQ(reported.size(), D.size());
+  EXPECT_TRUE(std::is_sorted(reported.rbegin(), reported.rend()));
+  EXPECT_EQ(reported.back(), 0);
+  EXPECT_EQ(reported.front(), slots.back().offset);  // D ends with its last conv: its weight is done first
+  // Without input_grad the backward returns nothing.
+  logits = D.forward(random_tensor({2, 1, 32, 32}, 6), Mode::train);
+  EXPECT_FALSE(D.backward(Tensor::full(logits.shape(), 1.f), {}).defined());
+}
+
+// A communicator that pretends to be one of two ranks whose non-blocking all-reduces add 1 to every
+// element they cover (and complete at once), so a test sees which elements each bucket moved.
+class PlusOneWorld final : public Communicator {
+ public:
+  std::string backend() const override { return "plus-one"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 2; }
+  std::string host() const override { return "test"; }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::_Exit(code); }
+  void all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override { ADD_FAILURE(); }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
+                                                            ReduceOp op) override {
+    EXPECT_TRUE(s == r && t == ElemType::f32 && op == ReduceOp::sum);
+    float* v = static_cast<float*>(r);
+    for (int64_t i = 0; i < n; ++i) v[i] += 1.f;
+    ++started;
+    return make_local_communicator()->start_all_reduce_bytes(r, r, 0, t, op);  // a completed handle
+  }
+  void all_gather_bytes(const void*, void*, int64_t, ElemType) override { ADD_FAILURE(); }
+  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
+  int started = 0;
+};
+
+TEST(GradientBucketer, BucketsCoverTheFlatBufferFromTheTop) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  PlusOneWorld comm;
+  for (int64_t elems : {int64_t{1}, int64_t{7}, int64_t{1000}, D.flat_size(), int64_t{1} << 40}) {
+    GradientBucketer b(comm, D.flat_grads(), D.flat_size(), elems);
+    int64_t end = D.flat_size();
+    for (size_t k = 0; k < b.bucket_count(); ++k) {
+      const auto [lo, hi] = b.bucket_range(k);
+      EXPECT_EQ(hi, end) << "contiguous, from the top down";
+      EXPECT_GT(hi, lo);
+      EXPECT_LE(hi - lo, elems);
+      end = lo;
+    }
+    EXPECT_EQ(end, 0) << "the whole buffer";
+  }
 }
 
 // A pass-through layer that records, when its backward runs, how many buckets were started so far.
@@ -372,39 +439,46 @@ Sequential probed_discriminator(const int* counter, Probe** probe) {
   return net;
 }
 
-TEST(GradientReducer, BucketsStartWhileBackwardRunsAndLeaveOneRankGradsUntouched) {
-  CountingCommunicator comm;
+TEST(GradientBucketer, BucketsStartWhileBackwardRunsAndMoveEveryGradientOnce) {
+  PlusOneWorld comm;
   Probe* probe = nullptr;
   Sequential net = probed_discriminator(&comm.started, &probe);
   Sequential plain = probed_discriminator(&comm.started, nullptr);
-  GradientReducer reducer(comm, net, 1);  // a bucket per layer with parameters: 4 buckets
-  ASSERT_EQ(reducer.bucket_count(), 4u);
+  // Buckets smaller than the first conv's weight: several per layer, and one straddling two layers.
+  GradientBucketer bucketer(comm, net.flat_grads(), net.flat_size(), 100);
+  ASSERT_GT(bucketer.bucket_count(), 4u);
   const Tensor x = random_tensor({3, 1, 32, 32}, 11);
   for (Sequential* n : {&net, &plain}) n->zero_grad();
   // An unarmed backward (D's pass on real images) starts nothing.
   Tensor y = net.forward(x, Mode::train);
-  net.backward(Tensor::full(y.shape(), 0.5f));
+  net.backward(Tensor::full(y.shape(), 0.5f), {.on_final = bucketer.hook()});
   EXPECT_EQ(comm.started, 0);
-  reducer.arm();
+  bucketer.arm();
   y = net.forward(x, Mode::train);
-  net.backward(Tensor::full(y.shape(), 0.25f));
-  // By the time the probe's backward ran (the last layer of backward), every bucket was under way.
-  EXPECT_EQ(probe->seen, 4);
-  reducer.finish();
-  EXPECT_EQ(comm.started, 4);
-  // The same two backwards without a reducer: identical gradients, bit for bit.
+  net.backward(Tensor::full(y.shape(), 0.25f), {.on_final = bucketer.hook()});
+  // By the time the probe's backward ran (the last layer of backward), every bucket but the lowest,
+  // which holds the first conv's last weights too, was under way.
+  EXPECT_GE(probe->seen, static_cast<int>(bucketer.bucket_count()) - 1);
+  bucketer.finish();
+  EXPECT_EQ(comm.started, static_cast<int>(bucketer.bucket_count()));
+  // The same two backwards without buckets: each gradient element was moved exactly once (+1).
   Tensor z = plain.forward(x, Mode::train);
   plain.backward(Tensor::full(z.shape(), 0.5f));
   z = plain.forward(x, Mode::train);
   plain.backward(Tensor::full(z.shape(), 0.25f));
-  auto a = net.named_params(), b = plain.named_params();
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(same_bits(a[i].param->grad, b[i].param->grad)) << a[i].name;
-    EXPECT_GT(std::abs(a[i].param->grad.f32()[0]), 0.f) << a[i].name;
-  }
+  ASSERT_EQ(net.flat_size(), plain.flat_size());
+  for (int64_t i = 0; i < net.flat_size(); ++i)
+    ASSERT_EQ(net.flat_grads()[i], plain.flat_grads()[i] + 1.f) << "element " << i;
   // finish() without arm() is a bug in the caller.
-  EXPECT_THROW(reducer.finish(), RuntimeError);
+  EXPECT_THROW(bucketer.finish(), RuntimeError);
+  // With one rank nothing moves, armed or not.
+  CountingCommunicator alone;
+  GradientBucketer single(alone, net.flat_grads(), net.flat_size(), 100);
+  single.arm();
+  y = net.forward(x, Mode::train);
+  net.backward(Tensor::full(y.shape(), 0.25f), {.on_final = single.hook()});
+  single.finish();
+  EXPECT_EQ(alone.started, 0);
 }
 
 // ---- synchronized batch norm with one rank --------------------------------------------------------
@@ -479,7 +553,7 @@ TEST(SyncBatchNorm, SynchronizeEveryBnLayerOfANetwork) {
   int bn_layers = 0;
   for (size_t i = 0; i < G.size(); ++i) bn_layers += G.layer(i).kind() == "BatchNorm2d" ? 1 : 0;
   ASSERT_GT(bn_layers, 0);
-  EXPECT_EQ(synchronize_batch_norm(G, &comm), bn_layers);
+  G.set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
   // A training forward sums each layer's statistics over the ranks twice (mean, then squared
   // deviations), the backward once (both gradient sums in one call); with one rank the bits are the
   // plain network's.
@@ -494,7 +568,7 @@ TEST(SyncBatchNorm, SynchronizeEveryBnLayerOfANetwork) {
   G.forward(z, Mode::eval);
   EXPECT_EQ(comm.all_reduces, 3 * bn_layers);
   // Unhooked again: training forwards no longer reach the communicator.
-  EXPECT_EQ(synchronize_batch_norm(G, nullptr), bn_layers);
+  G.set_batch_stats_reducer(nullptr, 1);
   G.forward(z, Mode::train);
   EXPECT_EQ(comm.all_reduces, 3 * bn_layers);
 }

@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "dist/agreement.h"
-#include "dist/communicator.h"
-#include "dist/gpu_placement.h"
+#include "parallel/agreement.h"
+#include "parallel/communicator.h"
+#include "parallel/gpu_placement.h"
 
 #define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 

@@ -128,12 +128,12 @@ std::vector<std::vector<RefElement>> reference_state(Model& model) {
 // Hyper-parameters as a Python config would hold them (doubles of the decimals written); the
 // optimizer gets them rounded to float, as our config does.
 struct Hyper {
-  std::string name;
+  OptimizerKind kind;
   double lr, beta1 = 0.5, beta2 = 0.999, eps = 1e-8, alpha = 0.99, momentum = 0, weight_decay = 0;
 
   OptimConfig config() const {
     OptimConfig c;
-    c.name = name;
+    c.kind = kind;
     c.lr = static_cast<float>(lr);
     c.beta1 = static_cast<float>(beta1);
     c.beta2 = static_cast<float>(beta2);
@@ -201,7 +201,7 @@ void expect_matches_reference(const Hyper& hyper, ReferenceStep reference, int s
     const float* p = model.list()[k]->value.f32();
     for (size_t i = 0; i < ref[k].size(); ++i) {
       const double tolerance = tolerance_per_step * steps * std::max(1.0, std::abs(ref[k][i].p));
-      ASSERT_NEAR(p[i], ref[k][i].p, tolerance) << hyper.name << " param " << k << " element " << i;
+      ASSERT_NEAR(p[i], ref[k][i].p, tolerance) << choice_name(hyper.kind) << " param " << k << " element " << i;
       moved_far += std::abs(p[i] - initial[k][i]) > 100 * tolerance;
       ++total;
     }
@@ -209,25 +209,25 @@ void expect_matches_reference(const Hyper& hyper, ReferenceStep reference, int s
   EXPECT_GT(moved_far, total * 9 / 10) << "updates too small for the test to mean anything";
 }
 
-OptimConfig config(std::string name, float lr) {
+OptimConfig config(OptimizerKind kind, float lr) {
   OptimConfig c;
-  c.name = std::move(name);
+  c.kind = kind;
   c.lr = lr;
   return c;
 }
 
 TEST(Adam, MatchesTheDoublePrecisionFormula) {
-  expect_matches_reference({.name = "adam", .lr = 1e-2}, reference_adam, 8);
+  expect_matches_reference({.kind = OptimizerKind::adam, .lr = 1e-2}, reference_adam, 8);
 }
 
 TEST(Adam, WithWeightDecayAndTorchDefaultBetas) {
-  expect_matches_reference({.name = "adam", .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .weight_decay = 0.1},
+  expect_matches_reference({.kind = OptimizerKind::adam, .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .weight_decay = 0.1},
                            reference_adam, 8);
 }
 
 TEST(Adam, MomentsAreKeptAsNamedState) {
   Model model;
-  auto optimizer = make_optimizer(config("adam", 1e-3f), model.params());
+  auto optimizer = make_optimizer(config(OptimizerKind::adam, 1e-3f), model.params());
   const std::vector<NamedState> state = optimizer->state();
   ASSERT_EQ(state.size(), 4u);
   EXPECT_EQ(state[0].name, "main.0.weight/exp_avg");
@@ -245,11 +245,11 @@ TEST(Adam, MomentsAreKeptAsNamedState) {
 }
 
 TEST(RMSprop, MatchesTheDoublePrecisionFormula) {
-  expect_matches_reference({.name = "rmsprop", .lr = 1e-3}, reference_rmsprop, 8);
+  expect_matches_reference({.kind = OptimizerKind::rmsprop, .lr = 1e-3}, reference_rmsprop, 8);
 }
 
 TEST(RMSprop, WithMomentumAndWeightDecay) {
-  const Hyper hyper{.name = "rmsprop", .lr = 1e-3, .momentum = 0.9, .weight_decay = 0.05};
+  const Hyper hyper{.kind = OptimizerKind::rmsprop, .lr = 1e-3, .momentum = 0.9, .weight_decay = 0.05};
   expect_matches_reference(hyper, reference_rmsprop, 8);
   Model model;
   const auto state = make_optimizer(hyper.config(), model.params())->state();
@@ -259,14 +259,14 @@ TEST(RMSprop, WithMomentumAndWeightDecay) {
 }
 
 TEST(SGD, PlainMatchesTheFormula) {
-  const Hyper hyper{.name = "sgd", .lr = 0.05};
+  const Hyper hyper{.kind = OptimizerKind::sgd, .lr = 0.05};
   expect_matches_reference(hyper, reference_sgd, 5);
   Model model;
   EXPECT_TRUE(make_optimizer(hyper.config(), model.params())->state().empty());
 }
 
 TEST(SGD, MomentumStartsFromTheFirstGradient) {
-  const Hyper hyper{.name = "sgd", .lr = 0.05, .momentum = 0.9, .weight_decay = 0.01};
+  const Hyper hyper{.kind = OptimizerKind::sgd, .lr = 0.05, .momentum = 0.9, .weight_decay = 0.01};
   expect_matches_reference(hyper, reference_sgd, 6);
   OptimConfig c = hyper.config();
   // First step: p -= lr * g exactly as without momentum (the buffer is g, not 0.1 g).
@@ -284,9 +284,10 @@ TEST(SGD, MomentumStartsFromTheFirstGradient) {
 
 // Resuming from a copy of the state and the step count continues bit for bit (checkpoints).
 TEST(Optimizer, ResumeFromStateIsExact) {
-  for (const char* name : {"adam", "rmsprop", "sgd"}) {
-    OptimConfig c = config(name, 1e-2f);
-    c.momentum = std::string(name) == "adam" ? 0.f : 0.5f;
+  for (OptimizerKind kind : {OptimizerKind::adam, OptimizerKind::rmsprop, OptimizerKind::sgd}) {
+    const std::string name = choice_name(kind);
+    OptimConfig c = config(kind, 1e-2f);
+    c.momentum = kind == OptimizerKind::adam ? 0.f : 0.5f;
     Model straight, resumed;
     auto first = make_optimizer(c, straight.params());
     auto second = make_optimizer(c, resumed.params());
@@ -315,7 +316,7 @@ TEST(Optimizer, ResumeFromStateIsExact) {
 
 TEST(Optimizer, LearningRateCanChange) {
   Model model;
-  auto optimizer = make_optimizer(config("sgd", 0.1f), model.params());
+  auto optimizer = make_optimizer(config(OptimizerKind::sgd, 0.1f), model.params());
   optimizer->set_lr(0.f);
   EXPECT_EQ(optimizer->lr(), 0.f);
   const float before = model.small.value.f32()[0];
@@ -324,20 +325,13 @@ TEST(Optimizer, LearningRateCanChange) {
   EXPECT_EQ(model.small.value.f32()[0], before);
 }
 
-TEST(Optimizer, UnknownNameIsAUserError) {
-  Model model;
-  try {
-    make_optimizer(config("adamw_typo", 1e-3f), model.params());
-    FAIL() << "expected a UserError";
-  } catch (const UserError& e) {
-    EXPECT_NE(std::string(e.what()).find("adamw_typo"), std::string::npos) << e.what();
-  }
-}
+// An unknown optimizer name is stopped at the config boundary (OptimizerKind; test_config.cpp checks the
+// message), so make_optimizer only sees the three kinds.
 
 TEST(Optimizer, NegativeLearningRateIsAUserError) {
   Model model;
-  EXPECT_THROW(make_optimizer(config("adam", -1.f), model.params()), UserError);
-  OptimConfig c = config("adam", 1e-3f);
+  EXPECT_THROW(make_optimizer(config(OptimizerKind::adam, -1.f), model.params()), UserError);
+  OptimConfig c = config(OptimizerKind::adam, 1e-3f);
   c.beta2 = 1.f;
   EXPECT_THROW(make_optimizer(c, model.params()), UserError);
 }

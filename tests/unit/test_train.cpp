@@ -7,7 +7,7 @@
 #include "config/config.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
-#include "train/gan_step.h"
+#include "train/cpu_step.h"
 #include "train/trainer.h"
 
 namespace gt {

@@ -1,7 +1,7 @@
 // Element-wise activation kernels and the ReLU, LeakyReLU, Tanh and Sigmoid layers.
 #include <string>
 
-#include "nn/cpu/activation_math.h"
+#include "core/activation_math.h"
 #include "nn/cpu/kernels.h"
 #include "nn/layers.h"
 

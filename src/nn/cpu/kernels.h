@@ -3,26 +3,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "nn/conv_geometry.h"
+
 namespace gt::cpu {
 
-// Geometry of one convolution call. For Conv2d, "in" is the image and "out" the (smaller or equal)
-// result. For ConvTranspose2d, "in" is the small input and "out" the large result; the matching
-// convolution maps out -> in, so im2col/col2im run on the "out" image with in_h x in_w positions.
-struct ConvGeometry {
-  int batch = 0;
-  int in_channels = 0, in_h = 0, in_w = 0;
-  int out_channels = 0, out_h = 0, out_w = 0;
-  int kernel = 1, stride = 1, padding = 0;
-};
-
-// Output size of a convolution along one axis, or <= 0 when the input is too small for the kernel.
-inline int conv_out_size(int in, int kernel, int stride, int padding) {
-  return (in + 2 * padding - kernel) / stride + 1;
-}
-// Output size of a transposed convolution (no output_padding) along one axis.
-inline int conv_transpose_out_size(int in, int kernel, int stride, int padding) {
-  return (in - 1) * stride - 2 * padding + kernel;
-}
+// One geometry struct for both backends (nn/conv_geometry.h), named here as the kernels' own.
+using gt::ConvGeometry;
+using gt::conv_out_size;
+using gt::conv_transpose_out_size;
 
 // ---- GEMM -----------------------------------------------------------------------------------------
 // Row-major C[M, N] = alpha * op(A) * op(B) + beta * C, split by blocks of C over the OpenMP threads

@@ -8,57 +8,27 @@
 
 #include <fmt/format.h>
 
-#include "check.h"
-#include "context.h"
-#include "conv.h"
+#include "cuda/check.h"
+#include "cuda/context.h"
+#include "cuda/conv.h"
 #include "core/error.h"
-#include "device.h"
-#include "dist/agreement.h"
-#include "dist/communicator.h"
-#include "dist/device_map.h"
-#include "dist/gpu_placement.h"
-#include "dist/launch.h"
-#include "kernels.h"
-#include "kernels_typed.h"
-#include "optim_gpu.h"
-#include "staged_communicator.h"
-#include "train/cuda/gpu_net.h"
+#include "cuda/device.h"
+#include "parallel/agreement.h"
+#include "parallel/communicator.h"
+#include "parallel/device_map.h"
+#include "parallel/gpu_placement.h"
+#include "parallel/launch.h"
+#include "cuda/kernels.h"
+#include "cuda/kernels_typed.h"
+#include "cuda/optim_gpu.h"
+#include "cuda/staged_communicator.h"
+#include "cuda/gpu_net.h"
 #if GANTRAIN_HAVE_NCCL
-#include "nccl_communicator.h"
+#include "cuda/nccl_communicator.h"
 #endif
 
 namespace gt::cuda {
 namespace {
-
-// The trainer's host communicator, lent to a device communicator that wants to own its bootstrap.
-class BorrowedCommunicator final : public Communicator {
- public:
-  explicit BorrowedCommunicator(Communicator& c) : c_(c) {}
-  std::string backend() const override { return c_.backend(); }
-  int rank() const override { return c_.rank(); }
-  int world_size() const override { return c_.world_size(); }
-  int local_rank() const override { return c_.local_rank(); }
-  int local_size() const override { return c_.local_size(); }
-  std::string host() const override { return c_.host(); }
-  void set_timeout(double s) override { c_.set_timeout(s); }
-  void barrier() override { c_.barrier(); }
-  [[noreturn]] void abort(int code) override {
-    c_.abort(code);
-    std::abort();  // not reached: the lent communicator ends the job
-  }
-  void all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t, ReduceOp op) override {
-    c_.all_reduce_bytes(s, r, n, t, op);
-  }
-  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
-                                                            ReduceOp op) override {
-    return c_.start_all_reduce_bytes(s, r, n, t, op);
-  }
-  void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override { c_.all_gather_bytes(s, r, n, t); }
-  void broadcast_bytes(void* d, int64_t n, ElemType t, int root) override { c_.broadcast_bytes(d, n, t, root); }
-
- private:
-  Communicator& c_;
-};
 
 // Page-locked host memory as a Tensor (asynchronous uploads need it).
 Tensor pinned_tensor(const Shape& shape, DType dtype) {
@@ -70,18 +40,14 @@ Tensor pinned_tensor(const Shape& shape, DType dtype) {
                        }));
 }
 
-Precision precision_of(const std::string& name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "tf32") return Precision::tf32;
-  if (name == "bf16") return Precision::bf16;
-  user_error("run.precision '{}' is not one of fp32, tf32, bf16", name);
-}
-
-Layout layout_of(const std::string& name, Precision p) {
-  if (name == "nchw") return Layout::nchw;
-  if (name == "nhwc") return Layout::nhwc;
-  if (name == "auto") return p == Precision::bf16 ? Layout::nhwc : Layout::nchw;
-  user_error("run.layout '{}' is not one of auto, nchw, nhwc", name);
+// run.layout auto: NHWC for bf16 (tensor cores read it directly), else NCHW.
+Layout layout_of(LayoutChoice layout, Precision p) {
+  switch (layout) {
+    case LayoutChoice::nchw: return Layout::nchw;
+    case LayoutChoice::nhwc: return Layout::nhwc;
+    case LayoutChoice::automatic: break;
+  }
+  return p == Precision::bf16 ? Layout::nhwc : Layout::nchw;
 }
 
 // One network's optimizer on the device: its state in flat buffers laid out as the parameters, one
@@ -91,17 +57,17 @@ class GpuOptimizer {
   GpuOptimizer(Optimizer& host, GpuNet& net, cudaStream_t stream) : host_(host), net_(net), stream_(stream) {
     const OptimConfig& c = host.config();
     const size_t n = static_cast<size_t>(std::max<int64_t>(net.param_count(), 1));
-    if (c.name == "adam") {
+    if (c.kind == OptimizerKind::adam) {
       s0_ = DeviceBuffer<float>(n), s1_ = DeviceBuffer<float>(n);
       suffix0_ = "/exp_avg", suffix1_ = "/exp_avg_sq";
-    } else if (c.name == "rmsprop") {
+    } else if (c.kind == OptimizerKind::rmsprop) {
       s0_ = DeviceBuffer<float>(n);
       suffix0_ = "/square_avg";
       if (c.momentum > 0) s1_ = DeviceBuffer<float>(n), suffix1_ = "/momentum_buffer";
-    } else if (c.name == "sgd") {
+    } else if (c.kind == OptimizerKind::sgd) {
       if (c.momentum != 0) s0_ = DeviceBuffer<float>(n), suffix0_ = "/momentum_buffer";
     } else {
-      user_error("optimizer '{}' has no GPU implementation", c.name);
+      user_error("optimizer '{}' has no GPU implementation", choice_name(c.kind));
     }
     std::vector<TensorRef> refs;
     for (const GpuNet::ParamSlot& s : net.param_slots())
@@ -133,9 +99,9 @@ class GpuOptimizer {
     const float* scale = clipped ? norm_.data() + 1 : nullptr;
     const bool first = steps_ == 0;
     ++steps_;
-    if (c.name == "adam")
+    if (c.kind == OptimizerKind::adam)
       adam_update(list_->view(), adam_coefficients(c, steps_), scale, stream_);
-    else if (c.name == "rmsprop")
+    else if (c.kind == OptimizerKind::rmsprop)
       rmsprop_update(list_->view(), rmsprop_coefficients(c), scale, stream_);
     else
       sgd_update(list_->view(), sgd_coefficients(c, first), scale, stream_);
@@ -231,7 +197,7 @@ class GpuEngine final : public StepEngine {
         host_(host),
         comm_(comm),
         share_(static_cast<double>(opt.local_batch) / static_cast<double>(opt.global_batch)) {
-    const Precision precision = precision_of(opt.precision);
+    const Precision precision = opt.precision;
     fmt_ = {storage_type(precision), layout_of(opt.layout, precision)};
     open_device(precision);
     conv_ = std::make_unique<ConvEngine>(*ctx_, fmt_);
@@ -428,12 +394,10 @@ class GpuEngine final : public StepEngine {
     int max_sharing = 1;
     for (const DeviceAssignment& a : placed) max_sharing = std::max(max_sharing, a.sharing);
     ordinal = placed[static_cast<size_t>(comm_.rank())].ordinal;
-    const std::string& backend = opt_.dist_backend;
+    if (choose_device_collectives(opt_.dist_backend, max_sharing, nccl_unavailable_reason()) ==
+        DeviceCollectives::nccl) {
 #if GANTRAIN_HAVE_NCCL
-    const bool nccl = backend == "nccl" || (backend == "auto" && max_sharing == 1);
-    if (nccl) {
-      std::unique_ptr<NcclCommunicator> nc =
-          make_nccl_communicator(std::make_unique<BorrowedCommunicator>(comm_), opt_.timeout_s);
+      std::unique_ptr<NcclCommunicator> nc = make_nccl_communicator(borrow_communicator(comm_), opt_.timeout_s);
       go.device = nc->device();
       ctx_ = std::make_unique<GpuContext>(go);
       nc->set_compute_stream(ctx_->stream());
@@ -441,13 +405,11 @@ class GpuEngine final : public StepEngine {
       dev_comm_ = std::move(nc);
       device_ = go.device;
       return;
-    }
-#else
-    if (backend == "nccl") user_error("dist.backend is nccl, but {}", nccl_unavailable_reason());
 #endif
+    }
     go.device = ordinal;
     ctx_ = std::make_unique<GpuContext>(go);
-    dev_comm_ = make_host_staged_communicator(std::make_unique<BorrowedCommunicator>(comm_), ctx_->stream());
+    dev_comm_ = make_host_staged_communicator(borrow_communicator(comm_), ctx_->stream());
     comm_note_ = fmt::format(", collectives staged through {} host memory{}", comm_.backend(),
                              max_sharing > 1 ? fmt::format(" ({} ranks share a GPU)", max_sharing) : "");
     device_ = go.device;

@@ -1,12 +1,12 @@
 // Errors agreed between ranks, config/build identity check, and the pre-flight all-reduce.
-#include "dist/agreement.h"
+#include "parallel/agreement.h"
 
 #include <algorithm>
 #include <cstring>
 #include <sstream>
 
 #include "core/version.h"
-#include "dist/launch.h"
+#include "parallel/launch.h"
 
 namespace gt {
 

@@ -1,5 +1,5 @@
-// Launcher detection, MPI initialization and finalization, and the dist.backend factory.
-#include "dist/launch.h"
+// Launcher detection, MPI initialization and finalization, and every decision dist.backend makes.
+#include "parallel/launch.h"
 
 #include <csignal>
 #include <cstdio>
@@ -12,12 +12,6 @@
 
 #if GANTRAIN_HAVE_MPI
 #include <mpi.h>
-#endif
-#if GANTRAIN_HAVE_CUDA
-#include "device.h"
-#endif
-#if GANTRAIN_HAVE_NCCL
-#include "nccl_communicator.h"
 #endif
 
 namespace gt {
@@ -188,94 +182,84 @@ std::string rank_prefix(int rank, int world_size, const std::string& host) {
 
 namespace {
 
-#if GANTRAIN_HAVE_NCCL
-// NCCL's bootstrap: MPI when an MPI launcher started the process, else the local world of 1.
-std::unique_ptr<Communicator> host_communicator(double timeout_s) {
-#if GANTRAIN_HAVE_MPI
-  if (mpi_is_live()) return make_mpi_communicator(timeout_s);
-#endif
-  (void)timeout_s;
-  return make_local_communicator();
-}
-#endif
-
-std::unique_ptr<Communicator> open_nccl(double timeout_s) {
-  const std::string missing = nccl_unavailable_reason();
-#if GANTRAIN_HAVE_NCCL
-  if (missing.empty()) {
-    std::unique_ptr<cuda::NcclCommunicator> comm = cuda::make_nccl_communicator(host_communicator(timeout_s), timeout_s);
-    if (comm->rank() == 0) {
-      fmt::print("{}\n", comm->describe());
-      std::fflush(stdout);
-    }
-    return comm;
-  }
-#endif
-  (void)timeout_s;
-  user_error("dist.backend is nccl, but {}; use dist.backend: mpi or auto", missing);
-}
-
-std::unique_ptr<Communicator> open_backend(const std::string& backend, double timeout_s) {
-  if (backend == "nccl") return open_nccl(timeout_s);
+// The host communicator of dist.backend. NCCL moves device buffers and bootstraps over a host
+// communicator, so nccl opens what auto opens; the CUDA engine puts NCCL on top of it.
+std::unique_ptr<Communicator> open_host(DistBackend backend, double timeout_s) {
 #if GANTRAIN_HAVE_MPI
   const bool live = mpi_is_live();
   int world = 1;
   if (live) MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (backend == "auto") return live ? make_mpi_communicator(timeout_s) : make_local_communicator();
-  if (backend == "mpi") {
-    if (!live) {
-      int flag = 0;
-      MPI_Finalized(&flag);
-      GT_CHECK(!flag, "MPI was finalized already; it cannot start again in this process");
-      init_mpi(nullptr, nullptr);
-      std::atexit(finalize_mpi_at_exit);
-    }
-    return make_mpi_communicator(timeout_s);
-  }
-  if (backend == "local") {
-    if (world > 1)
-      user_error("dist.backend is local, but MPI started this process as one of {} ranks; use dist.backend: auto "
-                 "or mpi",
-                 world);
-    return make_local_communicator();
+  switch (backend) {
+    case DistBackend::automatic:
+    case DistBackend::nccl:
+      return live ? make_mpi_communicator(timeout_s) : make_local_communicator();
+    case DistBackend::mpi:
+      if (!live) {
+        int flag = 0;
+        MPI_Finalized(&flag);
+        GT_CHECK(!flag, "MPI was finalized already; it cannot start again in this process");
+        init_mpi(nullptr, nullptr);
+        std::atexit(finalize_mpi_at_exit);
+      }
+      return make_mpi_communicator(timeout_s);
+    case DistBackend::local:
+      if (world > 1)
+        user_error("dist.backend is local, but MPI started this process as one of {} ranks; use dist.backend: auto "
+                   "or mpi",
+                   world);
+      return make_local_communicator();
   }
 #else
   (void)timeout_s;
-  if (backend == "auto" || backend == "local") return make_local_communicator();
-  if (backend == "mpi")
+  if (backend == DistBackend::mpi)
     user_error("dist.backend is mpi, but this gantrain was built without MPI (GANTRAIN_MPI=OFF); rebuild with "
                "-DGANTRAIN_MPI=ON or use dist.backend: auto");
+  return make_local_communicator();
 #endif
-  user_error("dist.backend '{}' is not one of auto, mpi, local, nccl", backend);
+  runtime_error("dist.backend {} is not handled", static_cast<int>(backend));
+}
+
+// The communicator backend() name open_host gives for dist.backend right now.
+std::string host_backend_name(DistBackend backend) {
+#if GANTRAIN_HAVE_MPI
+  if (backend == DistBackend::mpi || (backend != DistBackend::local && mpi_is_live())) return "mpi";
+#else
+  (void)backend;
+#endif
+  return "local";
 }
 
 }  // namespace
 
-std::string nccl_unavailable_reason() {
-#if !GANTRAIN_HAVE_CUDA
-  return "this gantrain was built without CUDA (GANTRAIN_CUDA=OFF, or no nvcc at configure time), so it has no "
-         "NCCL communicator";
-#elif !GANTRAIN_HAVE_NCCL
-  return "NCCL was not found when this gantrain was built (nccl.h and libnccl.so; set GANTRAIN_CUDA_LIBRARY_ROOTS "
-         "to its prefix and rebuild)";
-#else
-  const cuda::DeviceReport gpus = cuda::query_devices();
-  if (gpus.count == 0) return fmt::format("{} has no usable GPU ({})", host_name(), gpus.reason);
-  return "";
-#endif
-}
-
-void require_host_communicator(const Communicator& comm) {
-  if (comm.backend() == "nccl")
-    user_error("the trainer takes a host communicator (mpi or local) and its buffers are host memory; with "
-               "dist.backend: nccl the GPU engine opens NCCL itself over that communicator");
-}
-
-std::unique_ptr<Communicator> open_communicator(const std::string& backend, double timeout_s) {
-  std::unique_ptr<Communicator> comm = open_backend(backend, timeout_s);
+std::unique_ptr<Communicator> open_communicator(DistBackend backend, double timeout_s) {
+  std::unique_ptr<Communicator> comm = open_host(backend, timeout_s);
   const std::string problem = launch_problem(process_env(), comm->world_size());
   if (!problem.empty()) user_error("{}", problem);
   return comm;
+}
+
+std::unique_ptr<Communicator> replacement_communicator(const Communicator& current, DistBackend backend,
+                                                       double timeout_s) {
+  if (current.backend() == host_backend_name(backend)) return nullptr;
+  return open_communicator(backend, timeout_s);
+}
+
+void check_backend_for_device(DistBackend backend, bool cuda, DeviceChoice asked) {
+  if (backend == DistBackend::nccl && !cuda)
+    user_error("dist.backend is nccl, which moves GPU buffers, but run.device is {}{}; use run.device: cuda, or "
+               "dist.backend: auto or mpi",
+               choice_name(asked), asked == DeviceChoice::automatic ? " and some rank has no GPU" : "");
+}
+
+DeviceCollectives choose_device_collectives(DistBackend backend, int max_ranks_per_gpu,
+                                            const std::string& nccl_missing) {
+  if (backend == DistBackend::nccl) {
+    if (!nccl_missing.empty()) user_error("dist.backend is nccl, but {}; use dist.backend: mpi or auto", nccl_missing);
+    return DeviceCollectives::nccl;  // ranks sharing a GPU: NCCL refuses them with its own message
+  }
+  if (backend == DistBackend::automatic && max_ranks_per_gpu <= 1 && nccl_missing.empty())
+    return DeviceCollectives::nccl;
+  return DeviceCollectives::staged;
 }
 
 }  // namespace gt

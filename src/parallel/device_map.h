@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/launch.h"
+#include "parallel/launch.h"
 
 namespace gt {
 

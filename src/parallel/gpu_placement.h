@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
-#include "dist/device_map.h"
+#include "parallel/communicator.h"
+#include "parallel/device_map.h"
 
 namespace gt {
 

@@ -1,5 +1,5 @@
 // The test-only faults of GANTRAIN_TEST_FAULT (see fault_injection.h).
-#include "dist/fault_injection.h"
+#include "parallel/fault_injection.h"
 
 #include <chrono>
 #include <csignal>

@@ -1,5 +1,5 @@
 // Rank-to-GPU placement over the whole job: gathers each rank's view, groups ranks by node, checks one rank per GPU for NCCL.
-#include "dist/gpu_placement.h"
+#include "parallel/gpu_placement.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -8,7 +8,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "dist/agreement.h"
+#include "parallel/agreement.h"
 
 namespace gt {
 

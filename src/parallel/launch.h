@@ -4,7 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "dist/communicator.h"
+#include "config/choices.h"
+#include "parallel/communicator.h"
 
 namespace gt {
 
@@ -41,23 +42,29 @@ class MpiRuntime {
 // "[rank 3@node12] " for error lines of a multi-rank job, "" for a single process.
 std::string rank_prefix(int rank, int world_size, const std::string& host);
 
-// The communicator for dist.backend (timeouts in seconds, 0 = wait forever):
-//   auto  - MPI when MPI is initialized (the process was started by an MPI launcher), else local
-//           (never NCCL: the trainer's own collectives use host buffers; its GPU engine opens NCCL);
-//   mpi   - MPI, initializing it when needed (a process started alone is then a world of 1);
-//   local - world size 1; a UserError when MPI runs more than one rank;
-//   nccl  - the NCCL communicator over device buffers (cuda/nccl_communicator.h), bootstrapped over MPI
-//           (or alone as a world of 1); rank 0 prints its describe() line. A UserError saying what is
-//           missing when gantrain was built without CUDA or NCCL, or no GPU is usable.
-std::unique_ptr<Communicator> open_communicator(const std::string& backend, double timeout_s);
+// Every decision dist.backend makes is below: the host communicator the trainer talks over, and
+// which device collectives a CUDA run puts on top of it.
 
-// "" when dist.backend: nccl can open here: built with CUDA and NCCL, and a GPU is usable. Otherwise
-// what is missing, as a sentence.
-std::string nccl_unavailable_reason();
+// The host communicator for dist.backend (timeouts in seconds, 0 = wait forever):
+//   auto, nccl - MPI when MPI is initialized (an MPI launcher started the process), else local (nccl's
+//                device collectives are opened by the CUDA engine over this communicator);
+//   mpi        - MPI, initializing it when needed (a process started alone is then a world of 1);
+//   local      - world size 1; a UserError when MPI runs more than one rank.
+// A UserError too when the launch itself is wrong (launch_problem).
+std::unique_ptr<Communicator> open_communicator(DistBackend backend, double timeout_s);
+// nullptr when current is what open_communicator(backend) would open, else that one, opened: the CLI
+// opens "auto" to read the config, then the config's dist.backend decides.
+std::unique_ptr<Communicator> replacement_communicator(const Communicator& current, DistBackend backend,
+                                                       double timeout_s);
+// A UserError when dist.backend cannot serve the run's device: nccl moves GPU buffers only.
+void check_backend_for_device(DistBackend backend, bool cuda, DeviceChoice asked);
 
-// A UserError when comm moves device buffers (nccl) for a caller that holds host memory: train() takes
-// the host communicator, and its GPU engine opens NCCL over it.
-void require_host_communicator(const Communicator& comm);
+// The device collectives of a CUDA run with several ranks: NCCL when dist.backend is nccl (a UserError
+// with nccl_missing when it cannot open), or auto with one rank per GPU and NCCL usable (nccl_missing
+// empty); else the host communicator's collectives staged through pinned host memory.
+enum class DeviceCollectives { nccl, staged };
+DeviceCollectives choose_device_collectives(DistBackend backend, int max_ranks_per_gpu,
+                                            const std::string& nccl_missing);
 
 #if GANTRAIN_HAVE_MPI
 // The MPI communicator over a duplicate of MPI_COMM_WORLD; MPI must be initialized.

@@ -1,5 +1,5 @@
 // Local rank detection and the rank-to-GPU mapping (pure logic; the CUDA backend feeds it device counts).
-#include "dist/device_map.h"
+#include "parallel/device_map.h"
 
 #include <cctype>
 #include <cstdlib>

@@ -93,4 +93,8 @@ class Communicator {
 // World size 1: every collective is a copy (or nothing); abort exits the process.
 std::unique_ptr<Communicator> make_local_communicator();
 
+// comm lent as an owned communicator (every call goes to comm, which must outlive it), for a device
+// communicator that owns its bootstrap.
+std::unique_ptr<Communicator> borrow_communicator(Communicator& comm);
+
 }  // namespace gt

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "arena.h"
-#include "conv.h"
-#include "formats.h"
+#include "cuda/arena.h"
+#include "cuda/conv.h"
+#include "cuda/formats.h"
 #include "nn/layer.h"
 #include "nn/sequential.h"
 

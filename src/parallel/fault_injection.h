@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-#include "dist/launch.h"
+#include "parallel/launch.h"
 
 namespace gt {
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/launch.h"
+#include "parallel/communicator.h"
+#include "parallel/launch.h"
 
 // GT_MPI_CHECK(call): an MPI error becomes a RuntimeError naming the call, file:line and MPI's own message.
 #define GT_MPI_CHECK(call)                                                                          \

@@ -1,12 +1,12 @@
-// The world-size-1 communicator: what a process started without an MPI launcher uses, so one code path serves both.
+// The world-size-1 communicator (what a process started without an MPI launcher uses, so one code path serves both), and a borrowed one.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <unistd.h>
 
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/launch.h"
+#include "parallel/communicator.h"
+#include "parallel/launch.h"
 
 namespace gt {
 
@@ -87,8 +87,42 @@ class LocalCommunicator final : public Communicator {
   }
 };
 
+// Every call goes to the lent communicator.
+class BorrowedCommunicator final : public Communicator {
+ public:
+  explicit BorrowedCommunicator(Communicator& c) : c_(c) {}
+  std::string backend() const override { return c_.backend(); }
+  int rank() const override { return c_.rank(); }
+  int world_size() const override { return c_.world_size(); }
+  int local_rank() const override { return c_.local_rank(); }
+  int local_size() const override { return c_.local_size(); }
+  std::string host() const override { return c_.host(); }
+  void set_timeout(double s) override { c_.set_timeout(s); }
+  void barrier() override { c_.barrier(); }
+  [[noreturn]] void abort(int code) override {
+    c_.abort(code);
+    std::abort();  // not reached: the lent communicator ends the job
+  }
+  void all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t, ReduceOp op) override {
+    c_.all_reduce_bytes(s, r, n, t, op);
+  }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
+                                                            ReduceOp op) override {
+    return c_.start_all_reduce_bytes(s, r, n, t, op);
+  }
+  void all_gather_bytes(const void* s, void* r, int64_t n, ElemType t) override { c_.all_gather_bytes(s, r, n, t); }
+  void broadcast_bytes(void* d, int64_t n, ElemType t, int root) override { c_.broadcast_bytes(d, n, t, root); }
+
+ private:
+  Communicator& c_;
+};
+
 }  // namespace
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+std::unique_ptr<Communicator> borrow_communicator(Communicator& comm) {
+  return std::make_unique<BorrowedCommunicator>(comm);
+}
 
 }  // namespace gt

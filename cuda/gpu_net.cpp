@@ -1,16 +1,16 @@
 // GpuNet: the ops of a mirrored Sequential, their forward and backward on the device, and host <-> device copies of its state.
-#include "train/cuda/gpu_net.h"
+#include "cuda/gpu_net.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
 
-#include "check.h"
+#include "cuda/check.h"
 #include "core/error.h"
-#include "dense.h"
-#include "kernels.h"
-#include "kernels_typed.h"
+#include "cuda/dense.h"
+#include "cuda/kernels.h"
+#include "cuda/kernels_typed.h"
 
 namespace gt::cuda {
 namespace {
@@ -72,8 +72,8 @@ struct GpuNet::Op {
   const void* x = nullptr;
   void* y = nullptr;
 
-  cpu::ConvGeometry geometry(int N) const {
-    cpu::ConvGeometry g;
+  ConvGeometry geometry(int N) const {
+    ConvGeometry g;
     g.batch = N;
     g.in_channels = static_cast<int>(in[0]);
     g.in_h = static_cast<int>(in[1]);

@@ -1,0 +1,62 @@
+// The config's closed choices as enums (device, precision, layout, dist backend, optimizer), each with the one list of names that parses, prints and documents it.
+#pragma once
+// C++17-clean and free of fmt: the CUDA backend's .cu files include it (through cuda/precision.h).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace gt {
+
+enum class DeviceChoice : uint8_t { cpu, cuda, automatic };    // run.device
+enum class Precision : uint8_t { fp32, tf32, bf16 };           // run.precision (CUDA math)
+enum class LayoutChoice : uint8_t { automatic, nchw, nhwc };   // run.layout (CUDA activations)
+enum class DistBackend : uint8_t { automatic, mpi, local, nccl };  // dist.backend
+enum class OptimizerKind : uint8_t { adam, rmsprop, sgd };     // optim.g.name, optim.d.name
+
+// names[i] is the YAML text of the enum value i.
+template <class E>
+struct ChoiceNames;
+template <>
+struct ChoiceNames<DeviceChoice> {
+  static constexpr const char* names[] = {"cpu", "cuda", "auto"};
+};
+template <>
+struct ChoiceNames<Precision> {
+  static constexpr const char* names[] = {"fp32", "tf32", "bf16"};
+};
+template <>
+struct ChoiceNames<LayoutChoice> {
+  static constexpr const char* names[] = {"auto", "nchw", "nhwc"};
+};
+template <>
+struct ChoiceNames<DistBackend> {
+  static constexpr const char* names[] = {"auto", "mpi", "local", "nccl"};
+};
+template <>
+struct ChoiceNames<OptimizerKind> {
+  static constexpr const char* names[] = {"adam", "rmsprop", "sgd"};
+};
+
+template <class E>
+constexpr size_t choice_count() {
+  return sizeof(ChoiceNames<E>::names) / sizeof(ChoiceNames<E>::names[0]);
+}
+
+// The YAML text of a choice: "bf16", "auto", ...
+template <class E>
+constexpr const char* choice_name(E e) {
+  return static_cast<size_t>(e) < choice_count<E>() ? ChoiceNames<E>::names[static_cast<size_t>(e)] : "?";
+}
+
+// The choice whose name is text; false (value untouched) when there is none.
+template <class E>
+bool parse_choice(const std::string& text, E* value) {
+  for (size_t i = 0; i < choice_count<E>(); ++i)
+    if (text == ChoiceNames<E>::names[i]) {
+      *value = static_cast<E>(i);
+      return true;
+    }
+  return false;
+}
+
+}  // namespace gt

@@ -1,0 +1,56 @@
+// The CPU engine's side of the one GAN step (host tensors, double scalars, the host optimizers), and the step on host models for tools and tests.
+#pragma once
+#include <vector>
+
+#include "nn/sequential.h"
+#include "train/gan_step.h"
+#include "train/optim.h"
+
+namespace gt {
+
+// StepOps on the CPU: buffers are host tensors, scalars doubles available as soon as the step returns.
+class CpuStepOps final : public StepOps {
+ public:
+  Tensor buffer_like(const Tensor& t) override { return Tensor(t.shape(), t.dtype()); }
+  void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
+                       const StepScalar* prob) override;
+  const double (&scalars() const)[kStepScalars] { return scalars_; }
+
+ private:
+  double scalars_[kStepScalars] = {};
+};
+
+// A host optimizer as the step's NetOptimizer: clipping over the network's parameters, then the update.
+class HostNetOptimizer final : public NetOptimizer {
+ public:
+  HostNetOptimizer(Optimizer& optimizer, Sequential& net) : opt_(optimizer), params_(net.named_params()) {}
+  void update(float clip_norm) override;
+
+ private:
+  Optimizer& opt_;
+  std::vector<NamedParam> params_;
+};
+
+// The host models of a run: G, D and their optimizers.
+struct GanModels {
+  Sequential* G;
+  Sequential* D;
+  Optimizer* opt_g;
+  Optimizer* opt_d;
+};
+
+struct StepOptions {
+  float clip_grad_norm = 0.f;  // 0 = off
+  double loss_scale = 1.0;     // GanStep::loss_scale
+};
+
+// One step of the one GAN step on host models in this process alone (tools, tests): real f32
+// [N, C, H, W] in [-1, 1], z f32 [N, nz]. The result carries the fakes.
+StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options = {});
+
+// G(z) in eval mode (running batch-norm statistics), for samples: z [N, nz] -> [N, C, H, W].
+Tensor generate(Sequential& G, const Tensor& z);
+// The same with the rows split over the ranks and gathered (every rank returns all of them).
+Tensor generate_across_ranks(Sequential& G, const Tensor& z, Communicator& comm);
+
+}  // namespace gt
