@@ -1,12 +1,8 @@
 // The training loop of one rank (a single process is rank 0 of 1). See docs/user-guide.md and docs/distributed.md.
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
-#include <filesystem>
-#include <fstream>
 #include <omp.h>
 #include <optional>
 #include <unistd.h>
@@ -15,52 +11,30 @@
 #include "core/version.h"
 #include "data/image_source.h"
 #include "data/loader.h"
+#include "io/checkpoint.h"
+#include "io/image.h"
+#include "nn/dcgan.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
 #include "parallel/fault_injection.h"
 #include "parallel/launch.h"
+#include "train/engine.h"
+#include "train/model_state.h"
+#include "train/run_dir.h"
+#include "train/signal_guard.h"
 #if GANTRAIN_HAVE_CUDA
 #include "cuda/device.h"
 #endif
-#include "io/checkpoint.h"
-#include "io/image.h"
-#include "io/metrics.h"
-#include "nn/dcgan.h"
-#include "train/engine.h"
-#include "train/gan_step.h"
-#include "train/model_state.h"
 
 namespace gt {
 
-namespace fs = std::filesystem;
-
 namespace {
 
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // The fixed noise of sample grids: a step number no training step reaches.
 constexpr uint64_t kSampleNoiseStep = ~0ull;
-
-// Console progress mirrored to train.log; silent on ranks other than 0.
-class Console {
- public:
-  Console(const std::string& log_path, bool enabled) {
-    if (enabled) log_.open(log_path, std::ios::app);
-  }
-  template <class... Args>
-  void line(fmt::format_string<Args...> f, Args&&... args) {
-    if (!log_.is_open()) return;
-    std::string s = fmt::format(f, std::forward<Args>(args)...);
-    fmt::print("{}\n", s);
-    std::fflush(stdout);
-    log_ << s << '\n';
-    log_.flush();
-  }
-
- private:
-  std::ofstream log_;
-};
 
 std::string fmt_duration(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds + 0.5);
@@ -69,21 +43,113 @@ std::string fmt_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-struct RunningMeans {
-  double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
-  int n = 0;
-  void add(const StepResult& r) {
-    d_loss += r.d_loss, g_loss += r.g_loss, d_real += r.d_real, d_fake += r.d_fake;
-    ++n;
-  }
+// run.device on this rank: auto is cuda when this rank sees a usable GPU (the ranks then agree).
+bool wants_cuda(DeviceChoice device) {
+  if (device != DeviceChoice::automatic) return device == DeviceChoice::cuda;
+#if GANTRAIN_HAVE_CUDA
+  return cuda::query_devices().count > 0;
+#else
+  return false;
+#endif
+}
+
+// Everything a run reads and decides before anything is written, on every rank. A problem on any
+// rank stops all of them, reported once.
+struct RunInputs {
+  DcganSpec spec;
+  Device device = Device::cpu;
+  std::unique_ptr<ImageSource> source;
+  std::optional<BatchPlan> plan;
+  std::optional<FaultPlan> fault;
+  int64_t total_steps = 0;
 };
+
+RunInputs check_inputs(const Config& cfg, Communicator& comm) {
+  RunInputs in;
+  const int P = comm.world_size();
+  const int64_t B = cfg.train.batch_size;
+  // run.device auto: cuda only when every rank has a GPU, so that all ranks run the same engine.
+  int64_t cuda = wants_cuda(cfg.run.device);
+  if (cfg.run.device == DeviceChoice::automatic) comm.all_reduce(&cuda, 1, ReduceOp::min);
+  in.device = cuda ? Device::cuda : Device::cpu;
+  run_agreed(comm, [&] {
+    in.spec = dcgan_spec(cfg.model);
+    check_backend_for_device(cfg.dist.backend, in.device == Device::cuda, cfg.run.device);
+    if (B % P != 0)
+      user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
+                 "batch, so use a multiple of {} (e.g. {})",
+                 B, P, P, (B + P - 1) / P * P);
+    in.fault = fault_plan_from_env(process_env());
+    in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
+    in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
+  });
+  in.total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * in.plan->steps_per_epoch();
+  return in;
+}
+
+// G and D initialized from the seed, and their optimizers: the host models every engine starts from
+// and hands back for checkpoints.
+struct Models {
+  Sequential G, D;
+  std::unique_ptr<Optimizer> opt_g, opt_d;
+  GanModels view() { return {&G, &D, opt_g.get(), opt_d.get()}; }
+};
+
+std::unique_ptr<Models> make_models(const Config& cfg, const DcganSpec& spec) {
+  auto m = std::make_unique<Models>();
+  m->G = make_dcgan_generator(spec);
+  m->D = make_dcgan_discriminator(spec);
+  const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
+  dcgan_init(m->G, cfg.model.init_std, seed, 1);
+  dcgan_init(m->D, cfg.model.init_std, seed, 2);
+  m->opt_g = make_optimizer(cfg.optim_g, m->G.named_params());
+  m->opt_d = make_optimizer(cfg.optim_d, m->D.named_params());
+  return m;
+}
+
+EngineOptions engine_options(const Config& cfg, const Communicator& comm, const RunInputs& in) {
+  const int64_t B = cfg.train.batch_size, P = comm.world_size();
+  EngineOptions e;
+  e.device = in.device;
+  e.precision = cfg.run.precision;
+  e.layout = cfg.run.layout;
+  e.cuda_graph = cfg.run.cuda_graph;
+  e.arena_mb = cfg.run.gpu_arena_mb;
+  e.dist_backend = cfg.dist.backend;
+  e.timeout_s = cfg.dist.timeout_s;
+  e.global_batch = B;
+  e.local_batch = B / P;
+  e.shard_first = comm.rank() * (B / P);
+  e.seed = static_cast<uint64_t>(cfg.run.seed);
+  e.clip_grad_norm = cfg.train.clip_grad_norm;
+  e.flip = cfg.data.flip;
+  e.sync_bn = cfg.dist.sync_bn;  // false leaves each rank's batch norm to its shard; rank 0's statistics are saved
+  // Gradients summed over the ranks in buckets during backward (with one rank: nothing to do).
+  e.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
+  e.nz = in.spec.nz;
+  return e;
+}
+
+LoaderOptions loader_options(const Config& cfg, const Communicator& comm, StepEngine& engine, int64_t total_steps) {
+  LoaderOptions o;
+  o.output_u8 = engine.wants_u8_batches();
+  // Every batch buffer the loader cycles through is the engine's kind (page-locked for a GPU).
+  o.allocate = [&engine](const Shape& shape, DType dtype) { return engine.make_batch_buffer(shape, dtype); };
+  o.global_batch = cfg.train.batch_size;
+  o.rank = comm.rank();
+  o.world_size = comm.world_size();
+  o.prefetch_batches = cfg.data.prefetch_batches;
+  o.threads = cfg.data.loader_threads;
+  o.flip = cfg.data.flip;
+  o.seed = static_cast<uint64_t>(cfg.run.seed);
+  o.first_step = 0;
+  o.end_step = total_steps;
+  return o;
+}
 
 // A hash of every parameter's bits: ranks compare it to check that they still hold the same model.
 uint64_t parameter_hash(Sequential& net) {
-  uint64_t h = kFnv1aStart;
-  for (auto& np : net.named_params())
-    h = fnv1a64({static_cast<const char*>(np.param->value.raw()), np.param->value.nbytes()}, h);
-  return h;
+  return fnv1a64({reinterpret_cast<const char*>(net.flat_params()), static_cast<size_t>(net.flat_size()) * 4});
 }
 
 // Every rank applies the same summed gradients, so the models must stay bit-identical; a library whose
@@ -99,30 +165,146 @@ std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, 
   return differ;
 }
 
-}  // namespace
-
-fs::path unused_run_dir(const fs::path& dir) {
-  auto taken = [](const fs::path& p) { return fs::exists(p) && !(fs::is_directory(p) && fs::is_empty(p)); };
-  if (!taken(dir)) return dir;
-  for (int i = 1;; ++i) {
-    const fs::path candidate = fmt::format("{}.{}", dir.string(), i);
-    if (!taken(candidate)) return candidate;
-  }
+// The step's losses and means over the global batch: each rank's share summed over the ranks, the same
+// on every rank. A loss that is not finite stops every rank.
+StepResult global_result(StepResult r, Communicator& comm, int64_t step) {
+  double v[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
+  comm.all_reduce(v, 4, ReduceOp::sum);
+  r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3];
+  if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
+    throw AgreedRuntimeError(fmt::format("step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the "
+                                         "learning rate or enable train.clip_grad_norm.",
+                                         step, r.d_loss, r.g_loss));
+  return r;
 }
+
+// Progress over a logging window: one console line and one metrics.jsonl line every log.every_steps.
+class Progress {
+ public:
+  Progress(RunDirectory& run, const Config& cfg, const BatchPlan& plan, int64_t total_steps, Models& m)
+      : run_(run), cfg_(cfg), plan_(plan), total_(total_steps), m_(m) {}
+
+  void add(const StepResult& r, int64_t done) {
+    d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
+    ++n_;
+    if (done % cfg_.log.every_steps != 0 && done != total_) return;
+    const double ips = n_ * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
+    const double eta = seconds_since(start_) / done * (total_ - done);
+    const int64_t epoch = plan_.epoch_of(done - 1);
+    run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | "
+              "eta {}",
+              done, total_, epoch, d_loss_ / n_, g_loss_ / n_, d_real_ / n_, d_fake_ / n_, ips, fmt_duration(eta));
+    run_.metrics(done, {{"epoch", static_cast<double>(epoch)},
+                        {"d_loss", d_loss_ / n_},
+                        {"g_loss", g_loss_ / n_},
+                        {"d_real", d_real_ / n_},
+                        {"d_fake", d_fake_ / n_},
+                        {"images_per_sec", ips},
+                        {"lr_g", m_.opt_g->lr()},
+                        {"lr_d", m_.opt_d->lr()}});
+    d_loss_ = g_loss_ = d_real_ = d_fake_ = 0, n_ = 0;
+    window_ = Clock::now();
+  }
+  double minutes() const { return seconds_since(start_) / 60.0; }
+  double seconds() const { return seconds_since(start_); }
+
+ private:
+  RunDirectory& run_;
+  const Config& cfg_;
+  const BatchPlan& plan_;
+  int64_t total_;
+  Models& m_;
+  double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0;
+  int n_ = 0;
+  Clock::time_point start_ = Clock::now(), window_ = Clock::now();
+};
+
+// Sample grids and checkpoints of a run: every rank takes part (samples are generated in shares),
+// rank 0 writes.
+class Outputs {
+ public:
+  Outputs(RunDirectory& run, const Config& cfg, const std::string& config_yaml, const RunInputs& in, Models& m,
+          StepEngine& engine, Communicator& comm)
+      : run_(run), cfg_(cfg), config_yaml_(config_yaml), in_(in), m_(m), engine_(engine), comm_(comm),
+        z_({cfg.log.sample_count, in.spec.nz}) {
+    fill_noise(z_.f32(), cfg.log.sample_count, in.spec.nz, static_cast<uint64_t>(cfg.run.seed), kSampleNoiseStep, 0);
+  }
+
+  void samples(int64_t step) {
+    samples_path = run_.sample_path(step);
+    const int cols = std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(z_.dim(0))))));
+    Tensor images = generate_across_ranks([&](const Tensor& z) { return engine_.generate(z); }, z_, comm_);
+    if (run_.writer()) write_grid_png(samples_path, images, cols);
+  }
+
+  void checkpoint(int64_t step) {
+    checkpoint_path = run_.checkpoint_path(step);
+    if (!run_.writer()) return;
+    engine_.sync_to_host();
+    Checkpoint ck;
+    ck.meta.step = step;
+    ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(step - 1, 0));
+    ck.meta.images_seen = step * cfg_.train.batch_size;
+    ck.meta.world_size = comm_.world_size();
+    ck.meta.seed = cfg_.run.seed;
+    ck.meta.resolution = in_.spec.resolution;
+    ck.meta.config_yaml = config_yaml_;
+    ck.meta.code_version = std::string(version()) + "+" + git_revision();
+    // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
+    ck.meta.ints["data_cursor_step"] = step;
+    export_state_dict(m_.G, "G/params", ck.groups);
+    export_state_dict(m_.D, "D/params", ck.groups);
+    export_optimizer(*m_.opt_g, "G/optim", ck.groups);
+    export_optimizer(*m_.opt_d, "D/optim", ck.groups);
+    save_checkpoint(checkpoint_path, ck);
+  }
+
+  std::string samples_path, checkpoint_path;
+
+ private:
+  RunDirectory& run_;
+  const Config& cfg_;
+  const std::string& config_yaml_;
+  const RunInputs& in_;
+  Models& m_;
+  StepEngine& engine_;
+  Communicator& comm_;
+  Tensor z_;
+};
+
+void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Communicator& comm, StepEngine& engine,
+                  const Loader& loader, Models& m, const std::vector<std::string>& rank_lines) {
+  const int P = comm.world_size();
+  run.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), run.path().string(), engine.describe());
+  if (!run.displaced_from().empty())
+    run.line("note: {} already holds a run; this run writes to {} instead (nothing is overwritten)",
+             run.displaced_from(), run.path().string());
+  run.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(),
+           loader.shard_size(),
+           P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
+  if (P > 1)
+    for (int r = 0; r < P; ++r) run.line("  rank {}: {}", r, rank_lines[static_cast<size_t>(r)]);
+  run.line("data: {}", in.source->describe());
+  run.line("loader: {} images per step on this rank (positions {}..{}) | {}", loader.shard_size(), loader.shard_first(),
+           loader.shard_first() + loader.shard_size() - 1,
+           loader.threads() > 0
+               ? fmt::format("{} batches read ahead by {} thread{} ({:.1f} MiB at most)", cfg.data.prefetch_batches,
+                             loader.threads(), loader.threads() > 1 ? "s" : "", loader.memory_bytes_limit() / 1048576.0)
+               : std::string("read on the training thread"));
+  run.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", in.spec.channels, in.spec.resolution,
+           in.spec.resolution, in.spec.nz, m.G.param_count(), m.D.param_count());
+  run.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", cfg.train.batch_size,
+           in.plan->steps_per_epoch(), in.total_steps, choice_name(cfg.optim_g.kind), cfg.optim_g.lr,
+           choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
+}
+
+bool due(int64_t every, int64_t done, int64_t total) { return every > 0 && done % every == 0 && done != total; }
+
+}  // namespace
 
 DcganSpec dcgan_spec(const ModelConfig& m) {
   if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
   return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
-}
-
-// run.device on this rank: auto is cuda when this rank sees a usable GPU (the ranks then agree).
-bool wants_cuda(DeviceChoice device) {
-  if (device != DeviceChoice::automatic) return device == DeviceChoice::cuda;
-#if GANTRAIN_HAVE_CUDA
-  return cuda::query_devices().count > 0;
-#else
-  return false;
-#endif
 }
 
 int set_cpu_threads(int threads) {
@@ -139,243 +321,82 @@ TrainSummary train(const Config& cfg) {
 
 TrainSummary train(const Config& cfg, Communicator& comm) {
   comm.set_timeout(cfg.dist.timeout_s);
-  const bool lead = comm.rank() == 0;  // rank 0 owns the console and the run directory
-  const int P = comm.world_size();
   const std::string config_yaml = config_to_yaml(cfg);
   check_same_config_and_build(comm, config_yaml);
-  // Everything that can be wrong with the user's input is checked, on every rank, before the run
-  // directory exists; a problem on any rank stops all of them, reported once.
-  const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
-  DcganSpec spec;
-  const int64_t B = cfg.train.batch_size;
-  std::unique_ptr<ImageSource> source;
-  std::optional<BatchPlan> plan_holder;
-  std::optional<FaultPlan> fault;
-  // run.device auto: cuda only when every rank has a GPU, so that all ranks run the same engine.
-  int64_t use_cuda = wants_cuda(cfg.run.device);
-  if (cfg.run.device == DeviceChoice::automatic) comm.all_reduce(&use_cuda, 1, ReduceOp::min);
-  const Device device = use_cuda ? Device::cuda : Device::cpu;
-  run_agreed(comm, [&] {
-    spec = dcgan_spec(cfg.model);
-    check_backend_for_device(cfg.dist.backend, device == Device::cuda, cfg.run.device);
-    if (B % P != 0)
-      user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
-                 "batch, so use a multiple of {} (e.g. {})",
-                 B, P, P, (B + P - 1) / P * P);
-    fault = fault_plan_from_env(process_env());
-    source = open_image_source(cfg.data, spec.channels, spec.resolution, seed);
-    plan_holder.emplace(source->size(), B, seed);
-  });
-  BatchPlan& plan = *plan_holder;
-  const int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * plan.steps_per_epoch();
+  const RunInputs in = check_inputs(cfg, comm);
   // run.threads 0: this rank's cores (mpirun may bind it to some), shared with the node's other ranks.
   set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
-  Sequential G = make_dcgan_generator(spec);
-  Sequential D = make_dcgan_discriminator(spec);
-  dcgan_init(G, cfg.model.init_std, seed, 1);
-  dcgan_init(D, cfg.model.init_std, seed, 2);
-  auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
-  auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
-  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
-  EngineOptions eng;
-  eng.device = device;
-  eng.precision = cfg.run.precision;
-  eng.layout = cfg.run.layout;
-  eng.cuda_graph = cfg.run.cuda_graph;
-  eng.arena_mb = cfg.run.gpu_arena_mb;
-  eng.dist_backend = cfg.dist.backend;
-  eng.timeout_s = cfg.dist.timeout_s;
-  eng.global_batch = B;
-  eng.local_batch = B / P;
-  eng.shard_first = comm.rank() * (B / P);
-  eng.seed = seed;
-  eng.clip_grad_norm = cfg.train.clip_grad_norm;
-  eng.flip = cfg.data.flip;
-  eng.sync_bn = cfg.dist.sync_bn;
-  // Gradients summed over the ranks in buckets during backward (with one rank: copies, same bits).
-  eng.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
-  eng.nz = spec.nz;
-  std::unique_ptr<StepEngine> engine = make_engine(eng, models, comm);
-
-  LoaderOptions loader_opt;
-  loader_opt.output_u8 = engine->wants_u8_batches();
-  // Every batch buffer the loader cycles through is the engine's kind (page-locked for a GPU).
-  loader_opt.allocate = [&engine](const Shape& shape, DType dtype) { return engine->make_batch_buffer(shape, dtype); };
-  loader_opt.global_batch = B;
-  loader_opt.rank = comm.rank();
-  loader_opt.world_size = P;
-  loader_opt.prefetch_batches = cfg.data.prefetch_batches;
-  loader_opt.threads = cfg.data.loader_threads;
-  loader_opt.flip = cfg.data.flip;
-  loader_opt.seed = seed;
-  loader_opt.first_step = 0;
-  loader_opt.end_step = total_steps;
-  Loader loader(*source, loader_opt);
-  const int64_t n_local = loader.shard_size();
-  GT_CHECK(n_local == eng.local_batch && loader.shard_first() == eng.shard_first,
-           "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), n_local, eng.shard_first,
-           eng.local_batch);
-  // dist.sync_bn false leaves each rank's batch norm to its shard; rank 0's running statistics are saved.
+  std::unique_ptr<Models> m = make_models(cfg, in.spec);
+  GanModels host = m->view();
+  const EngineOptions eo = engine_options(cfg, comm, in);
+  std::unique_ptr<StepEngine> engine = make_engine(eo, host, comm);
+  Loader loader(*in.source, loader_options(cfg, comm, *engine, in.total_steps));
+  GT_CHECK(loader.shard_size() == eo.local_batch && loader.shard_first() == eo.shard_first,
+           "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), loader.shard_size(),
+           eo.shard_first, eo.local_batch);
   const std::vector<std::string> rank_lines =
       preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
                                   comm.local_size(), engine->describe()));
 
+  RunDirectory run(cfg.run.out_dir, cfg.run.name, config_yaml, comm.rank() == 0);
+  print_banner(run, cfg, in, comm, *engine, loader, *m, rank_lines);
+  Outputs out(run, cfg, config_yaml, in, *m, *engine, comm);
   TrainSummary sum;
-  const fs::path asked_dir = fs::path(cfg.run.out_dir) / cfg.run.name;
-  sum.run_dir = (lead ? unused_run_dir(asked_dir) : asked_dir).string();
-  sum.metrics_path = (fs::path(sum.run_dir) / "metrics.jsonl").string();
-  if (lead) {
-    fs::create_directories(fs::path(sum.run_dir) / "samples");
-    fs::create_directories(fs::path(sum.run_dir) / "checkpoints");
-    std::ofstream f(fs::path(sum.run_dir) / "config.yaml");
-    f << config_yaml;
-    if (!f) runtime_error("cannot write {}/config.yaml", sum.run_dir);
-  }
-  std::unique_ptr<MetricsWriter> metrics =
-      lead ? std::make_unique<MetricsWriter>(sum.metrics_path) : std::make_unique<MetricsWriter>();
-  Console con((fs::path(sum.run_dir) / "train.log").string(), lead);
-
-  con.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), sum.run_dir, engine->describe());
-  if (fs::path(sum.run_dir) != asked_dir)
-    con.line("note: {} already holds a run; this run writes to {} instead (nothing is overwritten)",
-             asked_dir.string(), sum.run_dir);
-  con.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(), n_local,
-           P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
-  if (P > 1)
-    for (int r = 0; r < P; ++r) con.line("  rank {}: {}", r, rank_lines[static_cast<size_t>(r)]);
-  con.line("data: {}", source->describe());
-  con.line("loader: {} images per step on this rank (positions {}..{}) | {}", loader.shard_size(),
-           loader.shard_first(), loader.shard_first() + loader.shard_size() - 1,
-           loader.threads() > 0
-               ? fmt::format("{} batches read ahead by {} thread{} ({:.1f} MiB at most)", cfg.data.prefetch_batches,
-                             loader.threads(), loader.threads() > 1 ? "s" : "", loader.memory_bytes_limit() / 1048576.0)
-               : std::string("read on the training thread"));
-  con.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", spec.channels, spec.resolution, spec.resolution,
-           spec.nz, G.param_count(), D.param_count());
-  con.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", B,
-           plan.steps_per_epoch(), total_steps, choice_name(cfg.optim_g.kind), cfg.optim_g.lr,
-           choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
-
-  const int n_samples = cfg.log.sample_count;
-  Tensor sample_z({n_samples, spec.nz});
-  fill_noise(sample_z.f32(), n_samples, spec.nz, seed, kSampleNoiseStep, 0);
-  const int grid_cols = std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_samples)))));
-  auto write_samples = [&](int64_t step) {
-    sum.samples_path = (fs::path(sum.run_dir) / "samples" / fmt::format("step_{:08d}.png", step)).string();
-    // Each rank generates a share of the grid; rank 0 gathers and writes it.
-    Tensor images = generate_across_ranks([&](const Tensor& z) { return engine->generate(z); }, sample_z, comm);
-    if (lead) write_grid_png(sum.samples_path, images, grid_cols);
-  };
-  auto write_checkpoint = [&](int64_t step) {
-    sum.checkpoint_path = (fs::path(sum.run_dir) / "checkpoints" / fmt::format("ckpt_{:08d}.h5", step)).string();
-    if (!lead) return;
-    engine->sync_to_host();
-    Checkpoint ck;
-    ck.meta.step = step;
-    ck.meta.epoch = plan.epoch_of(std::max<int64_t>(step - 1, 0));
-    ck.meta.images_seen = step * B;
-    ck.meta.world_size = P;
-    ck.meta.seed = cfg.run.seed;
-    ck.meta.resolution = spec.resolution;
-    ck.meta.config_yaml = config_yaml;
-    ck.meta.code_version = std::string(version()) + "+" + git_revision();
-    // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
-    ck.meta.ints["data_cursor_step"] = step;
-    export_state_dict(G, "G/params", ck.groups);
-    export_state_dict(D, "D/params", ck.groups);
-    export_optimizer(*opt_g, "G/optim", ck.groups);
-    export_optimizer(*opt_d, "D/optim", ck.groups);
-    save_checkpoint(sum.checkpoint_path, ck);
-  };
-
-  g_stop_signal.store(0);
-  auto old_int = std::signal(SIGINT, on_stop_signal);
-  auto old_term = std::signal(SIGTERM, on_stop_signal);
-  auto old_usr1 = std::signal(SIGUSR1, on_stop_signal);  // mpirun forwards SIGUSR1 to every rank, not SIGTERM
+  SignalGuard signals;
 
   // Two host batches: the loader fills one while the engine (a GPU's, asynchronously) reads the other.
   Tensor batches[2] = {engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()),
                        engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype())};
-  RunningMeans window;
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  auto t_window = t_start;
+  Progress progress(run, cfg, *in.plan, in.total_steps, *m);  // the run's clock starts here
+  const int64_t total = in.total_steps;
+  if (total > 0) loader.next(batches[0]);
   int64_t step = 0;
-  if (total_steps > 0) loader.next(batches[0]);
-  for (; step < total_steps; ++step) {
-    inject_fault_if_due(fault, comm.rank(), step);
+  for (; step < total; ++step) {
+    inject_fault_if_due(in.fault, comm.rank(), step);
     engine->submit(batches[step % 2], step);
-    if (step + 1 < total_steps) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
-    StepResult r = engine->wait();
-    // Each rank's share summed over the ranks: the global batch's means, the same on every rank.
-    double global[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
-    comm.all_reduce(global, 4, ReduceOp::sum);
-    r.d_loss = global[0], r.g_loss = global[1], r.d_real = global[2], r.d_fake = global[3];
-    if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
-      throw AgreedRuntimeError(fmt::format(
-          "step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the learning rate or "
-          "enable train.clip_grad_norm.", step, r.d_loss, r.g_loss));
-    window.add(r);
+    if (step + 1 < total) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
+    const StepResult r = global_result(engine->wait(), comm, step);
     const int64_t done = step + 1;
-    if (done % cfg.log.every_steps == 0 || done == total_steps) {
-      const double dt = std::chrono::duration<double>(clock::now() - t_window).count();
-      const double ips = window.n * B / std::max(dt, 1e-9);
-      const double elapsed = std::chrono::duration<double>(clock::now() - t_start).count();
-      const double eta = elapsed / done * (total_steps - done);
-      con.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | eta {}",
-               done, total_steps, plan.epoch_of(step), window.d_loss / window.n, window.g_loss / window.n,
-               window.d_real / window.n, window.d_fake / window.n, ips, fmt_duration(eta));
-      metrics->write(done, {{"epoch", static_cast<double>(plan.epoch_of(step))},
-                           {"d_loss", window.d_loss / window.n},
-                           {"g_loss", window.g_loss / window.n},
-                           {"d_real", window.d_real / window.n},
-                           {"d_fake", window.d_fake / window.n},
-                           {"images_per_sec", ips},
-                           {"lr_g", opt_g->lr()},
-                           {"lr_d", opt_d->lr()}});
-      window = RunningMeans();
-      t_window = clock::now();
-    }
-    if (cfg.log.sample_every_steps > 0 && done % cfg.log.sample_every_steps == 0 && done != total_steps)
-      write_samples(done);
-    if (cfg.checkpoint.every_steps > 0 && done % cfg.checkpoint.every_steps == 0 && done != total_steps)
-      write_checkpoint(done);
+    progress.add(r, done);
+    if (due(cfg.log.sample_every_steps, done, total)) out.samples(done);
+    if (due(cfg.checkpoint.every_steps, done, total)) out.checkpoint(done);
     // Stop requests agreed by all ranks, so that they all leave after the same step: a signal any rank
     // received, or a time limit any rank's clock reached.
-    const double minutes = std::chrono::duration<double>(clock::now() - t_start).count() / 60.0;
-    int64_t stop[2] = {g_stop_signal.load(), cfg.train.max_minutes > 0 && minutes >= cfg.train.max_minutes};
+    int64_t stop[2] = {signals.stop_signal(), cfg.train.max_minutes > 0 && progress.minutes() >= cfg.train.max_minutes};
     comm.all_reduce(stop, 2, ReduceOp::max);
-    if (stop[1] && done != total_steps) {
-      con.line("time limit train.max_minutes={} reached after {} steps", cfg.train.max_minutes, done);
+    if (stop[1] && done != total) {
+      run.line("time limit train.max_minutes={} reached after {} steps", cfg.train.max_minutes, done);
       ++step;
       break;
     }
     if (stop[0] != 0) {
-      con.line("signal {} received: stopping after step {} with a checkpoint", stop[0], done);
+      run.line("signal {} received: stopping after step {} with a checkpoint", stop[0], done);
       sum.stopped_by_signal = true;
       ++step;
       break;
     }
   }
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
-  std::signal(SIGUSR1, old_usr1);
 
-  const double seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+  const double seconds = progress.seconds();
   sum.steps = step;
-  sum.images_per_second = step * B / std::max(seconds, 1e-9);
-  write_samples(step);
+  sum.images_per_second = step * cfg.train.batch_size / std::max(seconds, 1e-9);
+  out.samples(step);
   engine->sync_to_host();  // every rank: the parameter check below reads the host models
-  write_checkpoint(step);
-  const std::vector<int> drifted = ranks_with_other_parameters(comm, G, D);
+  out.checkpoint(step);
+  const std::vector<int> drifted = ranks_with_other_parameters(comm, m->G, m->D);
   if (!drifted.empty())
-    con.line("warning: ranks {} hold parameters that differ from rank 0's: the all-reduce did not give every rank "
-             "the same bits (docs/distributed.md)", fmt::format("{}", fmt::join(drifted, ", ")));
-  con.line("done: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)", step, fmt_duration(seconds),
+    run.line("warning: ranks {} hold parameters that differ from rank 0's: the all-reduce did not give every rank the "
+             "same bits (docs/distributed.md)",
+             fmt::format("{}", fmt::join(drifted, ", ")));
+  run.line("done: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)", step, fmt_duration(seconds),
            sum.images_per_second, loader.wait_seconds());
-  con.line("samples:    {}", sum.samples_path);
-  con.line("metrics:    {}", sum.metrics_path);
-  con.line("checkpoint: {}", sum.checkpoint_path);
+  run.line("samples:    {}", out.samples_path);
+  run.line("metrics:    {}", run.metrics_path());
+  run.line("checkpoint: {}", out.checkpoint_path);
+  sum.run_dir = run.path().string();
+  sum.metrics_path = run.metrics_path();
+  sum.samples_path = out.samples_path;
+  sum.checkpoint_path = out.checkpoint_path;
   return sum;
 }
 

@@ -1,6 +1,5 @@
 // The training loop of one process: data, models, optimizers, progress, metrics, samples and checkpoints in the run directory.
 #pragma once
-#include <filesystem>
 #include <string>
 
 #include "config/config.h"
@@ -11,14 +10,14 @@ namespace gt {
 class Communicator;
 
 struct TrainSummary {
-  int64_t steps = 0;          // steps done in total (including before a resume)
+  int64_t steps = 0;          // steps done
   bool stopped_by_signal = false;
   double images_per_second = 0;
   std::string run_dir, metrics_path, samples_path, checkpoint_path;
 };
 
-// Validates data and model before anything is written (UserError on bad input), then trains.
-// config_text is the resolved YAML saved to the run directory and to checkpoints.
+// Validates data and model before anything is written (UserError on bad input), then trains. The
+// resolved config (every key, config_to_yaml) is saved to the run directory and to checkpoints.
 TrainSummary train(const Config& cfg);
 // The same as one rank of a data-parallel job: every rank of comm calls it with the same config; each
 // trains on its shard of every global batch, and rank 0 alone writes the run directory and the console.
@@ -28,10 +27,6 @@ TrainSummary train(const Config& cfg, Communicator& comm);
 
 // The DCGAN geometry of a model config; UserError when model.arch is not a DCGAN.
 DcganSpec dcgan_spec(const ModelConfig& m);
-
-// The run directory to write: dir itself when it is absent or empty, else the first free "dir.1",
-// "dir.2", ... so an earlier run is never overwritten.
-std::filesystem::path unused_run_dir(const std::filesystem::path& dir);
 
 // Sets the CPU engine's OpenMP threads (0 = all cores). Returns the number used.
 int set_cpu_threads(int threads);

@@ -1,6 +1,8 @@
 // The training loop: same config and seed give bit-identical models; the run directory has what it promises; the step learns.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -8,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
+#include "train/signal_guard.h"
 #include "train/trainer.h"
 
 namespace gt {
@@ -48,6 +51,38 @@ TEST(Trainer, SameSeedGivesBitIdenticalCheckpoints) {
   const Tensor* w2 = cc.find("G/params", "main.0.weight");
   ASSERT_TRUE(w1 && w2);
   EXPECT_NE(0, std::memcmp(w1->raw(), w2->raw(), w1->nbytes()));
+  fs::remove_all(tmp);
+}
+
+extern "C" void test_handler(int) {}
+
+// The handler installed for sig now.
+void (*handler_of(int sig))(int) {
+  struct sigaction now {};
+  sigaction(sig, nullptr, &now);
+  return now.sa_handler;
+}
+
+TEST(Trainer, StopSignalHandlersAreRestoredOnEveryWayOut) {
+  const int sigs[] = {SIGINT, SIGTERM, SIGUSR1};
+  for (int sig : sigs) std::signal(sig, test_handler);
+  const fs::path tmp = fs::temp_directory_path() / "gt_test_train_signals";
+  fs::remove_all(tmp);
+  {
+    SignalGuard guard;  // while a run lives, its own handler records the signal
+    for (int sig : sigs) EXPECT_NE(handler_of(sig), &test_handler) << sig;
+    std::raise(SIGUSR1);
+    EXPECT_EQ(guard.stop_signal(), SIGUSR1);
+  }
+  for (int sig : sigs) EXPECT_EQ(handler_of(sig), &test_handler) << "after a guard, signal " << sig;
+  // A run that ends normally, and one that throws mid-run (the test fault at step 2 on rank 0).
+  train(tiny_config(tmp.string(), "normal"));
+  for (int sig : sigs) EXPECT_EQ(handler_of(sig), &test_handler) << "after a run, signal " << sig;
+  ::setenv("GANTRAIN_TEST_FAULT", "0:2:throw", 1);
+  EXPECT_THROW(train(tiny_config(tmp.string(), "throws")), std::exception);
+  ::unsetenv("GANTRAIN_TEST_FAULT");
+  for (int sig : sigs) EXPECT_EQ(handler_of(sig), &test_handler) << "after a run that threw, signal " << sig;
+  for (int sig : sigs) std::signal(sig, SIG_DFL);
   fs::remove_all(tmp);
 }
 

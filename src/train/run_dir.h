@@ -1,0 +1,53 @@
+// RunDirectory: rank 0's outputs of a run (config.yaml, train.log and the console, metrics.jsonl, samples/, checkpoints/); silent on other ranks.
+#pragma once
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "io/metrics.h"
+
+namespace gt {
+
+// The run directory to write: dir itself when it is absent or empty, else the first free "dir.1",
+// "dir.2", ... so an earlier run is never overwritten.
+std::filesystem::path unused_run_dir(const std::filesystem::path& dir);
+
+class RunDirectory {
+ public:
+  // writer: rank 0, which creates out_dir/name (or the first free name.N beside it) with samples/ and
+  // checkpoints/ and writes config.yaml; the other ranks write nothing.
+  RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml, bool writer);
+
+  bool writer() const { return writer_; }
+  const std::filesystem::path& path() const { return path_; }
+  // The directory asked for, when this run had to take another name; empty otherwise.
+  std::string displaced_from() const { return path_ == asked_ ? std::string() : asked_.string(); }
+
+  // A console line, mirrored to train.log (rank 0 only).
+  template <class... Args>
+  void line(fmt::format_string<Args...> f, Args&&... args) {
+    if (writer_) write_line(fmt::format(f, std::forward<Args>(args)...));
+  }
+  void metrics(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+    metrics_->write(step, values);
+  }
+
+  std::string metrics_path() const { return (path_ / "metrics.jsonl").string(); }
+  std::string sample_path(int64_t step) const;
+  std::string checkpoint_path(int64_t step) const;
+
+ private:
+  void write_line(const std::string& s);
+
+  bool writer_;
+  std::filesystem::path asked_, path_;
+  std::ofstream log_;
+  std::unique_ptr<MetricsWriter> metrics_;
+};
+
+}  // namespace gt
