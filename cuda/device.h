@@ -6,12 +6,16 @@ namespace gt::cuda {
 
 struct DeviceReport {
   int count = 0;        // usable devices
-  std::string reason;   // why there are none (driver missing, no device), empty when count > 0
+  std::string reason;   // why there are none: the CUDA error's name and message, empty when count > 0
   std::string name;     // device 0's name
   int cc_major = 0, cc_minor = 0;
 };
 
 // Never throws: a machine without a GPU or driver reports count 0 and the reason.
 DeviceReport query_devices();
+
+// GANTRAIN_EXPECT_GPU=1 (set by bench/gpu/gpu_check.sh): this machine must have a usable GPU, so a GPU
+// test that finds none fails with the CUDA error instead of skipping (a skip must never read as a pass).
+bool gpu_expected();
 
 }  // namespace gt::cuda

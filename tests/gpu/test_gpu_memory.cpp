@@ -17,6 +17,7 @@
 #include "check.h"
 #include "core/error.h"
 #include "device.h"
+#include "require_gpu.h"
 
 namespace {
 
@@ -70,8 +71,7 @@ TEST(GpuChecks, NcclCheckUsesNcclsMessage) {
 class DeviceMemory : public ::testing::Test {
  protected:
   void SetUp() override {
-    const gt::cuda::DeviceReport r = gt::cuda::query_devices();
-    if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+    GT_REQUIRE_GPU();
   }
 };
 

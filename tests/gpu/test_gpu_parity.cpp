@@ -36,6 +36,7 @@
 #include "kernels_typed.h"
 #include "nn/cpu/kernels.h"
 #include "optim_gpu.h"
+#include "require_gpu.h"
 #include "train/loss.h"
 #include "train/optim.h"
 
@@ -1237,8 +1238,7 @@ class Parity : public ::testing::TestWithParam<Case> {
 
  protected:
   void SetUp() override {
-    const gt::cuda::DeviceReport r = gt::cuda::query_devices();
-    if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+    GT_REQUIRE_GPU();
   }
 
   static std::map<Precision, std::unique_ptr<Rig>>& rigs() {

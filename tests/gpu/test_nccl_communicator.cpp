@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "device.h"
+#include "require_gpu.h"
 #include "staged_communicator.h"
 #endif
 #ifdef GANTRAIN_HAVE_NCCL
@@ -162,7 +163,7 @@ void check_gather_and_broadcast(Communicator& comm) {
 class NcclOneRank : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!why_no_gpu().empty()) return;
+    if (!why_no_gpu().empty()) return;  // each test's SetUp skips or fails (GT_REQUIRE_GPU)
     comm_ = cuda::make_nccl_communicator(make_local_communicator(), 60).release();
     std::printf("%s\n", comm_->describe().c_str());  // the NCCL version in the test log
   }
@@ -171,7 +172,8 @@ class NcclOneRank : public ::testing::Test {
     comm_ = nullptr;
   }
   void SetUp() override {
-    if (!comm_) GTEST_SKIP() << why_no_gpu();
+    GT_REQUIRE_GPU();
+    ASSERT_NE(comm_, nullptr) << "the NCCL communicator was not made in SetUpTestSuite";
   }
   static cuda::NcclCommunicator& comm() { return *comm_; }
   static cuda::NcclCommunicator* comm_;
@@ -248,8 +250,7 @@ TEST(NcclOneRank, NotBuilt) { GTEST_SKIP() << "built without NCCL (nccl.h/libncc
 class StagedOneRank : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string why = why_no_gpu();
-    if (!why.empty()) GTEST_SKIP() << why;
+    GT_REQUIRE_GPU();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     comm_ = cuda::make_host_staged_communicator(make_local_communicator(), stream_);
   }
