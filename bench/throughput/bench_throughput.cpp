@@ -315,6 +315,8 @@ int run(const Options& o) {
         std::printf("%s batch %lld: failed: %s\n", p.c_str(), static_cast<long long>(row.batch), row.error.c_str());
       std::fflush(stdout);
       rep.rows.push_back(std::move(row));
+      // After every row: a run stopped by a time limit (gpu_check.sh --perf) still leaves the rows it timed.
+      if (!o.json_path.empty()) write_json(rep, o.json_path, false);
     }
   }
   print_table(rep);
