@@ -7,7 +7,7 @@
 #
 #   bench/gpu/gpu_check.sh [--quick | --perf] [--budget S] [--commit REV] [--bundle DIR] [--build DIR]
 #                          [--results DIR] [--arch LIST] [--jobs N] [--mpi] [--configure-only] [--build-only]
-#                          [--suite] [--skip-torch] [--compile-need S]
+#                          [--suite] [--skip-torch] [--compile-need S] [--batches LIST] [--precisions LIST]
 #   --quick           the GPU tests: builds test_cuda_device, test_gpu_memory, test_gpu_parity, test_gpu_training,
 #                     test_nccl_communicator, bench_gpu_kernels and gantrain, then runs the device query, the memory
 #                     tests, the parity table, whole training steps vs the CPU, one-rank NCCL, and the kernel
@@ -31,7 +31,10 @@
 #   --suite           build everything and also run the CPU suite (ctest -LE gpu; minutes: a call of its own)
 #   --skip-torch      no PyTorch side in the performance steps
 #   --compile-need S  seconds torch.compile's row needs to be started (default 150)
-# Results (the device tool returns at most 8 files; this writes at most 7, flat, with plain names):
+#   --batches LIST, --precisions LIST   the performance rows (default 1024 and tf32,bf16; the full sweep,
+#                     128,256,512,1024 and fp32,tf32,bf16, needs a call of its own: --budget 570, timeout 600)
+# Results (the device tool returns at most 8 files; this writes at most 6 with --quick, 4 with --perf, 8 with
+# neither, flat, with plain names):
 #   summary.txt   written as each step ends: what passed, failed or was not run, and why (read it first)
 #   check.log     environment, configure, build, the small tests' output, benchmark output
 #   parity.log, training.log   the parity table and the whole-step tests (--quick)
@@ -63,6 +66,8 @@ perf=0
 budget=""
 commit=""
 compile_need=150
+perf_batches=1024
+perf_precisions=tf32,bf16
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bundle) bundle=$(cd "$2" && pwd); shift 2 ;;
@@ -80,7 +85,9 @@ while [[ $# -gt 0 ]]; do
     --budget) budget=$2; shift 2 ;;
     --commit) commit=$2; shift 2 ;;
     --compile-need) compile_need=$2; shift 2 ;;
-    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
+    --batches) perf_batches=$2; shift 2 ;;
+    --precisions) perf_precisions=$2; shift 2 ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -384,13 +391,15 @@ if (( run_perf )); then
   reference=(--config "$repo/config/dcgan_celeba64.yaml")  # nz 100, widths 128, 64x64x3; the side-by-side's defaults
   throughput_json="$build/bench_throughput.json"  # read by the side by side; returned only if that fails
   rm -f "$throughput_json"
-  if t=$(step_time 75); then
+  # Each (precision, batch) row searches cuDNN's algorithms anew: the cap grows with the rows.
+  rows=$(( $(tr ',' '\n' <<< "$perf_batches" | grep -c .) * $(tr ',' '\n' <<< "$perf_precisions" | grep -c .) ))
+  if t=$(step_time $((15 + 30 * rows))); then
     start=$SECONDS
-    timeout -k 5 "$t" "$build/bench/bench_throughput" --device cuda "${reference[@]}" --precision tf32,bf16 \
-      --batch 1024 --warmup 3 --steps 10 --commit "$commit" --json "$throughput_json" > "$tmp" 2>&1
+    timeout -k 5 "$t" "$build/bench/bench_throughput" --device cuda "${reference[@]}" --precision "$perf_precisions" \
+      --batch "$perf_batches" --warmup 3 --steps 10 --commit "$commit" --json "$throughput_json" > "$tmp" 2>&1
     rc=$?
     # Rows that failed (a precision not implemented, out of memory) are in the table; exit 1 says some did.
-    note "bench_throughput (tf32, bf16 at batch 1024): exit $rc$(timed_out "$rc" "$t") in $((SECONDS - start)) s"
+    note "bench_throughput ($perf_precisions at batch $perf_batches): exit $rc$(timed_out "$rc" "$t") in $((SECONDS - start)) s"
     sed -n '/^prec /,/^wrote/p' "$tmp" | grep -v '^wrote' >> "$summary"
     grep -E 'failed:' "$tmp" | head -4 | sed 's/^/  /' >> "$summary"
     [[ -s $throughput_json ]] || tail -2 "$tmp" | sed 's/^/  /' >> "$summary"  # why there are no rows
@@ -403,12 +412,12 @@ if (( run_perf )); then
     note "torch_side_by_side: skipped (--skip-torch)"
   elif [[ ! -s $throughput_json ]]; then
     note "torch_side_by_side: not run: bench_throughput wrote no JSON"
-  elif t=$(step_time 170); then
+  elif t=$(step_time 400); then
     start=$SECONDS
     touch "$build/torch.start"  # the JSON it writes is the one newer than this
     # Eager fp32 and AMP bf16 channels_last always; torch.compile only when the time left is over its need.
     PYTHONUNBUFFERED=1 timeout -k 5 "$t" python3 "$repo/bench/torch_side_by_side/torch_side_by_side.py" \
-      --gantrain-json "$throughput_json" --batches 1024 --modes eager_fp32,amp_bf16_cl,compile_bf16_cl \
+      --gantrain-json "$throughput_json" --batches "$perf_batches" --modes eager_fp32,amp_bf16_cl,compile_bf16_cl \
       --compile-mode default --warmup 3 --steps 10 --commit "$commit" --results-dir "$results" \
       --deadline-s $((t - 10)) --compile-need-s "$compile_need" > "$tmp" 2>&1
     rc=$?
