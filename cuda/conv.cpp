@@ -3,12 +3,14 @@
 #include "cuda/conv.h"
 
 #include <array>
+#include <cstdio>
 #include <map>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "cuda/check.h"
+#include "cuda/conv_choice.h"
 #include "core/error.h"
 #include "cuda/kernels_typed.h"
 
@@ -73,6 +75,15 @@ std::string rejected_list(const std::vector<Perf>& perfs) {
   return s;
 }
 
+ConvMath conv_math(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_TENSOR_OP_MATH: return ConvMath::tensor_op;
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return ConvMath::tensor_op_allow_conversion;
+    case CUDNN_FMA_MATH: return ConvMath::fma;
+    default: return ConvMath::default_math;
+  }
+}
+
 cudnnDataType_t cudnn_type(DataType t) { return t == DataType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
 cudnnTensorFormat_t cudnn_layout(Layout l) { return l == Layout::nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW; }
 
@@ -127,8 +138,6 @@ struct ConvEngine::Impl {
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, type, layout, yc, xc, g.kernel, g.kernel));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, g.padding, g.padding, g.stride, g.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    // fp32: FMA kernels only (cuDNN's default math lets float convolutions use TF32 tensor cores).
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, fp32() ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
     int n = 0, c = 0, h = 0, w = 0;
     CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &n, &c, &h, &w));
     GT_CHECK(n == g.batch && c == yc && h == yh && w == yw,
@@ -141,30 +150,42 @@ struct ConvEngine::Impl {
     return *plans.emplace(key, std::move(p)).first->second;
   }
 
-  // Picks the fastest algorithm that succeeded, fits the workspace limit, and (when asked) is
-  // deterministic; cuDNN returns them fastest first.
+  // Picks among cudnnFind's candidates by choose_conv_candidate's rules (conv_choice.h). With
+  // deterministic convolutions asked for, a direction that has only non-deterministic candidates (likely
+  // for 3-channel NHWC layers and nz = 100 channels in bf16) takes the fastest of them and says so in one
+  // line, rather than ending the run.
   template <class Perf>
   Choice pick(const std::vector<Perf>& perfs, int returned, const Plan& p, Direction d) const {
     const GpuOptions& o = ctx.options();
+    std::vector<ConvCandidate> candidates;
     for (int i = 0; i < returned; ++i) {
       const Perf& r = perfs[static_cast<size_t>(i)];
-      if (r.status != CUDNN_STATUS_SUCCESS || r.memory > o.conv_workspace_limit) continue;
-      if (o.deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
-      if (fp32() && (r.mathType == CUDNN_TENSOR_OP_MATH || r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
-        continue;
-      return Choice{true, static_cast<int>(r.algo), r.mathType, r.memory, r.time};
+      candidates.push_back({static_cast<int>(r.algo), r.status == CUDNN_STATUS_SUCCESS, r.memory,
+                            r.determinism == CUDNN_DETERMINISTIC, conv_math(r.mathType), r.time});
     }
-    runtime_error("cuDNN has no usable {} algorithm for {} ({}, deterministic {}, workspace limit {} bytes); "
-                  "candidates:{}",
-                  direction_name(d), p.label, precision_name(ctx.precision()), o.deterministic,
-                  o.conv_workspace_limit,
-                  rejected_list(std::vector<Perf>(perfs.begin(), perfs.begin() + returned)));
+    const ConvChoiceResult chosen =
+        choose_conv_candidate(candidates, ConvChoicePolicy{o.deterministic, fp32(), o.conv_workspace_limit});
+    if (chosen.index < 0)
+      runtime_error("cuDNN has no usable {} algorithm for {} ({}, workspace limit {} bytes); candidates:{}",
+                    direction_name(d), p.label, precision_name(ctx.precision()), o.conv_workspace_limit,
+                    rejected_list(std::vector<Perf>(perfs.begin(), perfs.begin() + returned)));
+    const Perf& r = perfs[static_cast<size_t>(chosen.index)];
+    if (chosen.nondeterministic_fallback)
+      std::fprintf(stderr,
+                   "gantrain: warning: cuDNN has no deterministic %s algorithm for %s (%s); using the fastest "
+                   "non-deterministic one (algo %d): this layer's results may differ in the last bits from run to run\n",
+                   direction_name(d), p.label.c_str(), precision_name(ctx.precision()), static_cast<int>(r.algo));
+    return Choice{true, static_cast<int>(r.algo), r.mathType, r.memory, r.time};
   }
 
   const Choice& choose(Plan& p, Direction d) {
     Choice& c = p.choice[static_cast<size_t>(d)];
     if (c.found) return c;
     cudnnHandle_t h = ctx.cudnn();
+    // The math type to search with, set afresh for each direction: the previous direction's launch left its
+    // chosen algorithm's math on the descriptor, which would narrow this search. fp32: FMA kernels only
+    // (cuDNN's default math lets float convolutions use TF32 tensor cores).
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, fp32() ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
     int returned = 0;
     if (d == Direction::forward) {
       std::vector<cudnnConvolutionFwdAlgoPerf_t> perfs(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);

@@ -3,6 +3,9 @@
 
 #include "cuda/device.h"
 
+#include <cstdlib>
+#include <cstring>
+
 namespace gt::cuda {
 
 DeviceReport query_devices() {
@@ -10,13 +13,14 @@ DeviceReport query_devices() {
   int n = 0;
   cudaError_t err = cudaGetDeviceCount(&n);
   if (err != cudaSuccess) {
-    r.reason = cudaGetErrorString(err);
+    // The name too (cudaErrorNoDevice, cudaErrorInsufficientDriver, ...): the message alone is hard to search.
+    r.reason = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
     cudaGetLastError();  // clear the sticky error so later calls start clean
     return r;
   }
   r.count = n;
   if (n == 0) {
-    r.reason = "no CUDA device";
+    r.reason = "cudaGetDeviceCount found no CUDA device";
     return r;
   }
   cudaDeviceProp p{};
@@ -26,6 +30,11 @@ DeviceReport query_devices() {
     r.cc_minor = p.minor;
   }
   return r;
+}
+
+bool gpu_expected() {
+  const char* v = std::getenv("GANTRAIN_EXPECT_GPU");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
 }  // namespace gt::cuda

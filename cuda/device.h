@@ -6,7 +6,7 @@ namespace gt::cuda {
 
 struct DeviceReport {
   int count = 0;        // usable devices
-  std::string reason;   // why there are none (driver missing, no device), empty when count > 0
+  std::string reason;   // why there are none: the CUDA error's name and message, empty when count > 0
   std::string name;     // device 0's name
   int cc_major = 0, cc_minor = 0;
 };
@@ -17,5 +17,9 @@ DeviceReport query_devices();
 // "" when NCCL can open here (built in, and a GPU usable); otherwise what is missing, as a sentence
 // (cuda/nccl_available.cpp).
 std::string nccl_unavailable_reason();
+
+// GANTRAIN_EXPECT_GPU=1 (set by bench/gpu/gpu_check.sh): this machine must have a usable GPU, so a GPU
+// test that finds none fails with the CUDA error instead of skipping (a skip must never read as a pass).
+bool gpu_expected();
 
 }  // namespace gt::cuda

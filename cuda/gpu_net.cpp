@@ -8,6 +8,7 @@
 
 #include "cuda/check.h"
 #include "core/error.h"
+#include "cuda/buffer_plan.h"
 #include "cuda/dense.h"
 #include "cuda/kernels.h"
 #include "cuda/kernels_typed.h"
@@ -56,6 +57,7 @@ struct GpuNet::Op {
   Activation act = Activation::none;
   float slope = 0.f;
   bool saves_input = false;  // the activation's backward needs its input (leaky ReLU), else its output
+  bool in_place = false;     // the output is the input's buffer: a view, or an activation run in place
   Shape in, out;             // per sample
   int64_t w_off = -1, b_off = -1, w_numel = 0;
   size_t packed_off = 0;     // bytes into the packed weight buffers (conv, when packing)
@@ -172,6 +174,22 @@ GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, Co
     shape = next;
     ops_.push_back(std::move(op));
   }
+  // Views and in-place activations (plan_in_place: never over a buffer an earlier op keeps for backward).
+  std::vector<BufferUse> uses;
+  for (const auto& op : ops_) {
+    switch (op->kind) {
+      case OpKind::act:
+        uses.push_back(op->saves_input ? BufferUse::fresh_keeps_input : BufferUse::activation_keeps_output);
+        break;
+      case OpKind::reshape:
+        uses.push_back(fmt.layout == Layout::nchw ? BufferUse::view : BufferUse::fresh);
+        break;
+      default:  // conv, batch norm (fused with its activation or not) and Linear keep their input
+        uses.push_back(BufferUse::fresh_keeps_input);
+    }
+  }
+  const std::vector<bool> in_place = plan_in_place(uses);
+  for (size_t k = 0; k < ops_.size(); ++k) ops_[k]->in_place = in_place[k];
   // The lowest gradient offset that is final once an op's backward is done: that of the first parameter
   // at or after the op (backward runs from the last op down).
   int64_t lowest = param_count_;
@@ -307,19 +325,9 @@ std::string GpuNet::describe() const {
 void* GpuNet::forward(const void* x, int N, Mode mode, DeviceArena& arena) {
   last_n_ = N;
   const void* cur = x;
-  bool cur_is_ours = false;  // cur is this forward's arena memory, not the caller's input
   for (auto& op : ops_) {
-    void* y = nullptr;
-    // In-place activations whose backward needs only the output (never over the caller's input: D
-    // reads the same fakes twice); reshapes in NCHW are views.
-    if (op->kind == OpKind::act && !op->saves_input && cur_is_ours) {
-      y = const_cast<void*>(cur);
-    } else if (op->kind == OpKind::reshape && fmt_.layout == Layout::nchw) {
-      y = const_cast<void*>(cur);
-    } else {
-      y = alloc(arena, N * shape_numel(op->out), fmt_.type);
-      cur_is_ours = true;
-    }
+    // Views and in-place activations as planned at construction (plan_in_place).
+    void* y = op->in_place ? const_cast<void*>(cur) : alloc(arena, N * shape_numel(op->out), fmt_.type);
     forward_op(*op, cur, y, N, mode, arena);
     cur = y;
   }

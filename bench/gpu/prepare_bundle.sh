@@ -17,7 +17,9 @@
 # any machine with a C++ compiler has (libc, libstdc++, libgcc, libgomp) and what the build never
 # uses (HDF5's Fortran and C++ libraries' compilers, sources of GoogleTest and Catch2, the h5cc
 # wrapper, whose absolute paths would point at the system).
-# Writes <out>/debs/*.deb and <out>/MANIFEST (package=version and size, one a line).
+# Writes <out>/debs/*.deb, <out>/MANIFEST (package=version and size, one a line) and <out>/SOURCE_COMMIT (git
+# describe of this checkout, which gpu_check.sh records when the device machine's copy has no git and no
+# --commit was given).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -121,6 +123,7 @@ done
 for deb in *.deb; do
   printf '%s=%s %s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" "$(stat -c %s "$deb")"
 done | sort > "$out/MANIFEST"
+git -C "$repo" describe --always --dirty > "$out/SOURCE_COMMIT" 2>/dev/null || echo unknown > "$out/SOURCE_COMMIT"
 bytes=$(du -cb "$out"/debs/*.deb | tail -1 | cut -f1)
 mib=$(( (bytes + 1048575) / 1048576 ))
 echo "prepare_bundle.sh: $count packages, $bytes bytes ($mib MiB) in $out/debs (Open MPI: $([[ $with_mpi == 1 ]] && echo in || echo out))"

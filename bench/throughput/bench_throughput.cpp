@@ -193,9 +193,9 @@ ThroughputRow time_row(const Options& o, const DcganSpec& spec, float init_std, 
   HostModels host(spec, init_std, o.seed);
   GanModels models = host.view();
   EngineOptions eo;
-  eo.device = o.device;
-  eo.precision = precision;
-  eo.layout = o.layout;
+  eo.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  if (!parse_choice(precision, &eo.precision)) user_error("--precision {}: expected fp32, tf32 or bf16", precision);
+  if (!parse_choice(o.layout, &eo.layout)) user_error("--layout {}: expected auto, nchw or nhwc", o.layout);
   eo.cuda_graph = o.graph == "on";
   eo.deterministic = o.deterministic == "on";
   eo.global_batch = eo.local_batch = batch;
@@ -315,6 +315,8 @@ int run(const Options& o) {
         std::printf("%s batch %lld: failed: %s\n", p.c_str(), static_cast<long long>(row.batch), row.error.c_str());
       std::fflush(stdout);
       rep.rows.push_back(std::move(row));
+      // After every row: a run stopped by a time limit (gpu_check.sh --perf) still leaves the rows it timed.
+      if (!o.json_path.empty()) write_json(rep, o.json_path, false);
     }
   }
   print_table(rep);

@@ -16,12 +16,19 @@ formula, 2 * (3 Gf - G1 + 8 Df - 2 D1), and checked against bench_throughput's o
 Without a CUDA device the script says so and exits 0; with --allow-cpu it times the eager modes on
 the CPU instead (tiny settings), so that the script and its JSON can be tested anywhere.
 
+Time-boxed runs (bench/gpu/gpu_check.sh --perf): --deadline-s N gives the whole script N seconds from its
+start; a mode that would start with less than its need left (--compile-need-s for torch.compile, which
+compiles and autotunes for minutes; --mode-need-s for the others) is recorded as skipped, out of time. The
+JSON is written after every mode, so a run cut short still leaves the rows it timed.
+
 Usage: torch_side_by_side.py --bench build/bench/bench_throughput | --gantrain-json FILE
            [--batches 128,256,512,1024] [--modes ...] [--compile-batches 1024] [--compile-mode MODE]
            [--precisions fp32,tf32,bf16] [--steps 20] [--warmup 5] [--results-dir DIR]
            [--json FILE] [--allow-cpu] [--device auto|cuda|cpu] [--nz 100 --ngf 128 --ndf 128 --res 64]
+           [--deadline-s N] [--compile-need-s 150] [--mode-need-s 20]
 """
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -32,8 +39,10 @@ import sys
 import tempfile
 import time
 
-import torch
-import torch.nn as nn
+STARTED = time.monotonic()  # --deadline-s counts from here: importing torch takes seconds
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -166,7 +175,19 @@ def unavailable_reason(mode, dev):
     return None
 
 
-def run_torch(cfg, batches, dev):
+def out_of_time(cfg, mode):
+    """Why the mode must not start under --deadline-s, or None."""
+    if not cfg.deadline_s:
+        return None
+    need = cfg.compile_need_s if mode.startswith("compile") else cfg.mode_need_s
+    left = cfg.deadline_s - (time.monotonic() - cfg.started)
+    if left < need:
+        return f"skipped (out of time: {max(left, 0):.0f} s of --deadline-s {cfg.deadline_s:g} left, needs about {need:g} s)"
+    return None
+
+
+def run_torch(cfg, batches, dev, after_mode=None):
+    """Rows of every (mode, batch); after_mode(rows) is called after each mode (the JSON is written there)."""
     rows = []
     for mode in cfg.modes:
         for batch in batches:
@@ -174,6 +195,8 @@ def run_torch(cfg, batches, dev):
             reason = unavailable_reason(mode, dev)
             if not reason and mode.startswith("compile") and cfg.compile_batches and batch not in cfg.compile_batches:
                 reason = "skipped (not in --compile-batches)"
+            if not reason:
+                reason = out_of_time(cfg, mode)
             if reason:
                 row["error"] = reason
             else:
@@ -186,6 +209,8 @@ def run_torch(cfg, batches, dev):
             rows.append(row)
             status = row.get("error") or f"{statistics.median(row['ms']):.2f} ms/step"
             print(f"torch {mode} batch {batch}: {status}", flush=True)
+        if after_mode:
+            after_mode(rows)
     return rows
 
 
@@ -318,9 +343,16 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=0, help="CPU run: torch threads (0 = torch's default)")
     ap.add_argument("--bench-timeout", type=float, default=400, help="seconds for bench_throughput")
     ap.add_argument("--commit", default="", help="revision to record (default: git describe)")
+    ap.add_argument("--deadline-s", type=float, default=0,
+                    help="seconds the whole script may take (0: no limit); modes that cannot fit are skipped")
+    ap.add_argument("--compile-need-s", type=float, default=150,
+                    help="with --deadline-s: seconds torch.compile's mode needs to start (compile + autotune + timing)")
+    ap.add_argument("--mode-need-s", type=float, default=20,
+                    help="with --deadline-s: seconds an eager or AMP mode needs to start")
     ap.add_argument("--results-dir", default=os.path.join(REPO, "bench", "results"))
     ap.add_argument("--json", default="", help="write here instead of <results-dir>/torch_side_by_side_<date>_<gpu>_<commit>.json")
     cfg = ap.parse_args()
+    cfg.started = STARTED
     cfg.modes = [m for m in cfg.modes.split(",") if m]
     cfg.precisions = [p for p in cfg.precisions.split(",") if p]
     try:
@@ -389,34 +421,43 @@ def main():
               "vs fastest torch: images/s over the fastest PyTorch mode's at the same batch"]
     print("\n".join("# " + h for h in header), flush=True)
 
-    rows = run_torch(cfg, batches, dev)
-    g_rows, g_doc = run_gantrain(cfg, batches, device, commit, peaks)
-    rows += g_rows
-    # The two FLOP counts (hooks here, layer walk in bench_throughput) must agree, or MFU means two things.
-    flops_agree = None
-    if g_doc is not None:
-        theirs = {f["batch"]: f["step_flops"] for f in g_doc["flop_count"]["per_batch"]}
-        flops_agree = all(theirs.get(b) == flops[b] for b in batches)
-        if not flops_agree:
-            print(f"WARNING: FLOP counts differ: torch hooks {flops}, bench_throughput {theirs}")
-    finish_rows(rows, flops, peaks)
-    print_table(rows, header)
-
     path = cfg.json or os.path.join(cfg.results_dir,
                                     f"torch_side_by_side_{date.strftime('%Y-%m-%d_%H%M%S')}_{slug(name)}_{slug(commit)}.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    doc = {"benchmark": "torch_side_by_side dcgan_train_step", "date": date.isoformat(timespec="seconds"),
-           "device": name, "host": os.uname().nodename, "commit": commit, "torch_version": torch.__version__,
-           "cudnn_version": torch.backends.cudnn.version() if device == "cuda" else None,
-           "model": {"nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "resolution": cfg.res, "channels": cfg.channels},
-           "warmup_steps": cfg.warmup, "timed_steps": cfg.steps, "compile_mode": cfg.compile_mode,
-           "flop_formula": "2 * (3 Gf - G1 + 8 Df - 2 D1)", "step_flops": {str(b): flops[b] for b in batches},
-           "flop_counts_agree": flops_agree, "peak_tflops": peaks, "peak_source": peak_source,
-           "gantrain_engine": g_doc["rows"][0].get("engine") if g_doc and g_doc["rows"] else None,
-           "rows": rows}
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
+
+    def write(torch_rows, g_rows, g_doc, complete):
+        rows = copy.deepcopy(torch_rows) + copy.deepcopy(g_rows)
+        # The two FLOP counts (hooks here, layer walk in bench_throughput) must agree, or MFU means two things.
+        flops_agree = None
+        if g_doc is not None:
+            theirs = {f["batch"]: f["step_flops"] for f in g_doc["flop_count"]["per_batch"]}
+            flops_agree = all(theirs.get(b) == flops[b] for b in batches)
+            if not flops_agree and complete:
+                print(f"WARNING: FLOP counts differ: torch hooks {flops}, bench_throughput {theirs}")
+        finish_rows(rows, flops, peaks)
+        doc = {"benchmark": "torch_side_by_side dcgan_train_step", "date": date.isoformat(timespec="seconds"),
+               "device": name, "host": os.uname().nodename, "commit": commit, "torch_version": torch.__version__,
+               "cudnn_version": torch.backends.cudnn.version() if device == "cuda" else None,
+               "model": {"nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "resolution": cfg.res, "channels": cfg.channels},
+               "warmup_steps": cfg.warmup, "timed_steps": cfg.steps, "compile_mode": cfg.compile_mode,
+               "flop_formula": "2 * (3 Gf - G1 + 8 Df - 2 D1)", "step_flops": {str(b): flops[b] for b in batches},
+               "flop_counts_agree": flops_agree, "peak_tflops": peaks, "peak_source": peak_source,
+               "gantrain_engine": g_doc["rows"][0].get("engine") if g_doc and g_doc["rows"] else None,
+               "complete": complete, "rows": rows}
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)  # a run killed mid-write leaves the previous file whole
+        return rows
+
+    # gantrain's rows first when they come from a JSON, so that every partial file holds them.
+    g_rows, g_doc = run_gantrain(cfg, batches, device, commit, peaks) if cfg.gantrain_json else ([], None)
+    torch_rows = run_torch(cfg, batches, dev, after_mode=lambda r: write(r, g_rows, g_doc, complete=False))
+    if not cfg.gantrain_json:
+        g_rows, g_doc = run_gantrain(cfg, batches, device, commit, peaks)
+    rows = write(torch_rows, g_rows, g_doc, complete=True)
+    print_table(rows, header)
     print(f"wrote {path}")
     return 0
 

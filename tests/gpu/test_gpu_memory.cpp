@@ -16,6 +16,7 @@
 #include "cuda/arena.h"
 #include "cuda/check.h"
 #include "core/error.h"
+#include "common/require_gpu.h"
 #include "cuda/device.h"
 
 namespace {
@@ -70,8 +71,7 @@ TEST(GpuChecks, NcclCheckUsesNcclsMessage) {
 class DeviceMemory : public ::testing::Test {
  protected:
   void SetUp() override {
-    const gt::cuda::DeviceReport r = gt::cuda::query_devices();
-    if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+    GT_REQUIRE_GPU();
   }
 };
 

@@ -35,6 +35,7 @@
 #include "cuda/kernels.h"
 #include "cuda/kernels_typed.h"
 #include "nn/cpu/kernels.h"
+#include "common/require_gpu.h"
 #include "cuda/optim_gpu.h"
 #include "train/loss.h"
 #include "train/optim.h"
@@ -464,10 +465,10 @@ gt::OptimConfig optim_config(int variant) {
     case adam: break;
     case adam_wd: cfg.weight_decay = 0.01; break;
     case adam_clipped: cfg.lr = 1e-3; break;
-    case rmsprop: cfg.name = "rmsprop"; cfg.lr = 5e-5; break;
-    case rmsprop_momentum_wd: cfg.name = "rmsprop"; cfg.lr = 1e-4; cfg.momentum = 0.9; cfg.weight_decay = 1e-3; break;
-    case sgd: cfg.name = "sgd"; cfg.lr = 0.01; break;
-    case sgd_momentum_wd: cfg.name = "sgd"; cfg.lr = 0.01; cfg.momentum = 0.9; cfg.weight_decay = 5e-4; break;
+    case rmsprop: cfg.kind = gt::OptimizerKind::rmsprop; cfg.lr = 5e-5; break;
+    case rmsprop_momentum_wd: cfg.kind = gt::OptimizerKind::rmsprop; cfg.lr = 1e-4; cfg.momentum = 0.9; cfg.weight_decay = 1e-3; break;
+    case sgd: cfg.kind = gt::OptimizerKind::sgd; cfg.lr = 0.01; break;
+    case sgd_momentum_wd: cfg.kind = gt::OptimizerKind::sgd; cfg.lr = 0.01; cfg.momentum = 0.9; cfg.weight_decay = 5e-4; break;
     default: ADD_FAILURE() << "unknown optimizer variant " << variant;
   }
   return cfg;
@@ -524,8 +525,8 @@ std::vector<Output> run_optimizer(const Case& c, Rig& rig, uint64_t seed) {
   auto params = make_params(c.dims, seed, s, keep_alive);
   std::vector<gt::NamedParam> named;
   std::vector<gt::cuda::TensorRef> refs;
-  const bool has_state1 = (cfg.name == "adam") || (cfg.name == "rmsprop" && cfg.momentum > 0);
-  const bool has_state0 = cfg.name != "sgd" || cfg.momentum != 0;
+  const bool has_state1 = (cfg.kind == gt::OptimizerKind::adam) || (cfg.kind == gt::OptimizerKind::rmsprop && cfg.momentum > 0);
+  const bool has_state0 = cfg.kind != gt::OptimizerKind::sgd || cfg.momentum != 0;
   for (auto& p : params) {
     named.push_back({p->cpu.name, &p->cpu});
     refs.push_back({p->value.data(), p->grad.data(), has_state0 ? p->state0.data() : nullptr,
@@ -546,9 +547,9 @@ std::vector<Output> run_optimizer(const Case& c, Rig& rig, uint64_t seed) {
     }
     optimizer->step();
     const float* scale = clipped ? gcoef.data() : nullptr;
-    if (cfg.name == "adam")
+    if (cfg.kind == gt::OptimizerKind::adam)
       gt::cuda::adam_update(list.view(), gt::adam_coefficients(cfg, step), scale, s);
-    else if (cfg.name == "rmsprop")
+    else if (cfg.kind == gt::OptimizerKind::rmsprop)
       gt::cuda::rmsprop_update(list.view(), gt::rmsprop_coefficients(cfg), scale, s);
     else
       gt::cuda::sgd_update(list.view(), gt::sgd_coefficients(cfg, step == 1), scale, s);
@@ -566,7 +567,7 @@ std::vector<Output> run_optimizer(const Case& c, Rig& rig, uint64_t seed) {
     if (index >= params.size()) break;
     ParamPair& p = *params[index];
     const bool second = name.find("exp_avg_sq") != std::string::npos ||
-                        (cfg.name == "rmsprop" && name.find("momentum_buffer") != std::string::npos);
+                        (cfg.kind == gt::OptimizerKind::rmsprop && name.find("momentum_buffer") != std::string::npos);
     outputs.push_back({name, tensor_values(*st.tensor), to_host(second ? p.state1 : p.state0, s)});
   }
   return outputs;
@@ -1237,8 +1238,7 @@ class Parity : public ::testing::TestWithParam<Case> {
 
  protected:
   void SetUp() override {
-    const gt::cuda::DeviceReport r = gt::cuda::query_devices();
-    if (r.count == 0) GTEST_SKIP() << "no usable CUDA device: " << r.reason;
+    GT_REQUIRE_GPU();
   }
 
   static std::map<Precision, std::unique_ptr<Rig>>& rigs() {

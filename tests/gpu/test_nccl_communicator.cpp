@@ -17,6 +17,7 @@
 #ifdef GANTRAIN_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "common/require_gpu.h"
 #include "cuda/check.h"
 #include "cuda/device.h"
 #include "cuda/staged_communicator.h"
@@ -41,29 +42,45 @@ std::string user_error_text(const std::function<void()>& f) {
 
 // ---- dist.backend: nccl, with or without a GPU ---------------------------------------------------
 
-TEST(NcclBackend, OpensOrSaysWhatIsMissing) {
-  const std::string missing = nccl_unavailable_reason();
+TEST(NcclBackend, SitsOnTheHostCommunicatorOrSaysWhatIsMissing) {
+  // dist.backend nccl: the trainer and the CLI open the host communicator auto would (local here, MPI
+  // under a launcher); NCCL goes on top of it for device buffers.
+  std::unique_ptr<Communicator> host = open_communicator(DistBackend::nccl, 10);
+  EXPECT_NE(host->backend(), "nccl");
+  const std::string missing = cuda::nccl_unavailable_reason();
   if (!missing.empty()) {
-    const std::string e = user_error_text([] { open_communicator("nccl", 10); });
+    const std::string e =
+        user_error_text([] { choose_device_collectives(DistBackend::nccl, 1, cuda::nccl_unavailable_reason()); });
     EXPECT_CONTAINS(e, "dist.backend is nccl, but ");
     EXPECT_CONTAINS(e, missing);
     EXPECT_CONTAINS(e, "use dist.backend: mpi or auto");
     return;
   }
-  std::unique_ptr<Communicator> comm = open_communicator("nccl", 10);
-  EXPECT_EQ(comm->backend(), "nccl");
-  EXPECT_EQ(comm->world_size(), 1);
-  EXPECT_CONTAINS(user_error_text([&] { require_host_communicator(*comm); }), "host communicator");
+#if GANTRAIN_HAVE_NCCL
+  std::unique_ptr<cuda::NcclCommunicator> nccl = cuda::make_nccl_communicator(borrow_communicator(*host), 10);
+  EXPECT_EQ(nccl->backend(), "nccl");
+  EXPECT_EQ(nccl->world_size(), 1);
+#endif
 }
 
-TEST(NcclBackend, TrainingRefusesItWithTheReason) {
-  Config cfg;
-  cfg.dist.backend = "nccl";
+TEST(NcclBackend, TrainingTakesItOnTheGpuAndRefusesItOnTheCpu) {
+  Config cfg = load_config(std::string(GT_SOURCE_DIR) + "/config/tiny.yaml",
+                           {"train.max_steps=1", "log.sample_every_steps=0", "checkpoint.every_steps=0",
+                            "run.out_dir=" + ::testing::TempDir() + "/gt_nccl_backend"});
+  cfg.dist.backend = DistBackend::nccl;
   cfg.dist.timeout_s = 10;
+  cfg.run.device = DeviceChoice::cpu;
   const std::string e = user_error_text([&] { train(cfg); });
-  const std::string missing = nccl_unavailable_reason();
-  EXPECT_CONTAINS(e, missing.empty() ? std::string("host communicator") : missing);
-  EXPECT_EQ(user_error_text([] { require_host_communicator(*make_local_communicator()); }), "");
+  EXPECT_CONTAINS(e, "dist.backend is nccl");
+  EXPECT_CONTAINS(e, "run.device is cpu");
+  cfg.run.device = DeviceChoice::cuda;
+  const cuda::DeviceReport gpus = cuda::query_devices();
+  if (gpus.count == 0) {
+    if (cuda::gpu_expected()) FAIL() << "GANTRAIN_EXPECT_GPU=1, but no usable GPU: " << gpus.reason;
+    EXPECT_CONTAINS(user_error_text([&] { train(cfg); }), "no usable GPU");
+    return;
+  }
+  EXPECT_EQ(train(cfg).steps, 1);
 }
 
 #ifdef GANTRAIN_HAVE_CUDA
@@ -162,7 +179,7 @@ void check_gather_and_broadcast(Communicator& comm) {
 class NcclOneRank : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!why_no_gpu().empty()) return;
+    if (!why_no_gpu().empty()) return;  // each test's SetUp skips or fails (GT_REQUIRE_GPU)
     comm_ = cuda::make_nccl_communicator(make_local_communicator(), 60).release();
     std::printf("%s\n", comm_->describe().c_str());  // the NCCL version in the test log
   }
@@ -171,7 +188,8 @@ class NcclOneRank : public ::testing::Test {
     comm_ = nullptr;
   }
   void SetUp() override {
-    if (!comm_) GTEST_SKIP() << why_no_gpu();
+    GT_REQUIRE_GPU();
+    ASSERT_NE(comm_, nullptr) << "the NCCL communicator was not made in SetUpTestSuite";
   }
   static cuda::NcclCommunicator& comm() { return *comm_; }
   static cuda::NcclCommunicator* comm_;
@@ -248,8 +266,7 @@ TEST(NcclOneRank, NotBuilt) { GTEST_SKIP() << "built without NCCL (nccl.h/libncc
 class StagedOneRank : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string why = why_no_gpu();
-    if (!why.empty()) GTEST_SKIP() << why;
+    GT_REQUIRE_GPU();
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     comm_ = cuda::make_host_staged_communicator(make_local_communicator(), stream_);
   }

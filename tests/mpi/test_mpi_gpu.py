@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Device-buffer communicators through mpirun -np 2 (MPI staged through pinned memory, NCCL), training with run.device cuda over 2 ranks; GPU cases exit 77 (skipped) without a GPU."""
+"""Device-buffer communicators through mpirun -np 2 (MPI staged through pinned memory, NCCL), training with run.device cuda over 2 ranks; GPU cases exit 77 (skipped) without a GPU, and fail instead where GANTRAIN_EXPECT_GPU=1."""
 import argparse
 import os
 import subprocess
@@ -14,20 +14,37 @@ def check(cond, what):
         raise AssertionError(what)
 
 
+def gpu_expected():
+    """GANTRAIN_EXPECT_GPU=1 (bench/gpu/gpu_check.sh sets it): a machine without a usable GPU is a failure, not a skip."""
+    return os.environ.get("GANTRAIN_EXPECT_GPU", "") not in ("", "0")
+
+
 def probe(test_exe):
-    """What the machine has, as test_mpi_gpu --probe reports it: {'gpus': N, 'nccl': bool, 'reason': str}."""
+    """What the machine has, as test_mpi_gpu --probe reports it: {'gpus': N, 'nccl': bool, 'reason': str}. A probe
+    that crashes or prints no count is a failure: read as "0 GPUs" it would turn every GPU case into a skip."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_COMM_WORLD", "PMIX_", "PMI_"))}
-    out = subprocess.run([test_exe, "--probe"], capture_output=True, text=True, timeout=60, env=env).stdout
-    info = {"gpus": 0, "nccl": False, "reason": ""}
-    for line in out.splitlines():
+    r = subprocess.run([test_exe, "--probe"], capture_output=True, text=True, timeout=60, env=env)
+    said = (r.stdout + r.stderr).strip()
+    check(r.returncode == 0, f"test_mpi_gpu --probe exited {r.returncode}: {said[-2000:]}")
+    info = {"reason": ""}
+    for line in r.stdout.splitlines():
         key, _, value = line.partition(" ")
         if key == "gpus":
             info["gpus"] = int(value)
         elif key == "nccl":
+            check(value in ("yes", "no"), f"test_mpi_gpu --probe: 'nccl {value}' is neither yes nor no")
             info["nccl"] = value == "yes"
         elif key == "reason":
             info["reason"] = value
+    check("gpus" in info and "nccl" in info, f"test_mpi_gpu --probe printed no 'gpus' or 'nccl' line: {said[-2000:]}")
     return info
+
+
+def no_gpu(machine):
+    """The case cannot run: a skip (77), or, where a GPU is expected, a failure naming the CUDA error."""
+    check(not gpu_expected(), f"GANTRAIN_EXPECT_GPU is set, but the probe found no usable GPU: {machine['reason']}")
+    print(f"skipped: no usable GPU ({machine['reason']})")
+    return SKIP
 
 
 def mpirun(args, np, *cmd):
@@ -52,19 +69,18 @@ def run_gtest_np2(args, gtest_filter):
 def case_staged_np2(args, machine):
     """2 ranks, sharing one GPU when there is one: MPI on device buffers staged through pinned host memory."""
     if machine["gpus"] == 0:
-        print(f"skipped: no usable GPU ({machine['reason']})")
-        return SKIP
+        return no_gpu(machine)
     run_gtest_np2(args, "StagedMpi.*")
     return 0
 
 
 def case_nccl_np2(args, machine):
     """2 NCCL ranks: every collective with 2+ GPUs; with 1 GPU, the error naming the node and the counts."""
-    if not machine["nccl"]:
-        print("skipped: built without NCCL")
-        return SKIP
     if machine["gpus"] == 0:
-        print(f"skipped: no usable GPU ({machine['reason']})")
+        return no_gpu(machine)
+    if not machine["nccl"]:
+        check(not gpu_expected(), "GANTRAIN_EXPECT_GPU is set, but test_mpi_gpu was built without NCCL")
+        print("skipped: built without NCCL")
         return SKIP
     r = run_gtest_np2(args, "NcclMpi.*")
     if machine["gpus"] < 2:
@@ -112,6 +128,7 @@ def case_train_cuda_np2(args, machine):
         base = [args.exe, "train", "--config", os.path.join(args.source, "config/tiny.yaml"), f"run.out_dir={out_dir}",
                 "run.device=cuda", "dist.timeout_s=60", "train.max_steps=6"]
         if machine["gpus"] == 0:
+            check(not gpu_expected(), f"GANTRAIN_EXPECT_GPU is set, but the probe found no usable GPU: {machine['reason']}")
             r = run(mpirun(args, 2, *base, "run.name=nogpu"), timeout=120)
             check(r.returncode == 2, f"exit code {r.returncode}, expected 2")
             errors = [line for line in (r.stdout + r.stderr).splitlines() if "gantrain: error:" in line]
