@@ -1,5 +1,4 @@
 // BatchNorm2d over NCHW or NHWC, f32 or bf16 storage: per-channel sums in double (two-level, fixed order, all-reducible for sync BN), normalize fused with the activation, and its backward.
-// The NHWC and bf16 paths (and the channel-bias helpers at the end) are written, not yet run on a GPU.
 #include <type_traits>
 
 #include "cuda/kernel_util.cuh"

@@ -8,6 +8,7 @@ namespace gt::cuda {
 GpuContext::GpuContext(const GpuOptions& opts) : opts_(opts) {
   CUDA_CHECK(cudaSetDevice(opts.device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  recorder_ = std::make_unique<StepRecorder>(stream_);
   CUDNN_CHECK(cudnnCreate(&cudnn_));
   CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
   CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -25,6 +26,7 @@ GpuContext::GpuContext(const GpuOptions& opts) : opts_(opts) {
 
 GpuContext::~GpuContext() {
   // Destructors report nothing: the handles go whatever their state.
+  recorder_.reset();  // its graphs before the stream
   if (cublas_) cublasDestroy(cublas_);
   if (cudnn_) cudnnDestroy(cudnn_);
   if (stream_) {

@@ -1,12 +1,14 @@
 // The per-device GPU context: one stream, the cuDNN and cuBLAS handles bound to it, and the precision they run at.
 #pragma once
 #include <cstddef>
+#include <memory>
 
 #include <cublas_v2.h>
 #include <cudnn.h>
 
 #include "cuda/arena.h"
 #include "cuda/precision.h"
+#include "cuda/step_recorder.h"
 
 namespace gt::cuda {
 
@@ -34,6 +36,8 @@ class GpuContext {
   cublasHandle_t cublas() const { return cublas_; }
   const GpuOptions& options() const { return opts_; }
   Precision precision() const { return opts_.precision; }
+  // Where a step's per-step launches and host bookkeeping go (eager, or kept out of a CUDA graph).
+  StepRecorder& recorder() { return *recorder_; }
   void synchronize() const;  // waits for the stream; reports any kernel fault with its CUDA error
 
  private:
@@ -42,6 +46,7 @@ class GpuContext {
   cudnnHandle_t cudnn_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   DeviceBuffer<std::byte> cublas_workspace_;
+  std::unique_ptr<StepRecorder> recorder_;
 };
 
 }  // namespace gt::cuda

@@ -1,5 +1,4 @@
 // cuDNN convolutions: descriptors and algorithm choices cached per shape, one workspace grown only while shapes are new.
-// The NHWC and bf16 formats (and tf32 with them) are written, not yet run on a GPU.
 #include "cuda/conv.h"
 
 #include <array>

@@ -1,5 +1,4 @@
 // Storage conversions of the GPU backend: element type (f32 <-> bf16), activation layout (NCHW <-> NHWC), and conv-weight packing for cuDNN and back.
-// Written, not yet run on a GPU.
 #include <type_traits>
 
 #include "core/error.h"

@@ -1,5 +1,4 @@
 // Element-wise kernels: activations, dense-layer bias, BCE with logits, uint8 image conversion, flips and Philox noise.
-// The bf16 and NHWC variants (kernels_typed.h) are written, not yet run on a GPU.
 #include <cmath>
 #include <type_traits>
 

@@ -212,7 +212,7 @@ GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, Co
 
 GpuNet::~GpuNet() = default;
 
-void GpuNet::set_batch_stats_reducer(DeviceSumReducer reduce, int world) {
+void GpuNet::set_batch_stats_reducer(BatchStatsReducer reduce, int world) {
   reduce_ = std::move(reduce);
   world_ = reduce_ ? std::max(world, 1) : 1;
 }
@@ -233,7 +233,7 @@ void GpuNet::upload() {
   }
   train_forwards_ = 0;
   refresh_packed_weights();
-  zero_grads();
+  zero_grad();
   ctx_.synchronize();  // the host vectors go away
 }
 
@@ -265,7 +265,7 @@ void GpuNet::refresh_packed_weights() {
   }
 }
 
-void GpuNet::zero_grads() {
+void GpuNet::zero_grad() {
   if (param_count_) CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(param_count_) * sizeof(float), ctx_.stream()));
 }
 
@@ -331,9 +331,35 @@ void* GpuNet::forward(const void* x, int N, Mode mode, DeviceArena& arena) {
     forward_op(*op, cur, y, N, mode, arena);
     cur = y;
   }
-  if (mode == Mode::train) ++train_forwards_;
+  if (mode == Mode::train) ctx_.recorder().host([this] { ++train_forwards_; });
   return const_cast<void*>(cur);
 }
+
+Tensor GpuNet::forward(const Tensor& x, Mode mode) {
+  GT_CHECK(arena_ != nullptr, "GpuNet::forward without an arena");
+  GT_CHECK(x.device() == Device::cuda && x.dtype() == storage_dtype() && x.ndim() >= 1 &&
+               x.numel() == x.dim(0) * input_numel_per_sample(),
+           "GpuNet input {} (on the {}), the network takes {} [N, {}] on the GPU", x.str(),
+           x.device() == Device::cuda ? "GPU" : "CPU", dtype_name(storage_dtype()), shape_str(in_shape_));
+  const int N = static_cast<int>(x.dim(0));
+  void* y = forward(x.raw(), N, mode, *arena_);
+  return Tensor::borrow(output_shape(N), storage_dtype(), Device::cuda, y);
+}
+
+Tensor GpuNet::backward(const Tensor& dy, const BackwardOptions& options) {
+  GT_CHECK(arena_ != nullptr, "GpuNet::backward without an arena");
+  GT_CHECK(dy.device() == Device::cuda && dy.shape() == output_shape(last_n_), "GpuNet backward of {}, forward gave {}",
+           dy.str(), shape_str(output_shape(last_n_)));
+  Tensor dx;
+  if (options.input_grad) {
+    Shape in{last_n_};
+    in.insert(in.end(), in_shape_.begin(), in_shape_.end());
+    dx = Tensor::borrow(in, storage_dtype(), Device::cuda, alloc(*arena_, shape_numel(in), fmt_.type));
+  }
+  backward(dy.raw(), options.input_grad ? dx.raw() : nullptr, options.param_grads, *arena_, options.on_final);
+  return dx;
+}
+
 
 void GpuNet::forward_op(Op& op, const void* x, void* y, int N, Mode mode, DeviceArena& arena) {
   cudaStream_t s = ctx_.stream();

@@ -1,7 +1,5 @@
-// GpuNet: a Sequential of CPU layers mirrored on the GPU (cuDNN convolutions, our fused kernels), with flat f32 parameters and gradients.
+// GpuNet: a Sequential of CPU layers mirrored on the GPU (cuDNN convolutions, our fused kernels) as a Net, with flat f32 parameters and gradients.
 #pragma once
-// Written against the CUDA backend's kernels; it has not yet run on a GPU (no GPU in the sessions that
-// wrote it): tests/gpu/test_gpu_training.cpp compares whole training steps with the CPU engine.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -12,14 +10,16 @@
 #include "cuda/conv.h"
 #include "cuda/formats.h"
 #include "nn/layer.h"
+#include "nn/net.h"
 #include "nn/sequential.h"
 
 namespace gt::cuda {
 
-// Sums device doubles over the data-parallel ranks in place (synchronized batch norm).
-using DeviceSumReducer = std::function<void(double* device_values, int64_t count)>;
-
-class GpuNet {
+// The Net the one GAN step drives on a GPU. Activations are device memory in the engine's ActFormat,
+// taken from the arena set with set_arena() (forward's outputs stay until the caller rewinds it);
+// tensors that carry them are Tensor::borrow views (Device::cuda, dtype f32 or bf16, logical shape
+// [N, C, H, W] whatever the layout).
+class GpuNet final : public Net {
  public:
   // Mirrors host's layers for inputs of per-sample shape per_sample_in ({nz, 1, 1} for G, {C, H, W} for D).
   // Conv2d/ConvTranspose2d and BatchNorm2d run in fmt; a BatchNorm2d followed by an activation is one fused
@@ -30,8 +30,22 @@ class GpuNet {
   GpuNet(const GpuNet&) = delete;
   GpuNet& operator=(const GpuNet&) = delete;
 
-  // Synchronized batch norm: sum its per-channel sums with reduce, over world ranks of equal batches.
-  void set_batch_stats_reducer(DeviceSumReducer reduce, int world);
+  // The arena forward and backward take their memory from (the engine's, sized from forward_bytes and
+  // backward_bytes).
+  void set_arena(DeviceArena* arena) { arena_ = arena; }
+
+  // Net: the step's view of the network.
+  Device device() const override { return Device::cuda; }
+  Tensor forward(const Tensor& x, Mode mode) override;
+  Tensor backward(const Tensor& dy, const BackwardOptions& options) override;
+  void zero_grad() override;
+  float* flat_params() override { return params_; }
+  float* flat_grads() override { return grads_; }
+  int64_t flat_size() const override { return param_count_; }
+  const std::vector<ParamSlot>& param_slots() const override { return slots_; }
+  // Synchronized batch norm: sum its per-channel sums (device doubles) with reduce, over world ranks of
+  // equal batches.
+  void set_batch_stats_reducer(BatchStatsReducer reduce, int world) override;
 
   // Host <-> device: parameters and buffers (PyTorch layout on the host). upload() also packs the weights.
   void upload();
@@ -40,21 +54,13 @@ class GpuNet {
   // NHWC); nothing to do for f32 NCHW, where convolutions read the master itself.
   void refresh_packed_weights();
 
-  float* params() { return params_; }
-  float* grads() { return grads_; }
   int64_t param_count() const { return param_count_; }
-  // Offsets and sizes of each host parameter in the flat buffers, in named_params() order.
-  struct ParamSlot {
-    std::string name;
-    int64_t offset = 0, numel = 0;
-  };
-  const std::vector<ParamSlot>& param_slots() const { return slots_; }
-  void zero_grads();
+  GpuContext& context() { return ctx_; }
+  DType storage_dtype() const { return fmt_.type == DataType::bf16 ? DType::bf16 : DType::f32; }
 
-  // Train-mode forwards done, for num_batches_tracked (a replayed graph runs forwards without the host).
-  void count_train_forwards(int64_t n) { train_forwards_ += n; }
-
-  // Forward of N samples: x in fmt, the output in fmt from the arena (kept until the caller rewinds).
+  // The raw forms behind forward() and backward(). Forward of N samples: x in fmt, the output in fmt from
+  // the arena (kept until the caller rewinds). A training forward is counted (num_batches_tracked) through
+  // the context's StepRecorder, so a replayed step counts too.
   void* forward(const void* x, int N, Mode mode, DeviceArena& arena);
   // Backward of the last forward from dy (fmt). Writes dL/dinput into dx when not null; accumulates the
   // parameter gradients into grads() when param_grads (else skips them: the G step's pass through D).
@@ -91,7 +97,8 @@ class GpuNet {
   float* params_ = nullptr;
   float* grads_ = nullptr;
   DeviceBuffer<std::byte> packed_buf_, packed_grad_buf_;  // conv weights in fmt, and their gradients
-  DeviceSumReducer reduce_;
+  BatchStatsReducer reduce_;
+  DeviceArena* arena_ = nullptr;
   int world_ = 1;
   int64_t train_forwards_ = 0;  // since upload()
   int last_n_ = 0;

@@ -109,7 +109,7 @@ void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, i
 
 // ---- multi-tensor updates (optimizers, clipping, EMA) ----------------------------------------------
 // One launch updates every tensor of a list: the list is cut into chunks of kMultiTensorChunk values
-// and each block takes one chunk. The slots live in device memory, uploaded once (multi_tensor.h).
+// and each block takes one chunk. The slots live in device memory, uploaded once (optim_gpu.h).
 constexpr int64_t kMultiTensorChunk = 8192;
 
 struct MultiTensorSlot {
@@ -127,7 +127,7 @@ struct MultiTensorView {
   int64_t chunks = 0;
 };
 
-// The optimizers' per-step constants and element updates are shared with the CPU (train/optim_math.h),
+// The optimizers' per-step constants and element updates are shared with the CPU (core/optim_math.h),
 // so the updates are bit-identical to the CPU's.
 using gt::AdamCoefficients;
 using gt::RmspropCoefficients;

@@ -35,7 +35,7 @@ class NcclCommunicator : public Communicator {
 
 // Opens NCCL over the ranks of bootstrap (the MPI communicator, or the local one for a world of 1), which
 // the NCCL communicator keeps for start-up agreement, host and local rank, and abort. Every rank: picks
-// its GPU by the rank-to-device mapping (src/dist/device_map.h, exclusive: one rank per GPU, else a
+// its GPU by the rank-to-device mapping (parallel/device_map.h, exclusive: one rank per GPU, else a
 // UserError naming the node and the counts), rank 0 makes the unique id and bootstrap broadcasts it, then
 // ncclCommInitRankConfig (non-blocking, so the wait has the timeout). Errors are agreed over bootstrap.
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(std::unique_ptr<Communicator> bootstrap, double timeout_s);

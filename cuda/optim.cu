@@ -3,7 +3,7 @@
 
 #include "cuda/kernel_util.cuh"
 
-// The element updates are train/optim_math.h's, shared with the CPU: on the device they use rounding
+// The element updates are core/optim_math.h's, shared with the CPU: on the device they use rounding
 // intrinsics (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn never fuse) and explicit fmaf where the
 // CPU fuses, so they are bit-identical to the CPU's whatever the contraction flags.
 

@@ -1,4 +1,4 @@
-// The run configuration: YAML -> validated struct. Every key, its type, default and range live in one schema table (config.cpp).
+// The run configuration: YAML -> validated struct. Every key, its type, default and range live in one schema table (schema.cpp).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -26,18 +26,13 @@ void CpuStepOps::bce_with_logits(const Tensor& logits, float target, float scale
   scalars_[static_cast<int>(loss)] = gt::bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32(), scale);
 }
 
-void HostNetOptimizer::update(float clip_norm) {
-  if (clip_norm > 0) clip_grad_norm(params_, clip_norm);
-  opt_.step();
-}
-
 StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
   auto alone = make_local_communicator();
   GradientBucketer reduce_g(*alone, m.G->flat_grads(), m.G->flat_size(), 1 << 20);
   GradientBucketer reduce_d(*alone, m.D->flat_grads(), m.D->flat_size(), 1 << 20);
-  HostNetOptimizer opt_g(*m.opt_g, *m.G), opt_d(*m.opt_d, *m.D);
+  auto opt_g = make_net_optimizer(*m.opt_g, *m.G, *m.G), opt_d = make_net_optimizer(*m.opt_d, *m.D, *m.D);
   CpuStepOps ops;
-  GanStep step{*m.G, *m.D, opt_g, opt_d, reduce_g, reduce_d, ops, options.clip_grad_norm, options.loss_scale};
+  GanStep step{*m.G, *m.D, *opt_g, *opt_d, reduce_g, reduce_d, ops, options.clip_grad_norm, options.loss_scale};
   Tensor fake = run_gan_step(step, real, z.reshaped({z.dim(0), z.dim(1), 1, 1}));
   StepResult r = step_result(ops.scalars(), options.loss_scale);
   r.fake = fake;

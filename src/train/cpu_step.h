@@ -4,6 +4,7 @@
 
 #include "nn/sequential.h"
 #include "train/gan_step.h"
+#include "train/net_optimizer.h"
 #include "train/optim.h"
 
 namespace gt {
@@ -18,17 +19,6 @@ class CpuStepOps final : public StepOps {
 
  private:
   double scalars_[kStepScalars] = {};
-};
-
-// A host optimizer as the step's NetOptimizer: clipping over the network's parameters, then the update.
-class HostNetOptimizer final : public NetOptimizer {
- public:
-  HostNetOptimizer(Optimizer& optimizer, Sequential& net) : opt_(optimizer), params_(net.named_params()) {}
-  void update(float clip_norm) override;
-
- private:
-  Optimizer& opt_;
-  std::vector<NamedParam> params_;
 };
 
 // The host models of a run: G, D and their optimizers.

@@ -23,9 +23,9 @@ class CpuEngine final : public StepEngine {
         m_(m),
         reduce_g_(comm, m.G->flat_grads(), m.G->flat_size(), bucket_elems(opt)),
         reduce_d_(comm, m.D->flat_grads(), m.D->flat_size(), bucket_elems(opt)),
-        opt_g_(*m.opt_g, *m.G),
-        opt_d_(*m.opt_d, *m.D),
-        step_{*m.G, *m.D, opt_g_, opt_d_, reduce_g_, reduce_d_, ops_, opt.clip_grad_norm, loss_scale(opt)},
+        opt_g_(make_net_optimizer(*m.opt_g, *m.G, *m.G)),
+        opt_d_(make_net_optimizer(*m.opt_d, *m.D, *m.D)),
+        step_{*m.G, *m.D, *opt_g_, *opt_d_, reduce_g_, reduce_d_, ops_, opt.clip_grad_norm, loss_scale(opt)},
         z_({opt.local_batch, opt.nz, 1, 1}) {
     // Batch norm over the global batch (with one rank the same bits as without); sync_bn false leaves each
     // rank's shard to itself.
@@ -63,7 +63,7 @@ class CpuEngine final : public StepEngine {
   EngineOptions opt_;
   GanModels& m_;
   GradientBucketer reduce_g_, reduce_d_;
-  HostNetOptimizer opt_g_, opt_d_;
+  std::unique_ptr<DeviceOptimizer> opt_g_, opt_d_;
   CpuStepOps ops_;
   GanStep step_;
   Tensor z_, fake_;

@@ -36,7 +36,7 @@ class Optimizer {
 // Builds the optimizer named in cfg.name over the given parameters (names as in the checkpoint).
 std::unique_ptr<Optimizer> make_optimizer(const OptimConfig& cfg, std::vector<NamedParam> params);
 
-// Per-step constants of the element updates in optim_math.h (shared with the CUDA kernels).
+// Per-step constants of the element updates in core/optim_math.h (shared with the CUDA kernels).
 AdamCoefficients adam_coefficients(const OptimConfig& cfg, int64_t step);  // step counts from 1
 RmspropCoefficients rmsprop_coefficients(const OptimConfig& cfg);
 SgdCoefficients sgd_coefficients(const OptimConfig& cfg, bool first_step);

@@ -7,7 +7,7 @@
 // ||gpu - cpu|| / ||cpu|| against the row's tolerance; tolerance 0 means bit-identical. A new kernel
 // gets its test by adding rows to cases(). Without a usable GPU every row skips, saying why.
 // Rows with a storage format (f32 NHWC, bf16 NCHW/NHWC: kernels_typed.h) convert layouts on the host and,
-// for bf16, give the CPU reference the inputs rounded to bf16; they are written, not yet run on a GPU.
+// for bf16, give the CPU reference the inputs rounded to bf16.
 #include <gtest/gtest.h>
 
 #ifdef GANTRAIN_HAVE_CUDA
