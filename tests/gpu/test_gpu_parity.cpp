@@ -1177,7 +1177,8 @@ std::string case_name(const Case& c) {
   size_t shown = 0;
   for (int d : c.dims) {
     if (++shown > 7) break;
-    s += (shown == 1 ? "_" : "x") + std::to_string(d);
+    s += shown == 1 ? '_' : 'x';
+    s += std::to_string(d);
   }
   s += std::string("_") + gt::cuda::precision_name(c.precision);
   // The storage format where it is not the precision's own NCHW: "_nhwc", and the type if it differs.
