@@ -1,17 +1,20 @@
 // What the C++ tests repeat: substring expectations, temporary folders, bit comparison, and skips that fail where the test command promises the dependency.
 #pragma once
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 
 #include "core/tensor.h"
 
-// Expects `part` in the string `text`, printing the text when it is not there.
+// Expects `part` in (or, LACKS, not in) the string `text`, printing the text when it fails.
 #define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << "in: " << (text)
+#define EXPECT_LACKS(text, part) EXPECT_EQ(std::string(text).find(part), std::string::npos) << "in: " << (text)
 
 // Skips the test with `reason` (something it needs is missing), except under the test command
 // (scripts/test.sh sets GANTRAIN_TEST_REQUIRE_ALL=1 after installing every test dependency), where the
@@ -33,14 +36,13 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
-// A fresh folder under the system's temporary directory, removed with everything in it.
+// A fresh folder under the system's temporary directory (mkdtemp), removed with everything in it.
 class TempDir {
  public:
   explicit TempDir(const std::string& prefix = "gt_test") {
-    path_ = std::filesystem::temp_directory_path() /
-            (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
+    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
+    if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = pattern;
   }
   ~TempDir() {
     std::error_code ec;
@@ -51,12 +53,9 @@ class TempDir {
   const std::filesystem::path& path() const { return path_; }
   std::string str() const { return path_.string(); }
   std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string operator/(const std::string& name) const { return file(name); }
 
  private:
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
   std::filesystem::path path_;
 };
 

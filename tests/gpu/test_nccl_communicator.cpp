@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/test_util.h"
 #include "config/config.h"
 #include "core/error.h"
 #include "parallel/communicator.h"
@@ -26,7 +27,6 @@
 #include "cuda/nccl_communicator.h"
 #endif
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
 namespace gt {
 namespace {

@@ -10,6 +10,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import mpirun  # noqa: E402  (tests/common/mpirun.py)
+
 SKIP = 77
 
 # Rank-count invariance bound, per tensor of the checkpoint (parameters, BN buffers, Adam state):
@@ -39,7 +42,7 @@ class Job:
                 "checkpoint.every_steps=0", *overrides]
 
     def mpi(self, np, *cmd):
-        return [self.mpirun, "--oversubscribe", "--bind-to", "none", "-np", str(np), *cmd]
+        return mpirun.command(self.mpirun, np, *cmd)
 
     def run(self, cmd, env=None, timeout=60):
         full_env = dict(os.environ, **(env or {}))
@@ -370,7 +373,7 @@ def case_startup_config_mismatch(job):
     """Ranks started with different overrides stop before writing, rank 0 naming the key."""
     a = job.train_args("mismatch")
     b = job.train_args("mismatch", "train.max_steps=5")
-    cmd = [job.mpirun, "--oversubscribe", "--bind-to", "none", "-np", "2", *a, ":", "-np", "1", *b]
+    cmd = mpirun.mpmd(job.mpirun, (2, a), (1, b))
     r = job.run(cmd)
     expect_agreed_error(job, r, ["rank 2 (", "different config", f"train.max_steps: {STEPS} vs 5 on rank 2"],
                         "mismatch")

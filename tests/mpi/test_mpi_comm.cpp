@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/mpi_test_util.h"
+#include "common/test_util.h"
 #include "core/rng.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -18,7 +20,6 @@
 #include "nn/layers.h"
 #include "train/cpu_step.h"
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
 namespace gt {
 namespace {
@@ -266,20 +267,6 @@ TEST(GenerateAcrossRanks, GathersTheWholeGridInOrder) {
   }
 }
 
-// On ranks other than 0: only failures, each prefixed with its rank.
-class RankFailurePrinter final : public testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
-                 r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 }  // namespace
 }  // namespace gt
 
@@ -289,16 +276,8 @@ int main(int argc, char** argv) {
   gt::g_comm = comm.get();
   testing::InitGoogleTest(&argc, argv);
   // Rank 0 reports; the others stay quiet unless one of their checks fails (then mpirun's exit code says so).
-  if (comm->rank() != 0) {
-    auto& listeners = testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new gt::RankFailurePrinter(comm->rank()));
-  }
-  int failed = RUN_ALL_TESTS();
-  // Every rank learns whether any failed, so rank 0's exit code speaks for the job.
-  int64_t any = failed != 0;
-  comm->all_reduce(&any, 1, gt::ReduceOp::max);
-  if (any && comm->rank() == 0 && failed == 0) std::fprintf(stderr, "a test failed on another rank\n");
+  gt::test::quiet_other_ranks(comm->rank());
+  const int rc = gt::test::run_all_tests_on_every_rank(*comm);
   comm.reset();
-  return any ? 1 : 0;
+  return rc;
 }

@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/mpi_test_util.h"
+#include "common/test_util.h"
 #include "cuda/check.h"
 #include "cuda/device.h"
 #include "parallel/agreement.h"
@@ -26,7 +28,6 @@
 #include "cuda/nccl_communicator.h"
 #endif
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
 namespace gt {
 namespace {
@@ -173,20 +174,6 @@ TEST(NcclMpi, EveryCollectiveOnePerGpuOrTheErrorNamingNodeAndCounts) {
 }
 #endif
 
-// On ranks other than 0: only failures, each prefixed with its rank.
-class RankFailurePrinter final : public testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
-                 r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 int probe() {
   const cuda::DeviceReport r = cuda::query_devices();
   std::printf("gpus %d\n", r.count);
@@ -214,17 +201,10 @@ int main(int argc, char** argv) {
     const auto placed = gt::gather_and_place(*host, mine, /*exclusive=*/false);
     CUDA_CHECK(cudaSetDevice(placed[static_cast<size_t>(host->rank())].ordinal));
     testing::InitGoogleTest(&argc, argv);
-    if (host->rank() != 0) {
-      auto& listeners = testing::UnitTest::GetInstance()->listeners();
-      delete listeners.Release(listeners.default_result_printer());
-      listeners.Append(new gt::RankFailurePrinter(host->rank()));
-    }
-    const int failed = RUN_ALL_TESTS();
-    int64_t any = failed != 0;
-    host->all_reduce(&any, 1, gt::ReduceOp::max);
-    if (any && host->rank() == 0 && failed == 0) std::fprintf(stderr, "a test failed on another rank\n");
+    gt::test::quiet_other_ranks(host->rank());
+    const int rc = gt::test::run_all_tests_on_every_rank(*host);
     host.reset();
-    return any ? 1 : 0;
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%stest_mpi_gpu: %s\n", gt::rank_prefix(mpi.rank(), mpi.world_size(), gt::host_name()).c_str(),
                  e.what());

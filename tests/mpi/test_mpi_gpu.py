@@ -6,6 +6,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import mpirun as mpi_launch  # noqa: E402  (tests/common/mpirun.py)
+
 SKIP = 77
 
 
@@ -48,7 +51,7 @@ def no_gpu(machine):
 
 
 def mpirun(args, np, *cmd):
-    return [args.mpirun, "--oversubscribe", "--bind-to", "none", "-np", str(np), *cmd]
+    return mpi_launch.command(args.mpirun, np, *cmd)
 
 
 def run(cmd, timeout=240):

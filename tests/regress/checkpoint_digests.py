@@ -23,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import mpirun  # noqa: E402  (tests/common/mpirun.py)
+
 SKIP = 77
 HERE = os.path.dirname(os.path.abspath(__file__))
 STORE = os.path.join(HERE, "checkpoint_digests.json")
@@ -72,10 +75,8 @@ def train(args, tmp, name):
     cmd = [args.exe, "train", "--config", os.path.join(args.source, config), f"run.out_dir={tmp}", f"run.name={name}",
            "checkpoint.every_steps=0", *ONE_THREAD, *overrides]
     if ranks:
-        cmd = [args.mpirun, "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl_vader_single_copy_mechanism="none")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        cmd = mpirun.command(args.mpirun, ranks, *cmd)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=mpirun.environment(), timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"{name}: exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     ckpts = sorted(os.listdir(os.path.join(tmp, name, "checkpoints")))

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/test_util.h"
 #include "config/config.h"
 #include "core/error.h"
 
@@ -50,8 +51,6 @@ std::string parse_error(const std::string& yaml, const std::vector<std::string>&
   return user_error_of([&] { parse_config(yaml, "bad.yaml", overrides); });
 }
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
-#define EXPECT_LACKS(text, part) EXPECT_EQ((text).find(part), std::string::npos) << "in: " << (text)
 
 void expect_same_optim(const OptimConfig& a, const OptimConfig& b, const std::string& which) {
   SCOPED_TRACE(which);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "config/config.h"
 #include "data/dataset_h5.h"
 #include "data/image_source.h"
@@ -22,27 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / fmt::format("gt_dataset_{}_{}_{}", test->name(), ::getpid(),
-                                                   std::chrono::steady_clock::now().time_since_epoch().count());
-    fs::create_directories(dir_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-  const fs::path& path() const { return dir_; }
-
- private:
-  fs::path dir_;
-};
+using gt::test::TempDir;
 
 // Pixel byte `offset` of image `index`: the first 4 bytes spell the index, the rest mix index and offset,
 // so a read from the wrong place, or a byte shifted, shows.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "core/rng.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -21,7 +22,6 @@
 #include "nn/layers.h"
 #include "train/cpu_step.h"
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
 namespace gt {
 namespace {

@@ -5,11 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
 #include "parallel/gpu_placement.h"
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE((text).find(part), std::string::npos) << "in: " << (text)
 
 namespace gt {
 namespace {

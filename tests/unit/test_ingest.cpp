@@ -19,6 +19,7 @@
 // jpeglib.h needs size_t and FILE declared first.
 #include <jpeglib.h>
 
+#include "common/test_util.h"
 #include "core/error.h"
 #include "data/dataset_h5.h"
 #include "data/image_decode.h"
@@ -33,21 +34,7 @@ using Bytes = std::vector<uint8_t>;
 
 // ---- fixtures ------------------------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / fmt::format("gt_ingest_{}_{}", test->name(), ::getpid());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using gt::test::TempDir;
 
 void write_file(const std::string& path, const Bytes& bytes) {
   fs::create_directories(fs::path(path).parent_path());
