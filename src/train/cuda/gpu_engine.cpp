@@ -266,8 +266,10 @@ class GpuEngine final : public StepEngine {
     int max_sharing = 1;
     for (const DeviceAssignment& a : placed) max_sharing = std::max(max_sharing, a.sharing);
     ordinal = placed[static_cast<size_t>(comm_.rank())].ordinal;
-    if (choose_device_collectives(opt_.dist_backend, max_sharing, nccl_unavailable_reason()) ==
-        DeviceCollectives::nccl) {
+    // dist.backend decides (parallel/launch.h); a refusal is agreed, so every rank reports it once.
+    DeviceCollectives which = DeviceCollectives::staged;
+    run_agreed(comm_, [&] { which = choose_device_collectives(opt_.dist_backend, max_sharing, nccl_unavailable_reason()); });
+    if (which == DeviceCollectives::nccl) {
 #if GANTRAIN_HAVE_NCCL
       std::unique_ptr<NcclCommunicator> nc = make_nccl_communicator(borrow_communicator(comm_), opt_.timeout_s);
       go.device = nc->device();
