@@ -2,7 +2,7 @@
 //
 //   mpirun -np 2 build/bench/bench_allreduce [--min-bytes 8] [--max-bytes 128M] [--factor 4] [--iters 20]
 //                                            [--warmup 5] [--type float|double] [--op sum|avg] [--json FILE]
-//                                            [--backend auto|mpi|local|nccl] [--device-buffers]
+//                                            [--backend auto|mpi|local|nccl] [--device-buffers]   (--help: all)
 //
 // --backend nccl all-reduces device buffers with NCCL (one rank per GPU); --device-buffers makes the MPI
 // (or local) communicator take device buffers, staged through pinned host memory (ranks may share a GPU).
@@ -15,6 +15,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -63,43 +64,55 @@ struct Options {
   bool device_buffers = false;  // implied by --backend nccl
 };
 
-int64_t parse_bytes(const std::string& s) {
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  const std::string unit = end ? end : "";
-  if (unit == "K" || unit == "k") v *= 1024;
-  else if (unit == "M") v *= 1024 * 1024;
-  else if (unit == "G") v *= 1024.0 * 1024 * 1024;
-  else if (!unit.empty()) gt::user_error("'{}' is not a size (e.g. 8, 64K, 128M)", s);
-  return static_cast<int64_t>(v);
+// CLI11 transform of --min-bytes and --max-bytes: "8", "64K", "128M", "1G" (binary units; the number may
+// have a fraction, "0.5K") becomes the byte count as text, which CLI11 then reads into the int64_t.
+CLI::Validator byte_size() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        const char* begin = text.c_str();
+        char* end = nullptr;
+        double v = std::strtod(begin, &end);
+        const std::string unit = end;
+        if (end == begin) return "'" + text + "' is not a size (e.g. 8, 64K, 128M)";
+        if (unit == "K" || unit == "k") v *= 1024;
+        else if (unit == "M") v *= 1024.0 * 1024;
+        else if (unit == "G") v *= 1024.0 * 1024 * 1024;
+        else if (!unit.empty()) return "'" + text + "' is not a size (e.g. 8, 64K, 128M)";
+        if (!(v >= 1) || v > 0x1p62) return "'" + text + "' is out of range (1 byte to 4 EiB)";
+        text = std::to_string(static_cast<int64_t>(v));
+        return "";
+      },
+      "SIZE", "byte size");
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) gt::user_error("{} needs a value", a);
-      return argv[++i];
-    };
-    if (a == "--min-bytes") o.min_bytes = parse_bytes(value());
-    else if (a == "--max-bytes") o.max_bytes = parse_bytes(value());
-    else if (a == "--factor") o.factor = std::atoi(value().c_str());
-    else if (a == "--iters") o.iters = std::atoi(value().c_str());
-    else if (a == "--warmup") o.warmup = std::atoi(value().c_str());
-    else if (a == "--type") o.type = value();
-    else if (a == "--op") o.op = value();
-    else if (a == "--json") o.json = value();
-    else if (a == "--backend") o.backend = value();
-    else if (a == "--device-buffers") o.device_buffers = true;
-    else gt::user_error("unknown option {} (see the header of bench/allreduce/bench_allreduce.cpp)", a);
-  }
-  if (o.type != "float" && o.type != "double") gt::user_error("--type must be float or double, got {}", o.type);
-  if (o.op != "sum" && o.op != "avg") gt::user_error("--op must be sum or avg, got {}", o.op);
-  if (o.backend == "nccl") o.device_buffers = true;
-  if (o.factor < 2 || o.iters < 1 || o.warmup < 0 || o.min_bytes < 1 || o.max_bytes < o.min_bytes)
-    gt::user_error("need --factor >= 2, --iters >= 1, --warmup >= 0 and 1 <= --min-bytes <= --max-bytes");
-  return o;
+// The options on the command line; every rank parses the same argv, so all of them fail alike.
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--min-bytes", o.min_bytes, "smallest message, bytes (suffix K, M or G: binary units)")
+      ->transform(byte_size())
+      ->capture_default_str();
+  app.add_option("--max-bytes", o.max_bytes, "largest message, bytes (suffix K, M or G; at least --min-bytes)")
+      ->transform(byte_size())
+      ->capture_default_str();
+  app.add_option("--factor", o.factor, "each size is the previous one times this")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1 << 20));
+  app.add_option("--iters", o.iters, "timed iterations per size at most (fewer above ~1 s each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--warmup", o.warmup, "untimed iterations per size first")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--type", o.type, "element type")->capture_default_str()->check(CLI::IsMember({"float", "double"}));
+  app.add_option("--op", o.op, "reduction")->capture_default_str()->check(CLI::IsMember({"sum", "avg"}));
+  app.add_option("--json", o.json,
+                 "write the results here (default: bench/results/allreduce_<date>_<host>_np<N>.json)");
+  app.add_option("--backend", o.backend,
+                 "communicator: auto (MPI under a launcher, else local), mpi, local, or nccl (device buffers, one "
+                 "rank per GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "mpi", "local", "nccl"}));
+  app.add_flag("--device-buffers", o.device_buffers,
+               "all-reduce device buffers through the MPI or local communicator, staged through pinned host memory");
 }
 
 struct Result {
@@ -411,8 +424,22 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   gt::MpiRuntime mpi(&argc, &argv);
+  Options o;
+  CLI::App app{"All-reduce bandwidth of gantrain's communicator, nccl-tests style: a table on stdout and a JSON "
+               "file. Run under mpirun for more than one rank."};
+  add_options(app, o);
   try {
-    return run(parse(argc, argv));
+    app.parse(argc, argv);
+    if (o.max_bytes < o.min_bytes)
+      throw CLI::ValidationError("--max-bytes", fmt::format("{} is below --min-bytes {}", o.max_bytes, o.min_bytes));
+  } catch (const CLI::ParseError& e) {
+    // Every rank parsed the same command line and failed alike: rank 0 speaks for all, none waits.
+    const int rc = mpi.rank() == 0 ? app.exit(e) : e.get_exit_code();
+    return rc == 0 ? 0 : 2;
+  }
+  if (o.backend == "nccl") o.device_buffers = true;
+  try {
+    return run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%sbench_allreduce: %s\n", gt::rank_prefix(mpi.rank(), mpi.world_size(), gt::host_name()).c_str(),
                  e.what());

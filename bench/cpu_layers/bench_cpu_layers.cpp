@@ -2,13 +2,12 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <random>
@@ -48,34 +47,6 @@ struct Options {
   // (time spent waiting for a core is not counted).
   std::string clock = "wall";
 };
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* flag) {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", flag);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (!std::strcmp(argv[i], "--batch")) o.batch = std::atoi(value("--batch"));
-    else if (!std::strcmp(argv[i], "--iters")) o.iters = std::atoi(value("--iters"));
-    else if (!std::strcmp(argv[i], "--warmup")) o.warmup = std::atoi(value("--warmup"));
-    else if (!std::strcmp(argv[i], "--json")) o.json = value("--json");
-    else if (!std::strcmp(argv[i], "--clock")) o.clock = value("--clock");
-    else {
-      std::fprintf(stderr,
-                   "usage: bench_cpu_layers [--batch N] [--iters N] [--warmup N] [--clock wall|cpu] [--json FILE]\n");
-      std::exit(2);
-    }
-  }
-  if (o.batch < 2 || o.iters < 1 || o.warmup < 0 || (o.clock != "wall" && o.clock != "cpu")) {
-    std::fprintf(stderr, "--batch must be >= 2, --iters >= 1, --warmup >= 0, --clock wall or cpu\n");
-    std::exit(2);
-  }
-  return o;
-}
 
 constexpr int kNz = 64, kWidth = 32, kImage = 32, kChannels = 1;
 
@@ -187,7 +158,24 @@ double time_step(gt::Sequential& g, gt::Sequential& d, const gt::Tensor& z, cons
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o;
+  CLI::App app{"Times the CPU layers of the demo DCGAN (32x32x1, nz 64, ngf = ndf = 32) one by one, and the layer "
+               "work of a whole D+G step."};
+  app.add_option("--batch", o.batch, "batch size")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  app.add_option("--iters", o.iters, "timed iterations")->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--warmup", o.warmup, "untimed iterations first")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--clock", o.clock,
+                 "wall: elapsed time; cpu: this process's CPU time (single-threaded runs on a busy machine)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"wall", "cpu"}));
+  app.add_option("--json", o.json, "write the figures to this JSON file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   std::mt19937 rng(1234);
   gt::Sequential g = make_generator(), d = make_discriminator();
   init_dcgan(g, rng);

@@ -131,7 +131,11 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--seed", o.seed, "seed of weights, batch and noise")->capture_default_str();
   app.add_option("--json", o.json_path, "write the figures to this JSON file");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2, as every gantrain program's do
+  }
   try {
     return run(o);
   } catch (const gt::UserError& e) {

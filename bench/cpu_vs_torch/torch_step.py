@@ -2,8 +2,8 @@
 """Times the DCGAN training step of bench_cpu_step.cpp in PyTorch on the CPU: warm-up, median of N steps, JSON out.
 
 The step is the classic PyTorch DCGAN one (D on real and on fake.detach(), optD.step, then G through the
-updated D, optG.step) with BCEWithLogitsLoss and Adam(lr 2e-4, betas (0.5, 0.999)); the layers are the
-same as gantrain's (tests/oracle/test_dcgan_oracle.py checks that they compute the same thing).
+updated D, optG.step) with BCEWithLogitsLoss and Adam(lr 2e-4, betas (0.5, 0.999)); the model is
+tools/torch_dcgan.py's, the one tests/oracle/test_dcgan_oracle.py checks against gantrain's layers.
 
 Usage: /usr/bin/python3 torch_step.py [--threads N] [--batch 128] [--steps 10] [--warmup 3] [--json FILE]
 """
@@ -11,52 +11,20 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
 
-
-def stages_for(resolution):
-    return {32: 3, 64: 4, 128: 5}[resolution]
-
-
-def make_generator(nz, ngf, nc, resolution):
-    stages = stages_for(resolution)
-    width = ngf * 2 ** (stages - 1)
-    layers = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
-    for _ in range(stages - 1):
-        layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
-                   nn.ReLU(True)]
-        width //= 2
-    layers += [nn.ConvTranspose2d(width, nc, 4, 2, 1, bias=False), nn.Tanh()]
-    return nn.Sequential(*layers)
-
-
-def make_discriminator(ndf, nc, resolution):
-    stages = stages_for(resolution)
-    width = ndf
-    layers = [nn.Conv2d(nc, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
-    for _ in range(stages - 1):
-        layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                   nn.LeakyReLU(0.2, inplace=True)]
-        width *= 2
-    layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False), nn.Flatten(0)]
-    return nn.Sequential(*layers)
-
-
-def dcgan_weights_init(m):
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from torch_dcgan import Discriminator, Generator, dcgan_weights_init  # noqa: E402
 
 
 def time_steps(args):
     torch.manual_seed(args.seed)
-    netG = make_generator(args.nz, args.g_width, args.channels, args.resolution)
-    netD = make_discriminator(args.d_width, args.channels, args.resolution)
+    netG = Generator(args.nz, args.g_width, args.channels, args.resolution)
+    netD = Discriminator(args.d_width, args.channels, args.resolution)
     netG.apply(dcgan_weights_init)
     netD.apply(dcgan_weights_init)
     optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -1,10 +1,42 @@
 // Times the CUDA backend's kernels on DCGAN-64 shapes (cuDNN convolutions per layer and direction, batch norm, activations, Adam, noise, image conversion) against measured ceilings; prints a table, writes JSON.
 //
-// Usage: bench_gpu_kernels [--batch N] [--reps N] [--json FILE]
+// Usage: bench_gpu_kernels [--batch 256] [--reps 20] [--json FILE]   (--help: what each means)
 // Each row: the shape, the median time over --reps launches after 3 warm-ups (CUDA events), the
 // useful work (FLOPs for convolutions, the fewest bytes for memory-bound kernels: each input read and
 // each output written once), and that work over time as a fraction of the measured ceiling (a large
 // device-to-device copy for bandwidth, an 8192^3 SGEMM in the row's precision for FLOP/s).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct Options {
+  int batch = 256;
+  int reps = 20;
+  std::string json_path;
+};
+
+// Parses the command line into o; returns -1 to go on, else the exit status (0 after --help, 2 for bad usage).
+// A build without CUDA parses too, so that --help and usage errors behave the same there.
+int parse(int argc, char** argv, Options& o) {
+  CLI::App app{"Times the CUDA backend's kernels on DCGAN-64 shapes against measured ceilings (copy bandwidth, "
+               "SGEMM FLOP/s); a table and optionally JSON."};
+  app.add_option("--batch", o.batch, "batch size of every shape")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  app.add_option("--reps", o.reps, "timed launches per kernel (median), after 3 warm-ups")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--json", o.json_path, "write every row and the ceilings to this JSON file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return -1;
+}
+
+}  // namespace
+
 #ifdef GANTRAIN_HAVE_CUDA
 
 #include <algorithm>
@@ -34,38 +66,6 @@ namespace {
 
 using gt::cuda::DeviceBuffer;
 using gt::cuda::Precision;
-
-struct Options {
-  int batch = 256;
-  int reps = 20;
-  std::string json_path;
-};
-
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_gpu_kernels: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--batch") o.batch = std::atoi(value().c_str());
-    else if (a == "--reps") o.reps = std::atoi(value().c_str());
-    else if (a == "--json") o.json_path = value();
-    else {
-      std::fprintf(stderr, "bench_gpu_kernels: unknown argument '%s' (--batch N, --reps N, --json FILE)\n", a.c_str());
-      std::exit(2);
-    }
-  }
-  if (o.batch < 1 || o.reps < 1) {
-    std::fprintf(stderr, "bench_gpu_kernels: --batch and --reps must be positive\n");
-    std::exit(2);
-  }
-  return o;
-}
 
 // Median milliseconds of one call of fn over reps, after warm-ups, timed with events on stream.
 double median_ms(cudaStream_t stream, int reps, const std::function<void()>& fn) {
@@ -265,7 +265,8 @@ void bench_memory_bound(std::vector<Row>& rows, gt::cuda::GpuContext& ctx, doubl
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options opt = parse(argc, argv);
+  Options opt;
+  if (const int rc = parse(argc, argv, opt); rc >= 0) return rc;
   const gt::cuda::DeviceReport dev = gt::cuda::query_devices();
   if (dev.count == 0) {
     std::printf("bench_gpu_kernels: no usable CUDA device (%s); nothing to time\n", dev.reason.c_str());
@@ -317,8 +318,9 @@ int main(int argc, char** argv) {
 }
 
 #else
-#include <cstdio>
-int main() {
+int main(int argc, char** argv) {
+  Options opt;
+  if (const int rc = parse(argc, argv, opt); rc >= 0) return rc;
   std::printf("bench_gpu_kernels: built without CUDA (GANTRAIN_CUDA=OFF); nothing to time\n");
   return 0;
 }

@@ -2,6 +2,7 @@
 //
 // Usage: bench_loader [--dir DIR] [--res 64,256] [--ranks 1,2,4] [--threads 1,2] [--batch64 1024]
 //                     [--batch256 128] [--prefetch 4] [--images64 50000] [--images256 5000] [--json FILE] [--keep]
+//                     (--help: what each means)
 // Writes one dataset per resolution into DIR (default: the system temp dir), then for each cache
 // state (warm: read once beforehand; cold: dropped with posix_fadvise DONTNEED), rank count and
 // loader thread count starts that many worker processes (this program with --worker) that each run one epoch of their shard
@@ -14,13 +15,13 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -65,52 +66,62 @@ struct Options {
   int res = 0, rank = 0, world = 1;
 };
 
-std::vector<int> int_list(const char* text) {
-  std::vector<int> out;
-  for (const char* p = text; *p;) {
-    out.push_back(std::atoi(p));
-    p = std::strchr(p, ',');
-    if (!p) break;
-    ++p;
-  }
-  return out;
+// The options on the command line: the driver's, and the hidden ones the driver gives the workers it starts.
+constexpr int64_t kMaxCount = int64_t{1} << 40;  // bound of image counts and batches, far above any real one
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--dir", o.dir, "where the datasets are written (and removed after, unless --keep)")
+      ->capture_default_str()
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--res", o.resolutions,
+                 "image sizes, comma-separated (up to 64: the 64 settings, above: the 256 ones)")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--ranks", o.ranks, "simulated ranks (worker processes), comma-separated")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--threads", o.thread_counts, "loader threads per rank, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--batch64", o.batch64, "global batch at resolutions up to 64")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, kMaxCount));
+  app.add_option("--batch256", o.batch256, "global batch above 64")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, kMaxCount));
+  app.add_option("--prefetch", o.prefetch, "batches each loader reads ahead (0: read inside next())")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--images64", o.images64, "images in the dataset at resolutions up to 64")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, kMaxCount));
+  app.add_option("--images256", o.images256, "images in the dataset above 64")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, kMaxCount));
+  app.add_option("--json", o.json, "write the results here (default: bench/results/loader_<date>_<host>.json)");
+  app.add_flag("--keep", o.keep, "keep the datasets written into --dir");
+  // Worker mode: one simulated rank, started by the driver; the empty group hides these from --help.
+  const std::string worker;
+  app.add_flag("--worker", o.worker, "run one rank's epoch and print its JSON line")->group(worker);
+  app.add_option("--path", o.path, "worker: the dataset")->group(worker);
+  app.add_option("--resolution", o.res, "worker: its image size")->group(worker)->check(CLI::Range(1, 4096));
+  app.add_option("--rank", o.rank, "worker: its rank")->group(worker)->check(CLI::Range(0, 1023));
+  app.add_option("--world", o.world, "worker: the rank count")->group(worker)->check(CLI::Range(1, 1024));
+  app.add_option("--batch", o.batch, "worker: the global batch")
+      ->group(worker)
+      ->check(CLI::Range(int64_t{1}, kMaxCount));
+  app.add_option("--worker-threads", o.threads, "worker: its loader threads")->group(worker)->check(CLI::Range(1, 256));
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* flag) {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", flag);
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    const char* a = argv[i];
-    if (!std::strcmp(a, "--dir")) o.dir = value(a);
-    else if (!std::strcmp(a, "--res")) o.resolutions = int_list(value(a));
-    else if (!std::strcmp(a, "--ranks")) o.ranks = int_list(value(a));
-    else if (!std::strcmp(a, "--threads")) o.thread_counts = int_list(value(a));
-    else if (!std::strcmp(a, "--worker-threads")) o.threads = std::atoi(value(a));
-    else if (!std::strcmp(a, "--batch")) o.batch = std::atoll(value(a));
-    else if (!std::strcmp(a, "--batch64")) o.batch64 = std::atoll(value(a));
-    else if (!std::strcmp(a, "--batch256")) o.batch256 = std::atoll(value(a));
-    else if (!std::strcmp(a, "--prefetch")) o.prefetch = std::atoi(value(a));
-    else if (!std::strcmp(a, "--images64")) o.images64 = std::atoll(value(a));
-    else if (!std::strcmp(a, "--images256")) o.images256 = std::atoll(value(a));
-    else if (!std::strcmp(a, "--json")) o.json = value(a);
-    else if (!std::strcmp(a, "--keep")) o.keep = true;
-    else if (!std::strcmp(a, "--worker")) o.worker = true;
-    else if (!std::strcmp(a, "--path")) o.path = value(a);
-    else if (!std::strcmp(a, "--resolution")) o.res = std::atoi(value(a));
-    else if (!std::strcmp(a, "--rank")) o.rank = std::atoi(value(a));
-    else if (!std::strcmp(a, "--world")) o.world = std::atoi(value(a));
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment at the top of bench_loader.cpp)\n", a);
-      std::exit(2);
-    }
-  }
-  return o;
+// A worker needs its dataset, resolution and batch, and a rank inside its world.
+void check_worker_options(const Options& o) {
+  if (!o.worker) return;
+  if (o.path.empty() || o.res == 0 || o.batch == 0)
+    throw CLI::ValidationError("--worker", "needs --path, --resolution and --batch");
+  if (o.rank >= o.world)
+    throw CLI::ValidationError("--rank", fmt::format("{} is not below --world {}", o.rank, o.world));
 }
 
 // ---- worker: one simulated rank --------------------------------------------------------------------
@@ -386,8 +397,17 @@ int run_driver(const Options& o, const std::string& exe) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Images/s the HDF5 loader delivers per rank (ranks simulated as processes), page-cached and cold "
+               "file; a table and a JSON file."};
+  add_options(app, o);
   try {
-    const Options o = parse(argc, argv);
+    app.parse(argc, argv);
+    check_worker_options(o);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
     if (o.worker) return run_worker(o);
     return run_driver(o, fs::read_symlink("/proc/self/exe").string());
   } catch (const std::exception& e) {

@@ -353,7 +353,11 @@ int main(int argc, char** argv) {
   app.add_option("--commit", o.commit, "revision to record (default: the one compiled in)");
   app.add_option("--json", o.json_path, "write every figure to this JSON file");
   app.add_flag("--flops-only", o.flops_only, "print the model FLOP count per batch and exit (no engine, no device)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2, as every gantrain program's do
+  }
   try {
     return run(o);
   } catch (const gt::UserError& e) {

@@ -4,9 +4,9 @@
 PyTorch modes: eager_fp32 (TF32 off), eager_tf32, amp_bf16_cl (autocast bf16, channels_last),
 compile_bf16_cl (torch.compile of the amp_bf16_cl step). Each mode's failure (out of memory, a compile
 error, torch.compile missing) is recorded in its row; the table always comes out. The step is that of
-bench/cpu_vs_torch/torch_step.py with the same model builders: D on real and on fake.detach(), optD.step,
-G through the updated D on the same fakes, optG.step; BCEWithLogitsLoss; Adam lr 2e-4, betas (0.5, 0.999)
-(fused on CUDA where torch has it). Timed with CUDA events around the whole step, median of --steps.
+bench/cpu_vs_torch/torch_step.py with the same model (tools/torch_dcgan.py): D on real and on
+fake.detach(), optD.step, G through the updated D on the same fakes, optG.step; BCEWithLogitsLoss; Adam
+lr 2e-4, betas (0.5, 0.999) (fused on CUDA where torch has it). Timed with CUDA events around the whole step, median of --steps.
 
 Then bench_throughput (--bench PATH) runs gantrain's engine for the same batches and --precisions, and
 one table prints rows (batch, mode) with images/s, ms/step, MFU and speed relative to the fastest
@@ -46,8 +46,8 @@ import torch.nn as nn  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "bench", "cpu_vs_torch"))
-from torch_step import dcgan_weights_init, make_discriminator, make_generator  # noqa: E402
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from torch_dcgan import Discriminator, Generator, dcgan_weights_init  # noqa: E402
 
 TORCH_MODES = ["eager_fp32", "eager_tf32", "amp_bf16_cl", "compile_bf16_cl"]
 MODE_MATH = {"eager_fp32": "fp32", "eager_tf32": "tf32", "amp_bf16_cl": "bf16", "compile_bf16_cl": "bf16"}
@@ -78,8 +78,8 @@ def conv_macs(model, input_shape):
 
 def step_flops(cfg, batch):
     """bench_throughput's count: G fwd, D fwd+bwd on real and on fake, D fwd + data-grad bwd for G, G bwd."""
-    g = conv_macs(make_generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res), (1, cfg.nz, 1, 1))
-    d = conv_macs(make_discriminator(cfg.ndf, cfg.channels, cfg.res), (1, cfg.channels, cfg.res, cfg.res))
+    g = conv_macs(Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res), (1, cfg.nz, 1, 1))
+    d = conv_macs(Discriminator(cfg.ndf, cfg.channels, cfg.res), (1, cfg.channels, cfg.res, cfg.res))
     gf, g1, df, d1 = sum(g) * batch, g[0] * batch, sum(d) * batch, d[0] * batch
     return 2 * (3 * gf - g1 + 8 * df - 2 * d1)
 
@@ -94,8 +94,8 @@ def build_step(mode, cfg, batch, dev):
         torch.backends.cudnn.benchmark = True
     bf16 = MODE_MATH[mode] == "bf16"
     fmt = torch.channels_last if bf16 else torch.contiguous_format
-    netG = make_generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res).to(dev)
-    netD = make_discriminator(cfg.ndf, cfg.channels, cfg.res).to(dev)
+    netG = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res).to(dev)
+    netD = Discriminator(cfg.ndf, cfg.channels, cfg.res).to(dev)
     netG.apply(dcgan_weights_init)
     netD.apply(dcgan_weights_init)
     netG, netD = netG.to(memory_format=fmt), netD.to(memory_format=fmt)

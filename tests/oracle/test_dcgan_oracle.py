@@ -40,6 +40,10 @@ except ImportError as missing:  # the oracle needs Debian's python3-torch and py
           "run it with /usr/bin/python3")
     sys.exit(1 if required else SKIP_EXIT)
 
+# The classic PyTorch DCGAN (pytorch/examples' dcgan without the final Sigmoid), shared with the benchmarks.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from torch_dcgan import Discriminator, Generator, dcgan_weights_init, load_from_checkpoint  # noqa: E402
+
 # ---- tolerances ------------------------------------------------------------------------------------
 # Measured against torch 1.13 with 1 and 2 threads (the numbers in brackets), so each bound has a
 # margin of 10x or more over what float32 summation order explains and is far below what a wrong
@@ -65,54 +69,6 @@ GRAD_NOISE_FLOOR = 1e-4
 OPTIM_TOL = 1e-5
 
 TORCH_THREADS = 2
-
-
-# ---- the classic PyTorch DCGAN (as in pytorch/examples dcgan, without the final Sigmoid) -------------
-def stages_for(resolution):
-    return {32: 3, 64: 4, 128: 5}[resolution]
-
-
-class Generator(nn.Module):
-    def __init__(self, nz, ngf, nc, resolution):
-        super().__init__()
-        stages = stages_for(resolution)
-        width = ngf * 2 ** (stages - 1)
-        layers = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
-        for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
-                       nn.ReLU(True)]
-            width //= 2
-        layers += [nn.ConvTranspose2d(width, nc, 4, 2, 1, bias=False), nn.Tanh()]
-        self.main = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.main(z)
-
-
-class Discriminator(nn.Module):
-    def __init__(self, ndf, nc, resolution):
-        super().__init__()
-        stages = stages_for(resolution)
-        width = ndf
-        layers = [nn.Conv2d(nc, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
-        for _ in range(stages - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                       nn.LeakyReLU(0.2, inplace=True)]
-            width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]  # logits: BCEWithLogitsLoss instead of Sigmoid
-        self.main = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.main(x).view(-1)
-
-
-def dcgan_weights_init(m):
-    name = m.__class__.__name__
-    if name.find("Conv") != -1:
-        nn.init.normal_(m.weight.data, 0.0, 0.02)
-    elif name.find("BatchNorm") != -1:
-        nn.init.normal_(m.weight.data, 1.0, 0.02)
-        nn.init.constant_(m.bias.data, 0)
 
 
 def perturb_bn_buffers(net, gen):
@@ -489,7 +445,6 @@ SAMPLE_RUNS = {  # overrides of config/tiny.yaml: the gray 32x32 model, and an R
 
 
 def run_sample_case(exe, workdir):
-    import yaml
     report = Report("sample_from_checkpoint")
     src = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     for label, overrides in SAMPLE_RUNS.items():
@@ -500,13 +455,9 @@ def run_sample_case(exe, workdir):
         ckpt = os.path.join(out, label, "checkpoints", "ckpt_00000006.h5")
         samples = os.path.join(workdir, f"samples_{label}.h5")
         run_tool(exe, ["sample", "--checkpoint", ckpt, "--n", "7", "--seed", "3", "--out", samples])
-        with h5py.File(ckpt, "r") as f:
-            cfg = yaml.safe_load(f["meta"].attrs["config"])["model"]
-            state = {k: torch.from_numpy(np.array(v[()])) for k, v in f["G/params"].items()}
         with h5py.File(samples, "r") as f:
             z, images = f["z"][()], f["images"][()]
-        netG = Generator(cfg["nz"], cfg["g_width"], cfg["channels"], cfg["resolution"])
-        netG.load_state_dict(state)
+        netG = load_from_checkpoint(ckpt, "G")
         netG.eval()
         with torch.no_grad():
             ref = netG(torch.from_numpy(z).view(z.shape[0], z.shape[1], 1, 1)).numpy()
@@ -518,6 +469,13 @@ def run_sample_case(exe, workdir):
         differs = float(np.max(np.abs(other - ref))) / float(np.max(np.abs(ref)))
         report.add(f"{label}/train-mode differs", ref.shape, differs, float(np.max(np.abs(ref))), differs,
                    "> 100 tol", differs > 100 * FORWARD_TOL)
+        # D loads too (load_state_dict is strict: every name and shape of /D/params) and scores the samples.
+        netD = load_from_checkpoint(ckpt, "D").eval()
+        with torch.no_grad():
+            logits = netD(torch.from_numpy(images)).numpy()
+        scored = logits.shape == (images.shape[0],) and bool(np.all(np.isfinite(logits)))
+        report.add(f"{label}/D from checkpoint", logits.shape, 0.0, float(np.max(np.abs(logits))), 0.0,
+                   "loads, [N] finite", scored)
     return report
 
 
