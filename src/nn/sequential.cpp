@@ -55,7 +55,9 @@ Tensor Sequential::forward(const Tensor& x, Mode mode) {
   return h;
 }
 
-Tensor Sequential::backward(const Tensor& dy) { return backward(dy, {.param_grads = true, .input_grad = true}); }
+Tensor Sequential::backward(const Tensor& dy) {
+  return backward(dy, {.param_grads = true, .input_grad = true, .on_final = {}});
+}
 
 Tensor Sequential::backward(const Tensor& dy, const BackwardOptions& options) {
   // The CPU layers always accumulate their parameter gradients (param_grads false is allowed to skip them).

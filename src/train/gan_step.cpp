@@ -23,6 +23,21 @@ Tensor d_pass(GanStep& s, const Tensor& x, float target, StepScalar loss, const 
   return dx;
 }
 
+// Backward into the parameter gradients (on_final: the gradient bucketer's hook, when it reduces).
+BackwardOptions parameter_grads(std::function<void(int64_t)> on_final = {}) {
+  BackwardOptions o;
+  o.on_final = std::move(on_final);
+  return o;
+}
+
+// Backward to the input only: the G step's pass through D.
+BackwardOptions input_grad_only() {
+  BackwardOptions o;
+  o.param_grads = false;
+  o.input_grad = true;
+  return o;
+}
+
 }  // namespace
 
 Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
@@ -32,9 +47,9 @@ Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
   // several ranks, D's gradients are summed over them while the second backward runs.
   s.D.zero_grad();
   const StepScalar prob_real = StepScalar::prob_real, prob_fake = StepScalar::prob_fake;
-  d_pass(s, real, 1.f, StepScalar::loss_real, &prob_real, {.param_grads = true});
+  d_pass(s, real, 1.f, StepScalar::loss_real, &prob_real, parameter_grads());
   s.reduce_d.arm();
-  d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, {.param_grads = true, .on_final = s.reduce_d.hook()});
+  d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, parameter_grads(s.reduce_d.hook()));
   s.reduce_d.finish();
   s.opt_d.update(s.clip_grad_norm);
 
@@ -42,9 +57,9 @@ Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
   // gradients of this pass are not needed.
   s.G.zero_grad();
   const size_t mark = s.ops.mark();
-  Tensor dfake = d_pass(s, fake, 1.f, StepScalar::loss_g, nullptr, {.param_grads = false, .input_grad = true});
+  Tensor dfake = d_pass(s, fake, 1.f, StepScalar::loss_g, nullptr, input_grad_only());
   s.reduce_g.arm();
-  s.G.backward(dfake, {.param_grads = true, .on_final = s.reduce_g.hook()});
+  s.G.backward(dfake, parameter_grads(s.reduce_g.hook()));
   s.reduce_g.finish();
   s.ops.release(mark);
   s.opt_g.update(s.clip_grad_norm);
