@@ -3,7 +3,9 @@
 // C++17-clean and free of fmt: the CUDA backend's .cu files include it (through cuda/precision.h).
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string>
+#include <vector>
 
 namespace gt {
 
@@ -46,6 +48,12 @@ constexpr size_t choice_count() {
 template <class E>
 constexpr const char* choice_name(E e) {
   return static_cast<size_t>(e) < choice_count<E>() ? ChoiceNames<E>::names[static_cast<size_t>(e)] : "?";
+}
+
+// Every name of E, in enum order.
+template <class E>
+std::vector<std::string> choice_names() {
+  return std::vector<std::string>(std::begin(ChoiceNames<E>::names), std::end(ChoiceNames<E>::names));
 }
 
 // The choice whose name is text; false (value untouched) when there is none.

@@ -64,9 +64,7 @@ Rule file_name() {
 // The rule of an enum key: its names.
 template <class E>
 Rule choices_of() {
-  Rule r;
-  for (size_t i = 0; i < choice_count<E>(); ++i) r.choices.push_back(ChoiceNames<E>::names[i]);
-  return r;
+  return one_of(choice_names<E>());
 }
 
 // Binds a key to a Config member expression, e.g. GT_BIND(model.nz).

@@ -25,7 +25,7 @@ ChoiceRef choice_ref(E* field) {
   ChoiceRef r;
   r.get = [field] { return std::string(choice_name(*field)); };
   r.set = [field](const std::string& text) { return parse_choice(text, field); };
-  for (size_t i = 0; i < choice_count<E>(); ++i) r.names.push_back(ChoiceNames<E>::names[i]);
+  r.names = choice_names<E>();
   return r;
 }
 

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "parallel/communicator.h"
-#include "parallel/gradient_bucketer.h"
 #include "train/loss.h"
+#include "train/step_parts.h"
 
 namespace gt {
 
@@ -28,12 +28,9 @@ void CpuStepOps::bce_with_logits(const Tensor& logits, float target, float scale
 
 StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
   auto alone = make_local_communicator();
-  GradientBucketer reduce_g(*alone, m.G->flat_grads(), m.G->flat_size(), 1 << 20);
-  GradientBucketer reduce_d(*alone, m.D->flat_grads(), m.D->flat_size(), 1 << 20);
-  auto opt_g = make_net_optimizer(*m.opt_g, *m.G, *m.G), opt_d = make_net_optimizer(*m.opt_d, *m.D, *m.D);
   CpuStepOps ops;
-  GanStep step{*m.G, *m.D, *opt_g, *opt_d, reduce_g, reduce_d, ops, options.clip_grad_norm, options.loss_scale};
-  Tensor fake = run_gan_step(step, real, z.reshaped({z.dim(0), z.dim(1), 1, 1}));
+  StepParts parts(m, *m.G, *m.D, *alone, ops, {options.clip_grad_norm, options.loss_scale});
+  Tensor fake = run_gan_step(parts.step(), real, z.reshaped({z.dim(0), z.dim(1), 1, 1}));
   StepResult r = step_result(ops.scalars(), options.loss_scale);
   r.fake = fake;
   return r;

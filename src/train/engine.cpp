@@ -5,8 +5,6 @@
 
 #include "core/rng.h"
 #include "parallel/communicator.h"
-#include "parallel/gradient_bucketer.h"
-#include "parallel/sync_batchnorm.h"
 #include "train/cpu_step.h"
 #if GANTRAIN_HAVE_CUDA
 #include "train/cuda/gpu_engine.h"
@@ -21,19 +19,10 @@ class CpuEngine final : public StepEngine {
   CpuEngine(const EngineOptions& opt, GanModels& m, Communicator& comm)
       : opt_(opt),
         m_(m),
-        reduce_g_(comm, m.G->flat_grads(), m.G->flat_size(), bucket_elems(opt)),
-        reduce_d_(comm, m.D->flat_grads(), m.D->flat_size(), bucket_elems(opt)),
-        opt_g_(make_net_optimizer(*m.opt_g, *m.G, *m.G)),
-        opt_d_(make_net_optimizer(*m.opt_d, *m.D, *m.D)),
-        step_{*m.G, *m.D, *opt_g_, *opt_d_, reduce_g_, reduce_d_, ops_, opt.clip_grad_norm, loss_scale(opt)},
-        z_({opt.local_batch, opt.nz, 1, 1}) {
-    // Batch norm over the global batch (with one rank the same bits as without); sync_bn false leaves each
-    // rank's shard to itself.
-    if (opt.sync_bn) {
-      m.G->set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
-      m.D->set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
-    }
-  }
+        // Batch norm over the global batch (with one rank the same bits as without); sync_bn false leaves
+        // each rank's shard to itself.
+        parts_(m, *m.G, *m.D, comm, ops_, opt.step_settings(opt.sync_bn)),
+        z_({opt.local_batch, opt.nz, 1, 1}) {}
 
   std::string describe() const override {
     const int t = omp_get_max_threads();
@@ -43,11 +32,11 @@ class CpuEngine final : public StepEngine {
   void submit(const Tensor& real, int64_t step) override {
     // This rank's rows of the global batch's noise: keyed by (seed, step, global index), as with one rank.
     fill_noise(z_.f32(), opt_.local_batch, opt_.nz, opt_.seed, static_cast<uint64_t>(step), opt_.shard_first);
-    fake_ = run_gan_step(step_, real, z_);
+    fake_ = run_gan_step(parts_.step(), real, z_);
   }
 
   StepResult wait() override {
-    StepResult r = step_result(ops_.scalars(), step_.loss_scale);
+    StepResult r = step_result(ops_.scalars(), parts_.loss_scale());
     r.fake = fake_;
     return r;
   }
@@ -55,17 +44,10 @@ class CpuEngine final : public StepEngine {
   void sync_to_host() override {}
 
  private:
-  static int64_t bucket_elems(const EngineOptions& o) { return std::max<int64_t>(o.bucket_bytes / 4, 1); }
-  static double loss_scale(const EngineOptions& o) {
-    return static_cast<double>(o.local_batch) / static_cast<double>(o.global_batch);
-  }
-
   EngineOptions opt_;
   GanModels& m_;
-  GradientBucketer reduce_g_, reduce_d_;
-  std::unique_ptr<DeviceOptimizer> opt_g_, opt_d_;
-  CpuStepOps ops_;
-  GanStep step_;
+  CpuStepOps ops_;  // before parts_, which holds a reference to it
+  StepParts parts_;
   Tensor z_, fake_;
 };
 

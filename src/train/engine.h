@@ -1,5 +1,6 @@
 // The step engine: what runs the training steps of G and D on one rank, on the CPU or on a GPU; the trainer drives it.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -8,6 +9,7 @@
 #include "core/tensor.h"
 #include "train/cpu_step.h"
 #include "train/gan_step.h"
+#include "train/step_parts.h"
 
 namespace gt {
 
@@ -34,6 +36,12 @@ struct EngineOptions {
   bool sync_bn = true;       // batch norm over the global batch when there are several ranks
   int64_t bucket_bytes = 25 << 20;
   int nz = 100;
+
+  // This rank's share of the global batch, and the step's settings that follow from the options.
+  double loss_scale() const { return static_cast<double>(local_batch) / static_cast<double>(global_batch); }
+  StepSettings step_settings(bool synchronized_bn) const {
+    return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn};
+  }
 };
 
 // One rank's engine. The host models (G, D and their optimizers) stay the source of truth at the edges:

@@ -21,10 +21,8 @@
 #include "parallel/communicator.h"
 #include "parallel/device_map.h"
 #include "parallel/gpu_placement.h"
-#include "parallel/gradient_bucketer.h"
 #include "parallel/launch.h"
-#include "parallel/sync_batchnorm.h"
-#include "train/net_optimizer.h"
+#include "train/step_parts.h"
 #if GANTRAIN_HAVE_NCCL
 #include "cuda/nccl_communicator.h"
 #endif
@@ -81,8 +79,7 @@ class GpuEngine final : public StepEngine {
   GpuEngine(const EngineOptions& opt, GanModels& host, Communicator& comm)
       : opt_(opt),
         host_(host),
-        comm_(comm),
-        share_(static_cast<double>(opt.local_batch) / static_cast<double>(opt.global_batch)) {
+        comm_(comm) {
     const Precision precision = opt.precision;
     fmt_ = {storage_type(precision), layout_of(opt.layout, precision)};
     open_device(precision);
@@ -90,17 +87,6 @@ class GpuEngine final : public StepEngine {
     image_shape_ = d_input_shape();
     G_ = std::make_unique<GpuNet>(*host.G, Shape{opt.nz, 1, 1}, *ctx_, *conv_, fmt_);
     D_ = std::make_unique<GpuNet>(*host.D, image_shape_, *ctx_, *conv_, fmt_);
-    if (dev_comm_ && opt.sync_bn) {
-      G_->set_batch_stats_reducer(sum_over_ranks(*dev_comm_), comm.world_size());
-      D_->set_batch_stats_reducer(sum_over_ranks(*dev_comm_), comm.world_size());
-    }
-    opt_g_ = make_net_optimizer(*host.opt_g, *host.G, *G_);
-    opt_d_ = make_net_optimizer(*host.opt_d, *host.D, *D_);
-    // One rank: the host communicator of a world of 1, with which the bucketers move nothing.
-    Communicator& grads_comm = dev_comm_ ? *dev_comm_ : comm_;
-    const int64_t bucket_elems = std::max<int64_t>(opt.bucket_bytes / 4, 1);
-    reduce_g_ = std::make_unique<GradientBucketer>(grads_comm, G_->flat_grads(), G_->flat_size(), bucket_elems);
-    reduce_d_ = std::make_unique<GradientBucketer>(grads_comm, D_->flat_grads(), D_->flat_size(), bucket_elems);
 
     const int64_t n = opt.local_batch;
     const int64_t image_numel = shape_numel(image_shape_);
@@ -121,8 +107,11 @@ class GpuEngine final : public StepEngine {
     G_->set_arena(arena_.get());
     D_->set_arena(arena_.get());
     ops_ = std::make_unique<GpuStepOps>(*arena_, ctx_->stream(), scalars_dev_.data(), fmt_.type);
-    step_ = std::make_unique<GanStep>(
-        GanStep{*G_, *D_, *opt_g_, *opt_d_, *reduce_g_, *reduce_d_, *ops_, opt.clip_grad_norm, share_});
+    // Device memory moves over the device collectives; with one rank there are none, and the host
+    // communicator of a world of 1 moves nothing (batch norm then needs no reducer).
+    Communicator& device_comm = dev_comm_ ? *dev_comm_ : comm_;
+    parts_ = std::make_unique<StepParts>(host, *G_, *D_, device_comm, *ops_,
+                                         opt.step_settings(dev_comm_ != nullptr && opt.sync_bn));
     use_graphs_ = opt.cuda_graph && comm.world_size() == 1;
     ctx_->synchronize();
   }
@@ -186,7 +175,7 @@ class GpuEngine final : public StepEngine {
     submitted_ = false;
     double v[kStepScalars];
     for (int k = 0; k < kStepScalars; ++k) v[k] = static_cast<double>(scalars_host_.f32()[k]);
-    return step_result(v, share_);
+    return step_result(v, parts_->loss_scale());
   }
 
   Tensor generate(const Tensor& z) override {
@@ -224,8 +213,7 @@ class GpuEngine final : public StepEngine {
     GT_CHECK(!submitted_, "sync_to_host() while a step is in flight");
     G_->download();
     D_->download();
-    opt_g_->sync_to_host();
-    opt_d_->sync_to_host();
+    parts_->sync_optimizers_to_host();
     ctx_->synchronize();
   }
 
@@ -310,7 +298,7 @@ class GpuEngine final : public StepEngine {
     void* z = arena_->allocate_bytes(static_cast<size_t>(N) * opt_.nz * data_type_size(t));
     convert(z, t, z_.data(), DataType::f32, static_cast<int64_t>(N) * opt_.nz, s);
     const DType dtype = G_->storage_dtype();
-    run_gan_step(*step_, Tensor::borrow({N, C, H, W}, dtype, Device::cuda, real),
+    run_gan_step(parts_->step(), Tensor::borrow({N, C, H, W}, dtype, Device::cuda, real),
                  Tensor::borrow({N, opt_.nz, 1, 1}, dtype, Device::cuda, z));
   }
 
@@ -324,15 +312,10 @@ class GpuEngine final : public StepEngine {
   std::unique_ptr<Communicator> dev_comm_;  // after ctx_: goes first, while its stream still exists
   std::unique_ptr<ConvEngine> conv_;
   std::unique_ptr<GpuNet> G_, D_;
-  std::unique_ptr<DeviceOptimizer> opt_g_, opt_d_;
-  std::unique_ptr<GradientBucketer> reduce_g_, reduce_d_;
   std::unique_ptr<DeviceArena> arena_;
   std::unique_ptr<GpuStepOps> ops_;
-  std::unique_ptr<GanStep> step_;
+  std::unique_ptr<StepParts> parts_;
   Shape image_shape_;  // [C, H, W]
-  // This rank's share of the global batch (local / global): each loss and its gradient are the global
-  // mean's share, as GanStep::loss_scale says.
-  double share_ = 1.0;
   DeviceBuffer<std::byte> real_dev_;
   DeviceBuffer<uint8_t> flips_;
   DeviceBuffer<float> z_, scalars_dev_;
