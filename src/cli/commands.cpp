@@ -62,7 +62,7 @@ int cmd_train(const TrainArgs& a) {
   run_agreed(*comm, [&] { other = replacement_communicator(*comm, cfg.dist.backend, cfg.dist.timeout_s); });
   if (other) comm = std::move(other);
   const TrainSummary s = train(cfg, *comm);
-  return s.stopped_by_signal ? kExitStoppedBySignal : 0;
+  return s.stopped_by_signal || s.stopped_by_time ? kExitStoppedBySignal : 0;
 }
 
 int cmd_info(const InfoArgs& a) {

@@ -24,7 +24,8 @@ struct IngestArgs {
   int size = 0, channels = 0, threads = 0;
 };
 
-// Exit code of a run stopped by SIGINT/SIGTERM after its checkpoint was written (docs/user-guide.md).
+// Exit code of a run stopped before its end (a stop signal, train.max_minutes) after its checkpoint was
+// written: a batch script requeues the job on it, and the same command resumes (docs/cluster.md).
 constexpr int kExitStoppedBySignal = 3;
 
 int cmd_train(const TrainArgs& a);

@@ -14,6 +14,8 @@ enum class Precision : uint8_t { fp32, tf32, bf16 };           // run.precision 
 enum class LayoutChoice : uint8_t { automatic, nchw, nhwc };   // run.layout (CUDA activations)
 enum class DistBackend : uint8_t { automatic, mpi, local, nccl };  // dist.backend
 enum class OptimizerKind : uint8_t { adam, rmsprop, sgd };     // optim.g.name, optim.d.name
+enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_signal (besides TERM and INT)
+enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
 
 // names[i] is the YAML text of the enum value i.
 template <class E>
@@ -37,6 +39,15 @@ struct ChoiceNames<DistBackend> {
 template <>
 struct ChoiceNames<OptimizerKind> {
   static constexpr const char* names[] = {"adam", "rmsprop", "sgd"};
+};
+
+template <>
+struct ChoiceNames<StopSignal> {
+  static constexpr const char* names[] = {"SIGUSR1", "SIGUSR2", "SIGHUP", "none"};
+};
+template <>
+struct ChoiceNames<NanPolicy> {
+  static constexpr const char* names[] = {"stop", "rollback"};
 };
 
 template <class E>

@@ -332,4 +332,28 @@ std::vector<ConfigKeyInfo> config_schema() {
   return keys;
 }
 
+std::vector<ConfigValue> flatten_config_yaml(const std::string& text) {
+  std::vector<ConfigValue> out;
+  std::vector<std::string> sections;  // the open section at each indentation level
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const size_t indent = line.find_first_not_of(' ');
+    if (indent == std::string::npos || line[indent] == '#') continue;
+    const size_t level = indent / 2, colon = line.find(':', indent);
+    if (colon == std::string::npos) continue;
+    sections.resize(std::min(level, sections.size()));
+    const std::string key = line.substr(indent, colon - indent);
+    std::string value = colon + 1 < line.size() ? line.substr(colon + 1) : "";
+    value.erase(0, value.find_first_not_of(' '));
+    std::string path;
+    for (const std::string& s : sections) path += s + ".";
+    if (value.empty()) {
+      sections.push_back(key);
+    } else {
+      out.push_back({path + key, value});
+    }
+  }
+  return out;
+}
+
 }  // namespace gt

@@ -59,6 +59,9 @@ struct TrainConfig {
   int64_t max_steps = 0;       // 0 = run all epochs
   double max_minutes = 0;      // 0 = no time limit; else stop (with a checkpoint) after this many minutes
   float clip_grad_norm = 0.f;  // 0 = off
+  StopSignal stop_signal = StopSignal::usr1;  // stops like SIGTERM/SIGINT (docs/cluster.md)
+  NanPolicy nan_policy = NanPolicy::stop;     // a non-finite loss: stop, or reload the last checkpoint
+  int nan_max_rollbacks = 3;                  // rollback: at most this many per run, then stop
 };
 
 struct LogConfig {
@@ -68,7 +71,11 @@ struct LogConfig {
 };
 
 struct CheckpointConfig {
-  int64_t every_steps = 0;  // 0 = only at the end
+  std::string resume = "auto";  // auto | never | path of a checkpoint .h5 (docs/user-guide.md, Resume)
+  int64_t every_steps = 0;      // 0 = only at the end (and on a stop)
+  double every_minutes = 0;     // 0 = off; else also every this many minutes of training
+  int keep_last = 5;            // newest checkpoints kept; 0 = keep all
+  double keep_every_hours = 0;  // also keep one checkpoint per this many hours; 0 = off
 };
 
 struct DistConfig {
@@ -97,6 +104,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides = {});
 // The resolved config as YAML with every key (defaults filled in).
 std::string config_to_yaml(const Config& c);
+
+// The "key.path: value" pairs of YAML as config_to_yaml writes it (nested keys, two spaces per level),
+// in text order: "train.max_steps", "20".
+struct ConfigValue {
+  std::string path, value;
+};
+std::vector<ConfigValue> flatten_config_yaml(const std::string& text);
 
 // One documented key of the schema (for docs/config.md and its test).
 struct ConfigKeyInfo {

@@ -162,6 +162,14 @@ std::vector<KeyDef> build_schema() {
                "Stop, with a checkpoint, after this many minutes of training; 0 = no time limit."});
   k.push_back({"train.clip_grad_norm", GT_BIND(train.clip_grad_norm), at_least(0),
                "Clip each network's gradients to this global L2 norm; 0 = no clipping."});
+  k.push_back({"train.stop_signal", GT_BIND(train.stop_signal), choices_of<StopSignal>(),
+               "A signal that stops the run with a checkpoint (exit 3), as SIGTERM and SIGINT do: SIGUSR1, SIGUSR2, "
+               "SIGHUP or none. Choose another where the cluster or a library takes SIGUSR1 for itself."});
+  k.push_back({"train.nan_policy", GT_BIND(train.nan_policy), choices_of<NanPolicy>(),
+               "When a loss is not finite: stop (exit 1, naming the loss, step and rank) or rollback (reload the "
+               "newest checkpoint and go on with the next batch)."});
+  k.push_back({"train.nan_max_rollbacks", GT_BIND(train.nan_max_rollbacks), at_least(1),
+               "rollback: the most rollbacks in one run; one more non-finite loss stops it."});
   // optim
   add_optimizer_keys(k, "optim.g", &Config::optim_g, "G");
   add_optimizer_keys(k, "optim.d", &Config::optim_d, "D");
@@ -173,8 +181,19 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"log.sample_count", GT_BIND(log.sample_count), between(1, 1024),
                "Images in each sample grid (drawn from fixed noise, so grids are comparable)."});
   // checkpoint
+  k.push_back({"checkpoint.resume", GT_BIND(checkpoint.resume), non_empty_text(),
+               "auto: continue from the newest checkpoint of run.out_dir/run.name that validates (a finished run "
+               "exits at once); never: always a new run (in name.1, ... when the directory is taken); or the path "
+               "of a checkpoint to continue from."});
   k.push_back({"checkpoint.every_steps", GT_BIND(checkpoint.every_steps), at_least(0),
-               "Write a checkpoint every this many steps; 0 = only at the end."});
+               "Write a checkpoint every this many steps; 0 = not by steps. One is always written at the end and "
+               "on a stop."});
+  k.push_back({"checkpoint.every_minutes", GT_BIND(checkpoint.every_minutes), at_least(0),
+               "Also write a checkpoint every this many minutes of training (rank 0's clock); 0 = off."});
+  k.push_back({"checkpoint.keep_last", GT_BIND(checkpoint.keep_last), at_least(0),
+               "Keep the newest this many checkpoints and delete older ones; 0 = keep all."});
+  k.push_back({"checkpoint.keep_every_hours", GT_BIND(checkpoint.keep_every_hours), at_least(0),
+               "Besides the newest, keep one checkpoint per this many hours of the run; 0 = off."});
   // dist
   k.push_back({"dist.backend", GT_BIND(dist.backend), choices_of<DistBackend>(),
                "Communicator between ranks: auto (mpi when started by mpirun or srun, else local; with run.device "

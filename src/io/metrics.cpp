@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/fault_point.h"
 
 namespace gt {
 
@@ -33,6 +34,7 @@ void MetricsWriter::write(int64_t step, const std::vector<std::pair<std::string,
   text += '\n';
   if (std::fwrite(text.data(), 1, text.size(), f_) != text.size() || std::fflush(f_) != 0)
     runtime_error("cannot append to metrics file {}: {}", path_, std::strerror(errno));
+  fault_point("metrics");
 }
 
 }  // namespace gt

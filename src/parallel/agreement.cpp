@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "config/config.h"
 #include "core/version.h"
 #include "parallel/launch.h"
 
@@ -31,6 +32,14 @@ std::vector<std::string> gather_strings(Communicator& comm, const std::string& m
 }
 
 }  // namespace
+
+std::string broadcast_string(Communicator& comm, std::string text, int root) {
+  int64_t length = static_cast<int64_t>(text.size());
+  comm.broadcast(&length, 1, root);
+  text.resize(static_cast<size_t>(length));
+  if (length > 0) comm.broadcast(reinterpret_cast<uint8_t*>(text.data()), length, root);
+  return text;
+}
 
 bool is_agreed(const std::exception& e) { return dynamic_cast<const AgreedFailure*>(&e) != nullptr; }
 
@@ -108,47 +117,9 @@ std::string describe_identity_mismatch(const std::vector<RankIdentity>& ranks) {
   return out;
 }
 
-namespace {
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-// "  max_steps: 20" under "train:" -> key path "train.max_steps", value "20".
-struct YamlLine {
-  std::string path, value;
-};
-
-std::vector<YamlLine> flatten(const std::string& text) {
-  std::vector<YamlLine> out;
-  std::vector<std::string> sections;  // the open section at each indentation level
-  for (const std::string& line : lines_of(text)) {
-    const size_t indent = line.find_first_not_of(' ');
-    if (indent == std::string::npos || line[indent] == '#') continue;
-    const size_t level = indent / 2, colon = line.find(':', indent);
-    if (colon == std::string::npos) continue;
-    sections.resize(level);
-    const std::string key = line.substr(indent, colon - indent);
-    std::string value = colon + 1 < line.size() ? line.substr(colon + 1) : "";
-    value.erase(0, value.find_first_not_of(' '));
-    std::string path;
-    for (const std::string& s : sections) path += s + ".";
-    if (value.empty()) {
-      sections.push_back(key);
-    } else {
-      out.push_back({path + key, value});
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 std::string first_config_difference(const std::string& a, const std::string& b) {
-  const std::vector<YamlLine> x = flatten(a), y = flatten(b);
+  const std::vector<ConfigValue> x = flatten_config_yaml(a), y = flatten_config_yaml(b);
   for (size_t i = 0; i < std::max(x.size(), y.size()); ++i) {
     if (i >= x.size()) return fmt::format("{} only in the second", y[i].path);
     if (i >= y.size()) return fmt::format("{} only in the first", x[i].path);
@@ -173,11 +144,7 @@ void check_same_config_and_build(Communicator& comm, const std::string& resolved
   for (int r = 1; r < comm.world_size() && root == 0; ++r)
     if (ranks[r].config_hash != ranks[0].config_hash) root = r;
   if (root != 0) {
-    std::string theirs = resolved_config;
-    int64_t length = static_cast<int64_t>(theirs.size());
-    comm.broadcast(&length, 1, root);
-    theirs.resize(static_cast<size_t>(length));
-    comm.broadcast(reinterpret_cast<uint8_t*>(theirs.data()), length, root);
+    const std::string theirs = broadcast_string(comm, resolved_config, root);
     problem += fmt::format(" (first difference: {} on rank {})", first_config_difference(resolved_config, theirs),
                            root);
   }

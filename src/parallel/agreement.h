@@ -33,6 +33,9 @@ bool is_agreed(const std::exception& e);
 // AgreedRuntimeError (1). Its text carries "[rank R@host] " when that rank is not rank 0.
 void run_agreed(Communicator& comm, const std::function<void()>& body);
 
+// Root's text on every rank (the others pass anything, e.g. "").
+std::string broadcast_string(Communicator& comm, std::string text, int root);
+
 // 64-bit FNV-1a: a hash that is the same in every build, for comparing configs across ranks. Pass
 // the previous result as start to hash several pieces as one.
 constexpr uint64_t kFnv1aStart = 14695981039346656037ull;

@@ -21,13 +21,19 @@ std::optional<FaultPlan> fault_plan_from_env(const EnvLookup& env) {
     user_error("GANTRAIN_TEST_FAULT '{}' is not RANK:STEP:KIND (e.g. 1:3:throw)", text);
   plan.step = step;
   plan.kind = kind;
-  if (plan.kind != "throw" && plan.kind != "segv" && plan.kind != "hang" && plan.kind != "exit")
-    user_error("GANTRAIN_TEST_FAULT '{}': KIND must be throw, segv, hang or exit", text);
+  if (plan.kind != "throw" && plan.kind != "segv" && plan.kind != "hang" && plan.kind != "exit" && plan.kind != "nan" &&
+      plan.kind != "nan_from")
+    user_error("GANTRAIN_TEST_FAULT '{}': KIND must be throw, segv, hang, exit, nan or nan_from", text);
   return plan;
 }
 
+bool nan_fault_due(const std::optional<FaultPlan>& plan, int rank, int64_t step) {
+  if (!plan || plan->rank != rank) return false;
+  return (plan->kind == "nan" && step == plan->step) || (plan->kind == "nan_from" && step >= plan->step);
+}
+
 void inject_fault_if_due(const std::optional<FaultPlan>& plan, int rank, int64_t step) {
-  if (!plan || plan->rank != rank || plan->step != step) return;
+  if (!plan || plan->rank != rank || plan->step != step || plan->kind.starts_with("nan")) return;
   if (plan->kind == "throw") runtime_error("test fault injected at step {} (GANTRAIN_TEST_FAULT)", step);
   if (plan->kind == "segv") std::raise(SIGSEGV);
   if (plan->kind == "exit") std::_Exit(7);

@@ -9,7 +9,8 @@
 namespace gt {
 
 // KIND: throw (a RuntimeError), segv (raises SIGSEGV), hang (sleeps forever), exit (exits with code 7
-// at once, as a process killed by a bug outside our error handling would).
+// at once, as a process killed by a bug outside our error handling would), nan (that step's real batch
+// is all NaN on that rank), nan_from (the same at that step and every later one).
 struct FaultPlan {
   int rank = 0;
   int64_t step = 0;
@@ -21,5 +22,7 @@ std::optional<FaultPlan> fault_plan_from_env(const EnvLookup& env);
 
 // Acts when plan names this rank and step; otherwise returns at once.
 void inject_fault_if_due(const std::optional<FaultPlan>& plan, int rank, int64_t step);
+// True when plan poisons this rank's batch at this step (kinds nan and nan_from).
+bool nan_fault_due(const std::optional<FaultPlan>& plan, int rank, int64_t step);
 
 }  // namespace gt

@@ -42,6 +42,7 @@ class CpuEngine final : public StepEngine {
   }
   Tensor generate(const Tensor& z) override { return gt::generate(*m_.G, z); }
   void sync_to_host() override {}
+  void load_from_host() override {}
 
  private:
   EngineOptions opt_;

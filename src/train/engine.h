@@ -67,6 +67,9 @@ class StepEngine {
   virtual Tensor generate(const Tensor& z) = 0;
   // Copies parameters, buffers and optimizer state back into the host models (no-op on the CPU).
   virtual void sync_to_host() = 0;
+  // Copies the host models (reloaded from a checkpoint) into the engine's (no-op on the CPU, whose
+  // engine trains the host models themselves).
+  virtual void load_from_host() = 0;
   // Device memory in use and its peak, in bytes (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
 };

@@ -16,6 +16,8 @@ class DeviceOptimizer : public NetOptimizer {
  public:
   // Device state -> host optimizer (state tensors and step count), for checkpoints.
   virtual void sync_to_host() = 0;
+  // The host optimizer's state and step count into the device (a rollback reloaded the host).
+  virtual void load_from_host() = 0;
 };
 std::unique_ptr<DeviceOptimizer> make_net_optimizer(Optimizer& host, Sequential& host_net, Net& net);
 
@@ -25,6 +27,7 @@ class HostNetOptimizer final : public DeviceOptimizer {
   HostNetOptimizer(Optimizer& optimizer, Sequential& net) : opt_(optimizer), params_(net.named_params()) {}
   void update(float clip_norm) override;
   void sync_to_host() override {}
+  void load_from_host() override {}
 
  private:
   Optimizer& opt_;

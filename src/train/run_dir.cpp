@@ -20,18 +20,65 @@ fs::path unused_run_dir(const fs::path& dir) {
 
 RunDirectory::RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml,
                            bool writer)
-    : writer_(writer), asked_(fs::path(out_dir) / name), path_(writer ? unused_run_dir(asked_) : asked_) {
+    : RunDirectory(writer ? unused_run_dir(fs::path(out_dir) / name).string() : (fs::path(out_dir) / name).string(),
+                   (fs::path(out_dir) / name).string(), config_yaml, writer, false, 0) {}
+
+RunDirectory::RunDirectory(const std::string& dir, const std::string& asked, const std::string& config_yaml,
+                           bool writer, bool in_place, int64_t resume_step)
+    : writer_(writer), asked_(asked), path_(dir) {
   if (!writer_) {
     metrics_ = std::make_unique<MetricsWriter>();
     return;
   }
-  fs::create_directories(path_ / "samples");
-  fs::create_directories(path_ / "checkpoints");
-  std::ofstream f(path_ / "config.yaml");
-  f << config_yaml;
-  if (!f) runtime_error("cannot write {}/config.yaml", path_.string());
+  std::error_code ec;
+  fs::create_directories(path_ / "samples", ec);
+  fs::create_directories(path_ / "checkpoints", ec);
+  if (ec) user_error("cannot create the run directory {}: {}", path_.string(), ec.message());
+  const fs::path config_path = path_ / "config.yaml";
+  auto write_text = [](const fs::path& p, const std::string& text) {
+    std::ofstream f(p);
+    f << text;
+    f.flush();
+    if (!f) user_error("cannot write {}: the run directory is not writable", p.string());
+  };
+  if (!in_place || !fs::exists(config_path)) {
+    write_text(config_path, config_yaml);
+  } else {
+    std::ifstream in(config_path);
+    const std::string before((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (before != config_yaml) write_text(path_ / fmt::format("config.step_{:08d}.yaml", resume_step), config_yaml);
+  }
+  if (in_place) continue_metrics(resume_step);
   log_.open(path_ / "train.log", std::ios::app);
+  if (!log_) user_error("cannot write {}: the run directory is not writable", (path_ / "train.log").string());
   metrics_ = std::make_unique<MetricsWriter>(metrics_path());
+}
+
+void RunDirectory::continue_metrics(int64_t resume_step) {
+  const fs::path path = metrics_path();
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, dropped;
+  for (std::string line; std::getline(in, line);) {
+    // {"step": N, ...}: our writer puts the step first. A line cut short by a crash has no closing brace.
+    long long step = -1;
+    const bool whole = !line.empty() && line.back() == '}' && std::sscanf(line.c_str(), "{\"step\": %lld", &step) == 1;
+    (whole && step <= resume_step ? kept : dropped) += line + "\n";
+  }
+  in.close();
+  if (dropped.empty()) return;
+  {
+    std::ofstream d(path_ / "metrics.dropped.jsonl", std::ios::app);
+    d << dropped;
+  }
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    out.flush();
+    if (!out) runtime_error("cannot rewrite {}", path.string());
+  }
+  fs::rename(tmp, path);
 }
 
 void RunDirectory::write_line(const std::string& s) {

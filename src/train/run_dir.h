@@ -22,6 +22,12 @@ class RunDirectory {
   // writer: rank 0, which creates out_dir/name (or the first free name.N beside it) with samples/ and
   // checkpoints/ and writes config.yaml; the other ranks write nothing.
   RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml, bool writer);
+  // The run directory `dir` as agreed at the start (train/resume.h). A new one is created as above; one
+  // continued in place (in_place) keeps its config.yaml (a config that differs is saved beside it as
+  // config.step_NNNNNNNN.yaml), appends to train.log, and keeps the metrics.jsonl lines of steps up to
+  // resume_step; later ones, from steps that are trained again, move to metrics.dropped.jsonl.
+  RunDirectory(const std::string& dir, const std::string& asked, const std::string& config_yaml, bool writer,
+               bool in_place, int64_t resume_step);
 
   bool writer() const { return writer_; }
   const std::filesystem::path& path() const { return path_; }
@@ -43,6 +49,7 @@ class RunDirectory {
 
  private:
   void write_line(const std::string& s);
+  void continue_metrics(int64_t resume_step);
 
   bool writer_;
   std::filesystem::path asked_, path_;

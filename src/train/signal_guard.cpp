@@ -1,7 +1,8 @@
-// SignalGuard: async-signal-safe recording of stop signals, and the old handlers put back in the destructor.
+// SignalGuard: async-signal-safe recording of stop signals, the second one fatal, and the old handlers put back in the destructor.
 #include "train/signal_guard.h"
 
 #include <atomic>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -10,7 +11,17 @@ namespace gt {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+extern "C" void on_stop_signal(int sig) {
+  int none = 0;
+  if (g_stop_signal.compare_exchange_strong(none, sig)) return;
+  // A second stop signal: only async-signal-safe calls from here on.
+  static const char msg[] = "gantrain: second stop signal: stopping at once, without a checkpoint\n";
+  ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  (void)ignored;
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
 
 void install(int sig, struct sigaction* old) {
   struct sigaction sa {};
@@ -22,17 +33,16 @@ void install(int sig, struct sigaction* old) {
 
 }  // namespace
 
-SignalGuard::SignalGuard() {
+SignalGuard::SignalGuard(int extra) {
   g_stop_signal.store(0);
-  install(SIGINT, &old_int_);
-  install(SIGTERM, &old_term_);
-  install(SIGUSR1, &old_usr1_);
+  if (extra != SIGINT && extra != SIGTERM) signals_[2] = extra;
+  for (int i = 0; i < 3; ++i)
+    if (signals_[i] > 0) install(signals_[i], &old_[i]);
 }
 
 SignalGuard::~SignalGuard() {
-  sigaction(SIGINT, &old_int_, nullptr);
-  sigaction(SIGTERM, &old_term_, nullptr);
-  sigaction(SIGUSR1, &old_usr1_, nullptr);
+  for (int i = 0; i < 3; ++i)
+    if (signals_[i] > 0) sigaction(signals_[i], &old_[i], nullptr);
 }
 
 int SignalGuard::stop_signal() const { return g_stop_signal.load(); }

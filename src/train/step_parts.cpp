@@ -17,6 +17,11 @@ StepParts::StepParts(GanModels& host, Net& G, Net& D, Communicator& comm, StepOp
   }
 }
 
+void StepParts::load_optimizers_from_host() {
+  opt_g_->load_from_host();
+  opt_d_->load_from_host();
+}
+
 void StepParts::sync_optimizers_to_host() {
   opt_g_->sync_to_host();
   opt_d_->sync_to_host();

@@ -30,6 +30,8 @@ class StepParts {
   double loss_scale() const { return step_.loss_scale; }
   // The optimizers' device state back into the host optimizers (checkpoints).
   void sync_optimizers_to_host();
+  // The host optimizers' state into the twins (after the host models were reloaded).
+  void load_optimizers_from_host();
 
  private:
   GradientBucketer reduce_g_, reduce_d_;

@@ -2,11 +2,17 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
 #include <cmath>
 #include <omp.h>
 #include <optional>
 #include <unistd.h>
 
+#include "core/fault_point.h"
 #include "core/rng.h"
 #include "core/version.h"
 #include "data/image_source.h"
@@ -19,7 +25,9 @@
 #include "parallel/fault_injection.h"
 #include "parallel/launch.h"
 #include "train/engine.h"
+#include "train/checkpoints.h"
 #include "train/model_state.h"
+#include "train/resume.h"
 #include "train/run_dir.h"
 #include "train/signal_guard.h"
 #if GANTRAIN_HAVE_CUDA
@@ -62,6 +70,7 @@ struct RunInputs {
   std::optional<BatchPlan> plan;
   std::optional<FaultPlan> fault;
   int64_t total_steps = 0;
+  int64_t dataset_size = 0;
 };
 
 RunInputs check_inputs(const Config& cfg, Communicator& comm) {
@@ -84,6 +93,7 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
   });
   in.total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * in.plan->steps_per_epoch();
+  in.dataset_size = in.source->size();
   return in;
 }
 
@@ -130,7 +140,8 @@ EngineOptions engine_options(const Config& cfg, const Communicator& comm, const 
   return e;
 }
 
-LoaderOptions loader_options(const Config& cfg, const Communicator& comm, StepEngine& engine, int64_t total_steps) {
+LoaderOptions loader_options(const Config& cfg, const Communicator& comm, StepEngine& engine, int64_t first_step,
+                             int64_t total_steps) {
   LoaderOptions o;
   o.output_u8 = engine.wants_u8_batches();
   // Every batch buffer the loader cycles through is the engine's kind (page-locked for a GPU).
@@ -142,7 +153,7 @@ LoaderOptions loader_options(const Config& cfg, const Communicator& comm, StepEn
   o.threads = cfg.data.loader_threads;
   o.flip = cfg.data.flip;
   o.seed = static_cast<uint64_t>(cfg.run.seed);
-  o.first_step = 0;
+  o.first_step = first_step;
   o.end_step = total_steps;
   return o;
 }
@@ -166,30 +177,70 @@ std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, 
 }
 
 // The step's losses and means over the global batch: each rank's share summed over the ranks, the same
-// on every rank. A loss that is not finite stops every rank.
-StepResult global_result(StepResult r, Communicator& comm, int64_t step) {
+// on every rank, with the ranks whose own losses were not finite (empty when all were).
+struct GlobalResult {
+  StepResult r;
+  std::vector<int> bad_d, bad_g;  // ranks whose d_loss / g_loss share was not finite
+  bool finite() const { return bad_d.empty() && bad_g.empty(); }
+};
+
+GlobalResult global_result(StepResult r, Communicator& comm) {
+  GlobalResult g;
+  const int64_t flags[2] = {!std::isfinite(r.d_loss), !std::isfinite(r.g_loss)};
   double v[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
   comm.all_reduce(v, 4, ReduceOp::sum);
   r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3];
-  if (!std::isfinite(r.d_loss) || !std::isfinite(r.g_loss))
-    throw AgreedRuntimeError(fmt::format("step {}: loss is not finite (d_loss {}, g_loss {}); stopping. Lower the "
-                                         "learning rate or enable train.clip_grad_norm.",
-                                         step, r.d_loss, r.g_loss));
-  return r;
+  std::vector<int64_t> all(static_cast<size_t>(2 * comm.world_size()));
+  comm.all_gather(flags, all.data(), 2);
+  for (int rank = 0; rank < comm.world_size(); ++rank) {
+    if (all[2 * rank]) g.bad_d.push_back(rank);
+    if (all[2 * rank + 1]) g.bad_g.push_back(rank);
+  }
+  g.r = r;
+  return g;
+}
+
+// "step 7: d_loss is not finite on rank 1 (g_loss on ranks 0, 1)".
+std::string describe_nonfinite(const GlobalResult& g, int64_t step) {
+  auto ranks = [](const std::vector<int>& v) {
+    return fmt::format("{} {}", v.size() > 1 ? "ranks" : "rank", fmt::join(v, ", "));
+  };
+  const bool d_first = !g.bad_d.empty();
+  std::string out = fmt::format("step {}: {} is not finite on {}", step, d_first ? "d_loss" : "g_loss",
+                                ranks(d_first ? g.bad_d : g.bad_g));
+  if (d_first && !g.bad_g.empty()) out += fmt::format(" (g_loss on {})", ranks(g.bad_g));
+  return out;
+}
+
+bool all_finite(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+// The first parameter or buffer of a host model that holds a NaN or an infinity: "" when none.
+std::string first_nonfinite(Sequential& net, const char* group) {
+  for (auto& p : net.named_params())
+    if (!all_finite(p.param->value.f32(), p.param->value.numel())) return fmt::format("/{}/{}", group, p.name);
+  for (auto& b : net.named_buffers())
+    if (b.buffer->value.dtype() == DType::f32 && !all_finite(b.buffer->value.f32(), b.buffer->value.numel()))
+      return fmt::format("/{}/{}", group, b.name);
+  return "";
 }
 
 // Progress over a logging window: one console line and one metrics.jsonl line every log.every_steps.
 class Progress {
  public:
-  Progress(RunDirectory& run, const Config& cfg, const BatchPlan& plan, int64_t total_steps, Models& m)
-      : run_(run), cfg_(cfg), plan_(plan), total_(total_steps), m_(m) {}
+  Progress(RunDirectory& run, const Config& cfg, const BatchPlan& plan, int64_t first_step, int64_t total_steps,
+           Models& m)
+      : run_(run), cfg_(cfg), plan_(plan), first_(first_step), total_(total_steps), m_(m) {}
 
   void add(const StepResult& r, int64_t done) {
     d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
     ++n_;
     if (done % cfg_.log.every_steps != 0 && done != total_) return;
     const double ips = n_ * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
-    const double eta = seconds_since(start_) / done * (total_ - done);
+    const double eta = seconds_since(start_) / static_cast<double>(std::max<int64_t>(done - first_, 1)) * (total_ - done);
     const int64_t epoch = plan_.epoch_of(done - 1);
     run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | "
               "eta {}",
@@ -212,7 +263,7 @@ class Progress {
   RunDirectory& run_;
   const Config& cfg_;
   const BatchPlan& plan_;
-  int64_t total_;
+  int64_t first_, total_;
   Models& m_;
   double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0;
   int n_ = 0;
@@ -220,7 +271,7 @@ class Progress {
 };
 
 // Sample grids and checkpoints of a run: every rank takes part (samples are generated in shares),
-// rank 0 writes.
+// rank 0 writes, verifies and thins out the checkpoints.
 class Outputs {
  public:
   Outputs(RunDirectory& run, const Config& cfg, const std::string& config_yaml, const RunInputs& in, Models& m,
@@ -237,10 +288,24 @@ class Outputs {
     if (run_.writer()) write_grid_png(samples_path, images, cols);
   }
 
+  // Rank 0: the host models at `step` into a new checkpoint (never over an existing file), read back
+  // and verified, then retention. Non-finite weights are never written. Other ranks: nothing.
   void checkpoint(int64_t step) {
     checkpoint_path = run_.checkpoint_path(step);
     if (!run_.writer()) return;
     engine_.sync_to_host();
+    for (const std::string& bad : {first_nonfinite(m_.G, "G/params"), first_nonfinite(m_.D, "D/params")})
+      if (!bad.empty())
+        runtime_error("refusing to write the checkpoint of step {}: {} is not finite (the earlier checkpoints are "
+                      "untouched)",
+                      step, bad);
+    std::error_code ec;
+    if (std::filesystem::exists(checkpoint_path, ec)) {
+      // Only a run resumed from an older checkpoint of its own directory gets here: keep the abandoned one.
+      const std::string aside = checkpoint_path + ".superseded";
+      std::filesystem::rename(checkpoint_path, aside, ec);
+      run_.line("note: kept the earlier {} as {}", checkpoint_path, aside);
+    }
     Checkpoint ck;
     ck.meta.step = step;
     ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(step - 1, 0));
@@ -248,18 +313,42 @@ class Outputs {
     ck.meta.world_size = comm_.world_size();
     ck.meta.seed = cfg_.run.seed;
     ck.meta.resolution = in_.spec.resolution;
+    ck.meta.alpha = 1.0;  // progressive fade-in: none for DCGAN
     ck.meta.config_yaml = config_yaml_;
     ck.meta.code_version = std::string(version()) + "+" + git_revision();
     // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
     ck.meta.ints["data_cursor_step"] = step;
+    ck.meta.ints["dataset_size"] = in_.dataset_size;
+    ck.meta.ints["nan_rollbacks"] = nan_rollbacks;
+    ck.meta.ints["unix_time"] = static_cast<int64_t>(std::time(nullptr));
+    // The state of later features, in every checkpoint so a resume never has to guess: progressive
+    // growing (phase, images into the fade-in) and the large-batch plan (micro-batches per step).
+    ck.meta.ints["phase"] = 0;
+    ck.meta.ints["fade_images"] = 0;
+    ck.meta.ints["accumulation_steps"] = 1;
     export_state_dict(m_.G, "G/params", ck.groups);
     export_state_dict(m_.D, "D/params", ck.groups);
     export_optimizer(*m_.opt_g, "G/optim", ck.groups);
     export_optimizer(*m_.opt_d, "D/optim", ck.groups);
     save_checkpoint(checkpoint_path, ck);
+    const std::string problem = checkpoint_file_problem(checkpoint_path);
+    if (!problem.empty()) runtime_error("the checkpoint just written does not read back: {}", problem);
+    last_good = checkpoint_path;
+    last_time_ = Clock::now();
+    const RetentionPolicy policy{cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every_hours};
+    for (const std::string& gone : apply_retention(run_.path() / "checkpoints", policy, checkpoint_path))
+      run_.line("retention: deleted {}", gone);
+  }
+
+  // Rank 0: checkpoint.every_minutes have passed since the last checkpoint (or the start).
+  bool minutes_due() const {
+    return run_.writer() && cfg_.checkpoint.every_minutes > 0 &&
+           seconds_since(last_time_) >= cfg_.checkpoint.every_minutes * 60.0;
   }
 
   std::string samples_path, checkpoint_path;
+  std::string last_good;      // rank 0: the newest checkpoint that validates (written, or resumed from)
+  int64_t nan_rollbacks = 0;  // rollbacks in this run so far, resumes included
 
  private:
   RunDirectory& run_;
@@ -270,7 +359,42 @@ class Outputs {
   StepEngine& engine_;
   Communicator& comm_;
   Tensor z_;
+  Clock::time_point last_time_ = Clock::now();
 };
+
+// Parameters, buffers and optimizer state of a checkpoint into the host models; UserError naming the
+// file and tensor when one is missing or shaped otherwise.
+void load_models(Models& m, const Checkpoint& ck, const std::string& source) {
+  import_state_dict(m.G, ck, "G/params", source);
+  import_state_dict(m.D, ck, "D/params", source);
+  import_optimizer(*m.opt_g, ck, "G/optim", source);
+  import_optimizer(*m.opt_d, ck, "D/optim", source);
+}
+
+// What a resumed run takes from its checkpoint besides the models.
+struct Resumed {
+  int64_t step = 0;
+  int64_t nan_rollbacks = 0;
+  int64_t world_size = 0;  // the checkpoint's (0: a new run)
+  std::vector<std::string> changes;  // accepted config changes, "key: old -> new"
+};
+
+Resumed resume_from(const std::string& path, const std::string& config_yaml, const RunInputs& in, Models& m) {
+  const Checkpoint ck = load_checkpoint(path);
+  Resumed r;
+  r.changes = check_resumable(ck.meta.config_yaml, config_yaml, path);
+  auto it = ck.meta.ints.find("dataset_size");
+  if (it != ck.meta.ints.end() && it->second != in.dataset_size)
+    user_error("cannot resume from {}: it was trained on {} images and the data now has {} (data.path or "
+               "data.source names another dataset)",
+               path, it->second, in.dataset_size);
+  load_models(m, ck, path);
+  r.step = ck.meta.step;
+  r.world_size = ck.meta.world_size;
+  it = ck.meta.ints.find("nan_rollbacks");
+  if (it != ck.meta.ints.end()) r.nan_rollbacks = it->second;
+  return r;
+}
 
 void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Communicator& comm, StepEngine& engine,
                   const Loader& loader, Models& m, const std::vector<std::string>& rank_lines) {
@@ -324,13 +448,33 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   const std::string config_yaml = config_to_yaml(cfg);
   check_same_config_and_build(comm, config_yaml);
   const RunInputs in = check_inputs(cfg, comm);
+  TrainSummary sum;
+
+  // How this run starts: rank 0 reads the run directory and decides for every rank.
+  const StartPlan start = agree_start(cfg, in.total_steps, comm);
+  if (start.kind == StartKind::finished) {
+    if (comm.rank() == 0) {
+      fmt::print("{}\n", start.first_line);
+      std::ofstream(std::filesystem::path(start.run_dir) / "train.log", std::ios::app) << start.first_line << "\n";
+    }
+    sum.already_finished = true;
+    sum.steps = start.step;
+    sum.run_dir = start.run_dir;
+    sum.checkpoint_path = start.checkpoint;
+    return sum;
+  }
+
   // run.threads 0: this rank's cores (mpirun may bind it to some), shared with the node's other ranks.
   set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
   std::unique_ptr<Models> m = make_models(cfg, in.spec);
+  Resumed resumed;
+  if (!start.checkpoint.empty())
+    run_agreed(comm, [&] { resumed = resume_from(start.checkpoint, config_yaml, in, *m); });
+  const int64_t first = resumed.step;
   GanModels host = m->view();
   const EngineOptions eo = engine_options(cfg, comm, in);
   std::unique_ptr<StepEngine> engine = make_engine(eo, host, comm);
-  Loader loader(*in.source, loader_options(cfg, comm, *engine, in.total_steps));
+  Loader loader(*in.source, loader_options(cfg, comm, *engine, first, in.total_steps));
   GT_CHECK(loader.shard_size() == eo.local_batch && loader.shard_first() == eo.shard_first,
            "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), loader.shard_size(),
            eo.shard_first, eo.local_batch);
@@ -338,38 +482,77 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
       preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
                                   comm.local_size(), engine->describe()));
 
-  RunDirectory run(cfg.run.out_dir, cfg.run.name, config_yaml, comm.rank() == 0);
+  RunDirectory run(start.run_dir, (std::filesystem::path(cfg.run.out_dir) / cfg.run.name).string(), config_yaml,
+                   comm.rank() == 0, start.in_place, first);
+  run.line("{}", start.first_line);
+  for (const std::string& note : start.notes) run.line("{}", note);
+  for (const std::string& change : resumed.changes) run.line("config changed since the checkpoint: {}", change);
+  if (resumed.world_size > 0 && resumed.world_size != comm.world_size())
+    run.line("elastic resume: the checkpoint was written by {} ranks, this run has {} (the same global batch {})",
+             resumed.world_size, comm.world_size(), cfg.train.batch_size);
   print_banner(run, cfg, in, comm, *engine, loader, *m, rank_lines);
   Outputs out(run, cfg, config_yaml, in, *m, *engine, comm);
-  TrainSummary sum;
-  SignalGuard signals;
+  out.nan_rollbacks = resumed.nan_rollbacks;
+  if (!start.checkpoint.empty()) out.last_good = start.checkpoint;
+  const int stop_signal_number = cfg.train.stop_signal == StopSignal::usr1   ? SIGUSR1
+                                 : cfg.train.stop_signal == StopSignal::usr2 ? SIGUSR2
+                                 : cfg.train.stop_signal == StopSignal::hup  ? SIGHUP
+                                                                             : 0;
+  SignalGuard signals(stop_signal_number);
 
   // Two host batches: the loader fills one while the engine (a GPU's, asynchronously) reads the other.
   Tensor batches[2] = {engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()),
                        engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype())};
-  Progress progress(run, cfg, *in.plan, in.total_steps, *m);  // the run's clock starts here
+  Progress progress(run, cfg, *in.plan, first, in.total_steps, *m);  // the run's clock starts here
   const int64_t total = in.total_steps;
-  if (total > 0) loader.next(batches[0]);
-  int64_t step = 0;
+  if (first < total) loader.next(batches[first % 2]);
+  int64_t step = first;
   for (; step < total; ++step) {
+    fault_point("step");
+    Tensor& batch = batches[step % 2];
     inject_fault_if_due(in.fault, comm.rank(), step);
-    engine->submit(batches[step % 2], step);
+    if (nan_fault_due(in.fault, comm.rank(), step) && batch.dtype() == DType::f32)
+      std::fill_n(batch.f32(), batch.numel(), std::numeric_limits<float>::quiet_NaN());
+    engine->submit(batch, step);
     if (step + 1 < total) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
-    const StepResult r = global_result(engine->wait(), comm, step);
+    const GlobalResult g = global_result(engine->wait(), comm);
     const int64_t done = step + 1;
-    progress.add(r, done);
+    if (!g.finite()) {
+      // The NaN guard: every rank has the same verdict, so every rank takes the same way.
+      const std::string what = describe_nonfinite(g, step);
+      if (cfg.train.nan_policy == NanPolicy::stop)
+        throw AgreedRuntimeError(fmt::format("{}; stopping (train.nan_policy stop). Lower the learning rate, enable "
+                                             "train.clip_grad_norm, or set train.nan_policy rollback",
+                                             what));
+      const std::string back_to = broadcast_string(comm, out.last_good, 0);
+      if (back_to.empty())
+        throw AgreedRuntimeError(fmt::format("{}, before the run's first checkpoint: nothing to roll back to; stopping",
+                                             what));
+      if (out.nan_rollbacks >= cfg.train.nan_max_rollbacks)
+        throw AgreedRuntimeError(fmt::format("{}; stopping after {} rollbacks (train.nan_max_rollbacks)", what,
+                                             out.nan_rollbacks));
+      run_agreed(comm, [&] { load_models(*m, load_checkpoint(back_to), back_to); });
+      engine->load_from_host();
+      ++out.nan_rollbacks;
+      run.line("{}; rolled back to {} (rollback {} of at most {}), going on with the next batch", what, back_to,
+               out.nan_rollbacks, cfg.train.nan_max_rollbacks);
+      continue;
+    }
+    progress.add(g.r, done);
     if (due(cfg.log.sample_every_steps, done, total)) out.samples(done);
-    if (due(cfg.checkpoint.every_steps, done, total)) out.checkpoint(done);
+    if (due(cfg.checkpoint.every_steps, done, total) || (done != total && out.minutes_due())) out.checkpoint(done);
     // Stop requests agreed by all ranks, so that they all leave after the same step: a signal any rank
     // received, or a time limit any rank's clock reached.
     int64_t stop[2] = {signals.stop_signal(), cfg.train.max_minutes > 0 && progress.minutes() >= cfg.train.max_minutes};
     comm.all_reduce(stop, 2, ReduceOp::max);
     if (stop[1] && done != total) {
-      run.line("time limit train.max_minutes={} reached after {} steps", cfg.train.max_minutes, done);
+      run.line("time limit train.max_minutes={} reached after {} steps: stopping with a checkpoint", cfg.train.max_minutes,
+               done);
+      sum.stopped_by_time = true;
       ++step;
       break;
     }
-    if (stop[0] != 0) {
+    if (stop[0] != 0 && done != total) {
       run.line("signal {} received: stopping after step {} with a checkpoint", stop[0], done);
       sum.stopped_by_signal = true;
       ++step;
@@ -379,7 +562,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
 
   const double seconds = progress.seconds();
   sum.steps = step;
-  sum.images_per_second = step * cfg.train.batch_size / std::max(seconds, 1e-9);
+  sum.images_per_second = (step - first) * cfg.train.batch_size / std::max(seconds, 1e-9);
   out.samples(step);
   engine->sync_to_host();  // every rank: the parameter check below reads the host models
   out.checkpoint(step);
@@ -388,8 +571,11 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     run.line("warning: ranks {} hold parameters that differ from rank 0's: the all-reduce did not give every rank the "
              "same bits (docs/distributed.md)",
              fmt::format("{}", fmt::join(drifted, ", ")));
-  run.line("done: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)", step, fmt_duration(seconds),
+  run.line("{}: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)",
+           sum.stopped_by_signal || sum.stopped_by_time ? "stopped" : "done", step - first, fmt_duration(seconds),
            sum.images_per_second, loader.wait_seconds());
+  if (sum.stopped_by_signal || sum.stopped_by_time)
+    run.line("to continue, run the same command again (checkpoint.resume auto); exit code {}", 3);
   run.line("samples:    {}", out.samples_path);
   run.line("metrics:    {}", run.metrics_path());
   run.line("checkpoint: {}", out.checkpoint_path);

@@ -12,6 +12,8 @@ class Communicator;
 struct TrainSummary {
   int64_t steps = 0;          // steps done
   bool stopped_by_signal = false;
+  bool stopped_by_time = false;    // train.max_minutes
+  bool already_finished = false;   // checkpoint.resume found the run finished: nothing was trained
   double images_per_second = 0;
   std::string run_dir, metrics_path, samples_path, checkpoint_path;
 };

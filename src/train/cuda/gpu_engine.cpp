@@ -217,6 +217,15 @@ class GpuEngine final : public StepEngine {
     ctx_->synchronize();
   }
 
+  void load_from_host() override {
+    GT_CHECK(!submitted_, "load_from_host() while a step is in flight");
+    // The parameters land in the same device buffers, so captured graphs stay valid.
+    G_->upload();
+    D_->upload();
+    parts_->load_optimizers_from_host();
+    ctx_->synchronize();
+  }
+
   size_t device_bytes() const override { return arena_->high_water(); }
 
  private:

@@ -76,6 +76,11 @@ class GpuOptimizer final : public DeviceOptimizer {
     host_.set_step_count(steps_);
   }
 
+  void load_from_host() override {
+    copy_states(/*to_device=*/true);
+    steps_ = host_.step_count();
+  }
+
  private:
   void copy_states(bool to_device) {
     std::vector<NamedState> states = host_.state();
