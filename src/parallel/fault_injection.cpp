@@ -22,8 +22,8 @@ std::optional<FaultPlan> fault_plan_from_env(const EnvLookup& env) {
   plan.step = step;
   plan.kind = kind;
   if (plan.kind != "throw" && plan.kind != "segv" && plan.kind != "hang" && plan.kind != "exit" && plan.kind != "nan" &&
-      plan.kind != "nan_from")
-    user_error("GANTRAIN_TEST_FAULT '{}': KIND must be throw, segv, hang, exit, nan or nan_from", text);
+      plan.kind != "nan_from" && plan.kind != "sigterm" && plan.kind != "sigusr1")
+    user_error("GANTRAIN_TEST_FAULT '{}': KIND must be throw, segv, hang, exit, nan, nan_from, sigterm or sigusr1", text);
   return plan;
 }
 
@@ -37,6 +37,10 @@ void inject_fault_if_due(const std::optional<FaultPlan>& plan, int rank, int64_t
   if (plan->kind == "throw") runtime_error("test fault injected at step {} (GANTRAIN_TEST_FAULT)", step);
   if (plan->kind == "segv") std::raise(SIGSEGV);
   if (plan->kind == "exit") std::_Exit(7);
+  if (plan->kind == "sigterm" || plan->kind == "sigusr1") {
+    std::raise(plan->kind == "sigterm" ? SIGTERM : SIGUSR1);  // handled like one from outside; the run goes on
+    return;
+  }
   for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // hang
 }
 

@@ -10,7 +10,8 @@ namespace gt {
 
 // KIND: throw (a RuntimeError), segv (raises SIGSEGV), hang (sleeps forever), exit (exits with code 7
 // at once, as a process killed by a bug outside our error handling would), nan (that step's real batch
-// is all NaN on that rank), nan_from (the same at that step and every later one).
+// is all NaN on that rank), nan_from (the same at that step and every later one), sigterm and sigusr1
+// (the process sends itself that signal before the step, at a known moment, and runs on).
 struct FaultPlan {
   int rank = 0;
   int64_t step = 0;

@@ -21,11 +21,11 @@ fs::path unused_run_dir(const fs::path& dir) {
 RunDirectory::RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml,
                            bool writer)
     : RunDirectory(writer ? unused_run_dir(fs::path(out_dir) / name).string() : (fs::path(out_dir) / name).string(),
-                   (fs::path(out_dir) / name).string(), config_yaml, writer, false, 0) {}
+                   config_yaml, writer, false, 0) {}
 
-RunDirectory::RunDirectory(const std::string& dir, const std::string& asked, const std::string& config_yaml,
-                           bool writer, bool in_place, int64_t resume_step)
-    : writer_(writer), asked_(asked), path_(dir) {
+RunDirectory::RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
+                           int64_t resume_step)
+    : writer_(writer), path_(dir) {
   if (!writer_) {
     metrics_ = std::make_unique<MetricsWriter>();
     return;

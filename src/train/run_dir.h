@@ -26,13 +26,11 @@ class RunDirectory {
   // continued in place (in_place) keeps its config.yaml (a config that differs is saved beside it as
   // config.step_NNNNNNNN.yaml), appends to train.log, and keeps the metrics.jsonl lines of steps up to
   // resume_step; later ones, from steps that are trained again, move to metrics.dropped.jsonl.
-  RunDirectory(const std::string& dir, const std::string& asked, const std::string& config_yaml, bool writer,
-               bool in_place, int64_t resume_step);
+  RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
+               int64_t resume_step);
 
   bool writer() const { return writer_; }
   const std::filesystem::path& path() const { return path_; }
-  // The directory asked for, when this run had to take another name; empty otherwise.
-  std::string displaced_from() const { return path_ == asked_ ? std::string() : asked_.string(); }
 
   // A console line, mirrored to train.log (rank 0 only).
   template <class... Args>
@@ -52,7 +50,7 @@ class RunDirectory {
   void continue_metrics(int64_t resume_step);
 
   bool writer_;
-  std::filesystem::path asked_, path_;
+  std::filesystem::path path_;
   std::ofstream log_;
   std::unique_ptr<MetricsWriter> metrics_;
 };

@@ -400,9 +400,6 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
                   const Loader& loader, Models& m, const std::vector<std::string>& rank_lines) {
   const int P = comm.world_size();
   run.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), run.path().string(), engine.describe());
-  if (!run.displaced_from().empty())
-    run.line("note: {} already holds a run; this run writes to {} instead (nothing is overwritten)",
-             run.displaced_from(), run.path().string());
   run.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(),
            loader.shard_size(),
            P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
@@ -482,8 +479,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
       preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
                                   comm.local_size(), engine->describe()));
 
-  RunDirectory run(start.run_dir, (std::filesystem::path(cfg.run.out_dir) / cfg.run.name).string(), config_yaml,
-                   comm.rank() == 0, start.in_place, first);
+  RunDirectory run(start.run_dir, config_yaml, comm.rank() == 0, start.in_place, first);
   run.line("{}", start.first_line);
   for (const std::string& note : start.notes) run.line("{}", note);
   for (const std::string& change : resumed.changes) run.line("config changed since the checkpoint: {}", change);
@@ -519,7 +515,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     const int64_t done = step + 1;
     if (!g.finite()) {
       // The NaN guard: every rank has the same verdict, so every rank takes the same way.
-      const std::string what = describe_nonfinite(g, step);
+      const std::string what = describe_nonfinite(g, done);
       if (cfg.train.nan_policy == NanPolicy::stop)
         throw AgreedRuntimeError(fmt::format("{}; stopping (train.nan_policy stop). Lower the learning rate, enable "
                                              "train.clip_grad_norm, or set train.nan_policy rollback",

@@ -164,12 +164,17 @@ def case_tiny_train_sample_info(exe, src, tmp):
         check(np.array_equal(f["images"][()], im), "sampling is not deterministic for a fixed seed")
     r = run(exe, "info", ck)
     check(r.returncode == 0 and "step 6" in r.stdout, f"info checkpoint: {r.stdout} {r.stderr}")
-    # The same run name again: the first run is kept and the new one goes to t.1.
+    # The same command again: the run is finished, so nothing is trained and nothing changes.
     before = open(os.path.join(rd, "metrics.jsonl")).read()
-    r = run(exe, "train", "--config", tiny, f"run.out_dir={out}", "run.name=t", "train.max_steps=2")
+    r = run(exe, "train", "--config", tiny, f"run.out_dir={out}", "run.name=t", "train.max_steps=6")
+    check(r.returncode == 0 and r.stdout.startswith(f"run {rd} is finished"), f"rerun of a finished run: {r.stdout} {r.stderr}")
+    check(not os.path.exists(os.path.join(out, "t.1")), "a finished run's rerun made a new directory")
+    # checkpoint.resume=never: a new run beside it, in t.1; the first run is kept.
+    r = run(exe, "train", "--config", tiny, f"run.out_dir={out}", "run.name=t", "train.max_steps=2",
+            "checkpoint.resume=never")
     check(r.returncode == 0 and os.path.isfile(os.path.join(out, "t.1", "checkpoints", "ckpt_00000002.h5")),
           f"second run: {r.stdout} {r.stderr}")
-    check("already holds a run" in r.stdout, "no note about the new run directory")
+    check("is taken; checkpoint.resume is never" in r.stdout.splitlines()[0], f"first line: {r.stdout}")
     check(open(os.path.join(rd, "metrics.jsonl")).read() == before, "the first run's metrics changed")
 
 

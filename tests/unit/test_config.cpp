@@ -95,12 +95,19 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.max_steps, b.train.max_steps);
   EXPECT_EQ(a.train.max_minutes, b.train.max_minutes);
   EXPECT_EQ(a.train.clip_grad_norm, b.train.clip_grad_norm);
+  EXPECT_EQ(a.train.stop_signal, b.train.stop_signal);
+  EXPECT_EQ(a.train.nan_policy, b.train.nan_policy);
+  EXPECT_EQ(a.train.nan_max_rollbacks, b.train.nan_max_rollbacks);
   expect_same_optim(a.optim_g, b.optim_g, "optim.g");
   expect_same_optim(a.optim_d, b.optim_d, "optim.d");
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
   EXPECT_EQ(a.log.sample_every_steps, b.log.sample_every_steps);
   EXPECT_EQ(a.log.sample_count, b.log.sample_count);
+  EXPECT_EQ(a.checkpoint.resume, b.checkpoint.resume);
   EXPECT_EQ(a.checkpoint.every_steps, b.checkpoint.every_steps);
+  EXPECT_EQ(a.checkpoint.every_minutes, b.checkpoint.every_minutes);
+  EXPECT_EQ(a.checkpoint.keep_last, b.checkpoint.keep_last);
+  EXPECT_EQ(a.checkpoint.keep_every_hours, b.checkpoint.keep_every_hours);
   EXPECT_EQ(a.dist.backend, b.dist.backend);
   EXPECT_EQ(a.dist.sync_bn, b.dist.sync_bn);
   EXPECT_EQ(a.dist.bucket_mb, b.dist.bucket_mb);
@@ -114,11 +121,11 @@ Config all_fields_changed() {
            LayoutChoice::nhwc, false, 12.5};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
-  c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f};
+  c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17};
-  c.checkpoint = {19};
+  c.checkpoint = {"runs/x: y/ckpt_00000001.h5", 19, 2.25, 23, 0.5};
   c.dist = {DistBackend::mpi, false, 0.375, 21.5};
   return c;
 }
@@ -133,9 +140,9 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 5, optim 2 x 8,
-  // log 3, checkpoint 1, dist 4.
-  EXPECT_EQ(schema.size(), 52u);
+  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 8, optim 2 x 8,
+  // log 3, checkpoint 5, dist 4.
+  EXPECT_EQ(schema.size(), 59u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
@@ -187,14 +194,15 @@ model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels
         leaky_slope: 0.1, init_std: 0.333333343267}
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
        prefetch_batches: 7, loader_threads: 5}
-train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3}
+train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
+        stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
       weight_decay: 1e-5}
   d: {name: sgd, lr: 0.123456789, beta1: 0.1, beta2: 0.2, eps: 1e-3, alpha: 0.5, momentum: 0.75,
       weight_decay: 2.5e-4}
 log: {every_steps: 11, sample_every_steps: 13, sample_count: 17}
-checkpoint: {every_steps: 19}
+checkpoint: {resume: "runs/x: y/ckpt_00000001.h5", every_steps: 19, every_minutes: 2.25, keep_last: 23, keep_every_hours: 0.5}
 dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5}
 )";
   expect_same_config(parse_config(yaml, "by_hand.yaml"), all_fields_changed());

@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""Runs that survive a cluster, one process: exact resume, resume modes, config changes, retention, kills at many moments, a full disk."""
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+STEPS = 40
+HALF = 20
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def skip(reason):
+    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
+        raise AssertionError(f"required by the test command, but missing: {reason}")
+    print(f"skip: {reason}")
+    return SKIP
+
+
+class Runs:
+    """gantrain train on config/tiny.yaml (1 thread) under one runs/ folder."""
+
+    def __init__(self, exe, src, tmp):
+        self.exe, self.tmp = exe, tmp
+        self.tiny = os.path.join(src, "config/tiny.yaml")
+        self.out = os.path.join(tmp, "runs")
+
+    def args(self, name, *overrides, steps=STEPS):
+        return [self.exe, "train", "--config", self.tiny, f"run.out_dir={self.out}", f"run.name={name}",
+                f"train.max_steps={steps}", "log.every_steps=1", "log.sample_every_steps=0", "checkpoint.every_steps=5",
+                "checkpoint.keep_last=0", *overrides]
+
+    def train(self, name, *overrides, steps=STEPS, env=None, timeout=300, **kw):
+        return subprocess.run(self.args(name, *overrides, steps=steps), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **(env or {})), **kw)
+
+    def dir(self, name):
+        return os.path.join(self.out, name)
+
+    def ckpt(self, name, step):
+        return os.path.join(self.out, name, "checkpoints", f"ckpt_{step:08d}.h5")
+
+    def checkpoints(self, name):
+        d = os.path.join(self.out, name, "checkpoints")
+        return sorted(f for f in os.listdir(d) if f.startswith("ckpt_") and f.endswith(".h5"))
+
+    def metrics(self, name):
+        return [json.loads(line) for line in open(os.path.join(self.out, name, "metrics.jsonl"))]
+
+    def info(self, path):
+        return subprocess.run([self.exe, "info", path], capture_output=True, text=True, timeout=60)
+
+
+def tensors(path):
+    """Every dataset of a checkpoint (parameters, buffers, optimizer state) as numpy arrays."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def check_identical(a_path, b_path, what):
+    import numpy as np
+    a, b = tensors(a_path), tensors(b_path)
+    check(sorted(a) == sorted(b), f"{what}: tensor names differ: {sorted(set(a) ^ set(b))}")
+    differ = [k for k in a if a[k].shape != b[k].shape or a[k].tobytes() != b[k].tobytes()]
+    check(not differ, f"{what}: {len(differ)} of {len(a)} tensors differ from the uninterrupted run, e.g. {differ[:3]}")
+    check(all(np.all(np.isfinite(v)) for v in a.values() if v.dtype.kind == "f"), f"{what}: non-finite values")
+    return len(a)
+
+
+def check_metrics_continue(runs, name, reference, what):
+    """metrics.jsonl has every step once, in order, with the uninterrupted run's losses bit for bit."""
+    got, ref = runs.metrics(name), runs.metrics(reference)
+    steps = [m["step"] for m in got]
+    check(steps == list(range(1, STEPS + 1)), f"{what}: metrics steps {steps}")
+    for g, r in zip(got, ref):
+        for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+            check(g[key] == r[key], f"{what}: step {g['step']} {key} {g[key]} vs {r[key]} uninterrupted")
+
+
+def reference(runs):
+    r = runs.train("straight")
+    check(r.returncode == 0, f"uninterrupted run failed: {r.stdout}{r.stderr}")
+    return runs.ckpt("straight", STEPS)
+
+
+def case_exact_resume(exe, src, tmp):
+    """40 steps straight = 20 + stop + 20, bit for bit, whether the stop was max_steps, a signal or the time limit."""
+    runs = Runs(exe, src, tmp)
+    ref = reference(runs)
+    # 1. Stopped by max_steps at 20, then the same command with 40.
+    r = runs.train("steps", steps=HALF)
+    check(r.returncode == 0, f"first half: {r.stderr}")
+    r = runs.train("steps")
+    check(r.returncode == 0, f"second half: {r.stderr}")
+    first = r.stdout.splitlines()[0]
+    check(first.startswith(f"resuming run {runs.dir('steps')} from ") and f"at step {HALF} of {STEPS}" in first,
+          f"first line: {first}")
+    check("config changed since the checkpoint: train.max_steps: 20 -> 40" in r.stdout, r.stdout)
+    n = check_identical(runs.ckpt("steps", STEPS), ref, "max_steps 20 then 40")
+    check_metrics_continue(runs, "steps", "straight", "max_steps 20 then 40")
+    print(f"20 + 20 steps: {n} tensors bit-identical to 40 straight; metrics.jsonl steps 1..40 once each")
+    # 2. SIGTERM before step 13 (the process sends it to itself, so the moment is known), then the same command.
+    r = runs.train("signal", "checkpoint.every_steps=0", env={"GANTRAIN_TEST_FAULT": "0:12:sigterm"})
+    check(r.returncode == 3, f"exit {r.returncode} after SIGTERM, expected 3: {r.stderr}")
+    check("signal 15 received: stopping after step 13 with a checkpoint" in r.stdout, r.stdout)
+    check(runs.checkpoints("signal") == ["ckpt_00000013.h5"], f"{runs.checkpoints('signal')}")
+    r = runs.train("signal", "checkpoint.every_steps=0")
+    check(r.returncode == 0 and f"at step 13 of {STEPS}" in r.stdout.splitlines()[0], f"resume: {r.stdout}{r.stderr}")
+    check_identical(runs.ckpt("signal", STEPS), ref, "SIGTERM then resume")
+    check_metrics_continue(runs, "signal", "straight", "SIGTERM then resume")
+    print("SIGTERM during step 13, exit 3, resume: bit-identical")
+    # 3. train.max_minutes: every invocation stops after ~0.1 s with exit 3; the same command until it finishes.
+    stops = 0
+    for _ in range(200):
+        r = runs.train("minutes", "checkpoint.every_steps=0", "train.max_minutes=0.0002")
+        if r.returncode == 0:
+            break
+        check(r.returncode == 3 and "time limit train.max_minutes=0.0002 reached" in r.stdout, f"{r.returncode}: {r.stdout}{r.stderr}")
+        stops += 1
+    check(r.returncode == 0 and stops >= 2, f"time-limited invocations: {stops} stops, last exit {r.returncode}")
+    check_identical(runs.ckpt("minutes", STEPS), ref, "time limit, resumed")
+    check_metrics_continue(runs, "minutes", "straight", "time limit, resumed")
+    r = runs.train("minutes", "checkpoint.every_steps=0", "train.max_minutes=0.0002")
+    check(r.returncode == 0 and r.stdout.startswith(f"run {runs.dir('minutes')} is finished"), f"finished run: {r.stdout}")
+    print(f"train.max_minutes: {stops} stops (exit 3) and resumes: bit-identical; a finished run exits 0 at once")
+
+
+def case_resume_modes(exe, src, tmp):
+    """never, an explicit path (in place, and into a new run), a newest checkpoint that does not validate, config changes."""
+    runs = Runs(exe, src, tmp)
+    ref = reference(runs)
+    r = runs.train("m", steps=HALF)
+    check(r.returncode == 0, r.stderr)
+    # never: a new run beside the old one.
+    r = runs.train("m", "checkpoint.resume=never", steps=2)
+    check(r.returncode == 0 and os.path.isfile(runs.ckpt("m.1", 2)), f"never: {r.stdout}{r.stderr}")
+    # A config change that cannot resume: exit 2, one line naming the key, nothing written.
+    before = sorted(os.listdir(runs.dir("m")))
+    for key, value in [("model.g_width", "8"), ("optim.d.name", "sgd"), ("train.batch_size", "16"), ("run.seed", "7")]:
+        r = runs.train("m", f"{key}={value}")
+        check(r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+              f"{key} changed: exit {r.returncode}: {r.stderr}")
+    check(sorted(os.listdir(runs.dir("m"))) == before, "a refused resume wrote into the run directory")
+    # The newest checkpoint truncated: reported, kept aside as .invalid, the one before it used.
+    newest = runs.ckpt("m", HALF)
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    r = runs.train("m", "log.every_steps=2")
+    check(r.returncode == 0, f"resume past a truncated checkpoint: {r.stdout}{r.stderr}")
+    lines = r.stdout.splitlines()
+    check(f"at step {HALF - 5} of {STEPS}" in lines[0], f"first line: {lines[0]}")
+    check(any(l.startswith("skipped: ") and "ckpt_00000020.h5" in l for l in lines[:4]), f"no skip note: {lines[:4]}")
+    check(os.path.isfile(newest + ".invalid"), "the truncated checkpoint was not kept aside")
+    check("config changed since the checkpoint: log.every_steps: 1 -> 2" in r.stdout, "harmless change not logged")
+    check_identical(runs.ckpt("m", STEPS), ref, "resumed past a truncated checkpoint")
+    print("never -> m.1; model/optimizer/batch/seed changes refused (exit 2); truncated newest skipped")
+    # An explicit checkpoint into a new run directory.
+    r = runs.train("p", f"checkpoint.resume={runs.ckpt('straight', 25)}")
+    check(r.returncode == 0 and r.stdout.splitlines()[0].startswith(f"new run {runs.dir('p')} continuing from"),
+          f"resume from a path: {r.stdout}{r.stderr}")
+    check_identical(runs.ckpt("p", STEPS), ref, "resumed from an explicit path")
+    # A path that is not a checkpoint.
+    bad = os.path.join(tmp, "not_a_checkpoint.h5")
+    open(bad, "w").write("hello")
+    r = runs.train("q", f"checkpoint.resume={bad}")
+    check(r.returncode == 2 and "checkpoint.resume" in r.stderr and "not_a_checkpoint.h5" in r.stderr, r.stderr)
+    print("explicit checkpoint path: a new run continues bit-identically; a bad path is exit 2")
+
+
+def case_retention(exe, src, tmp):
+    """keep_last: only the newest K checkpoints stay, and the run still resumes from the newest."""
+    runs = Runs(exe, src, tmp)
+    r = runs.train("k", "checkpoint.every_steps=1", "checkpoint.keep_last=3", steps=12)
+    check(r.returncode == 0, r.stderr)
+    check(runs.checkpoints("k") == [f"ckpt_{s:08d}.h5" for s in (10, 11, 12)], f"kept: {runs.checkpoints('k')}")
+    check(r.stdout.count("retention: deleted") == 9, "deletions not logged")
+    r = runs.train("all", "checkpoint.every_steps=1", "checkpoint.keep_last=0", steps=6)
+    check(len(runs.checkpoints("all")) == 6, f"keep_last 0 kept {runs.checkpoints('all')}")
+    print("keep_last 3 of 12 checkpoints: steps 10, 11, 12 kept; keep_last 0 keeps all")
+
+
+# The kill points of src/core/fault_point.h, each passed many times in a 12-step run with a checkpoint
+# every 3 steps and keep_last 2 (so retention deletes).
+KILLS = ([("step", n) for n in (1, 3, 4, 7, 12)] +
+         [(p, n) for p in ("ckpt_created", "ckpt_meta", "ckpt_tensors", "ckpt_synced", "ckpt_renamed") for n in (1, 3)] +
+         [("retention", n) for n in (1, 2)] + [("metrics", n) for n in (2, 6, 9, 11)])
+
+
+def case_crash_kills(exe, src, tmp):
+    """SIGKILL at many moments, checkpoint writes included: the newest remaining checkpoint always validates, and
+    running the same command again ends with the parameters of a run that was never killed."""
+    runs = Runs(exe, src, tmp)
+    extra = ("checkpoint.every_steps=3", "checkpoint.keep_last=2")
+    r = runs.train("clean", *extra, steps=12)
+    check(r.returncode == 0, r.stderr)
+    ref = runs.ckpt("clean", 12)
+    check(len(KILLS) >= 20, "too few kill moments")
+    for point, n in KILLS:
+        name = f"kill_{point}_{n}"
+        r = runs.train(name, *extra, steps=12, env={"GANTRAIN_TEST_KILL": f"{point}:{n}"})
+        check(r.returncode == -signal.SIGKILL, f"{name}: exit {r.returncode}, expected death by SIGKILL: {r.stderr}")
+        left = runs.checkpoints(name)
+        if left:
+            v = runs.info(os.path.join(runs.dir(name), "checkpoints", left[-1]))
+            check(v.returncode == 0, f"{name}: the newest checkpoint left, {left[-1]}, does not validate: {v.stdout}{v.stderr}")
+        r = runs.train(name, *extra, steps=12)
+        check(r.returncode == 0, f"{name}: resume failed: {r.stdout}{r.stderr}")
+        first = r.stdout.splitlines()[0]
+        check(first.startswith(("resuming run", "restarting run")), f"{name}: first line after the kill: {first}")
+        check_identical(runs.ckpt(name, 12), ref, name)
+        leftovers = [f for f in os.listdir(os.path.join(runs.dir(name), "checkpoints")) if f.endswith(".tmp")]
+        check(not leftovers, f"{name}: temporary files left: {leftovers}")
+        print(f"{name}: newest left {left[-1] if left else 'none'} validates; resumed to identical parameters")
+    print(f"{len(KILLS)} kills: every resume ended bit-identical to the run that was not killed")
+
+
+def case_full_disk(exe, src, tmp):
+    """A checkpoint write that runs out of space (a file-size limit) stops the run with a clear message (exit 1),
+    leaves no temporary file, and leaves the earlier checkpoints as they were; the run then resumes."""
+    runs = Runs(exe, src, tmp)
+    r = runs.train("d", steps=10)
+    check(r.returncode == 0, r.stderr)
+    size = os.path.getsize(runs.ckpt("d", 10))
+    before = {f: open(os.path.join(runs.dir("d"), "checkpoints", f), "rb").read() for f in runs.checkpoints("d")}
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as a full disk: write() fails with EFBIG, nothing is killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    r = runs.train("d", steps=20, preexec_fn=limit)
+    check(r.returncode == 1, f"exit {r.returncode}, expected 1: {r.stdout}{r.stderr}")
+    err = r.stderr.strip().splitlines()
+    check(len(err) == 1 and "ckpt_00000015.h5" in err[0], f"message: {r.stderr}")
+    after = {f: open(os.path.join(runs.dir("d"), "checkpoints", f), "rb").read() for f in runs.checkpoints("d")}
+    check(after == before, f"earlier checkpoints changed: {sorted(before)} -> {sorted(after)}")
+    tmp_files = [f for f in os.listdir(os.path.join(runs.dir("d"), "checkpoints")) if f.endswith(".tmp")]
+    check(not tmp_files, f"temporary files left: {tmp_files}")
+    r = runs.train("d", steps=20)
+    check(r.returncode == 0 and "at step 10 of 20" in r.stdout.splitlines()[0], f"resume after the full disk: {r.stdout}")
+    print(f"file-size limit {size // 2} bytes: '{err[0]}'; earlier checkpoints intact; resumed")
+
+
+def case_unwritable_out_dir(exe, src, tmp):
+    runs = Runs(exe, src, tmp)
+    blocker = os.path.join(tmp, "a_file")
+    open(blocker, "w").write("x")
+    r = subprocess.run([exe, "train", "--config", runs.tiny, f"run.out_dir={blocker}"], capture_output=True, text=True,
+                       timeout=120)
+    check(r.returncode == 2 and "a_file" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+          f"exit {r.returncode}: {r.stderr}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exe", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--case", required=True)
+    a = ap.parse_args()
+    try:
+        import h5py  # noqa: F401
+        import numpy  # noqa: F401
+    except ImportError as e:
+        return skip(str(e))
+    tmp = tempfile.mkdtemp(prefix=f"gt_resume_{a.case}_")
+    try:
+        globals()["case_" + a.case](a.exe, a.source, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
