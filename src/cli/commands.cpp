@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "config/config.h"
@@ -42,6 +43,29 @@ void print_model(const char* title, Sequential& net, const Shape& input) {
     for (Param* p : l.params()) n += p->value.numel();
     fmt::print("  main.{:<3} {:<16} -> {:<20} {:>12}\n", i, l.kind(), shape_str(s), n ? with_commas(n) : "");
   }
+}
+
+std::string optimizer_summary(const OptimConfig& o) {
+  std::string text = fmt::format("{} lr {}", choice_name(o.kind), o.lr);
+  if (o.kind == OptimizerKind::adam) text += fmt::format(" betas ({}, {})", o.beta1, o.beta2);
+  if (o.kind != OptimizerKind::adam && o.momentum != 0) text += fmt::format(" momentum {}", o.momentum);
+  if (o.weight_decay != 0) text += fmt::format(" weight_decay {}", o.weight_decay);
+  return text;
+}
+
+// The embedded config, parsed as train and sample parse it; one that does not parse refuses the checkpoint.
+Config checkpoint_config(const Checkpoint& ck, const std::string& path) {
+  try {
+    return parse_config(ck.meta.config_yaml, path + ":/meta/config");
+  } catch (const UserError& e) {
+    user_error("checkpoint {} holds a config that does not parse: {}", path, e.what());
+  }
+}
+
+// Refuses a checkpoint whose float tensors hold a NaN or an infinity (a diverged run), naming the first.
+void refuse_nonfinite(const Checkpoint& ck, const std::string& path, const char* refusal) {
+  const std::string bad = first_nonfinite_tensor(ck);
+  if (!bad.empty()) user_error("checkpoint {} holds non-finite weights (/{}); {}", path, bad, refusal);
 }
 
 std::string lower_ext(const std::string& path) {
@@ -87,15 +111,27 @@ int cmd_info(const InfoArgs& a) {
     if (!i.created_by.empty()) fmt::print("  created by: {}\n", i.created_by);
     return 0;
   }
+  // Validates as train and sample would: every checksum (load_checkpoint), the config, finite weights.
   const Checkpoint ck = load_checkpoint(a.file);
+  const Config cfg = checkpoint_config(ck, a.file);
+  const ModelConfig& m = cfg.model;
   fmt::print("checkpoint {}\n  format_version {} | step {} | epoch {} | images_seen {} | world_size {} | seed {} | code {}\n",
              a.file, ck.meta.format_version, ck.meta.step, ck.meta.epoch, ck.meta.images_seen, ck.meta.world_size,
              ck.meta.seed, ck.meta.code_version);
+  fmt::print("  model {} {}x{}x{} | nz {} | widths G {} D {} | batch {}\n", m.arch, m.resolution, m.resolution,
+             m.channels, m.nz, m.g_width, m.d_width, cfg.train.batch_size);
+  fmt::print("  optim G {} | D {}\n", optimizer_summary(cfg.optim_g), optimizer_summary(cfg.optim_d));
   for (const auto& [group, tensors] : ck.groups) {
     int64_t n = 0;
     for (const auto& [name, t] : tensors) n += t.numel();
     fmt::print("  /{:<22} {:>4} tensors {:>14} values\n", group, tensors.size(), with_commas(n));
   }
+  if (!first_nonfinite_tensor(ck).empty()) {
+    fmt::print("verdict: refused\n");
+    std::fflush(stdout);
+    refuse_nonfinite(ck, a.file, "refusing it as a start for train or sample");
+  }
+  fmt::print("verdict: ok\n");
   return 0;
 }
 
@@ -103,7 +139,8 @@ int cmd_sample(const SampleArgs& a) {
   const std::string ext = lower_ext(a.out);
   if (ext != ".png" && ext != ".h5") user_error("--out {}: expected a .png or .h5 file name", a.out);
   const Checkpoint ck = load_checkpoint(a.checkpoint);
-  const Config cfg = parse_config(ck.meta.config_yaml, a.checkpoint + ":/meta/config");
+  const Config cfg = checkpoint_config(ck, a.checkpoint);
+  refuse_nonfinite(ck, a.checkpoint, "refusing to sample");
   const DcganSpec spec = dcgan_spec(cfg.model);
   const std::string group = a.ema ? "G_ema/params" : "G/params";
   if (a.ema && ck.groups.find(group) == ck.groups.end())

@@ -11,7 +11,7 @@
 namespace gt {
 
 struct CheckpointMeta {
-  int64_t format_version = 1;
+  int64_t format_version = 2;  // as read; save_checkpoint always writes the newest format (2)
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t images_seen = 0;
@@ -33,9 +33,17 @@ struct Checkpoint {
   const Tensor* find(const std::string& group, const std::string& name) const;
 };
 
-// Writes to "<path>.tmp", flushes, fsyncs, renames onto path and fsyncs the directory.
+// Writes format 2 to "<path>.tmp", flushes, fsyncs, renames onto path and fsyncs the directory. A full
+// disk or a file-size limit raises RuntimeError naming path and the OS reason; the .tmp is removed and
+// no other file is touched.
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
-// Reads every group under the root; a missing or malformed file raises UserError naming it.
+// Reads every group under the root, verifying every checksum and digest on the way; a missing,
+// truncated, corrupt or foreign file raises UserError: one sentence that names it and the problem.
 Checkpoint load_checkpoint(const std::string& path);
+// "" when path is a complete, uncorrupted checkpoint this build reads (every dataset is read, so
+// every checksum is checked); else the sentence load_checkpoint would raise. Never throws.
+std::string checkpoint_problem(const std::string& path);
+// "G/params/main.0.weight" (group/name) of the first f32 tensor holding a NaN or an infinity, or "".
+std::string first_nonfinite_tensor(const Checkpoint& ck);
 
 }  // namespace gt

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <exception>
 
+#include <fmt/format.h>
+
 #include "core/fault_point.h"
 #include "io/checkpoint.h"
 
@@ -48,8 +50,9 @@ std::vector<CheckpointFile> list_checkpoints(const fs::path& dir) {
 
 std::string checkpoint_file_problem(const std::string& path) {
   try {
-    load_checkpoint(path);
-    return "";
+    const Checkpoint ck = load_checkpoint(path);  // checksums verified; a bad file raises checkpoint_problem's sentence
+    const std::string bad = first_nonfinite_tensor(ck);
+    return bad.empty() ? "" : fmt::format("checkpoint {} holds non-finite values (/{})", path, bad);
   } catch (const std::exception& e) {
     return e.what();
   }

@@ -9,7 +9,8 @@ void load_into(Tensor& dst, const Checkpoint& ckpt, const std::string& group, co
                const std::string& source) {
   const Tensor* src = ckpt.find(group, name);
   if (!src) user_error("{} has no tensor /{}/{}", source, group, name);
-  if (src->numel() != dst.numel() || src->dtype() != dst.dtype())
+  // The shape, not only the count: a [48] stored for a [4, 3, 2, 2] weight is another model.
+  if (src->shape() != dst.shape() || src->dtype() != dst.dtype())
     user_error("{}: /{}/{} is {} but the model expects {}", source, group, name, src->str(), dst.str());
   dst.copy_from(*src);
 }

@@ -39,8 +39,8 @@ RUNS = {  # name: (ranks, config file, overrides)
     "sgd_np1": (0, "config/tiny.yaml", SGD),
     "sgd_np2": (2, "config/tiny.yaml", SGD),
 }
-# /meta attributes that name the run or the build rather than describe its result.
-META_SKIP = {"config", "code_version"}
+# /meta attributes that name the run or the build rather than describe its result (and their digests).
+META_SKIP = {"config", "code_version", "config_digest", "code_version_digest", "unix_time"}
 
 
 def openblas_core():

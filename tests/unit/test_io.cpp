@@ -2,9 +2,14 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <png.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
@@ -23,6 +28,8 @@
 #include "io/idx.h"
 #include "io/image.h"
 #include "io/metrics.h"
+#include "nn/dcgan.h"
+#include "train/model_state.h"
 
 namespace fs = std::filesystem;
 
@@ -488,6 +495,65 @@ void expect_same_checkpoint(const gt::Checkpoint& a, const gt::Checkpoint& b) {
   }
 }
 
+
+// Rewrites the integer attribute /meta/NAME through HDF5 (so every checksum stays valid).
+void set_meta_int(const std::string& path, const char* name, int64_t value) {
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  hid_t meta = H5Gopen2(file, "meta", H5P_DEFAULT);
+  ASSERT_GE(meta, 0);
+  hid_t attr = H5Aopen(meta, name, H5P_DEFAULT);
+  ASSERT_GE(attr, 0);
+  EXPECT_GE(H5Awrite(attr, H5T_NATIVE_INT64, &value), 0);
+  H5Aclose(attr);
+  H5Gclose(meta);
+  H5Fclose(file);
+}
+
+std::vector<char> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+void flip_byte(const std::string& path, size_t offset) {
+  std::vector<char> bytes = file_bytes(path);
+  ASSERT_LT(offset, bytes.size());
+  bytes[offset] = static_cast<char>(bytes[offset] ^ 0x5a);
+  write_bytes(path, bytes);
+}
+
+// Where `pattern` starts in the file; fails the test unless it occurs exactly once.
+size_t unique_offset_of(const std::string& path, const std::string& pattern) {
+  std::vector<char> bytes = file_bytes(path);
+  auto at = std::search(bytes.begin(), bytes.end(), pattern.begin(), pattern.end());
+  EXPECT_NE(at, bytes.end()) << "pattern not in " << path;
+  if (at == bytes.end()) return 0;
+  EXPECT_EQ(std::search(at + 1, bytes.end(), pattern.begin(), pattern.end()), bytes.end()) << "pattern twice";
+  return static_cast<size_t>(at - bytes.begin());
+}
+
+// File offset and stored size of the (first) chunk of a chunked dataset.
+std::pair<haddr_t, hsize_t> first_chunk_of(const std::string& path, const char* dataset) {
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t dset = H5Dopen2(file, dataset, H5P_DEFAULT);
+  hid_t space = H5Dget_space(dset);
+  hsize_t coords[8] = {};
+  unsigned filter_mask = 0;
+  haddr_t address = HADDR_UNDEF;
+  hsize_t size = 0;
+  EXPECT_GE(H5Dget_chunk_info(dset, space, 0, coords, &filter_mask, &address, &size), 0);
+  H5Sclose(space);
+  H5Dclose(dset);
+  H5Fclose(file);
+  return {address, size};
+}
+
+
 }  // namespace
 
 TEST(Checkpoint, RoundTripsTensorsAndMetaInOrder) {
@@ -555,9 +621,8 @@ TEST(Checkpoint, BadFilesAreUserErrorsNamingThemWithoutHdf5StackDumps) {
     H5Fclose(file);
   }
   std::string newer = dir.file("newer.h5");
-  gt::Checkpoint future = sample_checkpoint();
-  future.meta.format_version = 99;
-  gt::save_checkpoint(newer, future);
+  gt::save_checkpoint(newer, sample_checkpoint());
+  set_meta_int(newer, "format_version", 99);
 
   struct Case {
     std::string path, keyword;
@@ -572,6 +637,279 @@ TEST(Checkpoint, BadFilesAreUserErrorsNamingThemWithoutHdf5StackDumps) {
     EXPECT_NE(message.find(c.keyword), std::string::npos) << message;
     EXPECT_EQ(stderr_text, "");
   }
+}
+
+TEST(Checkpoint, Format2ChecksumsEveryTensorAndKeepsScalarsInTheHeader) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::Checkpoint saved = sample_checkpoint();
+  gt::save_checkpoint(path, saved);
+  EXPECT_EQ(gt::checkpoint_problem(path), "");
+  gt::Checkpoint loaded = gt::load_checkpoint(path);
+  EXPECT_EQ(loaded.meta.format_version, 2);
+  expect_same_checkpoint(saved, loaded);
+  EXPECT_EQ(*loaded.find("G/params", "main.1.num_batches_tracked")->i64(), int64_t{1} << 33);
+  EXPECT_EQ(*loaded.find("G/params", "a_scalar")->f32(), -2.5f);
+
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  H5F_info2_t info;
+  ASSERT_GE(H5Fget_info2(file, &info), 0);
+  EXPECT_GE(info.super.version, 2u) << "the superblock must carry a checksum";
+  auto layout_of = [&](const char* name, bool* fletcher32) {
+    hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
+    hid_t plist = H5Dget_create_plist(dset);
+    H5D_layout_t layout = H5Pget_layout(plist);
+    *fletcher32 = false;
+    for (int i = 0; i < H5Pget_nfilters(plist); ++i) {
+      unsigned flags = 0, config = 0;
+      size_t n = 0;
+      if (H5Pget_filter2(plist, static_cast<unsigned>(i), &flags, &n, nullptr, 0, nullptr, &config) ==
+          H5Z_FILTER_FLETCHER32)
+        *fletcher32 = true;
+    }
+    H5Pclose(plist);
+    H5Dclose(dset);
+    return layout;
+  };
+  bool fletcher32 = false;
+  EXPECT_EQ(layout_of("G/params/main.0.weight", &fletcher32), H5D_CHUNKED);
+  EXPECT_TRUE(fletcher32);
+  EXPECT_EQ(layout_of("state/rng/philox", &fletcher32), H5D_CHUNKED);
+  EXPECT_TRUE(fletcher32);
+  EXPECT_EQ(layout_of("G/params/main.1.num_batches_tracked", &fletcher32), H5D_COMPACT);
+  EXPECT_EQ(layout_of("G/params/a_scalar", &fletcher32), H5D_COMPACT);
+  H5Fclose(file);
+}
+
+TEST(Checkpoint, Format1FilesWithoutChecksumsStillLoad) {
+  TempDir dir;
+  std::string path = dir.file("v1.h5");
+  // Format 1 as the old writer made it: default (1.6) file format, contiguous datasets, no digests.
+  hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  hid_t meta = H5Gcreate2(file, "meta", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t scalar = H5Screate(H5S_SCALAR);
+  for (const char* name : {"format_version", "step", "epoch", "images_seen", "world_size", "seed", "resolution"}) {
+    int64_t value = std::string(name) == "step" ? 20 : 1;
+    hid_t attr = H5Acreate2(meta, name, H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, H5T_NATIVE_INT64, &value);
+    H5Aclose(attr);
+  }
+  double alpha = 1.0;
+  hid_t attr = H5Acreate2(meta, "alpha", H5T_IEEE_F64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(attr, H5T_NATIVE_DOUBLE, &alpha);
+  H5Aclose(attr);
+  for (const char* name : {"config", "code_version"}) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, 4);
+    attr = H5Acreate2(meta, name, type, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(attr, type, "abcd");
+    H5Aclose(attr);
+    H5Tclose(type);
+  }
+  H5Gclose(meta);
+  hid_t group = H5Gcreate2(file, "G", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hsize_t dims[1] = {3};
+  hid_t space = H5Screate_simple(1, dims, nullptr);
+  hid_t dset = H5Dcreate2(group, "w", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const float values[3] = {1.f, 2.f, 3.f};
+  H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
+  H5Dclose(dset);
+  hid_t step = H5Dcreate2(group, "step", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const int64_t seven = 7;
+  H5Dwrite(step, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &seven);
+  H5Dclose(step);
+  H5Sclose(space);
+  H5Sclose(scalar);
+  H5Gclose(group);
+  H5Fclose(file);
+
+  EXPECT_EQ(gt::checkpoint_problem(path), "");
+  gt::Checkpoint ck = gt::load_checkpoint(path);
+  EXPECT_EQ(ck.meta.format_version, 1);
+  EXPECT_EQ(ck.meta.step, 20);
+  EXPECT_EQ(ck.meta.config_yaml, "abcd");
+  ASSERT_NE(ck.find("G", "w"), nullptr);
+  EXPECT_EQ(ck.find("G", "w")->f32()[2], 3.f);
+  EXPECT_EQ(*ck.find("G", "step")->i64(), 7);
+}
+
+TEST(Checkpoint, TruncatedFilesAreNamedAsTruncatedAtEveryCut) {
+  TempDir dir;
+  std::string good = dir.file("good.h5");
+  gt::save_checkpoint(good, sample_checkpoint());
+  const std::vector<char> bytes = file_bytes(good);
+  for (size_t keep : {size_t{0}, size_t{5}, size_t{200}, bytes.size() / 2, bytes.size() - 1}) {
+    std::string cut = dir.file("cut_" + std::to_string(keep) + ".h5");
+    write_bytes(cut, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(keep)));
+    SCOPED_TRACE(cut);
+    testing::internal::CaptureStderr();
+    const std::string problem = gt::checkpoint_problem(cut);
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+    EXPECT_CONTAINS(problem, "checkpoint " + cut + " is truncated");
+    EXPECT_EQ(std::count(problem.begin(), problem.end(), '\n'), 0) << problem;
+    EXPECT_EQ(user_error_message([&] { gt::load_checkpoint(cut); }), problem);
+  }
+  EXPECT_EQ(gt::checkpoint_problem(good), "");
+}
+
+TEST(Checkpoint, FlippedTensorByteIsAChecksumMismatchNamingTheTensor) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::save_checkpoint(path, sample_checkpoint());
+  auto [address, size] = first_chunk_of(path, "G/params/main.0.weight");
+  ASSERT_NE(address, HADDR_UNDEF);
+  ASSERT_EQ(size, 4u * 3 * 2 * 2 * 4 + 4);  // the floats and Fletcher32's 4 bytes
+  flip_byte(path, address + size / 2);
+  EXPECT_EQ(gt::checkpoint_problem(path),
+            "checkpoint " + path + " is corrupt: checksum of /G/params/main.0.weight does not match");
+  EXPECT_EQ(user_error_message([&] { gt::load_checkpoint(path); }), gt::checkpoint_problem(path));
+}
+
+TEST(Checkpoint, FlippedScalarByteIsCaughtByTheObjectHeaderChecksum) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::Checkpoint ckpt = sample_checkpoint();
+  gt::Tensor step(gt::Shape{}, gt::DType::i64);
+  *step.i64() = 0x0123456789abcdefll;  // a pattern found once in the file
+  ckpt.groups["G/optim"] = {{"step", step}};
+  gt::save_checkpoint(path, ckpt);
+  const int64_t value = *step.i64();
+  const size_t at = unique_offset_of(path, std::string(reinterpret_cast<const char*>(&value), sizeof value));
+  flip_byte(path, at + 3);
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: checksum of /G/optim/step does not match");
+}
+
+TEST(Checkpoint, FlippedConfigTextIsCaughtByItsDigest) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::Checkpoint ckpt = sample_checkpoint();
+  ckpt.meta.config_yaml += "# marker-7f3a9c\n";
+  gt::save_checkpoint(path, ckpt);
+  flip_byte(path, unique_offset_of(path, "marker-7f3a9c") + 2);
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path +
+                                              " is corrupt: the text of /meta/config does not match its digest "
+                                              "/meta/config_digest");
+}
+
+TEST(Checkpoint, ForeignAndFutureFilesAreNamedWithTheirProblem) {
+  TempDir dir;
+  std::string no_meta = dir.file("no_meta.h5");
+  hid_t file = H5Fcreate(no_meta.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  H5Fclose(file);
+  EXPECT_EQ(gt::checkpoint_problem(no_meta), "checkpoint " + no_meta + " is not a gantrain checkpoint: it has no /meta group");
+  std::string future = dir.file("future.h5");
+  gt::save_checkpoint(future, sample_checkpoint());
+  set_meta_int(future, "format_version", 99);
+  EXPECT_EQ(gt::checkpoint_problem(future), "checkpoint " + future +
+                                                " has format_version 99; this build reads 1 to 2 (a newer gantrain wrote it?)");
+  EXPECT_CONTAINS(gt::checkpoint_problem(dir.file("missing.h5")), "does not exist");
+  EXPECT_CONTAINS(gt::checkpoint_problem(dir.str()), "directory");
+}
+
+TEST(Checkpoint, Format2DatasetRewrittenWithoutItsChecksumIsRefused) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::save_checkpoint(path, sample_checkpoint());
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  ASSERT_GE(H5Ldelete(file, "D/params/main.0.weight", H5P_DEFAULT), 0);
+  hsize_t dims[2] = {2, 5};
+  hid_t space = H5Screate_simple(2, dims, nullptr);
+  hid_t dset = H5Dcreate2(file, "D/params/main.0.weight", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const std::vector<float> zeros(10, 0.f);
+  H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros.data());
+  H5Dclose(dset);
+  H5Sclose(space);
+  H5Fclose(file);
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path +
+                                              " is not a valid format-2 checkpoint: dataset /D/params/main.0.weight "
+                                              "has no Fletcher32 checksum (was it rewritten by another tool?)");
+}
+
+TEST(Checkpoint, FirstNonfiniteTensorNamesGroupAndTensor) {
+  gt::Checkpoint ckpt = sample_checkpoint();
+  EXPECT_EQ(gt::first_nonfinite_tensor(ckpt), "");
+  ckpt.groups["G/params"][1].second.f32()[2] = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(gt::first_nonfinite_tensor(ckpt), "G/params/main.1.running_mean");
+  ckpt.groups["D/params"][0].second.f32()[9] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(gt::first_nonfinite_tensor(ckpt), "D/params/main.0.weight");  // groups in name order
+}
+
+// A full disk, simulated with a file-size limit (EFBIG, SIGXFSZ ignored) in a child process.
+TEST(Checkpoint, WriteOverTheFileSizeLimitNamesTheFileAndTouchesNothingElse) {
+  TempDir dir;
+  std::string earlier = dir.file("ckpt_00000010.h5");
+  std::string next = dir.file("ckpt_00000020.h5");
+  gt::save_checkpoint(earlier, sample_checkpoint());
+  const std::vector<char> earlier_bytes = file_bytes(earlier);
+  gt::Checkpoint big = sample_checkpoint();
+  big.groups["G/params"].emplace_back("large", random_f32({256, 1024}, 5));  // 1 MiB
+
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  fflush(nullptr);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(pipe_fds[0]);
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{256 * 1024, 256 * 1024};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    std::string message = "no exception";
+    int code = 3;
+    try {
+      gt::save_checkpoint(next, big);
+    } catch (const gt::RuntimeError& e) {
+      message = e.what();
+      code = 0;
+    } catch (const std::exception& e) {
+      message = std::string("wrong exception type: ") + e.what();
+    }
+    if (write(pipe_fds[1], message.data(), message.size()) < 0) code = 4;
+    close(pipe_fds[1]);
+    _exit(code);
+  }
+  close(pipe_fds[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t n; (n = read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
+  close(pipe_fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of a signal: " << message;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << message;
+  EXPECT_EQ(message, "cannot write checkpoint " + next + ": File too large (the earlier checkpoints are untouched)");
+  EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"ckpt_00000010.h5"});
+  EXPECT_EQ(file_bytes(earlier), earlier_bytes);
+  EXPECT_EQ(gt::checkpoint_problem(earlier), "");
+}
+
+TEST(ImportStateDict, NamesAMissingOrReshapedTensor) {
+  gt::DcganSpec spec;
+  spec.nz = 4;
+  spec.g_width = 2;
+  spec.resolution = 32;
+  spec.channels = 1;
+  gt::Sequential G = gt::make_dcgan_generator(spec);
+  gt::Checkpoint ck;
+  gt::export_state_dict(G, "G/params", ck.groups);
+  gt::Sequential fresh = gt::make_dcgan_generator(spec);
+  gt::import_state_dict(fresh, ck, "G/params", "ck.h5");  // complete: no error
+
+  gt::Checkpoint missing = ck;
+  auto& tensors = missing.groups["G/params"];
+  tensors.erase(tensors.begin());
+  EXPECT_CONTAINS(user_error_message([&] { gt::import_state_dict(fresh, missing, "G/params", "ck.h5"); }),
+                  "ck.h5 has no tensor /G/params/main.0.weight");
+
+  gt::Checkpoint reshaped = ck;
+  gt::Tensor& w = reshaped.groups["G/params"][0].second;
+  w = w.reshaped({w.numel()});  // same count, another shape
+  EXPECT_CONTAINS(user_error_message([&] { gt::import_state_dict(fresh, reshaped, "G/params", "ck.h5"); }),
+                  "ck.h5: /G/params/main.0.weight is");
 }
 
 // ================================================================================================
