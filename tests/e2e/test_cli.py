@@ -207,7 +207,7 @@ def case_stop_on_sigterm(exe, src, tmp):
     tiny = os.path.join(src, "config/tiny.yaml")
     out = os.path.join(tmp, "runs")
     p = subprocess.Popen([exe, "train", "--config", tiny, f"run.out_dir={out}", "run.name=s", "train.max_steps=1000000",
-                          "log.every_steps=1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "log.every_steps=1", "checkpoint.every_steps=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         line = p.stdout.readline()
