@@ -13,6 +13,7 @@ PKGS=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   python3-torch python3-numpy python3-h5py python3-yaml   # PyTorch oracle tests and benchmarks (/usr/bin/python3)
   dataset-fashion-mnist                 # the demo's default data set
+  slurm-wlm munge                       # tests/slurm: a one-node Slurm cluster for slurm/*.sbatch
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
