@@ -237,6 +237,18 @@ void accumulate_column_sums(float* dbias, const float* x, int64_t rows, int cols
   CUDA_CHECK_LAUNCH();
 }
 
+__global__ void l2_norm_kernel(float* out, const float* x, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(x[i]) * x[i];
+  s = detail::block_sum(s);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(sqrt(s));
+}
+
+void l2_norm(float* out, const float* x, int64_t n, cudaStream_t stream) {
+  l2_norm_kernel<<<1, kBceThreads, 0, stream>>>(out, x, n);
+  CUDA_CHECK_LAUNCH();
+}
+
 void bce_with_logits(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale,
                      cudaStream_t stream) {
   if (n <= 0) return;

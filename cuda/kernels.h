@@ -91,6 +91,8 @@ void batchnorm_backward_eval(float* dinp, float* dweight, float* dbias, const fl
 // ---- loss ------------------------------------------------------------------------------------------
 // loss[0] = mean over n of BCE(sigmoid(logit), target), in double as train/loss.cpp; if dlogits is not
 // null, dlogits[i] = float(sigmoid(x_i) - target) * scale / n. One block: n is a batch of logits.
+// out[0] = sqrt(sum x^2) over n floats, summed in double by one block (the same bits every run).
+void l2_norm(float* out, const float* x, int64_t n, cudaStream_t stream);
 void bce_with_logits(float* loss, float* dlogits, const float* logits, int64_t n, float target, float scale,
                      cudaStream_t stream);
 

@@ -26,6 +26,13 @@ void CpuStepOps::bce_with_logits(const Tensor& logits, float target, float scale
   scalars_[static_cast<int>(loss)] = gt::bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32(), scale);
 }
 
+void CpuStepOps::grad_norm(Net& net, StepScalar slot) {
+  const float* g = net.flat_grads();
+  double sum = 0;
+  for (int64_t i = 0; i < net.flat_size(); ++i) sum += static_cast<double>(g[i]) * g[i];
+  scalars_[static_cast<int>(slot)] = std::sqrt(sum);
+}
+
 StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
   auto alone = make_local_communicator();
   CpuStepOps ops;

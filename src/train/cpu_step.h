@@ -15,6 +15,7 @@ class CpuStepOps final : public StepOps {
   Tensor buffer_like(const Tensor& t) override { return Tensor(t.shape(), t.dtype()); }
   void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
                        const StepScalar* prob) override;
+  void grad_norm(Net& net, StepScalar slot) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
 
  private:

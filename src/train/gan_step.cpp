@@ -51,6 +51,7 @@ Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
   s.reduce_d.arm();
   d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, parameter_grads(s.reduce_d.hook()));
   s.reduce_d.finish();
+  s.ops.grad_norm(s.D, StepScalar::grad_norm_d);
   s.opt_d.update(s.clip_grad_norm);
 
   // G step: the same fakes through the updated D, labelled 1 (non-saturating loss); D's parameter
@@ -62,6 +63,7 @@ Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
   s.G.backward(dfake, parameter_grads(s.reduce_g.hook()));
   s.reduce_g.finish();
   s.ops.release(mark);
+  s.ops.grad_norm(s.G, StepScalar::grad_norm_g);
   s.opt_g.update(s.clip_grad_norm);
   return fake;
 }
@@ -73,6 +75,8 @@ StepResult step_result(const double (&v)[kStepScalars], double scale) {
   r.g_loss = at(StepScalar::loss_g) * scale;
   r.d_real = at(StepScalar::prob_real) * scale;
   r.d_fake = at(StepScalar::prob_fake) * scale;
+  r.d_grad_norm = at(StepScalar::grad_norm_d);
+  r.g_grad_norm = at(StepScalar::grad_norm_g);
   return r;
 }
 

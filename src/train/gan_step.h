@@ -11,8 +11,10 @@ class Communicator;
 class GradientBucketer;
 
 // The step's scalars, written by StepOps on the step's device and read once the step has completed.
-enum class StepScalar : int { loss_real, loss_fake, loss_g, prob_real, prob_fake };
-constexpr int kStepScalars = 5;
+// The step's scalars; grad_norm_d/g: the L2 norm of each network's gradient as its optimizer gets it
+// (summed over the ranks, before clipping), the same on every rank.
+enum class StepScalar : int { loss_real, loss_fake, loss_g, prob_real, prob_fake, grad_norm_d, grad_norm_g };
+constexpr int kStepScalars = 7;
 
 // What the step needs from a device besides its networks. The CPU engine's are host tensors and
 // doubles; the CUDA engine's are arena memory and device floats read back when the step completes.
@@ -30,6 +32,8 @@ class StepOps {
   // d(mean loss)/d(logit).
   virtual void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
                                const StepScalar* prob) = 0;
+  // The L2 norm of net's flat gradient into `slot` (for the NaN guard and the metrics).
+  virtual void grad_norm(Net& net, StepScalar slot) = 0;
 };
 
 // One network's optimizer as the step sees it, on the network's device.
@@ -69,6 +73,7 @@ struct StepResult {
   double g_loss = 0;  // BCE(D(G(z)), 1), with D after its update
   double d_real = 0;  // mean sigmoid(D(x))
   double d_fake = 0;  // mean sigmoid(D(G(z))) before the D update
+  double d_grad_norm = 0, g_grad_norm = 0;  // the whole gradient's norm (not a share): the same on every rank
   Tensor fake;        // G(z) [N, C, H, W] from this step, where the engine returns it (the CPU's)
 };
 // The step's result from its scalars as StepOps wrote them.

@@ -176,40 +176,53 @@ std::vector<int> ranks_with_other_parameters(Communicator& comm, Sequential& G, 
   return differ;
 }
 
-// The step's losses and means over the global batch: each rank's share summed over the ranks, the same
-// on every rank, with the ranks whose own losses were not finite (empty when all were).
+// The step's losses and means over the global batch (each rank's share summed over the ranks) and its
+// gradient norms (the same on every rank), with, per quantity, the ranks where it was not finite. The
+// same on every rank, so every rank takes the same way.
 struct GlobalResult {
+  static constexpr int kChecked = 4;  // d_loss, g_loss, d_grad_norm, g_grad_norm
+  static constexpr const char* kNames[kChecked] = {"d_loss", "g_loss", "D's gradient norm", "G's gradient norm"};
   StepResult r;
-  std::vector<int> bad_d, bad_g;  // ranks whose d_loss / g_loss share was not finite
-  bool finite() const { return bad_d.empty() && bad_g.empty(); }
+  std::vector<int> bad[kChecked];
+  bool finite() const {
+    for (const auto& b : bad)
+      if (!b.empty()) return false;
+    return true;
+  }
 };
 
 GlobalResult global_result(StepResult r, Communicator& comm) {
   GlobalResult g;
-  const int64_t flags[2] = {!std::isfinite(r.d_loss), !std::isfinite(r.g_loss)};
+  const double checked[GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_grad_norm, r.g_grad_norm};
+  int64_t flags[GlobalResult::kChecked];
+  for (int k = 0; k < GlobalResult::kChecked; ++k) flags[k] = !std::isfinite(checked[k]);
   double v[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
   comm.all_reduce(v, 4, ReduceOp::sum);
   r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3];
-  std::vector<int64_t> all(static_cast<size_t>(2 * comm.world_size()));
-  comm.all_gather(flags, all.data(), 2);
-  for (int rank = 0; rank < comm.world_size(); ++rank) {
-    if (all[2 * rank]) g.bad_d.push_back(rank);
-    if (all[2 * rank + 1]) g.bad_g.push_back(rank);
-  }
+  std::vector<int64_t> all(static_cast<size_t>(GlobalResult::kChecked * comm.world_size()));
+  comm.all_gather(flags, all.data(), GlobalResult::kChecked);
+  for (int rank = 0; rank < comm.world_size(); ++rank)
+    for (int k = 0; k < GlobalResult::kChecked; ++k)
+      if (all[static_cast<size_t>(GlobalResult::kChecked * rank + k)]) g.bad[k].push_back(rank);
   g.r = r;
   return g;
 }
 
-// "step 7: d_loss is not finite on rank 1 (g_loss on ranks 0, 1)".
+// "step 7: d_loss is not finite on rank 1 (g_loss on ranks 0, 1; ...)": the first quantity that is not.
 std::string describe_nonfinite(const GlobalResult& g, int64_t step) {
   auto ranks = [](const std::vector<int>& v) {
     return fmt::format("{} {}", v.size() > 1 ? "ranks" : "rank", fmt::join(v, ", "));
   };
-  const bool d_first = !g.bad_d.empty();
-  std::string out = fmt::format("step {}: {} is not finite on {}", step, d_first ? "d_loss" : "g_loss",
-                                ranks(d_first ? g.bad_d : g.bad_g));
-  if (d_first && !g.bad_g.empty()) out += fmt::format(" (g_loss on {})", ranks(g.bad_g));
-  return out;
+  std::string first, others;
+  for (int k = 0; k < GlobalResult::kChecked; ++k) {
+    if (g.bad[k].empty()) continue;
+    if (first.empty()) {
+      first = fmt::format("step {}: {} is not finite on {}", step, GlobalResult::kNames[k], ranks(g.bad[k]));
+    } else {
+      others += fmt::format("{}{} on {}", others.empty() ? "" : "; ", GlobalResult::kNames[k], ranks(g.bad[k]));
+    }
+  }
+  return others.empty() ? first : fmt::format("{} ({})", first, others);
 }
 
 bool all_finite(const float* p, int64_t n) {
@@ -237,6 +250,7 @@ class Progress {
 
   void add(const StepResult& r, int64_t done) {
     d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
+    d_norm_ += r.d_grad_norm, g_norm_ += r.g_grad_norm;
     ++n_;
     if (done % cfg_.log.every_steps != 0 && done != total_) return;
     const double ips = n_ * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
@@ -250,10 +264,12 @@ class Progress {
                         {"g_loss", g_loss_ / n_},
                         {"d_real", d_real_ / n_},
                         {"d_fake", d_fake_ / n_},
+                        {"d_grad_norm", d_norm_ / n_},
+                        {"g_grad_norm", g_norm_ / n_},
                         {"images_per_sec", ips},
                         {"lr_g", m_.opt_g->lr()},
                         {"lr_d", m_.opt_d->lr()}});
-    d_loss_ = g_loss_ = d_real_ = d_fake_ = 0, n_ = 0;
+    d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = 0, n_ = 0;
     window_ = Clock::now();
   }
   double minutes() const { return seconds_since(start_) / 60.0; }
@@ -265,7 +281,7 @@ class Progress {
   const BatchPlan& plan_;
   int64_t first_, total_;
   Models& m_;
-  double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0;
+  double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0;
   int n_ = 0;
   Clock::time_point start_ = Clock::now(), window_ = Clock::now();
 };
@@ -382,6 +398,7 @@ struct Resumed {
 Resumed resume_from(const std::string& path, const std::string& config_yaml, const RunInputs& in, Models& m) {
   const Checkpoint ck = load_checkpoint(path);
   Resumed r;
+  parse_config(ck.meta.config_yaml, path + ":/meta/config");  // a UserError naming the key when it is broken
   r.changes = check_resumable(ck.meta.config_yaml, config_yaml, path);
   auto it = ck.meta.ints.find("dataset_size");
   if (it != ck.meta.ints.end() && it->second != in.dataset_size)

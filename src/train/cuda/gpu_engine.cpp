@@ -59,6 +59,9 @@ class GpuStepOps final : public StepOps {
   Tensor buffer_like(const Tensor& t) override {
     return Tensor::borrow(t.shape(), t.dtype(), Device::cuda, arena_.allocate_bytes(t.nbytes()));
   }
+  void grad_norm(Net& net, StepScalar slot) override {
+    cuda::l2_norm(scalars_ + static_cast<int>(slot), net.flat_grads(), net.flat_size(), stream_);
+  }
   size_t mark() override { return arena_.mark(); }
   void release(size_t mark) override { arena_.rewind(mark); }
   void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
