@@ -190,7 +190,12 @@ def case_retention(exe, src, tmp):
     check(r.stdout.count("retention: deleted") == 9, "deletions not logged")
     r = runs.train("all", "checkpoint.every_steps=1", "checkpoint.keep_last=0", steps=6)
     check(len(runs.checkpoints("all")) == 6, f"keep_last 0 kept {runs.checkpoints('all')}")
-    print("keep_last 3 of 12 checkpoints: steps 10, 11, 12 kept; keep_last 0 keeps all")
+    # checkpoint.every_minutes alone (steps take a few ms; 0.0001 min is 6 ms): checkpoints in between.
+    r = runs.train("minutes", "checkpoint.every_steps=0", "checkpoint.every_minutes=0.0001")
+    kept = runs.checkpoints("minutes")
+    check(r.returncode == 0 and len(kept) >= 3 and kept[-1] == f"ckpt_{STEPS:08d}.h5", f"every_minutes: {kept}")
+    print(f"keep_last 3 of 12 checkpoints: steps 10, 11, 12 kept; keep_last 0 keeps all; every_minutes: {len(kept)} "
+          "checkpoints in 40 steps")
 
 
 # The kill points of src/core/fault_point.h, each passed many times in a 12-step run with a checkpoint
