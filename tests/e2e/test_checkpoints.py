@@ -5,29 +5,13 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 
-SKIP = 77
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from gt_test import check, run, skip  # noqa: E402  (tests/common/gt_test.py)
+
 KILL_POINTS = ["ckpt_created", "ckpt_meta", "ckpt_tensors", "ckpt_synced", "ckpt_renamed"]
-
-
-def skip(reason):
-    """77 (ctest: skipped) with the reason; under scripts/test.sh (GANTRAIN_TEST_REQUIRE_ALL=1) a failure instead."""
-    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
-        raise AssertionError(f"required by the test command, but missing: {reason}")
-    print(f"skip: {reason}")
-    return SKIP
-
-
-def run(exe, *args, **kw):
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def train_tiny(exe, src, out_dir, *overrides, **kw):

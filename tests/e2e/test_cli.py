@@ -10,25 +10,8 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
-
-
-def skip(reason):
-    """77 (ctest: skipped) with the reason; under scripts/test.sh (GANTRAIN_TEST_REQUIRE_ALL=1), which installs
-    every test dependency, a missing one is a failure instead."""
-    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
-        raise AssertionError(f"required by the test command, but missing: {reason}")
-    print(f"skip: {reason}")
-    return SKIP
-
-
-def run(exe, *args, **kw):
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from gt_test import SKIP, check, run, skip  # noqa: E402  (tests/common/gt_test.py)
 
 
 def case_info_param_counts(exe, src, tmp):

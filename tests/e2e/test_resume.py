@@ -9,23 +9,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-SKIP = 77
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from gt_test import check, checkpoint_tensors, skip  # noqa: E402  (tests/common/gt_test.py)
+
 STEPS = 40
 HALF = 20
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def skip(reason):
-    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
-        raise AssertionError(f"required by the test command, but missing: {reason}")
-    print(f"skip: {reason}")
-    return SKIP
 
 
 class Runs:
@@ -62,18 +51,9 @@ class Runs:
         return subprocess.run([self.exe, "info", path], capture_output=True, text=True, timeout=60)
 
 
-def tensors(path):
-    """Every dataset of a checkpoint (parameters, buffers, optimizer state) as numpy arrays."""
-    import h5py
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def check_identical(a_path, b_path, what):
     import numpy as np
-    a, b = tensors(a_path), tensors(b_path)
+    a, b = checkpoint_tensors(a_path), checkpoint_tensors(b_path)
     check(sorted(a) == sorted(b), f"{what}: tensor names differ: {sorted(set(a) ^ set(b))}")
     differ = [k for k in a if a[k].shape != b[k].shape or a[k].tobytes() != b[k].tobytes()]
     check(not differ, f"{what}: {len(differ)} of {len(a)} tensors differ from the uninterrupted run, e.g. {differ[:3]}")

@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import mpirun  # noqa: E402  (tests/common/mpirun.py)
+from gt_test import SKIP, check  # noqa: E402  (tests/common/gt_test.py)
 
-SKIP = 77
 
 # Rank-count invariance bound, per tensor of the checkpoint (parameters, BN buffers, Adam state):
 #   max |a - b| <= INVARIANCE_REL * max |a|.
@@ -23,11 +23,6 @@ SKIP = 77
 # per rank instead of synchronized, shows up as 0.1 to 1 relative (checked below too).
 INVARIANCE_REL = 1e-4
 STEPS = 20
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 class Job:

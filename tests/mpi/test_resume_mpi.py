@@ -12,13 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import mpirun  # noqa: E402  (tests/common/mpirun.py)
-
-SKIP = 77
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
+from gt_test import SKIP, check, checkpoint_tensors  # noqa: E402  (tests/common/gt_test.py)
 
 
 class Job:
@@ -50,18 +44,10 @@ class Job:
         return [json.loads(line)["step"] for line in open(os.path.join(self.runs, name, "metrics.jsonl"))]
 
 
-def tensors(path):
-    import h5py
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def max_relative_difference(a_path, b_path):
     """max over parameters and buffers of max|a - b| / max|a|."""
     import numpy as np
-    a, b = tensors(a_path), tensors(b_path)
+    a, b = checkpoint_tensors(a_path), checkpoint_tensors(b_path)
     worst = 0.0
     for k in a:
         if "/params/" in k and a[k].dtype.kind == "f" and a[k].size:
@@ -70,7 +56,7 @@ def max_relative_difference(a_path, b_path):
 
 
 def identical(a_path, b_path):
-    a, b = tensors(a_path), tensors(b_path)
+    a, b = checkpoint_tensors(a_path), checkpoint_tensors(b_path)
     return sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
 
 
@@ -143,7 +129,7 @@ def case_nan_guard_np2(job):
           "ckpt_00000004.h5 (rollback 1 of at most 3)" in r.stdout, r.stdout)
     steps = job.metrics_steps("rollback")
     check(steps == [s for s in range(1, 13) if s != 7], f"metrics steps after a rollback: {steps}")
-    final = tensors(job.ckpt("rollback", 12))
+    final = checkpoint_tensors(job.ckpt("rollback", 12))
     check(all(np.all(np.isfinite(v)) for v in final.values() if v.dtype.kind == "f"), "non-finite final checkpoint")
     r = job.train(2, "always", 12, *common, "train.nan_policy=rollback", "train.nan_max_rollbacks=2",
                   env={"GANTRAIN_TEST_FAULT": "1:6:nan_from"})

@@ -13,7 +13,9 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from gt_test import SKIP, check, skip  # noqa: E402  (tests/common/gt_test.py)
+
 PREFIX = "gantrain-slurm-"  # temporary cluster directories: /tmp/gantrain-slurm-XXXX
 # The long run of the requeue case: 2 ranks, 1 thread each, about 20 steps/s on the 2-core test VM.
 LONG = ["train.max_steps=600", "train.epochs=1000", "train.batch_size=32", "model.g_width=16", "model.d_width=16",
@@ -21,20 +23,6 @@ LONG = ["train.max_steps=600", "train.epochs=1000", "train.batch_size=32", "mode
 SIGNAL_AFTER_STEP = 150
 # A requeued job may start again once its credential has expired: 120 s by default, 10 s on this test cluster.
 CRED_EXPIRE_S = 10
-
-
-def skip(reason):
-    """77 (ctest: skipped) with the reason; under scripts/test.sh (GANTRAIN_TEST_REQUIRE_ALL=1), which installs
-    every test dependency, a missing one is a failure instead."""
-    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
-        raise AssertionError(f"required by the test command, but missing: {reason}")
-    print(f"skip: {reason}")
-    return SKIP
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def log(msg):

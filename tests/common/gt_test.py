@@ -1,0 +1,34 @@
+"""What every Python test of gantrain shares: check, skip (exit 77, or a failure under the test command), run, and
+reading a checkpoint's tensors with h5py."""
+import os
+import subprocess
+
+SKIP = 77
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def skip(reason):
+    """77 (ctest: skipped) with the reason; under scripts/test.sh (GANTRAIN_TEST_REQUIRE_ALL=1), which installs every
+    test dependency, a missing one is a failure instead."""
+    if os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1":
+        raise AssertionError(f"required by the test command, but missing: {reason}")
+    print(f"skip: {reason}")
+    return SKIP
+
+
+def run(exe, *args, **kw):
+    """exe args... with text output captured (timeout 300 s unless given)."""
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=kw.pop("timeout", 300), **kw)
+
+
+def checkpoint_tensors(path):
+    """Every dataset of a checkpoint (parameters, buffers, optimizer state) by its path, as numpy arrays."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
