@@ -3,7 +3,7 @@
 
 namespace gt {
 
-// Named moments where the crash-safety tests kill a run (docs/testing.md lists them): "step" (before
+// Named moments where the crash-safety tests (tests/e2e/test_resume.py, test_checkpoints.py) kill a run: "step" (before
 // each training step), "ckpt_created" (the temporary checkpoint file exists), "ckpt_meta" (/meta
 // written), "ckpt_tensors" (every tensor written, file still open), "ckpt_synced" (the temporary file
 // flushed and fsynced, before the rename), "ckpt_renamed" (after the rename, before the directory

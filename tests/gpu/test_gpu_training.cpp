@@ -15,6 +15,7 @@
 #include "common/require_gpu.h"
 #include "common/step_compare.h"
 #include "train/engine.h"
+#include "train/model_state.h"
 #include "train/optim.h"
 
 namespace gt {
@@ -142,6 +143,10 @@ TEST_P(GpuTraining, StepsMatchTheCpuEngine) {
     EXPECT_NEAR(rg.g_loss, rc.g_loss, c.loss_tol * std::abs(rc.g_loss));
     EXPECT_NEAR(rg.d_real, rc.d_real, c.loss_tol * std::abs(rc.d_real) + 1e-6);
     EXPECT_NEAR(rg.d_fake, rc.d_fake, c.loss_tol * std::abs(rc.d_fake) + 1e-6);
+    // The NaN guard's gradient norms (one-block l2_norm kernel vs the CPU loop, both summing in double).
+    EXPECT_NEAR(rg.d_grad_norm, rc.d_grad_norm, 10 * c.loss_tol * rc.d_grad_norm);
+    EXPECT_NEAR(rg.g_grad_norm, rc.g_grad_norm, 10 * c.loss_tol * rc.g_grad_norm);
+    EXPECT_GT(rc.d_grad_norm, 0);
   }
   gpu->sync_to_host();
   // Each network's optimizer took kSteps steps with the same configuration.
@@ -175,6 +180,48 @@ TEST_P(GpuTraining, StepsMatchTheCpuEngine) {
   Tensor z({8, tiny_spec().nz});
   fill_noise(z.f32(), 8, tiny_spec().nz, kSeed, 12345, 0);
   EXPECT_LE(rel_diff(gpu->generate(z), generate(cpu_models.G, z)), 10 * c.param_tol);
+}
+
+// A NaN-guard rollback: the host models reloaded from a snapshot and pushed into a running engine
+// (load_from_host, into the buffers its CUDA graphs point at) train the next steps exactly as they did
+// the first time from that snapshot: the same bits, since the engine, its algorithms and inputs are the same.
+TEST(GpuTrainingRollback, LoadFromHostReplaysTheSameSteps) {
+  GT_REQUIRE_GPU();
+  Case c = cases()[0];
+  c.graph = true;
+  HostModels h("adam");
+  auto comm = make_local_communicator();
+  auto gpu = make_engine(options(c, "cuda"), h.m, *comm);
+  auto run = [&](int64_t first, int64_t n) {
+    std::vector<StepResult> out;
+    for (int64_t step = first; step < first + n; ++step) {
+      Batch b = make_batch(step, false);
+      gpu->submit(b.f32, step);
+      out.push_back(gpu->wait());
+    }
+    return out;
+  };
+  run(0, 3);
+  gpu->sync_to_host();
+  Checkpoint snapshot;
+  export_state_dict(h.G, "G/params", snapshot.groups);
+  export_state_dict(h.D, "D/params", snapshot.groups);
+  export_optimizer(*h.opt_g, "G/optim", snapshot.groups);
+  export_optimizer(*h.opt_d, "D/optim", snapshot.groups);
+  const std::vector<StepResult> first = run(3, 3);
+  import_state_dict(h.G, snapshot, "G/params", "snapshot");
+  import_state_dict(h.D, snapshot, "D/params", "snapshot");
+  import_optimizer(*h.opt_g, snapshot, "G/optim", "snapshot");
+  import_optimizer(*h.opt_d, snapshot, "D/optim", "snapshot");
+  gpu->load_from_host();
+  const std::vector<StepResult> again = run(3, 3);
+  for (size_t i = 0; i < first.size(); ++i) {
+    EXPECT_EQ(again[i].d_loss, first[i].d_loss) << "step " << 3 + i;
+    EXPECT_EQ(again[i].g_loss, first[i].g_loss) << "step " << 3 + i;
+    EXPECT_EQ(again[i].d_grad_norm, first[i].d_grad_norm) << "step " << 3 + i;
+  }
+  gpu->sync_to_host();
+  EXPECT_EQ(h.opt_g->step_count(), 6);
 }
 
 // A graph replay must run the eager step: the same kernels in the same order. The two engines time
