@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "core/fault_point.h"
+#include "core/hash.h"
 #include "io/h5util.h"
 
 namespace gt {
@@ -29,15 +30,8 @@ constexpr const char* kMetaGroup = "meta";
 // Chunks hold whole tensors up to this size; bigger tensors are split along dim 0 (HDF5 caps a chunk at 4 GiB).
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
 
-// FNV-1a, 64 bits: the variable-length strings of /meta live in HDF5's global heap, which has no checksum.
-uint64_t fnv1a64(std::string_view bytes) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+// The variable-length strings of /meta live in HDF5's global heap, which has no checksum: each gets an
+// fnv1a64 digest (core/hash.h) beside it.
 
 // Attributes of /meta that have their own CheckpointMeta field; every other integer attribute goes to meta.ints.
 const std::set<std::string>& fixed_meta_names() {

@@ -71,15 +71,6 @@ void run_agreed(Communicator& comm, const std::function<void()>& body) {
   throw AgreedRuntimeError(message);
 }
 
-uint64_t fnv1a64(std::string_view bytes, uint64_t start) {
-  uint64_t h = start;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string build_identity() {
   return fmt::format("gantrain {} {} | compiler {} | mpi {} | cuda {}", version(), git_revision(), __VERSION__,
 #if GANTRAIN_HAVE_MPI

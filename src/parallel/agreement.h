@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hash.h"  // fnv1a64, for comparing configs across ranks
 #include "parallel/communicator.h"
 
 namespace gt {
@@ -36,10 +37,6 @@ void run_agreed(Communicator& comm, const std::function<void()>& body);
 // Root's text on every rank (the others pass anything, e.g. "").
 std::string broadcast_string(Communicator& comm, std::string text, int root);
 
-// 64-bit FNV-1a: a hash that is the same in every build, for comparing configs across ranks. Pass
-// the previous result as start to hash several pieces as one.
-constexpr uint64_t kFnv1aStart = 14695981039346656037ull;
-uint64_t fnv1a64(std::string_view bytes, uint64_t start = kFnv1aStart);
 // Version, git revision, compiler and build options: ranks built from different sources differ here.
 std::string build_identity();
 

@@ -158,7 +158,33 @@ def case_resume_modes(exe, src, tmp):
     open(bad, "w").write("hello")
     r = runs.train("q", f"checkpoint.resume={bad}")
     check(r.returncode == 2 and "checkpoint.resume" in r.stderr and "not_a_checkpoint.h5" in r.stderr, r.stderr)
-    print("explicit checkpoint path: a new run continues bit-identically; a bad path is exit 2")
+    # Checkpoints that validate as files but cannot resume this model: a tensor missing, a tensor reshaped, an
+    # embedded config that does not parse. Each is exit 2 with one line naming the file and the problem.
+    import h5py
+    import numpy as np
+    good = runs.ckpt("straight", 25)
+    for what, edit, words in [
+            ("missing", lambda f: f["G/params"].__delitem__("main.0.weight"), ["main.0.weight"]),
+            ("reshaped", lambda f: (f["D/params"].__delitem__("main.0.weight"),
+                                    f["D/params"].create_dataset("main.0.weight", data=np.zeros((2, 2), np.float32),
+                                                                 fletcher32=True, chunks=(2, 2))),
+             ["main.0.weight"]),
+            ("badconfig", lambda f: f["meta"].attrs.__setitem__("config", "model: [unclosed"), ["config"])]:
+        path = os.path.join(tmp, f"{what}.h5")
+        shutil.copy(good, path)
+        with h5py.File(path, "r+") as f:
+            edit(f)
+            if what == "badconfig":  # a consistent file: its FNV-1a digest (core/hash.h) matches the new text
+                h = 14695981039346656037
+                for byte in "model: [unclosed".encode():
+                    h = ((h ^ byte) * 1099511628211) % (1 << 64)
+                f["meta"].attrs.modify("config_digest", np.uint64(h))
+        r = runs.train(f"bad_{what}", f"checkpoint.resume={path}")
+        check(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and f"{what}.h5" in r.stderr and
+              all(w in r.stderr for w in words), f"{what}: exit {r.returncode}: {r.stderr}")
+        check(not os.path.exists(runs.dir(f"bad_{what}")), f"{what}: a run directory was made")
+    print("explicit checkpoint path: a new run continues bit-identically; a bad path, a missing or reshaped tensor "
+          "and a broken embedded config are exit 2")
 
 
 def case_retention(exe, src, tmp):
