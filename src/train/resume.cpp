@@ -24,12 +24,12 @@ bool is_run_directory(const fs::path& dir) {
 
 // The newest checkpoint of dir that validates; newer ones that do not are renamed NAME.invalid, each
 // with a note. {} when none validates.
-CheckpointFile newest_valid(const fs::path& dir, std::vector<std::string>& notes) {
+CheckpointFile newest_valid(const fs::path& dir, const CheckpointValidator& validate, std::vector<std::string>& notes) {
   for (const std::string& name : remove_unfinished_writes(dir))
     notes.push_back(fmt::format("removed {}, left by a checkpoint write that was cut short", name));
   std::vector<CheckpointFile> all = list_checkpoints(dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    const std::string problem = checkpoint_file_problem(it->path.string());
+    const std::string problem = validate(it->path.string());
     if (problem.empty()) return *it;
     const fs::path aside = it->path.string() + ".invalid";
     std::error_code ec;
@@ -67,7 +67,7 @@ StartPlan from_checkpoint(const CheckpointFile& ck, const fs::path& dir, bool in
 
 }  // namespace
 
-StartPlan plan_start(const Config& cfg, int64_t total_steps) {
+StartPlan plan_start(const Config& cfg, int64_t total_steps, const CheckpointValidator& validate) {
   const fs::path asked = fs::path(cfg.run.out_dir) / cfg.run.name;
   const std::string& resume = cfg.checkpoint.resume;
   if (resume == "never") {
@@ -76,7 +76,7 @@ StartPlan plan_start(const Config& cfg, int64_t total_steps) {
                                                                asked.string()));
   }
   if (resume != "auto") {
-    const std::string problem = checkpoint_file_problem(resume);
+    const std::string problem = validate(resume);
     if (!problem.empty()) user_error("checkpoint.resume: {}", problem);
     const int64_t step = [&] {
       // The step is the checkpoint's own, whatever its file is called.
@@ -104,7 +104,7 @@ StartPlan plan_start(const Config& cfg, int64_t total_steps) {
   if (!is_run_directory(asked))
     return fresh_beside(asked, fmt::format(" ({} exists but holds no gantrain run)", asked.string()));
   std::vector<std::string> notes;
-  const CheckpointFile ck = newest_valid(asked / "checkpoints", notes);
+  const CheckpointFile ck = newest_valid(asked / "checkpoints", validate, notes);
   StartPlan p;
   if (ck.step >= 0) {
     p = from_checkpoint(ck, asked, true, total_steps);
@@ -117,10 +117,11 @@ StartPlan plan_start(const Config& cfg, int64_t total_steps) {
   return p;
 }
 
-StartPlan agree_start(const Config& cfg, int64_t total_steps, Communicator& comm) {
+StartPlan agree_start(const Config& cfg, int64_t total_steps, const CheckpointValidator& validate,
+                      Communicator& comm) {
   StartPlan p;
   run_agreed(comm, [&] {
-    if (comm.rank() == 0) p = plan_start(cfg, total_steps);
+    if (comm.rank() == 0) p = plan_start(cfg, total_steps, validate);
   });
   int64_t fixed[3] = {static_cast<int64_t>(p.kind), p.in_place, p.step};
   comm.broadcast(fixed, 3, 0);

@@ -1,6 +1,7 @@
 // How a run starts: new, resumed from a checkpoint (auto, never or a path), or already finished; decided by rank 0 for every rank.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,17 @@ struct StartPlan {
 //   never  a new run (name.1, ... when out_dir/name is taken).
 //   PATH   that checkpoint (a UserError when it does not validate); in place when it lies in
 //          out_dir/name/checkpoints, else in a new run directory.
-StartPlan plan_start(const Config& cfg, int64_t total_steps);
+//
+// validate(path) is what "validates" means: "" for a checkpoint this run can continue from, else the
+// sentence why not (the checkpoint is then skipped, or refused when it was given as a path); it throws
+// a UserError for a checkpoint whose config this run cannot continue, which stops the run instead.
+using CheckpointValidator = std::function<std::string(const std::string& path)>;
+StartPlan plan_start(const Config& cfg, int64_t total_steps, const CheckpointValidator& validate);
 
 // plan_start on rank 0 (a problem there is an agreed error on every rank), broadcast to all, so ranks
 // that see a shared file system differently still take one path. Notes stay on rank 0.
-StartPlan agree_start(const Config& cfg, int64_t total_steps, Communicator& comm);
+StartPlan agree_start(const Config& cfg, int64_t total_steps, const CheckpointValidator& validate,
+                      Communicator& comm);
 
 // A resumed run's config against the checkpoint's: a key that changes the model, its shapes, the
 // optimizers or the data stream (model.*, optim.*.name, train.batch_size, run.seed, data.source,

@@ -395,20 +395,51 @@ struct Resumed {
   std::vector<std::string> changes;  // accepted config changes, "key: old -> new"
 };
 
-Resumed resume_from(const std::string& path, const std::string& config_yaml, const RunInputs& in, Models& m) {
-  const Checkpoint ck = load_checkpoint(path);
-  Resumed r;
-  parse_config(ck.meta.config_yaml, path + ":/meta/config");  // a UserError naming the key when it is broken
-  r.changes = check_resumable(ck.meta.config_yaml, config_yaml, path);
+// A checkpoint this run cannot continue whatever its state (another model, optimizer, batch, seed or
+// dataset): a UserError naming the key. Returns the accepted config changes.
+std::vector<std::string> check_continuable(const Checkpoint& ck, const std::string& path, const std::string& config_yaml,
+                                           const RunInputs& in) {
+  std::vector<std::string> changes = check_resumable(ck.meta.config_yaml, config_yaml, path);
   auto it = ck.meta.ints.find("dataset_size");
   if (it != ck.meta.ints.end() && it->second != in.dataset_size)
     user_error("cannot resume from {}: it was trained on {} images and the data now has {} (data.path or "
                "data.source names another dataset)",
                path, it->second, in.dataset_size);
+  return changes;
+}
+
+// What "validates" means for this run (train/resume.h): the file reads with every checksum verified, its
+// values are finite, its embedded config parses, and its tensors load into this run's models. A config
+// this run cannot continue throws instead.
+std::string validate_for_run(const std::string& path, const Config& cfg, const std::string& config_yaml,
+                             const RunInputs& in) {
+  Checkpoint ck;
+  try {
+    ck = load_checkpoint(path);
+    const std::string bad = first_nonfinite_tensor(ck);
+    if (!bad.empty()) return fmt::format("checkpoint {} holds non-finite values (/{})", path, bad);
+    parse_config(ck.meta.config_yaml, path + ":/meta/config");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  check_continuable(ck, path, config_yaml, in);
+  try {
+    std::unique_ptr<Models> scratch = make_models(cfg, in.spec);
+    load_models(*scratch, ck, path);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+Resumed resume_from(const std::string& path, const std::string& config_yaml, const RunInputs& in, Models& m) {
+  const Checkpoint ck = load_checkpoint(path);
+  Resumed r;
+  r.changes = check_continuable(ck, path, config_yaml, in);
   load_models(m, ck, path);
   r.step = ck.meta.step;
   r.world_size = ck.meta.world_size;
-  it = ck.meta.ints.find("nan_rollbacks");
+  auto it = ck.meta.ints.find("nan_rollbacks");
   if (it != ck.meta.ints.end()) r.nan_rollbacks = it->second;
   return r;
 }
@@ -465,7 +496,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   TrainSummary sum;
 
   // How this run starts: rank 0 reads the run directory and decides for every rank.
-  const StartPlan start = agree_start(cfg, in.total_steps, comm);
+  const StartPlan start = agree_start(
+      cfg, in.total_steps, [&](const std::string& path) { return validate_for_run(path, cfg, config_yaml, in); }, comm);
   if (start.kind == StartKind::finished) {
     if (comm.rank() == 0) {
       fmt::print("{}\n", start.first_line);
