@@ -734,6 +734,17 @@ void save_tensors_h5(const std::string& path, const std::vector<std::pair<std::s
   });
 }
 
+Checkpoint parse_checkpoint_hdf5(const std::string& path) {
+  h5::silence_error_printing();
+  try {
+    return read_checkpoint(path);
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {  // e.g. no memory for a tensor: still a sentence naming the file
+    user_error("checkpoint {} cannot be read: {}", path, e.what());
+  }
+}
+
 Checkpoint load_checkpoint(const std::string& path) {
   h5::silence_error_printing();
   try {

@@ -40,6 +40,10 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // Reads every group under the root, verifying every checksum and digest on the way; a missing,
 // truncated, corrupt or foreign file raises UserError: one sentence that names it and the problem.
 Checkpoint load_checkpoint(const std::string& path);
+// The HDF5 part of load_checkpoint alone, without the whole-file digest check that comes first in
+// load_checkpoint: for the fuzz target of the HDF5 reader and for inspecting damaged files. Raises
+// what load_checkpoint raises for a file that passed the digest.
+Checkpoint parse_checkpoint_hdf5(const std::string& path);
 // "" when path is a complete, uncorrupted checkpoint this build reads (every dataset is read, so
 // every checksum is checked); else the sentence load_checkpoint would raise. Never throws.
 std::string checkpoint_problem(const std::string& path);
