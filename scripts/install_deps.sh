@@ -9,6 +9,7 @@ PKGS=(
   libgtest-dev                          # unit tests
   libopenblas-dev                       # CPU GEMM
   libpng-dev zlib1g-dev                 # PNG sample grids, gzipped IDX files
+  libxxhash-dev python3-xxhash          # checkpoints' whole-file digest (XXH3-128), and its check in the Python tests
   libjpeg62-turbo-dev                   # JPEG decoding for gantrain ingest (libjpeg-turbo)
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   python3-torch python3-numpy python3-h5py python3-yaml   # PyTorch oracle tests and benchmarks (/usr/bin/python3)

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +13,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <set>
 #include <string_view>
 
@@ -24,8 +27,12 @@ namespace gt {
 namespace {
 
 // Format 2 (docs/formats.md): every stored byte is covered by a checksum HDF5 verifies on read, or by a digest here.
-constexpr int64_t kWrittenFormat = 2;
-constexpr int64_t kNewestReadableFormat = 2;
+// Format 3: format 2 in a file whose first kDigestBlockBytes (an HDF5 user block, which HDF5 skips) hold the
+// file's size and an XXH3-128 digest of everything after them, checked before HDF5 parses anything.
+constexpr int64_t kWrittenFormat = 3;
+constexpr int64_t kNewestReadableFormat = 3;
+constexpr size_t kDigestBlockBytes = 512;  // the smallest HDF5 user block
+constexpr std::string_view kDigestMagic = "gantrain checkpoint\n";
 constexpr const char* kMetaGroup = "meta";
 // Chunks hold whole tensors up to this size; bigger tensors are split along dim 0 (HDF5 caps a chunk at 4 GiB).
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
@@ -250,15 +257,41 @@ herr_t image_free(void* ptr, H5FD_file_image_op_t op, void* udata) {
 void* image_udata_copy(void* udata) { return udata; }
 herr_t image_udata_free(void*) { return 0; }
 
-// The end of file recorded in a version 2 or 3 superblock (what the 1.8 format bound gives us).
+// The file's size from the version 2 or 3 superblock that follows the user block (what the 1.8 format
+// bound gives us): its end-of-file address, which counts the user block (HDF5 truncates a file it
+// closes after writing to exactly this size).
 uint64_t superblock_eof(const void* memory, size_t capacity) {
-  const auto* bytes = static_cast<const unsigned char*>(memory);
-  GT_CHECK(capacity >= 48 && std::memcmp(bytes, "\x89HDF\r\n\x1a\n", 8) == 0 && bytes[8] >= 2 && bytes[9] == 8,
-           "the in-memory checkpoint does not start with a version-2 superblock with 8-byte addresses");
-  uint64_t eof = 0;
-  for (int i = 7; i >= 0; --i) eof = (eof << 8) | bytes[28 + i];  // little-endian, after base and extension address
-  GT_CHECK(eof <= capacity, "the in-memory checkpoint claims {} bytes but holds {}", eof, capacity);
+  const auto* bytes = static_cast<const unsigned char*>(memory) + kDigestBlockBytes;
+  GT_CHECK(capacity >= kDigestBlockBytes + 48 && std::memcmp(bytes, "\x89HDF\r\n\x1a\n", 8) == 0 && bytes[8] >= 2 &&
+               bytes[9] == 8,
+           "the in-memory checkpoint has no version-2 superblock with 8-byte addresses after its user block");
+  auto u64 = [&](int at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | bytes[at + i];  // little-endian
+    return v;
+  };
+  const uint64_t base = u64(12), eof = u64(28);  // after the signature, version, sizes and flags; then base, extension, eof
+  GT_CHECK(base == kDigestBlockBytes && eof > base && eof <= capacity,
+           "the in-memory checkpoint's superblock says base {} and end {}, in {} bytes", base, eof, capacity);
   return eof;
+}
+
+// The digest block: "gantrain checkpoint\nformat 3\nbytes N\nxxh3_128 HEX\n", NUL-padded to kDigestBlockBytes.
+// Text, so `head -c 200 ckpt.h5` shows it; the digest covers bytes [kDigestBlockBytes, N).
+std::string digest_of(const char* data, size_t size) {
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits(data, size));
+  std::string hex;
+  for (unsigned char byte : canonical.digest) hex += fmt::format("{:02x}", byte);
+  return hex;
+}
+
+void fill_digest_block(char* image, size_t size) {
+  const std::string text = fmt::format("{}format {}\nbytes {}\nxxh3_128 {}\n", kDigestMagic, kWrittenFormat, size,
+                                       digest_of(image + kDigestBlockBytes, size - kDigestBlockBytes));
+  GT_CHECK(text.size() < kDigestBlockBytes, "the digest block text is {} bytes", text.size());
+  std::memset(image, 0, kDigestBlockBytes);
+  std::memcpy(image, text.data(), text.size());
 }
 
 // The whole file, built in memory by HDF5's core driver. HDF5 then does no file I/O of its own: a
@@ -275,6 +308,7 @@ void build_checkpoint_image(const std::string& path, const Checkpoint& ckpt, Che
   h5::PropList create_plist(H5_CHECK(H5Pcreate(H5P_FILE_CREATE), "while making a file property list"));
   H5_CHECK(H5Pset_link_creation_order(create_plist.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED),
            "while asking for an ordered root group");
+  H5_CHECK(H5Pset_userblock(create_plist.get(), kDigestBlockBytes), "while reserving the digest block");
   h5::PropList access_plist(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), "while making a file access property list"));
   // The 1.8 format at least: version-2 superblock and object headers, which carry checksums HDF5
   // verifies on every read (HDF5 1.8 and 1.10, h5py included, read it).
@@ -301,6 +335,7 @@ void build_checkpoint_image(const std::string& path, const Checkpoint& ckpt, Che
   H5_CHECK(file.close(), "while closing {}", path);
   GT_CHECK(image.captured.memory != nullptr, "HDF5 closed checkpoint {} without handing back its memory", path);
   image.size = superblock_eof(image.captured.memory, capacity);
+  fill_digest_block(static_cast<char*>(image.captured.memory), image.size);
 }
 
 // Creates path, then fills it with the image of the checkpoint; any failure is an OsFailure naming path.
@@ -465,11 +500,11 @@ void check_storage(hid_t dataset, const Shape& shape, uint64_t nbytes, int64_t f
   const bool fletcher32 = std::find(filters.begin(), filters.end(), H5Z_FILTER_FLETCHER32) != filters.end();
   if (format >= 2) {
     if (shape.empty() && layout != H5D_COMPACT)
-      user_error("checkpoint {} is not a valid format-2 checkpoint: scalar {} is not stored compact, where a "
-                 "checksum covers it", file_path, dataset_path);
+      user_error("checkpoint {} is not a valid format-{} checkpoint: scalar {} is not stored compact, where a "
+                 "checksum covers it", file_path, format, dataset_path);
     if (!shape.empty() && (layout != H5D_CHUNKED || !fletcher32))
-      user_error("checkpoint {} is not a valid format-2 checkpoint: dataset {} has no Fletcher32 checksum (was it "
-                 "rewritten by another tool?)", file_path, dataset_path);
+      user_error("checkpoint {} is not a valid format-{} checkpoint: dataset {} has no Fletcher32 checksum (was it "
+                 "rewritten by another tool?)", file_path, format, dataset_path);
   }
   const bool compressed = filters.size() > (fletcher32 ? 1u : 0u);
   if (compressed) return;  // compressed data may legitimately take fewer bytes than its shape
@@ -745,10 +780,104 @@ Checkpoint parse_checkpoint_hdf5(const std::string& path) {
   }
 }
 
+void reseal_checkpoint(const std::string& path) {
+  std::vector<char> bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) runtime_error("cannot open {} to reseal it", path);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  GT_CHECK(bytes.size() > kDigestBlockBytes &&
+               std::string_view(bytes.data(), kDigestMagic.size()) == kDigestMagic,
+           "{} is not a format-3 checkpoint (no digest block to reseal)", path);
+  fill_digest_block(bytes.data(), bytes.size());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out.flush()) runtime_error("cannot rewrite {} to reseal it", path);
+}
+
+namespace {
+
+// How a checkpoint file is sealed: format 3 carries a digest block, older formats do not.
+enum class Seal { digest, none };
+
+// Checks the digest block of a format-3 checkpoint against the whole file, reading it with plain I/O
+// before HDF5 sees a byte of it: a damaged file is refused here, clearly, and never reaches HDF5's
+// error paths. A file without the block (formats 1 and 2, written before it existed) is left to HDF5's
+// own checksums.
+Seal verify_digest_block(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) user_error("checkpoint file {} does not exist", path);
+  if (std::filesystem::is_directory(path, ec)) user_error("checkpoint path {} is a directory, not a file", path);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) user_error("cannot open checkpoint {}: {}", path, std::strerror(errno));
+  std::vector<char> block(kDigestBlockBytes, '\0');
+  const size_t got = std::fread(block.data(), 1, block.size(), f.get());
+  if (got < kDigestMagic.size() || std::string_view(block.data(), kDigestMagic.size()) != kDigestMagic) {
+    // Formats 1 and 2, or not a gantrain checkpoint at all: HDF5 decides (open_checkpoint_file).
+    if (got >= 3 && std::string_view(block.data(), got).starts_with(kDigestMagic.substr(0, got)))
+      user_error("checkpoint {} is truncated (it has {} bytes)", path, got);
+    return Seal::none;
+  }
+  // "format 3\nbytes N\nxxh3_128 HEX\n" after the magic line.
+  const std::string text(block.data() + kDigestMagic.size(), strnlen(block.data() + kDigestMagic.size(),
+                                                                       block.size() - kDigestMagic.size()));
+  long long format = 0;
+  unsigned long long bytes = 0;
+  char hex[33] = {};
+  if (got < kDigestBlockBytes) user_error("checkpoint {} is truncated (it has {} bytes)", path, got);
+  if (std::sscanf(text.c_str(), "format %lld\nbytes %llu\nxxh3_128 %32[0-9a-f]\n", &format, &bytes, hex) != 3 ||
+      std::strlen(hex) != 32)
+    user_error("checkpoint {} is corrupt: its digest block (the first {} bytes) is damaged", path, kDigestBlockBytes);
+  if (format > kNewestReadableFormat)
+    user_error("checkpoint {} has format_version {}; this build reads 1 to {} (a newer gantrain wrote it?)", path,
+               format, kNewestReadableFormat);
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) user_error("cannot read the size of checkpoint {}: {}", path, ec.message());
+  if (size < bytes) user_error("checkpoint {} is truncated (it has {} of its {} bytes)", path, size, bytes);
+  if (size > bytes)
+    user_error("checkpoint {} is corrupt: it has {} bytes, but it was written with {} (bytes were added or it was "
+               "modified after it was written)",
+               path, size, bytes);
+  XXH3_state_t* state = XXH3_createState();
+  GT_CHECK(state != nullptr, "out of memory for a digest state");
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> owned(state, &XXH3_freeState);
+  XXH3_128bits_reset(state);
+  std::vector<char> buffer(size_t{1} << 20);
+  uint64_t left = bytes - kDigestBlockBytes;
+  while (left > 0) {
+    const size_t n = std::fread(buffer.data(), 1, static_cast<size_t>(std::min<uint64_t>(left, buffer.size())), f.get());
+    if (n == 0) user_error("cannot read checkpoint {}: {}", path, std::ferror(f.get()) ? std::strerror(errno) : "it ended early");
+    XXH3_128bits_update(state, buffer.data(), n);
+    left -= n;
+  }
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state));
+  std::string actual;
+  for (unsigned char byte : canonical.digest) actual += fmt::format("{:02x}", byte);
+  if (actual != hex)
+    user_error("checkpoint {} is corrupt: its contents do not match the digest written with it (the file changed "
+               "after it was written)",
+               path);
+  return Seal::digest;
+}
+
+}  // namespace
+
 Checkpoint load_checkpoint(const std::string& path) {
   h5::silence_error_printing();
+  const Seal seal = verify_digest_block(path);
   try {
-    return read_checkpoint(path);
+    Checkpoint ck = read_checkpoint(path);
+    // A format-3 file is always sealed; one without its block was rewritten by another tool.
+    if (seal == Seal::none && ck.meta.format_version >= 3)
+      user_error("checkpoint {} is corrupt: it says format_version {} but lacks its digest block (was it rewritten "
+                 "by another tool?)",
+                 path, ck.meta.format_version);
+    if (seal == Seal::digest && ck.meta.format_version < 3)
+      user_error("checkpoint {} is corrupt: it has a digest block but says format_version {}", path,
+                 ck.meta.format_version);
+    return ck;
   } catch (const UserError&) {
     throw;
   } catch (const std::exception& e) {  // e.g. no memory for a tensor: still a sentence naming the file

@@ -11,7 +11,7 @@
 namespace gt {
 
 struct CheckpointMeta {
-  int64_t format_version = 2;  // as read; save_checkpoint always writes the newest format (2)
+  int64_t format_version = 3;  // as read; save_checkpoint always writes the newest format (3)
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t images_seen = 0;
@@ -33,13 +33,16 @@ struct Checkpoint {
   const Tensor* find(const std::string& group, const std::string& name) const;
 };
 
-// Writes format 2 to "<path>.tmp", flushes, fsyncs, renames onto path and fsyncs the directory. A full
+// Writes format 3 to "<path>.tmp", flushes, fsyncs, renames onto path and fsyncs the directory. A full
 // disk or a file-size limit raises RuntimeError naming path and the OS reason; the .tmp is removed and
 // no other file is touched.
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // Reads every group under the root, verifying every checksum and digest on the way; a missing,
 // truncated, corrupt or foreign file raises UserError: one sentence that names it and the problem.
 Checkpoint load_checkpoint(const std::string& path);
+// Rewrites the digest block of a format-3 checkpoint for the file as it is now: for tests and repair
+// tools that edit a checkpoint with HDF5 on purpose (any other change makes it "corrupt").
+void reseal_checkpoint(const std::string& path);
 // The HDF5 part of load_checkpoint alone, without the whole-file digest check that comes first in
 // load_checkpoint: for the fuzz target of the HDF5 reader and for inspecting damaged files. Raises
 // what load_checkpoint raises for a file that passed the digest.

@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import check, run, skip  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import DIGEST_BLOCK, check, reseal_checkpoint, run, skip  # noqa: E402  (tests/common/gt_test.py)
 
 KILL_POINTS = ["ckpt_created", "ckpt_meta", "ckpt_tensors", "ckpt_synced", "ckpt_renamed"]
 
@@ -58,9 +58,10 @@ def case_info_and_sample_refuse_bad_checkpoints(exe, src, tmp):
                  "seed 1234"):
         check(part in r.stdout, f"info lacks {part!r}: {r.stdout}")
 
-    # Debian's HDF5 1.10 (through h5py) reads format 2, and every tensor carries HDF5's checksum.
+    # Debian's HDF5 1.10 (through h5py) reads format 3 (HDF5 skips the 512-byte user block that holds the
+    # whole-file digest), and every tensor carries HDF5's checksum.
     with h5py.File(good, "r") as f:
-        check(f["meta"].attrs["format_version"] == 2, "format_version is not 2")
+        check(f["meta"].attrs["format_version"] == 3 and f.userblock_size == DIGEST_BLOCK, "not format 3")
         weight = f["G/params/main.0.weight"]
         check(weight.fletcher32 and weight.chunks == weight.shape, f"weight not one checksummed chunk: {weight.chunks}")
         check(int(f["G/optim/step"][()]) == 4, "the scalar G/optim/step does not read back as 4")
@@ -75,10 +76,13 @@ def case_info_and_sample_refuse_bad_checkpoints(exe, src, tmp):
     corrupt = os.path.join(tmp, "corrupt.h5")
     shutil.copy(good, corrupt)
     with open(corrupt, "r+b") as f:
-        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.seek(DIGEST_BLOCK + chunk.byte_offset + chunk.size // 2)  # HDF5 addresses count from after the user block
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x10]))
+    expect_refused(exe, ["info", corrupt], corrupt, "is corrupt: its contents do not match the digest written with it")
+    # Resealed (as if the damage happened before the digest was taken), HDF5's own checksum still catches it.
+    reseal_checkpoint(corrupt)
     expect_refused(exe, ["info", corrupt], corrupt, "is corrupt: checksum of /G/params/main.0.weight does not match")
     expect_refused(exe, ["sample", "--checkpoint", corrupt, "--out", os.path.join(tmp, "c.png")], corrupt, "corrupt")
 
@@ -92,6 +96,7 @@ def case_info_and_sample_refuse_bad_checkpoints(exe, src, tmp):
     shutil.copy(good, nonfinite)
     with h5py.File(nonfinite, "r+") as f:
         f["G/params/main.3.weight"][0, 0, 0, 0] = np.nan
+    reseal_checkpoint(nonfinite)
     expect_refused(exe, ["info", nonfinite], nonfinite, "holds non-finite weights (/G/params/main.3.weight)")
     samples = os.path.join(tmp, "nan.png")
     expect_refused(exe, ["sample", "--checkpoint", nonfinite, "--out", samples], nonfinite,
@@ -105,6 +110,7 @@ def case_info_and_sample_refuse_bad_checkpoints(exe, src, tmp):
         text = f["meta"].attrs["config"].replace("  nz: 8\n", "  nz_typo: 8\n")
         f["meta"].attrs["config"] = text
         f["meta"].attrs.modify("config_digest", np.uint64(fnv1a64(text)))
+    reseal_checkpoint(bad_config)
     expect_refused(exe, ["info", bad_config], bad_config, "holds a config that does not parse")
 
     r = run(exe, "sample", "--checkpoint", good, "--n", "4", "--out", os.path.join(tmp, "good.png"))

@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import check, checkpoint_tensors, skip  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, checkpoint_tensors, reseal_checkpoint, skip  # noqa: E402  (tests/common/gt_test.py)
 
 STEPS = 40
 HALF = 20
@@ -153,6 +153,7 @@ def case_resume_modes(exe, src, tmp):
     check(r.returncode == 0, r.stderr)
     with h5py.File(runs.ckpt("mt", HALF), "r+") as f:
         del f["G/params/main.0.weight"]
+    reseal_checkpoint(runs.ckpt("mt", HALF))  # a whole file that lacks a tensor, not a damaged one
     r = runs.train("mt")
     lines = r.stdout.splitlines()
     check(r.returncode == 0 and f"at step {HALF - 5} of {STEPS}" in lines[0], f"missing tensor: {r.stdout}{r.stderr}")
@@ -191,6 +192,7 @@ def case_resume_modes(exe, src, tmp):
                 for byte in "model: [unclosed".encode():
                     h = ((h ^ byte) * 1099511628211) % (1 << 64)
                 f["meta"].attrs.modify("config_digest", np.uint64(h))
+        reseal_checkpoint(path)
         r = runs.train(f"bad_{what}", f"checkpoint.resume={path}")
         check(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and f"{what}.h5" in r.stderr and
               all(w in r.stderr for w in words), f"{what}: exit {r.returncode}: {r.stderr}")

@@ -496,7 +496,11 @@ void expect_same_checkpoint(const gt::Checkpoint& a, const gt::Checkpoint& b) {
 }
 
 
-// Rewrites the integer attribute /meta/NAME through HDF5 (so every checksum stays valid).
+constexpr const char* kDigestMismatch =
+    "its contents do not match the digest written with it (the file changed after it was written)";
+
+// Rewrites the integer attribute /meta/NAME through HDF5 (so every HDF5 checksum stays valid; the
+// whole-file digest does not, until gt::reseal_checkpoint).
 void set_meta_int(const std::string& path, const char* name, int64_t value) {
   hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   ASSERT_GE(file, 0);
@@ -623,6 +627,7 @@ TEST(Checkpoint, BadFilesAreUserErrorsNamingThemWithoutHdf5StackDumps) {
   std::string newer = dir.file("newer.h5");
   gt::save_checkpoint(newer, sample_checkpoint());
   set_meta_int(newer, "format_version", 99);
+  gt::reseal_checkpoint(newer);  // an edit on purpose: the file is whole, its content says 99
 
   struct Case {
     std::string path, keyword;
@@ -639,14 +644,14 @@ TEST(Checkpoint, BadFilesAreUserErrorsNamingThemWithoutHdf5StackDumps) {
   }
 }
 
-TEST(Checkpoint, Format2ChecksumsEveryTensorAndKeepsScalarsInTheHeader) {
+TEST(Checkpoint, Format3ChecksumsEveryTensorAndKeepsScalarsInTheHeader) {
   TempDir dir;
   std::string path = dir.file("ckpt.h5");
   gt::Checkpoint saved = sample_checkpoint();
   gt::save_checkpoint(path, saved);
   EXPECT_EQ(gt::checkpoint_problem(path), "");
   gt::Checkpoint loaded = gt::load_checkpoint(path);
-  EXPECT_EQ(loaded.meta.format_version, 2);
+  EXPECT_EQ(loaded.meta.format_version, 3);
   expect_same_checkpoint(saved, loaded);
   EXPECT_EQ(*loaded.find("G/params", "main.1.num_batches_tracked")->i64(), int64_t{1} << 33);
   EXPECT_EQ(*loaded.find("G/params", "a_scalar")->f32(), -2.5f);
@@ -761,10 +766,12 @@ TEST(Checkpoint, FlippedTensorByteIsAChecksumMismatchNamingTheTensor) {
   auto [address, size] = first_chunk_of(path, "G/params/main.0.weight");
   ASSERT_NE(address, HADDR_UNDEF);
   ASSERT_EQ(size, 4u * 3 * 2 * 2 * 4 + 4);  // the floats and Fletcher32's 4 bytes
-  flip_byte(path, address + size / 2);
-  EXPECT_EQ(gt::checkpoint_problem(path),
-            "checkpoint " + path + " is corrupt: checksum of /G/params/main.0.weight does not match");
+  flip_byte(path, 512 + address + size / 2);  // HDF5 addresses count from the superblock, after the 512-byte user block
+  // The whole-file digest refuses it before HDF5 reads a byte; under it, HDF5's own checksum names the tensor.
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: " + kDigestMismatch);
   EXPECT_EQ(user_error_message([&] { gt::load_checkpoint(path); }), gt::checkpoint_problem(path));
+  EXPECT_EQ(user_error_message([&] { gt::parse_checkpoint_hdf5(path); }),
+            "checkpoint " + path + " is corrupt: checksum of /G/params/main.0.weight does not match");
 }
 
 TEST(Checkpoint, FlippedScalarByteIsCaughtByTheObjectHeaderChecksum) {
@@ -778,7 +785,9 @@ TEST(Checkpoint, FlippedScalarByteIsCaughtByTheObjectHeaderChecksum) {
   const int64_t value = *step.i64();
   const size_t at = unique_offset_of(path, std::string(reinterpret_cast<const char*>(&value), sizeof value));
   flip_byte(path, at + 3);
-  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: checksum of /G/optim/step does not match");
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: " + kDigestMismatch);
+  EXPECT_EQ(user_error_message([&] { gt::parse_checkpoint_hdf5(path); }),
+            "checkpoint " + path + " is corrupt: checksum of /G/optim/step does not match");
 }
 
 TEST(Checkpoint, FlippedConfigTextIsCaughtByItsDigest) {
@@ -788,9 +797,46 @@ TEST(Checkpoint, FlippedConfigTextIsCaughtByItsDigest) {
   ckpt.meta.config_yaml += "# marker-7f3a9c\n";
   gt::save_checkpoint(path, ckpt);
   flip_byte(path, unique_offset_of(path, "marker-7f3a9c") + 2);
-  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path +
-                                              " is corrupt: the text of /meta/config does not match its digest "
-                                              "/meta/config_digest");
+  EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: " + kDigestMismatch);
+  EXPECT_EQ(user_error_message([&] { gt::parse_checkpoint_hdf5(path); }),
+            "checkpoint " + path + " is corrupt: the text of /meta/config does not match its digest /meta/config_digest");
+}
+
+TEST(Checkpoint, TheDigestBlockIsCheckedBeforeHdf5OpensTheFile) {
+  TempDir dir;
+  std::string path = dir.file("ckpt.h5");
+  gt::save_checkpoint(path, sample_checkpoint());
+  const std::vector<char> good = file_bytes(path);
+  ASSERT_EQ(std::string(good.data(), 20), "gantrain checkpoint\n");
+  // Every byte after the block is covered: flip one at a time at spread-out places, each is refused
+  // with the digest's sentence (HDF5 never sees the file).
+  for (size_t at = 512; at < good.size(); at += good.size() / 37) {
+    std::vector<char> bad = good;
+    bad[at] = static_cast<char>(bad[at] ^ 0x01);
+    write_bytes(path, bad);
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path + " is corrupt: " + kDigestMismatch) << "byte " << at;
+    EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  }
+  // A damaged block, bytes appended, a block stripped (the file then says format 3 without one).
+  std::vector<char> bad = good;
+  bad[30] = 'X';
+  write_bytes(path, bad);
+  EXPECT_CONTAINS(gt::checkpoint_problem(path), "its digest block (the first 512 bytes) is damaged");
+  bad = good;
+  bad.push_back('\n');
+  write_bytes(path, bad);
+  EXPECT_CONTAINS(gt::checkpoint_problem(path), "bytes were added or it was modified");
+  bad = good;
+  std::fill(bad.begin(), bad.begin() + 512, '\0');
+  write_bytes(path, bad);
+  EXPECT_CONTAINS(gt::checkpoint_problem(path), "lacks its digest block");
+  // Resealed after an edit on purpose, it loads again.
+  write_bytes(path, good);
+  set_meta_int(path, "step", 77);
+  EXPECT_CONTAINS(gt::checkpoint_problem(path), "is corrupt") << "an HDF5 edit without a reseal";
+  gt::reseal_checkpoint(path);
+  EXPECT_EQ(gt::load_checkpoint(path).meta.step, 77);
 }
 
 TEST(Checkpoint, ForeignAndFutureFilesAreNamedWithTheirProblem) {
@@ -803,13 +849,14 @@ TEST(Checkpoint, ForeignAndFutureFilesAreNamedWithTheirProblem) {
   std::string future = dir.file("future.h5");
   gt::save_checkpoint(future, sample_checkpoint());
   set_meta_int(future, "format_version", 99);
+  gt::reseal_checkpoint(future);
   EXPECT_EQ(gt::checkpoint_problem(future), "checkpoint " + future +
-                                                " has format_version 99; this build reads 1 to 2 (a newer gantrain wrote it?)");
+                                                " has format_version 99; this build reads 1 to 3 (a newer gantrain wrote it?)");
   EXPECT_CONTAINS(gt::checkpoint_problem(dir.file("missing.h5")), "does not exist");
   EXPECT_CONTAINS(gt::checkpoint_problem(dir.str()), "directory");
 }
 
-TEST(Checkpoint, Format2DatasetRewrittenWithoutItsChecksumIsRefused) {
+TEST(Checkpoint, Format3DatasetRewrittenWithoutItsChecksumIsRefused) {
   TempDir dir;
   std::string path = dir.file("ckpt.h5");
   gt::save_checkpoint(path, sample_checkpoint());
@@ -824,8 +871,9 @@ TEST(Checkpoint, Format2DatasetRewrittenWithoutItsChecksumIsRefused) {
   H5Dclose(dset);
   H5Sclose(space);
   H5Fclose(file);
+  gt::reseal_checkpoint(path);
   EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path +
-                                              " is not a valid format-2 checkpoint: dataset /D/params/main.0.weight "
+                                              " is not a valid format-3 checkpoint: dataset /D/params/main.0.weight "
                                               "has no Fletcher32 checksum (was it rewritten by another tool?)");
 }
 
