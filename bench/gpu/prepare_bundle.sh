@@ -39,7 +39,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 top=(libyaml-cpp-dev libhdf5-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpng-dev zlib1g-dev
-     libgtest-dev libopenblas-dev libopenblas-pthread-dev libjpeg62-turbo-dev pkgconf pkgconf-bin)
+     libgtest-dev libopenblas-dev libopenblas-pthread-dev libjpeg62-turbo-dev libxxhash-dev pkgconf pkgconf-bin)
 if [[ $with_mpi == 1 ]]; then
   # The MPI library, its headers and mpirun; its fabric plugins (UCX, libfabric, PSM) stay behind:
   # Open MPI loads them at run time only where a network needs them.
