@@ -234,8 +234,8 @@ def load_metrics(job, name):
         return [json.loads(line) for line in f]
 
 
-def compare_metrics(single, multi, what):
-    """Every logged value of a P-rank run is the one-process value (images/s aside)."""
+def compare_metrics(single, multi, what, bound=METRICS_REL):
+    """Every logged value of a P-rank run is the one-process value (images/s aside), within bound."""
     check([m["step"] for m in multi] == [m["step"] for m in single],
           f"{what}: metrics steps {[m['step'] for m in multi]} vs {[m['step'] for m in single]}")
     worst, where = 0.0, None
@@ -247,7 +247,7 @@ def compare_metrics(single, multi, what):
             rel = abs(b[k] - v) / max(abs(v), 1e-12)
             if rel > worst:
                 worst, where = rel, f"{k} at step {a['step']} ({b[k]} vs {v})"
-    check(worst <= METRICS_REL, f"{what}: metrics differ from one process by {worst:.3g}: {where}")
+    check(worst <= bound, f"{what}: metrics differ from one process by {worst:.3g} (bound {bound:.3g}): {where}")
     return worst
 
 
@@ -287,6 +287,18 @@ def case_invariance_np1_np2_np4(job):
     rel, where = worst_relative_difference(single, load_h5(job.checkpoint("single_noclip")))
     print(f"np 1 without clipping: worst relative difference {rel:.3g} ({where})")
     check(rel > 100 * INVARIANCE_REL, f"clipping made no visible difference ({rel:.3g})")
+    # This build's noise floor, measured: one process at 2 threads instead of 1 (another summation order in
+    # the convolutions). The fixed bounds hold where rounding stays small over 20 steps (the release build:
+    # floor ~1e-7); a build that rounds otherwise (the sanitizers' -O1 code) can cross a ReLU kink on the way
+    # (measured: at step 13, after which 1 vs 2 threads differ by 5e-3), and there the bounds follow the floor.
+    r = job.run(job.train_args("single_t2", *WIRING, "run.threads=2"))
+    check(r.returncode == 0, f"single process on 2 threads failed: {r.stderr}")
+    floor_params, _ = worst_relative_difference(single, load_h5(job.checkpoint("single_t2")))
+    floor_metrics = compare_metrics(single_metrics, load_metrics(job, "single_t2"), "2 threads", bound=float("inf"))
+    param_bound = max(INVARIANCE_REL, 10 * floor_params)
+    metrics_bound = max(METRICS_REL, 10 * floor_metrics)
+    print(f"noise floor (1 vs 2 threads): parameters {floor_params:.3g}, metrics {floor_metrics:.3g}; bounds "
+          f"{param_bound:.3g} and {metrics_bound:.3g}")
     for np in [1, 2, 4]:
         r = job.run(job.mpi(np, *job.train_args(f"np{np}", *WIRING)))
         check(r.returncode == 0, f"np {np} failed ({r.returncode}): {r.stdout}\n{r.stderr}")
@@ -299,15 +311,15 @@ def case_invariance_np1_np2_np4(job):
         check("differ" not in r.stdout, f"np {np}: ranks drifted apart: {r.stdout}")
         ckpt = load_h5(job.checkpoint(f"np{np}"))
         compare_meta(single_meta, load_meta(job.checkpoint(f"np{np}")), np, f"np {np}")
-        mrel = compare_metrics(single_metrics, load_metrics(job, f"np{np}"), f"np {np}")
+        mrel = compare_metrics(single_metrics, load_metrics(job, f"np{np}"), f"np {np}", metrics_bound)
         if np == 1:
             check(bit_identical(ckpt, single), "mpirun -np 1 is not bit-identical to the plain process")
             print("np 1: bit-identical to the single process")
             continue
         rel, where = worst_relative_difference(single, ckpt)
-        print(f"np {np}: worst relative difference {rel:.3g} ({where}), bound {INVARIANCE_REL:g}; "
-              f"metrics {mrel:.3g}, bound {METRICS_REL:g}; {r.seconds:.1f} s")
-        check(rel <= INVARIANCE_REL, f"np {np} differs from np 1 by {rel:.3g} at {where}")
+        print(f"np {np}: worst relative difference {rel:.3g} ({where}), bound {param_bound:.3g}; "
+              f"metrics {mrel:.3g}, bound {metrics_bound:.3g}; {r.seconds:.1f} s")
+        check(rel <= param_bound, f"np {np} differs from np 1 by {rel:.3g} at {where}")
         samples = os.listdir(os.path.join(job.runs, f"np{np}", "samples"))
         check(sorted(samples) == ["step_00000010.png", "step_00000020.png"], f"np {np}: samples {samples}")
     # The same rank count again: bit for bit the same model.
