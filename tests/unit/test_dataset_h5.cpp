@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -441,9 +442,21 @@ TEST(DatasetH5, LargerThan2GiBReadsPastTheWallWithSmallResidentMemory) {
     const int64_t growth = peak_rss - rss_before;
     const int64_t file_size = static_cast<int64_t>(fs::file_size(path));
     RecordProperty("rss_growth_mib", static_cast<int>(growth >> 20));
-    EXPECT_LT(growth, file_size / 4) << "resident memory grew by " << (growth >> 20) << " MiB reading a "
-                                     << (file_size >> 20) << " MiB file";
-    EXPECT_LT(growth, budget + (64 << 20)) << "loader budget " << (budget >> 20) << " MiB";
+    int64_t slack = 64 << 20, file_share = file_size / 4;
+#ifdef GANTRAIN_SANITIZED
+    // AddressSanitizer keeps up to 256 MiB of freed blocks in quarantine (quarantine_size_mb, HDF5's
+    // read buffers included) and one shadow byte per 8 bytes of heap: resident memory grows by both.
+    const int64_t asan_extra = (256 << 20) + budget / 8;
+    slack += asan_extra;
+    file_share = file_size / 2;
+    std::printf("[sanitized] resident-memory bounds widened by %lld MiB for ASan's quarantine and shadow "
+                "(growth %lld MiB, loader budget %lld MiB)\n",
+                static_cast<long long>(asan_extra >> 20), static_cast<long long>(growth >> 20),
+                static_cast<long long>(budget >> 20));
+#endif
+    EXPECT_LT(growth, file_share) << "resident memory grew by " << (growth >> 20) << " MiB reading a "
+                                  << (file_size >> 20) << " MiB file";
+    EXPECT_LT(growth, budget + slack) << "loader budget " << (budget >> 20) << " MiB";
   }
   source.reset();
   std::error_code ec;
