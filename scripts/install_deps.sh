@@ -3,6 +3,7 @@
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
+  clang libclang-rt-14-dev libomp-14-dev      # fuzz targets: clang with libFuzzer and the sanitizers (docs/fuzzing.md)
   libopenmpi-dev openmpi-bin            # MPI ranks (issue: distributed)
   libhdf5-dev                           # checkpoints and datasets
   libyaml-cpp-dev                       # config files

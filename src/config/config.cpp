@@ -1,6 +1,7 @@
 // Config loading: YAML file + "key.path=value" overrides -> validated Config, and back to YAML.
 #include "config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -93,16 +94,46 @@ std::string unknown_path_hint(const std::string& path) {
 
 // ---- reading YAML ------------------------------------------------------------------------------
 
+// Counts the documents of a YAML stream, noting where each starts. yaml-cpp 0.7's LoadAll never
+// returns on some malformed streams (a stray ',' outside [] or {}: its parser then hands out the same
+// empty document forever, jbeder/yaml-cpp#1040, fixed upstream in 0.8.x by #1319), so the documents are
+// counted here first, stopping at the first one that makes no progress.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  int count = 0;
+  YAML::Mark start;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    start = mark;
+    ++count;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 YAML::Node load_single_document(const std::string& text, const std::string& source) {
-  std::vector<YAML::Node> documents;
   try {
-    documents = YAML::LoadAll(text);
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    DocumentCounter counter;
+    int previous_start = -1;
+    while (parser.HandleNextDocument(counter)) {
+      if (counter.start.pos <= previous_start)
+        user_error("{}: malformed YAML: unexpected character (a ',' outside [] or {{}}?)",
+                   location(source, counter.start));
+      previous_start = counter.start.pos;
+    }
+    if (counter.count > 1)
+      user_error("{} holds {} YAML documents, but a config is a single document", source, counter.count);
+    return counter.count == 0 ? YAML::Node() : YAML::Load(text);
   } catch (const YAML::Exception& e) {
     user_error("{}: malformed YAML: {}", location(source, e.mark), e.msg);
   }
-  if (documents.size() > 1)
-    user_error("{} holds {} YAML documents, but a config is a single document", source, documents.size());
-  return documents.empty() ? YAML::Node() : documents.front();
 }
 
 void collect_map(const YAML::Node& map, const std::string& prefix, const std::string& source,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/version.h"
+#include "data/image_decode.h"
 #include "io/h5util.h"
 
 namespace gt {
@@ -28,6 +29,11 @@ constexpr const char* kLabels = "labels";
 constexpr size_t kMinChunkBytes = 16 * 1024;
 constexpr int64_t kMaxSamplesPerChunk = 64;
 constexpr int64_t kLabelsPerChunk = 4096;
+// What a file may claim, checked before any memory is sized from it. Deflate expands at most 1032:1,
+// so compressed data cannot unpack to more than this many times the file's own size.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+constexpr uint64_t kMaxChannels = 4;  // gray, gray+alpha, RGB, RGBA
+constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
 // The writer's buffer: large writes, few extents.
 constexpr size_t kWriteBufferBytes = 16u << 20;
 
@@ -135,7 +141,12 @@ std::string read_string_attribute(hid_t loc, const char* name, const std::string
     H5free_memory(text);
     return value;
   }
-  std::string value(H5Tget_size(type.get()), '\0');
+  // A fixed-length string lives in the attribute's object header, which HDF5 caps at 64 KiB.
+  const size_t size = H5Tget_size(type.get());
+  if (size == 0 || size > 65536)
+    user_error("dataset file {}: attribute {} claims a string of {} bytes (at most 65536 fit in an HDF5 attribute)",
+               file, name, size);
+  std::string value(size, '\0');
   H5_CHECK(H5Aread(attr.get(), type.get(), value.data()), "while reading attribute {} of {}", name, file);
   value.resize(std::strlen(value.c_str()));
   return value;
@@ -455,15 +466,38 @@ void validate_images(OpenDataset& r, const std::string& path) {
   if (r.image_dims[1] == 0 || r.image_dims[2] == 0 || r.image_dims[3] == 0)
     user_error("dataset file {}: /images has shape {}; images must have non-zero height, width and channels", path,
                shape_text(r.image_dims));
-  DatasetInfo& info = r.info;
-  info.count = static_cast<int64_t>(r.image_dims[0]);
-  info.height = static_cast<int>(r.image_dims[1]);
-  info.width = static_cast<int>(r.image_dims[2]);
-  info.channels = static_cast<int>(r.image_dims[3]);
+  // Every number below sizes memory (a probe image, the loader's batches): check them all before use.
+  const std::vector<hsize_t>& d = r.image_dims;
+  if (d[1] > uint64_t(kMaxImagePixels) || d[2] > uint64_t(kMaxImagePixels) / d[1] || d[3] > kMaxChannels)
+    user_error("dataset file {}: /images has shape {}; images may have at most {} pixels and {} channels", path,
+               shape_text(d), kMaxImagePixels, kMaxChannels);
+  const uint64_t sample_bytes = d[1] * d[2] * d[3];  // at most 4e8: no overflow
   h5::PropList dcpl(H5_CHECK(H5Dget_create_plist(r.images.get()), "while reading the layout of /images in {}", path));
+  const int filters = H5_CHECK(H5Pget_nfilters(dcpl.get()), "while reading the filters of /images in {}", path);
+  hsize_t file_size = 0;
+  H5_CHECK(H5Fget_filesize(r.file.get(), &file_size), "while sizing {}", path);
+  // Uncompressed pixels are in the file; compressed ones unpack to at most kMaxDeflateRatio times it.
+  const uint64_t limit = filters > 0 ? file_size * kMaxDeflateRatio : file_size;
+  if (d[0] > limit / sample_bytes)
+    user_error("dataset file {}: /images has shape {} ({} x {} bytes), more than its {} bytes{} can hold", path,
+               shape_text(d), d[0], sample_bytes, file_size, filters > 0 ? " of compressed data" : "");
+  DatasetInfo& info = r.info;
+  info.count = static_cast<int64_t>(d[0]);
+  info.height = static_cast<int>(d[1]);
+  info.width = static_cast<int>(d[2]);
+  info.channels = static_cast<int>(d[3]);
   if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
     hsize_t chunk[4] = {0, 0, 0, 0};
-    H5_CHECK(H5Pget_chunk(dcpl.get(), 4, chunk), "while reading the chunk shape of /images in {}", path);
+    if (H5_CHECK(H5Pget_chunk(dcpl.get(), 4, chunk), "while reading the chunk shape of /images in {}", path) != 4)
+      user_error("dataset file {}: /images is chunked with a chunk rank other than its own (4)", path);
+    // HDF5 holds a whole chunk in memory to unfilter it: a chunk is one allocation sized by the file.
+    const std::vector<hsize_t> chunk_dims(chunk, chunk + 4);
+    uint64_t chunk_bytes = 1;
+    for (hsize_t c : chunk_dims)
+      if (__builtin_mul_overflow(chunk_bytes, c, &chunk_bytes)) chunk_bytes = UINT64_MAX;
+    if (chunk_bytes > kMaxChunkBytes || (filters > 0 && chunk_bytes > limit))
+      user_error("dataset file {}: /images of shape {} has chunks of shape {} ({} bytes), above the limit of {} bytes",
+                 path, shape_text(d), shape_text(chunk_dims), chunk_bytes, std::min(kMaxChunkBytes, limit));
     info.samples_per_chunk = static_cast<int64_t>(chunk[0]);
   }
 }
@@ -520,9 +554,13 @@ DatasetReader DatasetReader::open(const std::string& path) {
   auto r = std::make_unique<Impl>();
   r->info.path = path;
   r->file = open_dataset_file(path);
-  validate_images(*r, path);
-  validate_labels(*r, path);
-  read_attributes(*r, path);
+  try {
+    validate_images(*r, path);
+    validate_labels(*r, path);
+    read_attributes(*r, path);
+  } catch (const RuntimeError& e) {  // HDF5 failed on the file's metadata: a damaged file, not a bug of ours
+    user_error("dataset file {} is corrupt or unreadable: {}", path, e.what());
+  }
   // A file cut short after its metadata passes the checks above; reading the first and the last
   // image finds it now, as a user error, instead of as a runtime failure hours into training.
   DatasetReader reader(std::move(r));

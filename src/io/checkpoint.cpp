@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -514,6 +515,32 @@ void check_storage(hid_t dataset, const Shape& shape, uint64_t nbytes, int64_t f
                dataset_path, stored, nbytes);
 }
 
+// Deflate expands at most 1032:1; no filter HDF5 ships (or h5py writes) unpacks more.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+std::string dims_text(const std::vector<hsize_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", dims[i]);
+  return s + "]";
+}
+
+uint64_t file_size_of(hid_t object, const std::string& file_path) {
+  const hid_t file = rd(H5Iget_file_id(object), file_path, "the file's size");
+  hsize_t size = 0;
+  const herr_t status = H5Fget_filesize(file, &size);
+  H5Fclose(file);
+  rd(status, file_path, "the file's size");
+  return size;
+}
+
+// True when a filter other than the Fletcher32 checksum (deflate, shuffle, ...) stands between the file and the data.
+bool is_compressed(hid_t dataset, const std::string& file_path, const std::string& dataset_path) {
+  h5::PropList plist(rd(H5Dget_create_plist(dataset), file_path, dataset_path));
+  for (H5Z_filter_t id : filters_of(plist.get(), file_path, dataset_path))
+    if (id != H5Z_FILTER_FLETCHER32) return true;
+  return false;
+}
+
 Tensor read_tensor(hid_t dataset, int64_t format, const std::string& file_path, const std::string& dataset_path) {
   DType dtype = dtype_for_dataset(dataset, file_path, dataset_path);
   h5::Dataspace space(rd(H5Dget_space(dataset), file_path, dataset_path));
@@ -523,10 +550,27 @@ Tensor read_tensor(hid_t dataset, int64_t format, const std::string& file_path, 
   int ndims = rd(H5Sget_simple_extent_ndims(space.get()), file_path, dataset_path);
   std::vector<hsize_t> dims(static_cast<size_t>(ndims));
   rd(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), file_path, dataset_path);
-  const Shape shape(dims.begin(), dims.end());
-  const int64_t numel = shape_numel(shape);
-  if (numel == 0) return Tensor(shape, dtype);
-  check_storage(dataset, shape, static_cast<uint64_t>(numel) * dtype_size(dtype), format, file_path, dataset_path);
+  // The shape sizes the tensor's memory, so it is checked first, in arithmetic that cannot overflow:
+  // stored bytes lie inside the file, and compressed ones unpack to at most kMaxDeflateRatio times it.
+  uint64_t numel = 1;
+  for (hsize_t d : dims) {
+    if (d > uint64_t(INT64_MAX))
+      user_error("checkpoint {} is corrupt: dataset {} has shape {}, a dimension above 2^63", file_path, dataset_path,
+                 dims_text(dims));
+    if (__builtin_mul_overflow(numel, d, &numel)) numel = UINT64_MAX;
+  }
+  if (numel == 0) return Tensor(Shape(dims.begin(), dims.end()), dtype);
+  uint64_t nbytes = 0;
+  if (__builtin_mul_overflow(numel, dtype_size(dtype), &nbytes)) nbytes = UINT64_MAX;
+  const uint64_t file_size = file_size_of(dataset, file_path);
+  const bool compressed = is_compressed(dataset, file_path, dataset_path);
+  const uint64_t limit = compressed ? file_size * kMaxDeflateRatio : file_size;
+  if (nbytes > limit)
+    user_error("checkpoint {} is corrupt: dataset {} has shape {} ({} bytes), more than the file's {} bytes{} can "
+               "hold", file_path, dataset_path, dims_text(dims), nbytes == UINT64_MAX ? "over 2^64" : std::to_string(nbytes),
+               file_size, compressed ? " of compressed data" : "");
+  const Shape shape(dims.begin(), dims.end());  // every dim is below 2^63 now
+  check_storage(dataset, shape, nbytes, format, file_path, dataset_path);
   Tensor tensor(shape, dtype);
   rd(H5Dread(dataset, memory_type_of(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.raw()), file_path, dataset_path);
   return tensor;
@@ -610,7 +654,11 @@ std::string read_string_attribute(hid_t meta, const std::string& name, const std
     H5free_memory(text);
     return value;
   }
-  size_t size = H5Tget_size(file_type.get());
+  // A fixed-length string lives in the attribute's object header, which HDF5 caps at 64 KiB.
+  const size_t size = H5Tget_size(file_type.get());
+  if (size == 0 || size > 65536)
+    user_error("checkpoint {} is corrupt: attribute /meta/{} claims a string of {} bytes (at most 65536 fit in an "
+               "HDF5 attribute)", file_path, name, size);
   std::string value(size, '\0');
   rd(H5Aread(attr.get(), file_type.get(), value.data()), file_path, what);
   if (H5Tget_strpad(file_type.get()) == H5T_STR_SPACEPAD) {

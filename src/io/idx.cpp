@@ -31,6 +31,9 @@ class CompressedReader {
     gzbuffer(file_, 1 << 20);
   }
   ~CompressedReader() { gzclose(file_); }
+
+  // True when the file is not gzip-compressed (known once something was read).
+  bool plain() { return gzdirect(file_) == 1; }
   CompressedReader(const CompressedReader&) = delete;
   CompressedReader& operator=(const CompressedReader&) = delete;
 
@@ -104,6 +107,31 @@ std::vector<uint32_t> read_header(CompressedReader& in, const std::string& path,
   return dims;
 }
 
+// Deflate expands at most 1032:1, so a gzip file cannot hold more than this many times its own size.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// Checks the payload size a header declares against the file before any memory is sized from it:
+// a plain file must hold exactly that many bytes after its header, a gzip file at most what its
+// compressed bytes can unpack to.
+void check_declared_size(CompressedReader& in, const std::string& path, uint64_t expected, const std::string& declared,
+                         size_t header_bytes) {
+  std::error_code ec;
+  const uintmax_t file_size = std::filesystem::file_size(path, ec);
+  if (ec) return;  // not a regular file (a pipe): the growing buffer below still bounds memory
+  if (in.plain()) {
+    const uint64_t follow = file_size > header_bytes ? file_size - header_bytes : 0;
+    if (expected > follow)
+      user_error("IDX file {} is truncated: its header declares {} ({} bytes) but only {} bytes follow", path,
+                 declared, expected, follow);
+    if (expected < follow)
+      user_error("IDX file {} is longer than its header declares ({}, {} bytes): the dimensions do not match the size",
+                 path, declared, expected);
+  } else if (expected / kMaxDeflateRatio > file_size) {
+    user_error("IDX file {} is truncated or corrupt: its header declares {} ({} bytes), more than its {} gzip-compressed "
+               "bytes can hold", path, declared, expected, file_size);
+  }
+}
+
 // Reads exactly `expected` bytes of payload and makes sure nothing follows. The buffer grows as data arrives,
 // so a corrupt header that declares terabytes fails as "truncated" instead of exhausting memory.
 std::vector<uint8_t> read_payload(CompressedReader& in, const std::string& path, uint64_t expected,
@@ -137,15 +165,19 @@ IdxImages read_idx_images(const std::string& path) {
   images.width = static_cast<int>(std::min<uint32_t>(dims[2], INT_MAX));
   if (uint64_t{dims[1]} * dims[2] > (uint64_t{1} << 31))
     user_error("IDX file {} declares images of {}x{} pixels, which is not plausible", path, dims[1], dims[2]);
-  uint64_t bytes = uint64_t{dims[0]} * dims[1] * dims[2];
-  images.pixels = read_payload(in, path, bytes, fmt::format("{} images of {}x{}", dims[0], dims[1], dims[2]));
+  const uint64_t bytes = uint64_t{dims[0]} * dims[1] * dims[2];  // below 2^63: dims[1] * dims[2] <= 2^31
+  const std::string declared = fmt::format("{} images of {}x{}", dims[0], dims[1], dims[2]);
+  check_declared_size(in, path, bytes, declared, 16);
+  images.pixels = read_payload(in, path, bytes, declared);
   return images;
 }
 
 std::vector<uint8_t> read_idx_labels(const std::string& path) {
   CompressedReader in(path);
   std::vector<uint32_t> dims = read_header(in, path, kLabelsMagic);
-  return read_payload(in, path, dims[0], fmt::format("{} labels", dims[0]));
+  const std::string declared = fmt::format("{} labels", dims[0]);
+  check_declared_size(in, path, dims[0], declared, 8);
+  return read_payload(in, path, dims[0], declared);
 }
 
 std::string fashion_mnist_train_images(const std::string& dir) {

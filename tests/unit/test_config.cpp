@@ -484,6 +484,13 @@ TEST(ConfigErrors, StructureProblemsNameTheKey) {
   e = parse_error("run:\n  seed: 1\n---\nrun:\n  seed: 2\n");
   EXPECT_CONTAINS(e, "bad.yaml");
   EXPECT_CONTAINS(e, "2 YAML documents");
+
+  // Found by fuzzing: yaml-cpp 0.7's LoadAll never returns on a stray ',' (jbeder/yaml-cpp#1040).
+  for (const char* text : {",", "\r\n,,,,\n", "run:\n  seed: 1\n,\n"}) {
+    e = parse_error(text);
+    EXPECT_CONTAINS(e, "bad.yaml");
+    EXPECT_CONTAINS(e, "malformed YAML");
+  }
 }
 
 TEST(ConfigErrors, MessagesAreSingleLines) {

@@ -322,6 +322,75 @@ TEST(DatasetH5Validation, AFileFromAnotherToolWithTheRightLayoutIsAccepted) {
   EXPECT_EQ(std::count(image.begin(), image.end(), 0), static_cast<long>(image.size()));
 }
 
+// An HDF5 file with an /images dataset of this shape (and chunk shape, when given) whose data is never
+// written: the header claims what a damaged or hostile file could claim, in a file of a few KiB.
+void write_unwritten_images(const std::string& path, const std::vector<hsize_t>& dims,
+                            const std::vector<hsize_t>& chunk = {}) {
+  hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  std::vector<hsize_t> max_dims = dims;
+  if (!chunk.empty()) max_dims[0] = H5S_UNLIMITED;
+  hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), max_dims.data());
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  if (!chunk.empty()) {
+    ASSERT_GE(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), 0);
+  }
+  hid_t set = H5Dcreate2(file, "images", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(set, 0);
+  H5Dclose(set);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(file);
+}
+
+// Every number that sizes memory is checked against a stated limit before the reader takes any.
+TEST(DatasetH5Validation, ShapesThatCannotFitTheFileAreRefusedBeforeAllocating) {
+  TempDir tmp;
+  const std::string many = tmp.file("many.h5");
+  write_unwritten_images(many, {1'000'000, 64, 64, 3});  // 12 GB claimed by a file of 2 KiB
+  std::string e = user_error_of(many);
+  EXPECT_CONTAINS(e, many);
+  EXPECT_CONTAINS(e, "[1000000, 64, 64, 3]");
+  EXPECT_CONTAINS(e, "bytes can hold");
+
+  const std::string wide = tmp.file("wide.h5");
+  write_unwritten_images(wide, {1, 1u << 20, 1u << 20, 3});
+  e = user_error_of(wide);
+  EXPECT_CONTAINS(e, wide);
+  EXPECT_CONTAINS(e, "[1, 1048576, 1048576, 3]");
+  EXPECT_CONTAINS(e, "at most 100000000 pixels");
+
+  const std::string deep = tmp.file("deep.h5");
+  write_unwritten_images(deep, {1, 2, 2, 4096});
+  EXPECT_CONTAINS(user_error_of(deep), "4 channels");
+
+  const std::string chunky = tmp.file("chunky.h5");
+  write_unwritten_images(chunky, {2, 8, 8, 1}, {hsize_t{1} << 25, 8, 8, 1});  // 2 GiB chunks
+  ASSERT_TRUE(std::filesystem::exists(chunky));
+  e = user_error_of(chunky);
+  EXPECT_CONTAINS(e, chunky);
+  EXPECT_CONTAINS(e, "chunks of shape [33554432, 8, 8, 1]");
+}
+
+// Found by fuzzing: HDF5 failing on damaged metadata (here a bad symbol table node) is a user error
+// naming the file, not a RuntimeError (exit 1).
+TEST(DatasetH5Validation, DamagedMetadataIsAUserError) {
+  TempDir tmp;
+  const std::string path = tmp.file("damaged.h5");
+  write_raw_dataset(path, "images", H5T_STD_U8LE, {2, 4, 4, 1});
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  const size_t snod = bytes.find("SNOD");
+  ASSERT_NE(snod, std::string::npos);
+  f.seekp(static_cast<std::streamoff>(snod));
+  f.write("XNOD", 4);
+  f.close();
+  const std::string e = user_error_of(path);
+  EXPECT_CONTAINS(e, path);
+  EXPECT_CONTAINS(e, "corrupt");
+  EXPECT_LACKS(e, "not a UserError");
+}
+
 // ---- fit to the model ----------------------------------------------------------------------------
 
 TEST(DatasetFit, ResolutionAndChannelsMustFit) {

@@ -365,6 +365,25 @@ TEST(Idx, EveryMalformedImageFileIsAUserErrorNamingIt) {
   EXPECT_NE(message.find("directory"), std::string::npos) << message;
 }
 
+// A header's dimensions are checked against the file before any memory is sized from them.
+TEST(Idx, DeclaredSizesAreCheckedAgainstTheFileBeforeAllocating) {
+  TempDir dir;
+  const std::vector<uint8_t> huge = idx_bytes(0x00000803, {60000, 28, 28}, random_bytes(64, 5));
+  write_plain(dir.file("huge"), huge);
+  write_gzip(dir.file("huge.gz"), huge);
+  std::string message = user_error_message([&] { gt::read_idx_images(dir.file("huge")); });
+  EXPECT_CONTAINS(message, dir.file("huge"));
+  EXPECT_CONTAINS(message, "60000 images of 28x28 (47040000 bytes) but only 64 bytes follow");
+  message = user_error_message([&] { gt::read_idx_images(dir.file("huge.gz")); });
+  EXPECT_CONTAINS(message, dir.file("huge.gz"));
+  EXPECT_CONTAINS(message, "gzip-compressed bytes can hold");
+
+  const std::vector<uint8_t> labels = idx_bytes(0x00000801, {4000000000u}, {1, 2, 3});
+  write_plain(dir.file("labels"), labels);
+  message = user_error_message([&] { gt::read_idx_labels(dir.file("labels")); });
+  EXPECT_CONTAINS(message, "4000000000 labels (4000000000 bytes) but only 3 bytes follow");
+}
+
 TEST(Idx, ImageFileGivenToLabelReaderIsAUserError) {
   TempDir dir;
   std::string path = dir.file("images");
@@ -875,6 +894,32 @@ TEST(Checkpoint, Format3DatasetRewrittenWithoutItsChecksumIsRefused) {
   EXPECT_EQ(gt::checkpoint_problem(path), "checkpoint " + path +
                                               " is not a valid format-3 checkpoint: dataset /D/params/main.0.weight "
                                               "has no Fletcher32 checksum (was it rewritten by another tool?)");
+}
+
+// A tensor's shape sizes its memory: it is checked against the file before the tensor is allocated.
+TEST(Checkpoint, TensorShapesLargerThanTheFileAreRefusedBeforeAllocating) {
+  TempDir dir;
+  const std::string path = dir.file("ckpt.h5");
+  gt::save_checkpoint(path, sample_checkpoint());
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  const hsize_t dims[2] = {hsize_t{1} << 40, hsize_t{1} << 20}, chunk[2] = {1, 1024};
+  hid_t space = H5Screate_simple(2, dims, nullptr);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  ASSERT_GE(H5Pset_chunk(dcpl, 2, chunk), 0);
+  ASSERT_GE(H5Pset_fletcher32(dcpl), 0);
+  hid_t set = H5Dcreate2(file, "G/params/huge", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(set, 0);
+  H5Dclose(set);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(file);
+  // The HDF5 reader alone: load_checkpoint's whole-file digest would refuse the edited file first.
+  const std::string message = user_error_message([&] { gt::parse_checkpoint_hdf5(path); });
+  EXPECT_CONTAINS(message, path);
+  EXPECT_CONTAINS(message, "/G/params/huge");
+  EXPECT_CONTAINS(message, "[1099511627776, 1048576] (4611686018427387904 bytes)");
+  EXPECT_CONTAINS(message, "bytes can hold");
 }
 
 TEST(Checkpoint, FirstNonfiniteTensorNamesGroupAndTensor) {
