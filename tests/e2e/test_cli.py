@@ -38,8 +38,8 @@ def bad_hdf5_datasets(tmp):
 
     def dataset(name, shape, dtype=np.uint8, key="images"):
         path = os.path.join(tmp, name)
-        with h5py.File(path, "w") as f:
-            f.create_dataset(key, shape=shape, dtype=dtype)
+        with h5py.File(path, "w") as f:  # written out: a dataset's pixels must fit in its file
+            f.create_dataset(key, data=np.zeros(shape, dtype))
         return path
 
     return [(dataset("layout.h5", (64, 32, 32, 1), key="pixels"), ["layout.h5", "no /images"]),
