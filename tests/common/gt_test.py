@@ -50,3 +50,36 @@ def reseal_checkpoint(path):
             (len(data), xxhash.xxh3_128(data[DIGEST_BLOCK:]).hexdigest().encode()))
     with open(path, "wb") as f:
         f.write(text.ljust(DIGEST_BLOCK, b"\0") + data[DIGEST_BLOCK:])
+
+
+def script_main(run_case, prefix, mpirun=False, modules=("h5py", "numpy")):
+    """The command line every test script shares: --exe, --source, --case NAME (and --mpirun). Checks what the
+    cases need (the Python modules, mpirun), then calls run_case(args, tmp) in a fresh temporary folder that is
+    removed afterwards. Returns the exit code: 0, or SKIP (77) from skip() or from a case that returned it."""
+    import argparse
+    import importlib
+    import shutil
+    import tempfile
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exe", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--case", required=True)
+    if mpirun:
+        ap.add_argument("--mpirun", required=True)
+    args = ap.parse_args()
+    if mpirun and not shutil.which(args.mpirun):
+        return skip(f"{args.mpirun} not found")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            return skip(str(e))
+    tmp = tempfile.mkdtemp(prefix=f"{prefix}_{args.case}_")
+    try:
+        rc = run_case(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if rc == SKIP:
+        return SKIP
+    print("ok")
+    return 0

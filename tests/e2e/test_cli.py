@@ -1,17 +1,14 @@
 #!/usr/bin/python3
 """End-to-end tests of the gantrain CLI: exit codes, messages, run directory contents, checkpoints readable by h5py."""
-import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import SKIP, check, run, skip  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, run, script_main, skip  # noqa: E402  (tests/common/gt_test.py)
 
 
 def case_info_param_counts(exe, src, tmp):
@@ -143,6 +140,7 @@ def case_tiny_train_sample_info(exe, src, tmp):
     check(im.shape == (5, 1, 32, 32) and im.min() >= -1 and im.max() <= 1, f"/images {im.shape}")
     check(float(im.std()) > 0, "images are constant")
     r2 = run(exe, "sample", "--checkpoint", ck, "--n", "5", "--seed", "5", "--out", os.path.join(tmp, "s2.h5"))
+    check(r2.returncode == 0, f"second sample h5: {r2.stderr}")
     with h5py.File(os.path.join(tmp, "s2.h5"), "r") as f:
         check(np.array_equal(f["images"][()], im), "sampling is not deterministic for a fixed seed")
     r = run(exe, "info", ck)
@@ -415,20 +413,8 @@ def case_ingest_fashion_mnist(exe, src, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--exe", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--case", required=True)
-    a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="gt_e2e_")
-    try:
-        rc = globals()["case_" + a.case](a.exe, a.source, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if rc == SKIP:
-        sys.exit(SKIP)
-    print(f"e2e {a.case}: passed")
+    return script_main(lambda a, tmp: globals()["case_" + a.case](a.exe, a.source, tmp), "gt_e2e", modules=())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

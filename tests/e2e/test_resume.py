@@ -1,6 +1,5 @@
 #!/usr/bin/python3
 """Runs that survive a cluster, one process: exact resume, resume modes, config changes, retention, kills at many moments, a full disk."""
-import argparse
 import json
 import os
 import resource
@@ -8,10 +7,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import check, checkpoint_tensors, reseal_checkpoint, skip  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, checkpoint_tensors, reseal_checkpoint, script_main  # noqa: E402  (tests/common/gt_test.py)
 
 STEPS = 40
 HALF = 20
@@ -293,23 +291,7 @@ def case_unwritable_out_dir(exe, src, tmp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--exe", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--case", required=True)
-    a = ap.parse_args()
-    try:
-        import h5py  # noqa: F401
-        import numpy  # noqa: F401
-    except ImportError as e:
-        return skip(str(e))
-    tmp = tempfile.mkdtemp(prefix=f"gt_resume_{a.case}_")
-    try:
-        globals()["case_" + a.case](a.exe, a.source, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("ok")
-    return 0
+    return script_main(lambda a, tmp: globals()["case_" + a.case](a.exe, a.source, tmp), "gt_resume")
 
 
 if __name__ == "__main__":

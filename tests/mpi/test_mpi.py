@@ -1,18 +1,15 @@
 #!/usr/bin/python3
 """Multi-rank training through mpirun: rank-count invariance, start-up agreement, and failures that end every rank quickly."""
-import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import mpirun  # noqa: E402  (tests/common/mpirun.py)
-from gt_test import SKIP, check  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, script_main  # noqa: E402  (tests/common/gt_test.py)
 
 
 # Rank-count invariance bound, per tensor of the checkpoint (parameters, BN buffers, Adam state):
@@ -483,33 +480,7 @@ def case_stop_signals(job):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--exe", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--case", required=True)
-    args = ap.parse_args()
-    # scripts/test.sh installs every test dependency and sets GANTRAIN_TEST_REQUIRE_ALL=1: there a missing
-    # one fails the test instead of skipping it.
-    required = os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1"
-    missing = None
-    if not shutil.which(args.mpirun):
-        missing = f"{args.mpirun} not found"
-    try:
-        import h5py  # noqa: F401
-        import numpy  # noqa: F401
-    except ImportError as e:
-        missing = str(e)
-    if missing:
-        print(f"{'FAIL: required' if required else 'skip'}: {missing}")
-        return 1 if required else SKIP
-    tmp = tempfile.mkdtemp(prefix=f"gt_mpi_{args.case}_")
-    try:
-        globals()["case_" + args.case](Job(args, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("ok")
-    return 0
+    return script_main(lambda a, tmp: globals()["case_" + a.case](Job(a, tmp)), "gt_mpi", mpirun=True)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,15 @@
 #!/usr/bin/python3
 """Runs that survive a cluster, several ranks: exact resume on 2 ranks, elastic resume 2 -> 1 ranks against a measured
 noise floor, the NaN guard with a NaN injected on one rank, and the stop signals (configurable, a second one at once)."""
-import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import mpirun  # noqa: E402  (tests/common/mpirun.py)
-from gt_test import SKIP, check, checkpoint_tensors  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, checkpoint_tensors, script_main  # noqa: E402  (tests/common/gt_test.py)
 
 
 class Job:
@@ -189,31 +186,7 @@ def case_signals_np2(job):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--exe", required=True)
-    ap.add_argument("--mpirun", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--case", required=True)
-    args = ap.parse_args()
-    required = os.environ.get("GANTRAIN_TEST_REQUIRE_ALL") == "1"
-    missing = None
-    if not shutil.which(args.mpirun):
-        missing = f"{args.mpirun} not found"
-    try:
-        import h5py  # noqa: F401
-        import numpy  # noqa: F401
-    except ImportError as e:
-        missing = str(e)
-    if missing:
-        print(f"{'FAIL: required' if required else 'skip'}: {missing}")
-        return 1 if required else SKIP
-    tmp = tempfile.mkdtemp(prefix=f"gt_resume_mpi_{args.case}_")
-    try:
-        globals()["case_" + args.case](Job(args, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("ok")
-    return 0
+    return script_main(lambda a, tmp: globals()["case_" + a.case](Job(a, tmp)), "gt_resume_mpi", mpirun=True)
 
 
 if __name__ == "__main__":
