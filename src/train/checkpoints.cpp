@@ -6,8 +6,6 @@
 #include <cstdio>
 #include <exception>
 
-#include <fmt/format.h>
-
 #include "core/fault_point.h"
 #include "io/checkpoint.h"
 
@@ -46,16 +44,6 @@ std::vector<CheckpointFile> list_checkpoints(const fs::path& dir) {
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   return out;
-}
-
-std::string checkpoint_file_problem(const std::string& path) {
-  try {
-    const Checkpoint ck = load_checkpoint(path);  // checksums verified; a bad file raises checkpoint_problem's sentence
-    const std::string bad = first_nonfinite_tensor(ck);
-    return bad.empty() ? "" : fmt::format("checkpoint {} holds non-finite values (/{})", path, bad);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
 }
 
 std::vector<std::string> remove_unfinished_writes(const fs::path& dir) {

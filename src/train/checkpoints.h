@@ -16,11 +16,6 @@ struct CheckpointFile {
 // names (*.tmp, *.invalid, files a user put there) are not checkpoints.
 std::vector<CheckpointFile> list_checkpoints(const std::filesystem::path& dir);
 
-// "" when path is a checkpoint this build can load, every tensor's checksum verified (io/checkpoint.h's
-// checkpoint_problem) and every value finite; else one sentence naming the file and the problem. Never
-// throws for a bad file.
-std::string checkpoint_file_problem(const std::string& path);
-
 // Removes the "*.h5.tmp" files a write killed before its rename left in dir; returns their names.
 std::vector<std::string> remove_unfinished_writes(const std::filesystem::path& dir);
 

@@ -195,16 +195,21 @@ GlobalResult global_result(StepResult r, Communicator& comm) {
   GlobalResult g;
   const double checked[GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_grad_norm, r.g_grad_norm};
   int64_t flags[GlobalResult::kChecked];
-  for (int k = 0; k < GlobalResult::kChecked; ++k) flags[k] = !std::isfinite(checked[k]);
-  double v[4] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
-  comm.all_reduce(v, 4, ReduceOp::sum);
+  // The step's one collective carries the count of ranks with a non-finite value along with the sums.
+  double v[4 + GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
+  for (int k = 0; k < GlobalResult::kChecked; ++k) v[4 + k] = flags[k] = !std::isfinite(checked[k]);
+  comm.all_reduce(v, 4 + GlobalResult::kChecked, ReduceOp::sum);
   r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3];
+  g.r = r;
+  bool any = false;
+  for (int k = 0; k < GlobalResult::kChecked; ++k) any = any || v[4 + k] > 0;
+  if (!any) return g;
+  // Rare: name the ranks (every rank sees the same counts, so every rank takes this second collective).
   std::vector<int64_t> all(static_cast<size_t>(GlobalResult::kChecked * comm.world_size()));
   comm.all_gather(flags, all.data(), GlobalResult::kChecked);
   for (int rank = 0; rank < comm.world_size(); ++rank)
     for (int k = 0; k < GlobalResult::kChecked; ++k)
       if (all[static_cast<size_t>(GlobalResult::kChecked * rank + k)]) g.bad[k].push_back(rank);
-  g.r = r;
   return g;
 }
 
@@ -223,22 +228,6 @@ std::string describe_nonfinite(const GlobalResult& g, int64_t step) {
     }
   }
   return others.empty() ? first : fmt::format("{} ({})", first, others);
-}
-
-bool all_finite(const float* p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
-}
-
-// The first parameter or buffer of a host model that holds a NaN or an infinity: "" when none.
-std::string first_nonfinite(Sequential& net, const char* group) {
-  for (auto& p : net.named_params())
-    if (!all_finite(p.param->value.f32(), p.param->value.numel())) return fmt::format("/{}/{}", group, p.name);
-  for (auto& b : net.named_buffers())
-    if (b.buffer->value.dtype() == DType::f32 && !all_finite(b.buffer->value.f32(), b.buffer->value.numel()))
-      return fmt::format("/{}/{}", group, b.name);
-  return "";
 }
 
 // Progress over a logging window: one console line and one metrics.jsonl line every log.every_steps.
@@ -310,18 +299,6 @@ class Outputs {
     checkpoint_path = run_.checkpoint_path(step);
     if (!run_.writer()) return;
     engine_.sync_to_host();
-    for (const std::string& bad : {first_nonfinite(m_.G, "G/params"), first_nonfinite(m_.D, "D/params")})
-      if (!bad.empty())
-        runtime_error("refusing to write the checkpoint of step {}: {} is not finite (the earlier checkpoints are "
-                      "untouched)",
-                      step, bad);
-    std::error_code ec;
-    if (std::filesystem::exists(checkpoint_path, ec)) {
-      // Only a run resumed from an older checkpoint of its own directory gets here: keep the abandoned one.
-      const std::string aside = checkpoint_path + ".superseded";
-      std::filesystem::rename(checkpoint_path, aside, ec);
-      run_.line("note: kept the earlier {} as {}", checkpoint_path, aside);
-    }
     Checkpoint ck;
     ck.meta.step = step;
     ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(step - 1, 0));
@@ -346,8 +323,20 @@ class Outputs {
     export_state_dict(m_.D, "D/params", ck.groups);
     export_optimizer(*m_.opt_g, "G/optim", ck.groups);
     export_optimizer(*m_.opt_d, "D/optim", ck.groups);
+    const std::string bad = first_nonfinite_tensor(ck);
+    if (!bad.empty())
+      runtime_error("refusing to write the checkpoint of step {}: /{} is not finite (the earlier checkpoints are "
+                    "untouched)",
+                    step, bad);
+    std::error_code ec;
+    if (std::filesystem::exists(checkpoint_path, ec)) {
+      // Only a run resumed from an older checkpoint of its own directory gets here: keep the abandoned one.
+      const std::string aside = checkpoint_path + ".superseded";
+      std::filesystem::rename(checkpoint_path, aside, ec);
+      run_.line("note: kept the earlier {} as {}", checkpoint_path, aside);
+    }
     save_checkpoint(checkpoint_path, ck);
-    const std::string problem = checkpoint_file_problem(checkpoint_path);
+    const std::string problem = checkpoint_problem(checkpoint_path);
     if (!problem.empty()) runtime_error("the checkpoint just written does not read back: {}", problem);
     last_good = checkpoint_path;
     last_time_ = Clock::now();

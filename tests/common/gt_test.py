@@ -34,6 +34,14 @@ def checkpoint_tensors(path):
     return out
 
 
+def fnv1a64(text):
+    """64-bit FNV-1a of text's UTF-8 bytes, as src/core/hash.h (the digests of /meta's text attributes)."""
+    h = 14695981039346656037
+    for byte in text.encode():
+        h = ((h ^ byte) * 1099511628211) % (1 << 64)
+    return h
+
+
 DIGEST_BLOCK = 512  # src/io/checkpoint.cpp: the user block that holds a format-3 checkpoint's size and digest
 
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import DIGEST_BLOCK, check, reseal_checkpoint, run, skip  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import DIGEST_BLOCK, check, fnv1a64, reseal_checkpoint, run, skip  # noqa: E402  (tests/common/gt_test.py)
 
 KILL_POINTS = ["ckpt_created", "ckpt_meta", "ckpt_tensors", "ckpt_synced", "ckpt_renamed"]
 
@@ -23,12 +23,6 @@ def train_tiny(exe, src, out_dir, *overrides, **kw):
 def ckpt_dir(out_dir):
     return os.path.join(out_dir, "tiny", "checkpoints")
 
-
-def fnv1a64(text):
-    h = 14695981039346656037
-    for byte in text.encode():
-        h = ((h ^ byte) * 1099511628211) % (1 << 64)
-    return h
 
 
 def expect_refused(exe, args, path, must_contain):

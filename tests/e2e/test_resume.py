@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from gt_test import check, checkpoint_tensors, reseal_checkpoint, script_main  # noqa: E402  (tests/common/gt_test.py)
+from gt_test import check, checkpoint_tensors, fnv1a64, reseal_checkpoint, script_main  # noqa: E402  (tests/common/gt_test.py)
 
 STEPS = 40
 HALF = 20
@@ -186,10 +186,7 @@ def case_resume_modes(exe, src, tmp):
         with h5py.File(path, "r+") as f:
             edit(f)
             if what == "badconfig":  # a consistent file: its FNV-1a digest (core/hash.h) matches the new text
-                h = 14695981039346656037
-                for byte in "model: [unclosed".encode():
-                    h = ((h ^ byte) * 1099511628211) % (1 << 64)
-                f["meta"].attrs.modify("config_digest", np.uint64(h))
+                f["meta"].attrs.modify("config_digest", np.uint64(fnv1a64("model: [unclosed")))
         reseal_checkpoint(path)
         r = runs.train(f"bad_{what}", f"checkpoint.resume={path}")
         check(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and f"{what}.h5" in r.stderr and

@@ -8,6 +8,7 @@
 #include "common/test_util.h"
 #include "config/config.h"
 #include "core/error.h"
+#include "io/checkpoint.h"
 #include "train/checkpoints.h"
 #include "train/resume.h"
 #include "train/signal_guard.h"
@@ -123,38 +124,38 @@ Config tiny(const fs::path& out, std::vector<std::string> more = {}) {
 TEST(PlanStart, AutoNeverPathAndFinished) {
   const fs::path out = fs::temp_directory_path() / "gt_test_plan_start";
   fs::remove_all(out);
-  StartPlan p = plan_start(tiny(out), 4, checkpoint_file_problem);
+  StartPlan p = plan_start(tiny(out), 4, checkpoint_problem);
   EXPECT_EQ(p.kind, StartKind::fresh);
   EXPECT_EQ(p.run_dir, (out / "t").string());
   EXPECT_FALSE(p.in_place);
   // A folder that is not a run: a new run beside it.
   touch(out / "t" / "mine.txt");
-  p = plan_start(tiny(out), 4, checkpoint_file_problem);
+  p = plan_start(tiny(out), 4, checkpoint_problem);
   EXPECT_EQ(p.run_dir, (out / "t.1").string());
   fs::remove_all(out);
 
   train(tiny(out, {"train.max_steps=2"}));
-  p = plan_start(tiny(out), 4, checkpoint_file_problem);
+  p = plan_start(tiny(out), 4, checkpoint_problem);
   EXPECT_EQ(p.kind, StartKind::resume);
   EXPECT_TRUE(p.in_place);
   EXPECT_EQ(p.step, 2);
   EXPECT_EQ(p.checkpoint, (out / "t" / "checkpoints" / "ckpt_00000002.h5").string());
-  EXPECT_EQ(plan_start(tiny(out), 2, checkpoint_file_problem).kind, StartKind::finished);
-  p = plan_start(tiny(out, {"checkpoint.resume=never"}), 4, checkpoint_file_problem);
+  EXPECT_EQ(plan_start(tiny(out), 2, checkpoint_problem).kind, StartKind::finished);
+  p = plan_start(tiny(out, {"checkpoint.resume=never"}), 4, checkpoint_problem);
   EXPECT_EQ(p.kind, StartKind::fresh);
   EXPECT_EQ(p.run_dir, (out / "t.1").string());
   // An explicit checkpoint elsewhere: a new run continuing from it.
   p = plan_start(tiny(out, {"run.name=u", "checkpoint.resume=" + (out / "t/checkpoints/ckpt_00000002.h5").string()}), 4,
-                 checkpoint_file_problem);
+                 checkpoint_problem);
   EXPECT_EQ(p.kind, StartKind::resume);
   EXPECT_FALSE(p.in_place);
   EXPECT_EQ(p.run_dir, (out / "u").string());
-  EXPECT_THROW(plan_start(tiny(out, {"checkpoint.resume=" + (out / "nothing.h5").string()}), 4, checkpoint_file_problem),
+  EXPECT_THROW(plan_start(tiny(out, {"checkpoint.resume=" + (out / "nothing.h5").string()}), 4, checkpoint_problem),
                UserError);
   // A run directory whose only checkpoint is damaged: it is put aside and the run restarts in place.
   touch(out / "t" / "checkpoints" / "ckpt_00000002.h5", "not hdf5");
   touch(out / "t" / "checkpoints" / "ckpt_00000003.h5.tmp");
-  p = plan_start(tiny(out), 4, checkpoint_file_problem);
+  p = plan_start(tiny(out), 4, checkpoint_problem);
   EXPECT_EQ(p.kind, StartKind::fresh);
   EXPECT_TRUE(p.in_place);
   EXPECT_EQ(p.run_dir, (out / "t").string());
