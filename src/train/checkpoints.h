@@ -1,4 +1,4 @@
-// The checkpoints of a run directory: listing, validation, leftovers of killed writes, and retention (newest K plus one every H hours).
+// The checkpoints of a run directory: listing, leftovers of killed writes, and retention (newest K plus one every H hours).
 #pragma once
 #include <cstdint>
 #include <filesystem>
