@@ -31,6 +31,9 @@ constexpr int kExitStoppedBySignal = 3;
 int cmd_train(const TrainArgs& a);
 int cmd_sample(const SampleArgs& a);
 int cmd_info(const InfoArgs& a);
+// The "hdf5_kind" file check (core/file_check.h): "dataset" for an HDF5 file with /images (or whose
+// /images cannot be looked up) and no /meta, else "checkpoint": what cmd_info then reads it as.
+std::string probe_hdf5_kind(const std::string& path);
 int cmd_ingest(const IngestArgs& a);
 
 }  // namespace gt

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/file_check.h"
 #include "core/version.h"
 #include "data/image_decode.h"
 #include "io/h5util.h"
@@ -34,6 +35,9 @@ constexpr int64_t kLabelsPerChunk = 4096;
 constexpr uint64_t kMaxDeflateRatio = 1032;
 constexpr uint64_t kMaxChannels = 4;  // gray, gray+alpha, RGB, RGBA
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
+// The most chunks verify_dataset_file looks up one by one (about a second per million on a local disk):
+// a file chunked finer than this is refused with a hint to ingest it again.
+constexpr uint64_t kMaxCheckedChunks = uint64_t{1} << 24;
 // The writer's buffer: large writes, few extents.
 constexpr size_t kWriteBufferBytes = 16u << 20;
 
@@ -573,6 +577,69 @@ DatasetReader DatasetReader::open(const std::string& path) {
     }
   }
   return reader;
+}
+
+DatasetReader DatasetReader::open_checked(const std::string& path) {
+  check_file_or_refuse("dataset", path, &verify_dataset_file, "dataset file " + path);
+  return open(path);
+}
+
+namespace {
+
+// Looks up every chunk of a chunked dataset in the file's chunk index, as reads would: the index is
+// file metadata that HDF5 parses (unchecked in superblock 0 and 1 files, h5py's default) when a read
+// first reaches a chunk, possibly hours into training.
+void look_up_every_chunk(hid_t dataset, const std::vector<hsize_t>& dims, const char* name, const std::string& path) {
+  h5::PropList dcpl(H5_CHECK(H5Dget_create_plist(dataset), "while reading the layout of /{} in {}", name, path));
+  if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return;
+  const int rank = static_cast<int>(dims.size());
+  std::vector<hsize_t> chunk(dims.size(), 0);
+  if (H5_CHECK(H5Pget_chunk(dcpl.get(), rank, chunk.data()), "while reading the chunk shape of /{} in {}", name,
+               path) != rank)
+    user_error("dataset file {}: /{} is chunked with a chunk rank other than its own ({})", path, name, rank);
+  uint64_t chunks = 1;
+  std::vector<hsize_t> grid(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) {
+    if (chunk[d] == 0) user_error("dataset file {}: /{} has a chunk dimension of 0", path, name);
+    grid[d] = (dims[d] + chunk[d] - 1) / chunk[d];
+    if (__builtin_mul_overflow(chunks, grid[d], &chunks)) chunks = UINT64_MAX;
+  }
+  if (chunks > kMaxCheckedChunks)
+    user_error("dataset file {}: /{} of shape {} is cut into {} chunks of shape {}, more than the {} gantrain "
+               "checks; ingest the images again (gantrain ingest writes a few images per chunk)",
+               path, name, shape_text(dims), chunks, shape_text(chunk), kMaxCheckedChunks);
+  std::vector<hsize_t> at(dims.size(), 0), offset(dims.size(), 0);
+  for (uint64_t i = 0; i < chunks; ++i) {
+    for (size_t d = 0; d < dims.size(); ++d) offset[d] = at[d] * chunk[d];
+    unsigned filter_mask = 0;
+    haddr_t address = 0;
+    hsize_t bytes = 0;
+    H5_CHECK(H5Dget_chunk_info_by_coord(dataset, offset.data(), &filter_mask, &address, &bytes),
+             "while looking up chunk {} of /{} in {}", shape_text(offset), name, path);
+    for (size_t d = dims.size(); d-- > 0;) {  // the next chunk in row-major order
+      if (++at[d] < grid[d]) break;
+      at[d] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+std::string verify_dataset_file(const std::string& path) {
+  DatasetReader reader = DatasetReader::open(path);
+  const DatasetReader::Impl& r = *reader.impl_;
+  try {
+    look_up_every_chunk(r.images.get(), r.image_dims, kImages, path);
+    if (r.info.has_labels) look_up_every_chunk(r.labels.get(), r.label_dims, kLabels, path);
+    if (r.info.has_labels) {  // the first and the last label, as open() does for the images
+      int64_t labels[2];
+      const int64_t ends[2] = {0, r.info.count - 1};
+      reader.read_labels(ends, labels);
+    }
+  } catch (const RuntimeError& e) {
+    user_error("dataset file {} is corrupt or unreadable: {}", path, e.what());
+  }
+  return r.info.describe();
 }
 
 const DatasetInfo& DatasetReader::info() const { return impl_->info; }

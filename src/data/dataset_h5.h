@@ -61,6 +61,9 @@ class DatasetReader {
   // Opens and validates path: UserError naming the file and what is wrong (missing, not HDF5,
   // corrupt, no /images, not uint8, not [N,H,W,C], no images, label count mismatch).
   static DatasetReader open(const std::string& path);
+  // For files from users: verify_dataset_file in a separate process first (core/file_check.h), so a
+  // file that crashes or hangs HDF5 is refused (UserError) instead of ending the run; then open().
+  static DatasetReader open_checked(const std::string& path);
   ~DatasetReader();
   DatasetReader(DatasetReader&&) noexcept;
   DatasetReader& operator=(DatasetReader&&) noexcept;
@@ -77,10 +80,17 @@ class DatasetReader {
   void read_labels(std::span<const int64_t> indices, int64_t* out) const;
 
  private:
+  friend std::string verify_dataset_file(const std::string& path);
   struct Impl;
   explicit DatasetReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Everything of a dataset file that HDF5 parses to read it: open()'s checks, every attribute, every
+// entry of the chunk index of /images and /labels, the first and last image and label. Returns
+// DatasetInfo::describe(); UserError naming the file and the problem otherwise. The "dataset" check
+// that executables serve (core/file_check.h).
+std::string verify_dataset_file(const std::string& path);
 
 // Checks that a dataset suits a model of `channels` x `resolution` x `resolution`: the images must be
 // square at that resolution and have the same channels, except that 1-channel images feed a

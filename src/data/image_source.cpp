@@ -133,7 +133,7 @@ class FashionMnistSource final : public ImageSource {
 class Hdf5Source final : public ImageSource {
  public:
   Hdf5Source(const std::string& path, int channels, int resolution)
-      : reader_(DatasetReader::open(path)), channels_(channels), res_(resolution) {
+      : reader_(DatasetReader::open_checked(path)), channels_(channels), res_(resolution) {
     check_dataset_fits_model(reader_.info(), channels, resolution);
   }
   std::string describe() const override {

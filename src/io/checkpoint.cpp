@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "core/fault_point.h"
+#include "core/file_check.h"
 #include "core/hash.h"
 #include "io/h5util.h"
 
@@ -34,6 +35,7 @@ constexpr int64_t kWrittenFormat = 3;
 constexpr int64_t kNewestReadableFormat = 3;
 constexpr size_t kDigestBlockBytes = 512;  // the smallest HDF5 user block
 constexpr std::string_view kDigestMagic = "gantrain checkpoint\n";
+constexpr std::string_view kHdf5Signature{"\x89HDF\r\n\x1a\n", 8};
 constexpr const char* kMetaGroup = "meta";
 // Chunks hold whole tensors up to this size; bigger tensors are split along dim 0 (HDF5 caps a chunk at 4 GiB).
 constexpr uint64_t kMaxChunkBytes = uint64_t{1} << 30;
@@ -862,9 +864,20 @@ Seal verify_digest_block(const std::string& path) {
   std::vector<char> block(kDigestBlockBytes, '\0');
   const size_t got = std::fread(block.data(), 1, block.size(), f.get());
   if (got < kDigestMagic.size() || std::string_view(block.data(), kDigestMagic.size()) != kDigestMagic) {
-    // Formats 1 and 2, or not a gantrain checkpoint at all: HDF5 decides (open_checkpoint_file).
     if (got >= 3 && std::string_view(block.data(), got).starts_with(kDigestMagic.substr(0, got)))
       user_error("checkpoint {} is truncated (it has {} bytes)", path, got);
+    // Formats 1 and 2 start with HDF5's signature. Anything else is damaged or foreign, and HDF5 must
+    // not search it for a superblock further in: a format-3 file whose digest block was damaged has
+    // one at byte 512, with nothing left to verify it.
+    // (Fewer bytes than a signature: open_checkpoint_file names an empty or cut file as truncated.)
+    if (got >= kHdf5Signature.size() && std::string_view(block.data(), kHdf5Signature.size()) != kHdf5Signature) {
+      char after[kHdf5Signature.size()] = {};
+      if (got == kDigestBlockBytes && std::fread(after, 1, sizeof after, f.get()) == sizeof after &&
+          std::string_view(after, sizeof after) == kHdf5Signature)
+        user_error("checkpoint {} is corrupt: its digest block (the first {} bytes) is damaged", path,
+                   kDigestBlockBytes);
+      user_error("checkpoint {} is not a gantrain checkpoint: it is not an HDF5 file", path);
+    }
     return Seal::none;
   }
   // "format 3\nbytes N\nxxh3_128 HEX\n" after the magic line.
@@ -912,9 +925,26 @@ Seal verify_digest_block(const std::string& path) {
 
 }  // namespace
 
+bool looks_like_sealed_checkpoint(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return false;
+  std::string head(kDigestBlockBytes + kHdf5Signature.size(), '\0');
+  head.resize(std::fread(head.data(), 1, head.size(), f.get()));
+  return head.starts_with(kDigestMagic) ||
+         (head.size() == kDigestBlockBytes + kHdf5Signature.size() && head.ends_with(kHdf5Signature));
+}
+
+std::string verify_checkpoint_hdf5(const std::string& path) {
+  parse_checkpoint_hdf5(path);
+  return "";
+}
+
 Checkpoint load_checkpoint(const std::string& path) {
   h5::silence_error_printing();
   const Seal seal = verify_digest_block(path);
+  // Nothing vouches for a file without the digest block: HDF5 parses it in a separate process first,
+  // so damage that crashes or hangs the library refuses the file instead of ending the run.
+  if (seal == Seal::none) check_file_or_refuse("checkpoint", path, &verify_checkpoint_hdf5, "checkpoint " + path);
   try {
     Checkpoint ck = read_checkpoint(path);
     // A format-3 file is always sealed; one without its block was rewritten by another tool.
@@ -960,20 +990,20 @@ std::string first_nonfinite_tensor(const Checkpoint& ck) {
 
 namespace gt {
 
-bool h5_file_has(const std::string& path, const std::string& object) {
+int h5_file_lookup(const std::string& path, const std::string& object) {
   h5::silence_error_printing();
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     h5::take_error_message();
-    return false;
+    return -2;
   }
   h5::File file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   if (!file.valid()) {
     h5::take_error_message();
-    return false;
+    return -2;
   }
   const htri_t exists = H5Lexists(file.get(), object.c_str(), H5P_DEFAULT);
   h5::take_error_message();
-  return exists > 0;
+  return exists < 0 ? -1 : exists > 0 ? 1 : 0;
 }
 
 }  // namespace gt

@@ -47,6 +47,12 @@ void reseal_checkpoint(const std::string& path);
 // load_checkpoint: for the fuzz target of the HDF5 reader and for inspecting damaged files. Raises
 // what load_checkpoint raises for a file that passed the digest.
 Checkpoint parse_checkpoint_hdf5(const std::string& path);
+// True when path starts like a format-3 checkpoint: with its digest block's first line, or with any 512
+// bytes before HDF5's signature (a damaged digest block). A cheap sniff of 520 bytes; nothing verified.
+bool looks_like_sealed_checkpoint(const std::string& path);
+// parse_checkpoint_hdf5, returning "": the "checkpoint" check that executables serve (core/file_check.h),
+// which load_checkpoint runs in a separate process for files without a digest block (formats 1 and 2).
+std::string verify_checkpoint_hdf5(const std::string& path);
 // "" when path is a complete, uncorrupted checkpoint this build reads (every dataset is read, so
 // every checksum is checked); else the sentence load_checkpoint would raise. Never throws.
 std::string checkpoint_problem(const std::string& path);

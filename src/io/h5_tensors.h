@@ -14,7 +14,8 @@ void save_tensors_h5(const std::string& path, const std::vector<std::pair<std::s
 
 namespace gt {
 
-// True when path is a readable HDF5 file with an object (group or dataset) at `object` ("/images").
-bool h5_file_has(const std::string& path, const std::string& object);
+// Whether HDF5 file path has an object (group or dataset) at `object` ("/images"): 1 yes, 0 no, -1 when
+// the file does not open as HDF5 (-2) or the lookup fails (-1, damaged metadata).
+int h5_file_lookup(const std::string& path, const std::string& object);
 
 }  // namespace gt

@@ -75,6 +75,54 @@ def case_bad_input_exits_2(exe, src, tmp):
     check(r.returncode == 2, f"train without --config: exit {r.returncode}")
 
 
+def case_damaged_hdf5_refused(exe, src, tmp):
+    """Files that crash or hang HDF5 1.10 (found by fuzzing) are refused with exit 2: HDF5 parses them in a child process."""
+    import shutil
+    tiny = os.path.join(src, "config/tiny.yaml")
+    out = os.path.join(tmp, "runs")
+    env = dict(os.environ, GANTRAIN_FILE_CHECK_TIMEOUT_S="3")  # two of the files make HDF5 loop forever
+    found = sorted(f for f in os.listdir(os.path.join(src, "tests/fuzz/corpus/dataset")) if f.startswith("found_hdf5_"))
+    check(len(found) >= 4, f"the HDF5 crash files are missing: {found}")
+    verdicts = ("is damaged", "could not be checked", "is corrupt", "cannot be read")
+    for name in found:
+        path = os.path.join(tmp, name)  # the message names the file: a copy without odd characters in its path
+        shutil.copy(os.path.join(src, "tests/fuzz/corpus/dataset", name), path)
+        for args in (["info", path], ["train", "--config", tiny, f"run.out_dir={out}", "data.source=hdf5",
+                                      f"data.path={path}"]):
+            r = run(exe, *args, env=env)
+            check(r.returncode == 2, f"{args}: exit {r.returncode}, expected 2: {r.stderr}")
+            check(path in r.stderr and any(v in r.stderr for v in verdicts), f"{args}: {r.stderr!r}")
+            check(len(r.stderr.strip().splitlines()) == 1, f"{args}: expected one line, got {r.stderr!r}")
+            print(f"{name} {args[0]}: {r.stderr.strip()[:160]}")
+    check(not os.path.exists(out) or not os.listdir(out), "a run directory was created for a damaged dataset")
+
+    # A checkpoint of the older formats (no digest block) is parsed in a child first, then here.
+    legacy = os.path.join(src, "tests/fuzz/corpus/checkpoint/tiny_width1_format2.h5")
+    r = run(exe, "info", legacy)
+    check(r.returncode == 0 and "format_version 2" in r.stdout and "verdict: ok" in r.stdout, f"{r.stdout} {r.stderr}")
+    r = run(exe, "sample", "--checkpoint", legacy, "--n", "4", "--out", os.path.join(tmp, "legacy.png"))
+    check(r.returncode == 0, f"sample from a format-2 checkpoint: {r.stderr}")
+    r = run(exe, "info", legacy, env=dict(os.environ, GANTRAIN_TEST_KILL="file_check:1"))  # the child dies
+    check(r.returncode == 2 and "is damaged" in r.stderr and "signal 9" in r.stderr, f"{r.returncode} {r.stderr}")
+    # One that says format 3 without the block was rewritten by another tool.
+    import h5py
+    import numpy as np
+    rewritten = os.path.join(tmp, "rewritten.h5")
+    shutil.copy(legacy, rewritten)
+    with h5py.File(rewritten, "r+") as f:
+        f["meta"].attrs["format_version"] = np.int64(3)
+    r = run(exe, "info", rewritten)
+    check(r.returncode == 2 and "says format_version 3 but lacks its digest block" in r.stderr, r.stderr)
+    # A format-3 checkpoint whose digest block is damaged is refused before HDF5 sees it (HDF5 would find
+    # the superblock behind the block and parse the file with nothing to verify it).
+    sealed = os.path.join(tmp, "sealed.h5")
+    shutil.copy(os.path.join(src, "tests/fuzz/corpus/checkpoint/tiny_width1.h5"), sealed)
+    with open(sealed, "r+b") as f:
+        f.write(b"G")
+    r = run(exe, "info", sealed)
+    check(r.returncode == 2 and "its digest block (the first 512 bytes) is damaged" in r.stderr, r.stderr)
+
+
 def case_device_choice(exe, src, tmp):
     """run.device cuda trains on the GPU where there is one, else is one clear error with nothing written;
     run.device auto falls back to the CPU without a GPU."""

@@ -1,14 +1,19 @@
-// What the fuzz targets share: the libFuzzer entry point's signature and a temporary file holding the input.
+// What the fuzz targets share: the libFuzzer entry points, a temporary file holding the input, HDF5 checks in a child process.
 #pragma once
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
+
+#include "core/error.h"
+#include "core/file_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
@@ -37,45 +42,83 @@ class TempFile {
   std::string path_;
 };
 
-// The version of the HDF5 superblock (at 0, 512, 1024, ... as HDF5 looks for it), or -1 without one.
-// Versions 0 and 1 (h5py's and HDF5's default) carry no checksums: HDF5 1.10 parses their metadata
-// unverified and can crash inside the library on damaged bytes (docs/fuzzing.md, "Known third-party
-// findings"). Versions 2 and 3 checksum all metadata, which HDF5 checks before parsing it.
-inline int hdf5_superblock_version(const uint8_t* data, size_t size) {
-  static constexpr char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
-  for (size_t at = 0; at + 9 <= size; at = at == 0 ? 512 : at * 2)
-    if (std::memcmp(data + at, kSignature, 8) == 0) return data[at + 8];
-  return -1;
+// Serves a target's file check in the child process that run_file_check starts (this executable
+// again, core/file_check.h): call from LLVMFuzzerInitialize, which libFuzzer and replay_main call first.
+inline void serve_check(std::string_view kind, gt::FileCheckFn check) {
+  const int rc = gt::serve_file_checks({{kind, check}});
+  if (rc >= 0) std::exit(rc);
 }
 
-// True when a global heap collection ("GCOL", where HDF5 keeps variable-length strings) in the bytes
-// holds an object (the free-space object included) that runs past the collection's end. The global heap has no checksum in any HDF5
-// format, and HDF5 1.10's H5HG_read copies such an object without checking its size (found by the
-// dataset target: an overlapping, out-of-bounds memcpy inside the library, and a hang in H5HG_read). The readers cannot see
-// the heap through HDF5's API, so the targets skip such inputs (docs/fuzzing.md). Pixel bytes that
-// happen to spell "GCOL" only make an input skipped, never a finding missed in our own code's paths.
-inline bool has_inconsistent_global_heap(const uint8_t* data, size_t size) {
-  auto le = [&](size_t at, int bytes) {
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | data[at + static_cast<size_t>(i)];
-    return v;
-  };
-  for (size_t at = 0; at + 16 <= size; ++at) {
-    if (std::memcmp(data + at, "GCOL", 4) != 0) continue;
-    const uint64_t collection = le(at + 8, 8);
-    if (collection < 16) return true;
-    const size_t end = at + static_cast<size_t>(std::min<uint64_t>(collection, size - at));
-    for (size_t p = at + 16; p + 16 <= end;) {
-      const uint64_t object = le(p + 8, 8);
-      if (le(p, 2) == 0) {  // the free-space object: the rest of the collection, its own header included
-        if (object > end - p) return true;
-        break;
-      }
-      if (object > end - (p + 16)) return true;
-      p += 16 + static_cast<size_t>((object + 7) & ~uint64_t{7});
-    }
+// How long a target's check child may run before it counts as hung: a healthy check of a small input
+// takes about 40 ms (most of it starting the process), and HDF5 loops forever on some damaged global
+// heaps, which mutations reach often. A child that hangs outside HDF5 is run again for kConfirmHangS.
+inline constexpr double kChildTimeoutS = 1;
+inline constexpr double kConfirmHangS = 6;  // within libFuzzer's -timeout=10 for the whole input
+
+// True when the sanitizer report of a child that crashed or hung (a hung child gets SIGSEGV, so the
+// report says where it was) puts the faulting frame in the HDF5 library: a third-party fault the file
+// check exists to survive (docs/fuzzing.md). Without a report (a build without sanitizers) there is
+// nothing to tell them apart: true.
+inline bool fault_in_library(const gt::FileCheckResult& r) {
+  if (r.report.empty()) return true;
+  static const char* const kSkipped[] = {"__interceptor", "___interceptor", "__asan", "__sanitizer", "__ubsan",
+                                         "__lsan", "memcpy", "memmove", "memset", "memcmp", "strlen", "strnlen",
+                                         "strcmp", "free", "malloc", "calloc", "realloc", "__libc", "__GI_",
+                                         "__mem", "__str", "raise", "abort", "gsignal", "pthread_kill",
+                                         "__pthread_kill"};
+  size_t at = 0;
+  while ((at = r.report.find('#', at)) != std::string::npos) {
+    const size_t end = r.report.find('\n', at);
+    const std::string line = r.report.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    at = end == std::string::npos ? r.report.size() : end;
+    const size_t in = line.find(" in ");
+    if (line.size() < 2 || !std::isdigit(static_cast<unsigned char>(line[1])) || in == std::string::npos) continue;
+    const std::string frame = line.substr(in + 4);
+    // The C library's own frames (memcpy's implementations): by module, or by glibc's source folder.
+    bool skipped = frame.find("libc.so") != std::string::npos || frame.find("sysdeps/") != std::string::npos;
+    for (const char* prefix : kSkipped) skipped = skipped || frame.rfind(prefix, 0) == 0;
+    if (skipped) continue;
+    return frame.find("libhdf5") != std::string::npos;
   }
   return false;
+}
+
+// Returns when a child that crashed or hung did so inside HDF5; aborts with its report otherwise (a
+// finding in our code). A hang outside HDF5 counts once a second run, kConfirmHangS long, hangs too
+// (the first may only have been slow on a loaded machine).
+inline void expect_library_fault(const gt::FileCheckResult& r, const char* path, std::string_view kind,
+                                 gt::FileCheckFn check) {
+  if (fault_in_library(r)) return;
+  if (r.outcome == gt::FileCheckResult::Outcome::timed_out) {
+    const gt::FileCheckResult again = gt::run_file_check(kind, path, check, kConfirmHangS);
+    if (again.outcome != gt::FileCheckResult::Outcome::timed_out || fault_in_library(again)) return;
+  }
+  std::fprintf(stderr, "fuzz: the check of %s %s (%s), not inside HDF5; the child's report:\n%s\n", path,
+               r.outcome == gt::FileCheckResult::Outcome::timed_out ? "hung" : "crashed", r.message.c_str(),
+               r.report.c_str());
+  std::abort();
+}
+
+// Runs check on path in a child (run_file_check) and, when the child passed the file, in this process
+// too, as production does (DatasetReader::open_checked, load_checkpoint): libFuzzer sees the coverage of
+// files HDF5 parses. A file the child refused is not parsed here: HDF5 1.10 frees uninitialized
+// pointers on some of its error paths (corpus/checkpoint/found_hdf5_dense_links_bad_free_H5Literate.h5
+// passes in one process and crashes in another), so "the child survived it" says nothing about this
+// process. Returns true when the file passed here as well.
+inline bool check_isolated_then_here(std::string_view kind, const std::string& path, gt::FileCheckFn check) {
+  const gt::FileCheckResult child = gt::run_file_check(kind, path, check, kChildTimeoutS);
+  if (child.outcome == gt::FileCheckResult::Outcome::crashed ||
+      child.outcome == gt::FileCheckResult::Outcome::timed_out) {
+    expect_library_fault(child, path.c_str(), kind, check);
+    return false;
+  }
+  if (child.outcome == gt::FileCheckResult::Outcome::refused) return false;
+  try {
+    check(path);
+  } catch (const gt::UserError&) {
+    return false;  // the same file refused here: possible only through HDF5's own nondeterminism
+  }
+  return true;
 }
 
 }  // namespace gt::fuzz

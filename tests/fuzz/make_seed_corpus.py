@@ -175,9 +175,28 @@ def checkpoints(gantrain):
     out("checkpoint", "tiny_width1.h5", ckpt)
     damaged(ckpt, "x.h5", "checkpoint", "tiny_width1")
     flipped = bytearray(ckpt)
-    flipped[20] ^= 0x01  # in the superblock
+    flipped[512 + 20] ^= 0x01  # in the superblock, after the digest block
     out("checkpoint", "tiny_width1_flipped_superblock.h5", bytes(flipped))
     out("checkpoint", "hdf5_signature_only.h5", ckpt[:8])
+    older_format(ckpt)
+
+
+def older_format(ckpt):
+    """A format-2 checkpoint (no digest block, which load_checkpoint parses in a child process), and damaged copies."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, path = Path(tmp) / "format3.h5", Path(tmp) / "format2.h5"
+        src.write_bytes(ckpt)
+        with h5py.File(src, "r") as a, h5py.File(path, "w", libver=("v108", "v108")) as b:
+            for name in a:
+                if name != "meta":
+                    a.copy(a[name], b, name=name)  # filters (Fletcher32) and attributes come along
+            meta = b.create_group("meta")  # H5Ocopy of /meta (text attributes) crashes HDF5 1.10.8: copied by hand
+            for key, value in a["meta"].attrs.items():
+                meta.attrs[key] = value
+            meta.attrs["format_version"] = np.int64(2)
+        data = path.read_bytes()
+    out("checkpoint", "tiny_width1_format2.h5", data)
+    damaged(data, "x.h5", "checkpoint", "tiny_width1_format2")
 
 
 # ---- idx -----------------------------------------------------------------------------------------

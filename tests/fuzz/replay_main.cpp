@@ -10,9 +10,13 @@
 
 namespace fs = std::filesystem;
 
+// Targets that check files in a child process define it (libFuzzer calls it first too).
+extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int* argc, char*** argv);
+
 // Usage: replay_<name> FILE|DIR... ; each file is one input, directories are walked recursively in
 // name order. A crash or an escaping exception stops the run (that is the finding); exit 0 otherwise.
 int main(int argc, char** argv) {
+  if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
   std::vector<fs::path> files;
   for (int i = 1; i < argc; ++i) {
     const fs::path arg(argv[i]);

@@ -396,6 +396,14 @@ def case_config_error_reported_once(job):
     expect_agreed_error(job, r, ["dist.backend is local", "2 ranks"], "local_backend")
 
 
+def case_damaged_dataset_np2(job):
+    """A dataset that crashes HDF5 is refused once for the job (exit 2): each rank's check runs in a child process."""
+    bad = os.path.join(job.src, "tests/fuzz/corpus/dataset/found_hdf5_global_heap_object_overflow_H5HG_read.h5")
+    r = job.run(job.mpi(2, *job.train_args("damaged", "data.source=hdf5", f"data.path={bad}")))
+    expect_agreed_error(job, r, [bad, "is damaged", "separate process"], "damaged")
+    print(f"2 ranks refused the damaged dataset in {r.seconds:.1f} s: {r.stderr.strip()[:200]}")
+
+
 def case_rank_throws(job):
     """An exception on rank 1 at step 3: one message naming rank and host, every rank gone in seconds."""
     r = job.run(job.mpi(3, *job.train_args("throws", "train.max_steps=100000", "train.batch_size=12")),
