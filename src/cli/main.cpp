@@ -35,11 +35,9 @@ int report_failure(gt::MpiRuntime& mpi, const std::exception& e, int exit_code) 
 
 int main(int argc, char** argv) {
   // A process started to check a file in isolation (core/file_check.h) does only that.
-  if (const int rc = gt::serve_file_checks({{"dataset", &gt::verify_dataset_file},
-                                            {"checkpoint", &gt::verify_checkpoint_hdf5},
-                                            {"hdf5_kind", &gt::probe_hdf5_kind}});
-      rc >= 0)
-    return rc;
+  gt::serve_file_checks({{"dataset", &gt::verify_dataset_file},
+                         {"checkpoint", &gt::verify_checkpoint_hdf5},
+                         {"hdf5_kind", &gt::probe_hdf5_kind}});
   // Under mpirun or srun MPI starts here, before anything can fail, so a failure can end the whole job.
   gt::MpiRuntime mpi(&argc, &argv);
   CLI::App app{"gantrain: data-parallel GAN training (DCGAN, ...) on CPUs and GPUs"};

@@ -26,10 +26,10 @@ struct FileCheckResult {
 };
 
 // Call first in main() (before MPI or CUDA start) of every executable that runs checks in children,
-// naming the checks it serves. In a normal process it records them and returns -1. In a process
-// started by run_file_check it runs the requested check, reports to the parent and returns the exit
-// code main() must return (0 passed, 2 refused).
-int serve_file_checks(std::initializer_list<std::pair<std::string_view, FileCheckFn>> checks);
+// naming the checks it serves. In a normal process it records them and returns. In a process started
+// by run_file_check it runs the requested check, reports to the parent and ends the process there
+// (exit code 0 passed, 2 refused, 1 failed; no atexit handlers run).
+void serve_file_checks(std::initializer_list<std::pair<std::string_view, FileCheckFn>> checks);
 
 // Runs `check` on path in a child process: this executable started again (posix_spawn of
 // /proc/self/exe, which never forks the memory of a process that holds MPI, NCCL or CUDA state)

@@ -45,8 +45,7 @@ class TempFile {
 // Serves a target's file check in the child process that run_file_check starts (this executable
 // again, core/file_check.h): call from LLVMFuzzerInitialize, which libFuzzer and replay_main call first.
 inline void serve_check(std::string_view kind, gt::FileCheckFn check) {
-  const int rc = gt::serve_file_checks({{kind, check}});
-  if (rc >= 0) std::exit(rc);
+  gt::serve_file_checks({{kind, check}});
 }
 
 // How long a target's check child may run before it counts as hung: a healthy check of a small input
