@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, and trains the demo DCGAN on Fashion-MNIST (CPU, about 5 minutes), then prints where the results are.
+# Installs dependencies, builds, and trains the demo DCGAN on Fashion-MNIST (CPU, about 5 minutes), then plots its metrics and prints where the results are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -25,5 +25,18 @@ rc=0
 if [ "$rc" = 3 ]; then
   echo "[demo] stopped at the demo's time limit with a checkpoint; run scripts/demo.sh again to continue training"
   rc=0
+fi
+# The run's metrics as one PNG (tools/plot_metrics.py); the run folder is config/demo.yaml's runs/demo unless
+# run.out_dir= or run.name= was given. A plot that fails is reported but does not change the exit code.
+if [ "$rc" = 0 ]; then
+  out_dir=runs name=demo
+  for arg in "$@"; do
+    case "$arg" in run.out_dir=*) out_dir=${arg#run.out_dir=} ;; run.name=*) name=${arg#run.name=} ;; esac
+  done
+  if /usr/bin/python3 tools/plot_metrics.py "$out_dir/$name" --out "$out_dir/$name/plots.png" >/dev/null; then
+    echo "plots:      $out_dir/$name/plots.png (losses, D outputs, gradient norms, images/s over steps)"
+  else
+    echo "[demo] warning: could not plot $out_dir/$name/metrics.jsonl (tools/plot_metrics.py)"
+  fi
 fi
 exit "$rc"

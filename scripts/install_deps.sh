@@ -14,6 +14,7 @@ PKGS=(
   libjpeg62-turbo-dev                   # JPEG decoding for gantrain ingest (libjpeg-turbo)
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   python3-torch python3-numpy python3-h5py python3-yaml   # PyTorch oracle tests and benchmarks (/usr/bin/python3)
+  python3-matplotlib                    # tools/plot_metrics.py: a run's metrics as one PNG (the demo draws it)
   dataset-fashion-mnist                 # the demo's default data set
   slurm-wlm munge                       # tests/slurm: a one-node Slurm cluster for slurm/*.sbatch
 )

@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""Plots a run's metrics.jsonl (losses, D outputs, gradient norms, images/s, learning rates, SWD) into one PNG."""
+# Usage: tools/plot_metrics.py RUN_DIR_or_metrics.jsonl [--out PNG]     (default: RUN_DIR/plots.png)
+#
+# One panel per family of keys (docs/formats.md, metrics.jsonl), each over `step`: D and G losses;
+# D(x) and D(G(z)); the gradient norms; images/s; the learning rates; `swd` when a line has it; then
+# one panel per other numeric key a run may add. Nulls (non-finite values) leave gaps. Panels sit in
+# two columns, each PANEL_W x PANEL_H pixels, so the PNG is 2*PANEL_W wide and PANEL_H per row tall.
+# A run killed while writing leaves a truncated last line: it is skipped with a warning. Any other line
+# that is not a JSON object with a numeric `step` is an error. Lines repeating a step (none should, a
+# resumed run drops the lines it trains again) are kept in file order, the last one wins.
+# Needs matplotlib (Debian's python3-matplotlib); uses the Agg backend, no display.
+# Exit codes: 0 written; 2 bad input (missing, empty or garbled file), one line naming the file.
+import argparse
+import json
+import math
+import os
+import sys
+
+PANEL_W, PANEL_H, DPI = 600, 300, 100
+COLUMNS = 2
+# (title, keys, y axis scale): the families the trainer writes, in panel order.
+FAMILIES = [
+    ("losses", ["d_loss", "g_loss"], "linear"),
+    ("D(x) and D(G(z))", ["d_real", "d_fake"], "linear"),
+    ("gradient norms (before clipping)", ["d_grad_norm", "g_grad_norm"], "log"),
+    ("images/s", ["images_per_sec"], "linear"),
+    ("learning rates", ["lr_g", "lr_d"], "linear"),
+    ("sliced Wasserstein distance", ["swd"], "linear"),
+]
+LABELS = {"d_loss": "D loss", "g_loss": "G loss", "d_real": "D(x)", "d_fake": "D(G(z))",
+          "d_grad_norm": "D", "g_grad_norm": "G", "images_per_sec": "images/s", "lr_g": "G", "lr_d": "D",
+          "swd": "SWD"}
+NOT_PANELS = {"step", "epoch"}  # the x axis, and the epoch (a straight line over steps: in the title instead)
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit 2."""
+
+
+def metrics_path(arg):
+    """The metrics file and the default PNG for a run folder or a metrics file."""
+    if os.path.isdir(arg):
+        return os.path.join(arg, "metrics.jsonl"), os.path.join(arg, "plots.png")
+    return arg, os.path.join(os.path.dirname(os.path.abspath(arg)), "plots.png")
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_metrics(path):
+    """The records of a metrics.jsonl by step (file order, last wins); a truncated last line is skipped."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file" if not os.path.exists(path) else f"{path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    lines = data.split(b"\n")
+    complete_end = data.endswith(b"\n")
+    records = {}
+    cut = None  # the number of a truncated last line
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        last = number == len(lines) or (number == len(lines) - 1 and complete_end)
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict) or not is_number(rec.get("step")):
+                raise ValueError("not a JSON object with a numeric step")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if last:
+                cut = number
+                continue
+            raise UserError(f"{path}:{number} is not a metrics line ({str(e).splitlines()[0]})") from None
+        records[rec["step"]] = rec
+    if not records:
+        why = " (it is empty)" if not data.strip() else f" (line {cut} is cut short)" if cut else ""
+        raise UserError(f"{path} has no metrics lines{why}")
+    if cut:
+        print(f"plot_metrics: warning: skipping the incomplete last line {cut} of {path} "
+              f"(a run stopped while writing it?)", file=sys.stderr)
+    return [records[s] for s in sorted(records)]
+
+
+def panels_for(records):
+    """[(title, keys, scale)] for the families present, then one panel per other numeric key."""
+    present = set()
+    for rec in records:
+        present.update(k for k, v in rec.items() if is_number(v) or v is None)
+    panels = [(title, [k for k in keys if k in present], scale) for title, keys, scale in FAMILIES]
+    panels = [p for p in panels if p[1]]
+    known = {k for _, keys, _ in FAMILIES for k in keys} | NOT_PANELS
+    for key in sorted(present - known):
+        if any(is_number(rec.get(key)) for rec in records):
+            panels.append((key, [key], "linear"))
+    return panels
+
+
+def series(records, key):
+    """(steps, values) with NaN where the value is null or absent, so the line has a gap there."""
+    steps, values = [], []
+    for rec in records:
+        v = rec.get(key)
+        steps.append(rec["step"])
+        values.append(float(v) if is_number(v) and math.isfinite(v) else math.nan)
+    return steps, values
+
+
+def plot(records, panels, out, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = max(1, math.ceil(len(panels) / COLUMNS))
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(COLUMNS * PANEL_W / DPI, rows * PANEL_H / DPI), dpi=DPI,
+                             squeeze=False)
+    for ax, (name, keys, scale) in zip(axes.flat, panels):
+        for key in keys:
+            steps, values = series(records, key)
+            finite = [v for v in values if not math.isnan(v)]
+            marker = "o" if len(steps) <= 30 else None
+            ax.plot(steps, values, label=LABELS.get(key, key), marker=marker, markersize=3)
+            if scale == "log" and finite and min(finite) > 0:
+                ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    tmp = out + ".tmp.png"
+    fig.savefig(tmp, dpi=DPI)  # no bbox_inches="tight": the size stays PANEL_W x PANEL_H per panel
+    plt.close(fig)
+    os.replace(tmp, out)
+    return COLUMNS * PANEL_W, rows * PANEL_H
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.strip())
+    ap.add_argument("source", help="a run folder (runs/NAME) or its metrics.jsonl")
+    ap.add_argument("--out", help="the PNG to write (default: plots.png beside metrics.jsonl)")
+    args = ap.parse_args()
+    path, default_out = metrics_path(args.source)
+    out = args.out or default_out
+    try:
+        records = read_metrics(path)
+    except UserError as e:
+        print(f"plot_metrics: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("plot_metrics: error: needs matplotlib (apt-get install python3-matplotlib; run with /usr/bin/python3)",
+              file=sys.stderr)
+        return 1
+    panels = panels_for(records)
+    last = records[-1]
+    run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    epoch = f", epoch {last['epoch']:.2f}" if is_number(last.get("epoch")) else ""
+    title = f"{run}: {len(records)} lines, steps {records[0]['step']}..{last['step']}{epoch}"
+    width, height = plot(records, panels, out, title)
+    print(f"wrote {out}: {len(panels)} panels ({', '.join(p[0] for p in panels)}), {width}x{height} px")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
