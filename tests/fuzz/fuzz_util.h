@@ -60,11 +60,13 @@ inline constexpr double kConfirmHangS = 6;  // within libFuzzer's -timeout=10 fo
 // nothing to tell them apart: true.
 inline bool fault_in_library(const gt::FileCheckResult& r) {
   if (r.report.empty()) return true;
-  static const char* const kSkipped[] = {"__interceptor", "___interceptor", "__asan", "__sanitizer", "__ubsan",
-                                         "__lsan", "memcpy", "memmove", "memset", "memcmp", "strlen", "strnlen",
-                                         "strcmp", "free", "malloc", "calloc", "realloc", "__libc", "__GI_",
-                                         "__mem", "__str", "raise", "abort", "gsignal", "pthread_kill",
-                                         "__pthread_kill"};
+  // The sanitizer's own frames (clang prints "__asan_memcpy", gcc "bool __sanitizer::atomic_...(...)
+  // ../src/libsanitizer/...") anywhere in the frame; the C library's functions by their names.
+  static const char* const kSanitizer[] = {"__interceptor", "__asan", "__sanitizer", "__ubsan", "__lsan",
+                                           "libsanitizer", "compiler-rt"};
+  static const char* const kSkipped[] = {"memcpy", "memmove", "memset", "memcmp", "strlen", "strnlen", "strcmp",
+                                         "free", "malloc", "calloc", "realloc", "__libc", "__GI_", "__mem", "__str",
+                                         "raise", "abort", "gsignal", "pthread_kill", "__pthread_kill"};
   size_t at = 0;
   while ((at = r.report.find('#', at)) != std::string::npos) {
     const size_t end = r.report.find('\n', at);
@@ -75,6 +77,7 @@ inline bool fault_in_library(const gt::FileCheckResult& r) {
     const std::string frame = line.substr(in + 4);
     // The C library's own frames (memcpy's implementations): by module, or by glibc's source folder.
     bool skipped = frame.find("libc.so") != std::string::npos || frame.find("sysdeps/") != std::string::npos;
+    for (const char* marker : kSanitizer) skipped = skipped || frame.find(marker) != std::string::npos;
     for (const char* prefix : kSkipped) skipped = skipped || frame.rfind(prefix, 0) == 0;
     if (skipped) continue;
     return frame.find("libhdf5") != std::string::npos;
