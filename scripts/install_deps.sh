@@ -13,6 +13,8 @@ PKGS=(
   libxxhash-dev python3-xxhash          # checkpoints' whole-file digest (XXH3-128), and its check in the Python tests
   libjpeg62-turbo-dev                   # JPEG decoding for gantrain ingest (libjpeg-turbo)
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libprotobuf-dev protobuf-compiler     # TensorBoard event files: Event messages generated from src/io/tensorboard_event.proto
+  python3-venv                          # scripts/tensorboard_venv.sh: TensorBoard from PyPI for the e2e test that reads our events
   python3-torch python3-numpy python3-h5py python3-yaml   # PyTorch oracle tests and benchmarks (/usr/bin/python3)
   python3-matplotlib                    # tools/plot_metrics.py: a run's metrics as one PNG (the demo draws it)
   dataset-fashion-mnist                 # the demo's default data set

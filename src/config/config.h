@@ -68,6 +68,7 @@ struct LogConfig {
   int64_t every_steps = 50;
   int64_t sample_every_steps = 500;  // 0 = only at the end
   int sample_count = 64;
+  bool tensorboard = true;  // TensorBoard event files beside metrics.jsonl (docs/formats.md)
 };
 
 struct CheckpointConfig {

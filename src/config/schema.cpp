@@ -180,6 +180,9 @@ std::vector<KeyDef> build_schema() {
                "Write a grid of generated samples every this many steps; 0 = only at the end."});
   k.push_back({"log.sample_count", GT_BIND(log.sample_count), between(1, 1024),
                "Images in each sample grid (drawn from fixed noise, so grids are comparable)."});
+  k.push_back({"log.tensorboard", GT_BIND(log.tensorboard), any_value(),
+               "Also write TensorBoard event files (events.out.tfevents.*) in the run directory: the metrics.jsonl "
+               "values as scalars and each sample grid as an image (`tensorboard --logdir runs/`)."});
   // checkpoint
   k.push_back({"checkpoint.resume", GT_BIND(checkpoint.resume), non_empty_text(),
                "auto: continue from the newest checkpoint of run.out_dir/run.name that validates (a finished run "

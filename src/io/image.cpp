@@ -1,4 +1,4 @@
-// PNG writing with libpng (written to "<path>.tmp" then renamed) and torchvision-style sample grids.
+// PNG encoding with libpng (in memory; files written to "<path>.tmp" then renamed) and torchvision-style sample grids.
 #include "io/image.h"
 
 #include <png.h>
@@ -36,9 +36,15 @@ void on_png_error(png_structp png, png_const_charp message) {
 
 void on_png_warning(png_structp, png_const_charp) {}  // warnings do not change the written file; stay quiet
 
-// Encodes into an open FILE. libpng reports errors by longjmp, so no object with a destructor may live in this
+// libpng's output callback: appends to the std::string behind the io pointer.
+void append_png_bytes(png_structp png, png_bytep data, png_size_t size) {
+  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), size);
+}
+void flush_png_bytes(png_structp) {}
+
+// Encodes into `out`. libpng reports errors by longjmp, so no object with a destructor may live in this
 // function: it returns false and leaves libpng's message in `state`, and the caller turns that into an exception.
-bool encode_png(FILE* out, const uint8_t* hwc, int height, int width, int channels, PngErrorState* state) {
+bool encode_png_into(std::string* out, const uint8_t* hwc, int height, int width, int channels, PngErrorState* state) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, state, on_png_error, on_png_warning);
   if (!png) {
     std::snprintf(state->message, sizeof state->message, "libpng could not allocate its write state");
@@ -57,7 +63,7 @@ bool encode_png(FILE* out, const uint8_t* hwc, int height, int width, int channe
   const int color_type = channels == 1 ? PNG_COLOR_TYPE_GRAY
                          : channels == 3 ? PNG_COLOR_TYPE_RGB
                                          : PNG_COLOR_TYPE_RGB_ALPHA;
-  png_init_io(png, out);
+  png_set_write_fn(png, out, append_png_bytes, flush_png_bytes);
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, color_type,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
@@ -70,29 +76,46 @@ bool encode_png(FILE* out, const uint8_t* hwc, int height, int width, int channe
 
 }  // namespace
 
-void write_png(const std::string& path, const uint8_t* hwc, int height, int width, int channels) {
-  GT_CHECK(channels == 1 || channels == 3 || channels == 4, "PNG {} must have 1, 3 or 4 channels, not {}", path,
-           channels);
-  GT_CHECK(height > 0 && width > 0, "PNG {} must not be empty ({}x{})", path, height, width);
-  GT_CHECK(hwc != nullptr, "no pixels for PNG {}", path);
+std::string encode_png(const uint8_t* hwc, int height, int width, int channels) {
+  GT_CHECK(channels == 1 || channels == 3 || channels == 4, "a PNG must have 1, 3 or 4 channels, not {}", channels);
+  GT_CHECK(height > 0 && width > 0, "a PNG must not be empty ({}x{})", height, width);
+  GT_CHECK(hwc != nullptr, "no pixels for a PNG");
+  std::string out;
+  PngErrorState state;
+  if (!encode_png_into(&out, hwc, height, width, channels, &state)) runtime_error("cannot encode PNG: {}", state.message);
+  return out;
+}
+
+void write_png_bytes(const std::string& path, const std::string& png) {
   // Readers (TensorBoard, a browser refreshing samples/) never see a half-written file.
   const std::string tmp = path + ".tmp";
   FILE* out = std::fopen(tmp.c_str(), "wb");
   if (!out) runtime_error("cannot write PNG {}: {}", tmp, std::strerror(errno));
-  PngErrorState state;
-  bool encoded = encode_png(out, hwc, height, width, channels, &state);
-  bool closed = std::fclose(out) == 0;
-  int close_errno = errno;
-  if (!encoded || !closed) {
+  const bool written = std::fwrite(png.data(), 1, png.size(), out) == png.size();
+  const int write_errno = errno;
+  const bool closed = std::fclose(out) == 0;
+  const int close_errno = errno;
+  if (!written || !closed) {
     std::remove(tmp.c_str());
-    if (!encoded) runtime_error("cannot write PNG {}: {}", path, state.message);
-    runtime_error("cannot write PNG {}: {}", path, std::strerror(close_errno));
+    runtime_error("cannot write PNG {}: {}", path, std::strerror(written ? close_errno : write_errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int rename_errno = errno;
     std::remove(tmp.c_str());
     runtime_error("cannot rename {} to {}: {}", tmp, path, std::strerror(rename_errno));
   }
+}
+
+void write_png(const std::string& path, const uint8_t* hwc, int height, int width, int channels) {
+  GT_CHECK(channels == 1 || channels == 3 || channels == 4, "PNG {} must have 1, 3 or 4 channels, not {}", path,
+           channels);
+  GT_CHECK(height > 0 && width > 0, "PNG {} must not be empty ({}x{})", path, height, width);
+  GT_CHECK(hwc != nullptr, "no pixels for PNG {}", path);
+  std::string png;
+  PngErrorState state;
+  if (!encode_png_into(&png, hwc, height, width, channels, &state))
+    runtime_error("cannot write PNG {}: {}", path, state.message);
+  write_png_bytes(path, png);
 }
 
 std::vector<uint8_t> make_grid(const Tensor& images, int nrow, int padding, int* height, int* width, int* channels) {
@@ -125,10 +148,12 @@ std::vector<uint8_t> make_grid(const Tensor& images, int nrow, int padding, int*
   return grid;
 }
 
-void write_grid_png(const std::string& path, const Tensor& images, int nrow, int padding) {
-  int height = 0, width = 0, channels = 0;
-  std::vector<uint8_t> grid = make_grid(images, nrow, padding, &height, &width, &channels);
-  write_png(path, grid.data(), height, width, channels);
+PngGrid write_grid_png(const std::string& path, const Tensor& images, int nrow, int padding) {
+  PngGrid g;
+  std::vector<uint8_t> grid = make_grid(images, nrow, padding, &g.height, &g.width, &g.channels);
+  g.png = encode_png(grid.data(), g.height, g.width, g.channels);
+  write_png_bytes(path, g.png);
+  return g;
 }
 
 }  // namespace gt

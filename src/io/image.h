@@ -8,7 +8,13 @@
 
 namespace gt {
 
-// Writes 8-bit gray (c=1), RGB (c=3) or RGBA (c=4) pixels, row-major HWC, to a PNG file.
+// Encodes 8-bit gray (c=1), RGB (c=3) or RGBA (c=4) pixels, row-major HWC, as the bytes of a PNG file.
+std::string encode_png(const uint8_t* hwc, int height, int width, int channels);
+
+// Writes encoded bytes to `path` through "<path>.tmp" and a rename (RuntimeError naming the file).
+void write_png_bytes(const std::string& path, const std::string& png);
+
+// encode_png + write_png_bytes.
 void write_png(const std::string& path, const uint8_t* hwc, int height, int width, int channels);
 
 // Tiles images (f32 [N, C, H, W] in [-1, 1]) into one uint8 HWC grid of `nrow` images per row with
@@ -18,7 +24,13 @@ void write_png(const std::string& path, const uint8_t* hwc, int height, int widt
 // Returns the pixels and sets height/width/channels (1 -> gray, 3 -> RGB).
 std::vector<uint8_t> make_grid(const Tensor& images, int nrow, int padding, int* height, int* width, int* channels);
 
-// make_grid + write_png.
-void write_grid_png(const std::string& path, const Tensor& images, int nrow, int padding = 2);
+// An encoded grid and its size, for writers that take PNG bytes as they are (TensorBoard's image summaries).
+struct PngGrid {
+  std::string png;
+  int height = 0, width = 0, channels = 0;
+};
+
+// make_grid + write_png; returns the bytes it wrote.
+PngGrid write_grid_png(const std::string& path, const Tensor& images, int nrow, int padding = 2);
 
 }  // namespace gt

@@ -18,13 +18,27 @@ fs::path unused_run_dir(const fs::path& dir) {
   }
 }
 
+std::string tensorboard_tag(const std::string& metric) {
+  // metrics.jsonl key -> TensorBoard tag (docs/formats.md, "TensorBoard events").
+  static const std::pair<const char*, const char*> kTags[] = {
+      {"d_loss", "loss/d"},           {"g_loss", "loss/g"},
+      {"d_real", "d/real"},           {"d_fake", "d/fake"},
+      {"d_grad_norm", "grad_norm/d"}, {"g_grad_norm", "grad_norm/g"},
+      {"lr_d", "lr/d"},               {"lr_g", "lr/g"},
+      {"images_per_sec", "speed/images_per_s"}, {"epoch", "progress/epoch"},
+  };
+  for (const auto& [key, tag] : kTags)
+    if (metric == key) return tag;
+  runtime_error("metric '{}' has no TensorBoard tag (add it to tensorboard_tag in train/run_dir.cpp)", metric);
+}
+
 RunDirectory::RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml,
-                           bool writer)
+                           bool writer, bool tensorboard)
     : RunDirectory(writer ? unused_run_dir(fs::path(out_dir) / name).string() : (fs::path(out_dir) / name).string(),
-                   config_yaml, writer, false, 0) {}
+                   config_yaml, writer, false, 0, tensorboard) {}
 
 RunDirectory::RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
-                           int64_t resume_step)
+                           int64_t resume_step, bool tensorboard)
     : writer_(writer), path_(dir) {
   if (!writer_) {
     metrics_ = std::make_unique<MetricsWriter>();
@@ -52,6 +66,26 @@ RunDirectory::RunDirectory(const std::string& dir, const std::string& config_yam
   log_.open(path_ / "train.log", std::ios::app);
   if (!log_) user_error("cannot write {}: the run directory is not writable", (path_ / "train.log").string());
   metrics_ = std::make_unique<MetricsWriter>(metrics_path());
+  // Every start, a resume included, opens a file of its own; TensorBoard reads a folder's event files in name
+  // order, and the START record makes it drop what earlier files logged after the checkpoint (those steps are
+  // trained again, as metrics.jsonl moves their lines to metrics.dropped.jsonl).
+  if (tensorboard) {
+    tensorboard_ = std::make_unique<TensorBoardWriter>(path_.string());
+    tensorboard_->session_start(resume_step + 1);
+  }
+}
+
+void RunDirectory::metrics(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+  metrics_->write(step, values);
+  if (!tensorboard_) return;
+  std::vector<std::pair<std::string, double>> scalars;
+  scalars.reserve(values.size());
+  for (const auto& [key, value] : values) scalars.emplace_back(tensorboard_tag(key), value);
+  tensorboard_->scalars(step, scalars);
+}
+
+void RunDirectory::sample_grid(int64_t step, const PngGrid& grid) {
+  if (tensorboard_) tensorboard_->png_image(step, "samples", grid.png, grid.height, grid.width, grid.channels);
 }
 
 void RunDirectory::continue_metrics(int64_t resume_step) {

@@ -1,4 +1,4 @@
-// RunDirectory: rank 0's outputs of a run (config.yaml, train.log and the console, metrics.jsonl, samples/, checkpoints/); silent on other ranks.
+// RunDirectory: rank 0's outputs of a run (config.yaml, train.log and the console, metrics.jsonl, TensorBoard events, samples/, checkpoints/); silent on other ranks.
 #pragma once
 #include <filesystem>
 #include <fstream>
@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "io/image.h"
 #include "io/metrics.h"
+#include "io/tensorboard.h"
 
 namespace gt {
 
@@ -17,17 +19,23 @@ namespace gt {
 // "dir.2", ... so an earlier run is never overwritten.
 std::filesystem::path unused_run_dir(const std::filesystem::path& dir);
 
+// The TensorBoard tag of a metrics.jsonl key ("d_loss" -> "loss/d"): related curves share a section.
+// RuntimeError for a key without a tag, so a new metric gets one on purpose.
+std::string tensorboard_tag(const std::string& metric);
+
 class RunDirectory {
  public:
   // writer: rank 0, which creates out_dir/name (or the first free name.N beside it) with samples/ and
   // checkpoints/ and writes config.yaml; the other ranks write nothing.
-  RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml, bool writer);
+  // tensorboard: rank 0 also writes a new TensorBoard event file in the run directory (log.tensorboard).
+  RunDirectory(const std::string& out_dir, const std::string& name, const std::string& config_yaml, bool writer,
+               bool tensorboard = false);
   // The run directory `dir` as agreed at the start (train/resume.h). A new one is created as above; one
   // continued in place (in_place) keeps its config.yaml (a config that differs is saved beside it as
   // config.step_NNNNNNNN.yaml), appends to train.log, and keeps the metrics.jsonl lines of steps up to
   // resume_step; later ones, from steps that are trained again, move to metrics.dropped.jsonl.
   RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
-               int64_t resume_step);
+               int64_t resume_step, bool tensorboard = false);
 
   bool writer() const { return writer_; }
   const std::filesystem::path& path() const { return path_; }
@@ -37,9 +45,10 @@ class RunDirectory {
   void line(fmt::format_string<Args...> f, Args&&... args) {
     if (writer_) write_line(fmt::format(f, std::forward<Args>(args)...));
   }
-  void metrics(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
-    metrics_->write(step, values);
-  }
+  // A metrics.jsonl line, and the same values as TensorBoard scalars (tags: tensorboard_tag).
+  void metrics(int64_t step, const std::vector<std::pair<std::string, double>>& values);
+  // A sample grid's PNG bytes as the TensorBoard image "samples" (the PNG file itself is written by the caller).
+  void sample_grid(int64_t step, const PngGrid& grid);
 
   std::string metrics_path() const { return (path_ / "metrics.jsonl").string(); }
   std::string sample_path(int64_t step) const;
@@ -53,6 +62,7 @@ class RunDirectory {
   std::filesystem::path path_;
   std::ofstream log_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // null: not rank 0, or log.tensorboard false
 };
 
 }  // namespace gt

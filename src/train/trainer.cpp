@@ -290,7 +290,7 @@ class Outputs {
     samples_path = run_.sample_path(step);
     const int cols = std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(z_.dim(0))))));
     Tensor images = generate_across_ranks([&](const Tensor& z) { return engine_.generate(z); }, z_, comm_);
-    if (run_.writer()) write_grid_png(samples_path, images, cols);
+    if (run_.writer()) run_.sample_grid(step, write_grid_png(samples_path, images, cols));
   }
 
   // Rank 0: the host models at `step` into a new checkpoint (never over an existing file), read back
@@ -517,7 +517,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
       preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
                                   comm.local_size(), engine->describe()));
 
-  RunDirectory run(start.run_dir, config_yaml, comm.rank() == 0, start.in_place, first);
+  RunDirectory run(start.run_dir, config_yaml, comm.rank() == 0, start.in_place, first, cfg.log.tensorboard);
   run.line("{}", start.first_line);
   for (const std::string& note : start.notes) run.line("{}", note);
   for (const std::string& change : resumed.changes) run.line("config changed since the checkpoint: {}", change);
