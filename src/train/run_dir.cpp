@@ -1,13 +1,34 @@
 // RunDirectory: creates rank 0's run directory and writes its console log, metrics and file names.
 #include "train/run_dir.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 
 namespace gt {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Columns of the terminal on stdout, or 0 when unknown.
+int terminal_columns() {
+  winsize w{};
+  return ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 ? w.ws_col : 0;
+}
+
+bool stdout_is_live_terminal() {
+  if (!isatty(STDOUT_FILENO)) return false;
+  const char* term = std::getenv("TERM");
+  return term == nullptr || std::strcmp(term, "dumb") != 0;
+}
+
+}  // namespace
 
 fs::path unused_run_dir(const fs::path& dir) {
   auto taken = [](const fs::path& p) { return fs::exists(p) && !(fs::is_directory(p) && fs::is_empty(p)); };
@@ -40,6 +61,7 @@ RunDirectory::RunDirectory(const std::string& out_dir, const std::string& name, 
 RunDirectory::RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
                            int64_t resume_step, bool tensorboard)
     : writer_(writer), path_(dir) {
+  live_ = writer_ && stdout_is_live_terminal();
   if (!writer_) {
     metrics_ = std::make_unique<MetricsWriter>();
     return;
@@ -115,7 +137,32 @@ void RunDirectory::continue_metrics(int64_t resume_step) {
   fs::rename(tmp, path);
 }
 
+
+RunDirectory::~RunDirectory() { erase_status(); }
+
+void RunDirectory::erase_status() {
+  if (!status_shown_) return;
+  std::fputs("\r\x1b[2K", stdout);  // carriage return, erase the whole line
+  std::fflush(stdout);
+  status_shown_ = false;
+}
+
+void RunDirectory::status(const std::string& text, bool now) {
+  if (!live_) return;
+  const auto t = std::chrono::steady_clock::now();
+  if (!now && status_shown_ && t - last_status_ < std::chrono::milliseconds(100)) return;
+  last_status_ = t;
+  const int columns = terminal_columns();
+  std::string shown = text;
+  if (columns > 1 && shown.size() >= static_cast<size_t>(columns)) shown.resize(static_cast<size_t>(columns - 1));
+  std::fputs("\r\x1b[2K", stdout);
+  std::fputs(shown.c_str(), stdout);
+  std::fflush(stdout);
+  status_shown_ = true;
+}
+
 void RunDirectory::write_line(const std::string& s) {
+  erase_status();
   fmt::print("{}\n", s);
   std::fflush(stdout);
   log_ << s << '\n';

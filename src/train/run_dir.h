@@ -1,5 +1,6 @@
 // RunDirectory: rank 0's outputs of a run (config.yaml, train.log and the console, metrics.jsonl, TensorBoard events, samples/, checkpoints/); silent on other ranks.
 #pragma once
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -37,6 +38,10 @@ class RunDirectory {
   RunDirectory(const std::string& dir, const std::string& config_yaml, bool writer, bool in_place,
                int64_t resume_step, bool tensorboard = false);
 
+  ~RunDirectory();  // erases a status line left on the terminal
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+
   bool writer() const { return writer_; }
   const std::filesystem::path& path() const { return path_; }
 
@@ -45,6 +50,12 @@ class RunDirectory {
   void line(fmt::format_string<Args...> f, Args&&... args) {
     if (writer_) write_line(fmt::format(f, std::forward<Args>(args)...));
   }
+  // The live status line: on a terminal (rank 0's stdout is a tty and TERM is not "dumb"), redrawn in
+  // place ("\r", erase line), cut to the terminal's width so it never wraps, at most ten times a second
+  // unless `now`; never in train.log. Elsewhere (Slurm, CI, a pipe) nothing: the lines above carry the
+  // progress every log.every_steps. A console line first erases the status; the next status redraws it.
+  void status(const std::string& text, bool now = false);
+  bool live() const { return live_; }
   // A metrics.jsonl line, and the same values as TensorBoard scalars (tags: tensorboard_tag).
   void metrics(int64_t step, const std::vector<std::pair<std::string, double>>& values);
   // A sample grid's PNG bytes as the TensorBoard image "samples" (the PNG file itself is written by the caller).
@@ -57,8 +68,12 @@ class RunDirectory {
  private:
   void write_line(const std::string& s);
   void continue_metrics(int64_t resume_step);
+  void erase_status();
 
   bool writer_;
+  bool live_ = false;           // rank 0 on a terminal
+  bool status_shown_ = false;   // a status line is on the terminal now
+  std::chrono::steady_clock::time_point last_status_{};
   std::filesystem::path path_;
   std::ofstream log_;
   std::unique_ptr<MetricsWriter> metrics_;

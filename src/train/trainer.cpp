@@ -241,10 +241,18 @@ class Progress {
     d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
     d_norm_ += r.d_grad_norm, g_norm_ += r.g_grad_norm;
     ++n_;
-    if (done % cfg_.log.every_steps != 0 && done != total_) return;
     const double ips = n_ * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
     const double eta = seconds_since(start_) / static_cast<double>(std::max<int64_t>(done - first_, 1)) * (total_ - done);
     const int64_t epoch = plan_.epoch_of(done - 1);
+    // On a terminal, every other step redraws one line in place (run_dir.h); the lines below stay in the scrollback.
+    const bool log_now = done % cfg_.log.every_steps == 0 || done == total_;
+    if (run_.live() && !log_now)
+      run_.status(fmt::format("step {}/{} ({:.0f}%) | epoch {} | {:.0f} img/s | d_loss {:.4f} | g_loss {:.4f} | "
+                              "D(x) {:.3f} | D(G(z)) {:.3f} | eta {}",
+                              done, total_, 100.0 * done / std::max<int64_t>(total_, 1), epoch, ips, d_loss_ / n_,
+                              g_loss_ / n_, d_real_ / n_, d_fake_ / n_, fmt_duration(eta)),
+                  false);
+    if (!log_now) return;
     run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | "
               "eta {}",
               done, total_, epoch, d_loss_ / n_, g_loss_ / n_, d_real_ / n_, d_fake_ / n_, ips, fmt_duration(eta));

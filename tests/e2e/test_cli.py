@@ -123,6 +123,70 @@ def case_damaged_hdf5_refused(exe, src, tmp):
     check(r.returncode == 2 and "its digest block (the first 512 bytes) is damaged" in r.stderr, r.stderr)
 
 
+def run_on_terminal(args, columns, env):
+    """Runs args with a pseudo-terminal of `columns` columns as stdin, stdout and stderr; (exit code, bytes written)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(args[0], args, env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def case_progress_display(exe, src, tmp):
+    """On a terminal one status line is redrawn in place, cut to the width; off it, plain lines every log.every_steps."""
+    import re
+    tiny = os.path.join(src, "config/tiny.yaml")
+    common = ["train", "--config", tiny, f"run.out_dir={tmp}/runs", "train.max_steps=30", "log.every_steps=10",
+              "log.sample_every_steps=0", "checkpoint.every_steps=0"]
+    columns = 70
+    rc, out = run_on_terminal([exe, *common, "run.name=tty"], columns, dict(os.environ, TERM="xterm"))
+    check(rc == 0, f"exit {rc}: {out[-2000:]!r}")
+    erase = b"\r\x1b[2K"
+    check(erase in out, f"no status line redrawn in place: {out[:1000]!r}")
+    # A status is what follows an erase up to the next "\r" (the pseudo-terminal turns "\n" into "\r\n").
+    statuses = [part.split(b"\r")[0] for part in out.split(erase)[1:]]
+    statuses = [st for st in statuses if st.startswith(b"step ") and b"%) | epoch " in st]
+    check(statuses, f"no status text: {out[:2000]!r}")
+    for st in statuses:
+        check(len(st) < columns, f"a status of {len(st)} characters on a {columns}-column terminal: {st!r}")
+    # The first step after each logged line redraws at once (the 10-per-second limit only spaces out later ones).
+    for step in (1, 11, 21):
+        check(any(st.startswith(f"step {step}/30 (".encode()) for st in statuses), f"no status at step {step}: {statuses}")
+    for step in (10, 20, 30):
+        line = f"step {step:>6}/30 | epoch".encode()
+        check(line in out, f"the logged line of step {step} is missing: {out[-3000:]!r}")
+        before = out[:out.index(line)]
+        check(before.endswith(b"\n") or before.endswith(erase),
+              f"step {step}'s line was written over a status: {before[-200:]!r}")
+    check(out.rindex(b"%) | epoch") < out.rindex(b"step     30/30 | epoch"), "a status was drawn after the last line")
+    log = open(os.path.join(tmp, "runs", "tty", "train.log"), "rb").read()
+    check(b"\x1b" not in log and b"\r" not in log and b"step     10/30 | epoch" in log, f"terminal codes in train.log: {log[:500]!r}")
+
+    # Off a terminal (a pipe, as under Slurm or CI): plain lines only.
+    r = run(exe, *common, "run.name=pipe", env=dict(os.environ, TERM="xterm"))
+    check(r.returncode == 0, r.stderr)
+    check("\x1b" not in r.stdout and "\r" not in r.stdout, f"terminal codes in piped output: {r.stdout[:500]!r}")
+    logged = re.findall(r"^step +(\d+)/30 \|", r.stdout, re.M)
+    check(logged == ["10", "20", "30"], f"logged steps {logged}: {r.stdout}")
+    print(f"terminal: {len(statuses)} status redraws of at most {max(len(st) for st in statuses)} columns; "
+          f"pipe: lines at steps {logged}")
+
+
 def case_device_choice(exe, src, tmp):
     """run.device cuda trains on the GPU where there is one, else is one clear error with nothing written;
     run.device auto falls back to the CPU without a GPU."""
