@@ -27,10 +27,14 @@ FAMILIES = [
     ("images/s", ["images_per_sec"], "linear"),
     ("learning rates", ["lr_g", "lr_d"], "linear"),
     ("sliced Wasserstein distance", ["swd"], "linear"),
+    ("time per step (ms)", ["ms_step", "ms_data", "ms_g_forward", "ms_d_forward_backward", "ms_g_backward",
+                            "ms_comm_wait", "ms_optimizer", "ms_step_other", "ms_rest"], "log"),
 ]
 LABELS = {"d_loss": "D loss", "g_loss": "G loss", "d_real": "D(x)", "d_fake": "D(G(z))",
           "d_grad_norm": "D", "g_grad_norm": "G", "images_per_sec": "images/s", "lr_g": "G", "lr_d": "D",
-          "swd": "SWD"}
+          "swd": "SWD", "ms_step": "whole step", "ms_data": "data", "ms_g_forward": "G forward",
+          "ms_d_forward_backward": "D forward+backward", "ms_g_backward": "G backward", "ms_comm_wait": "comm wait",
+          "ms_optimizer": "optimizer", "ms_step_other": "step other", "ms_rest": "rest"}
 NOT_PANELS = {"step", "epoch"}  # the x axis, and the epoch (a straight line over steps: in the title instead)
 
 

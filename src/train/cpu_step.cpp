@@ -33,6 +33,21 @@ void CpuStepOps::grad_norm(Net& net, StepScalar slot) {
   scalars_[static_cast<int>(slot)] = std::sqrt(sum);
 }
 
+// `other` is outside the named phases (the end of a step, or between steps): not counted here; the
+// trainer attributes what remains of its step time to it.
+void CpuStepOps::phase(StepPhase phase) {
+  const auto now = std::chrono::steady_clock::now();
+  if (current_ != StepPhase::other)
+    phase_seconds_[static_cast<int>(current_)] += std::chrono::duration<double>(now - since_).count();
+  current_ = phase;
+  since_ = now;
+}
+
+void CpuStepOps::take_phase_seconds(double (&seconds)[kStepPhases]) {
+  phase(current_);  // close a running interval
+  for (int i = 0; i < kStepPhases; ++i) seconds[i] = phase_seconds_[i], phase_seconds_[i] = 0;
+}
+
 StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
   auto alone = make_local_communicator();
   CpuStepOps ops;

@@ -1,5 +1,6 @@
 // The CPU engine's side of the one GAN step (host tensors, double scalars, the host optimizers), and the step on host models for tools and tests.
 #pragma once
+#include <chrono>
 #include <vector>
 
 #include "nn/sequential.h"
@@ -16,10 +17,16 @@ class CpuStepOps final : public StepOps {
   void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
                        const StepScalar* prob) override;
   void grad_norm(Net& net, StepScalar slot) override;
+  void phase(StepPhase phase) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
+  // Seconds spent in each named phase since the last call (host clock), then zeroed; `other` stays 0.
+  void take_phase_seconds(double (&seconds)[kStepPhases]);
 
  private:
   double scalars_[kStepScalars] = {};
+  double phase_seconds_[kStepPhases] = {};
+  StepPhase current_ = StepPhase::other;
+  std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
 };
 
 // The host models of a run: G, D and their optimizers.

@@ -70,6 +70,13 @@ class StepEngine {
   // Copies the host models (reloaded from a checkpoint) into the engine's (no-op on the CPU, whose
   // engine trains the host models themselves).
   virtual void load_from_host() = 0;
+  // Seconds spent in each StepPhase since the last call (then zeroed), summed over the steps; false when
+  // this engine does not time its phases (the CUDA engine: CUDA events are still to come), and the
+  // trainer counts its whole step as `other`.
+  virtual bool take_phase_seconds(double (&seconds)[kStepPhases]) {
+    (void)seconds;
+    return false;
+  }
   // Device memory in use and its peak, in bytes (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
 };

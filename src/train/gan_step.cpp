@@ -41,30 +41,39 @@ BackwardOptions input_grad_only() {
 }  // namespace
 
 Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
+  s.ops.phase(StepPhase::g_forward);
   Tensor fake = s.G.forward(z, Mode::train);
 
   // D step: real labelled 1, fake (treated as a constant) labelled 0; gradients of both summed. With
   // several ranks, D's gradients are summed over them while the second backward runs.
+  s.ops.phase(StepPhase::d_forward_backward);
   s.D.zero_grad();
   const StepScalar prob_real = StepScalar::prob_real, prob_fake = StepScalar::prob_fake;
   d_pass(s, real, 1.f, StepScalar::loss_real, &prob_real, parameter_grads());
   s.reduce_d.arm();
   d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, parameter_grads(s.reduce_d.hook()));
+  s.ops.phase(StepPhase::comm_wait);
   s.reduce_d.finish();
+  s.ops.phase(StepPhase::optimizer);
   s.ops.grad_norm(s.D, StepScalar::grad_norm_d);
   s.opt_d.update(s.clip_grad_norm);
 
   // G step: the same fakes through the updated D, labelled 1 (non-saturating loss); D's parameter
   // gradients of this pass are not needed.
+  s.ops.phase(StepPhase::d_forward_backward);
   s.G.zero_grad();
   const size_t mark = s.ops.mark();
   Tensor dfake = d_pass(s, fake, 1.f, StepScalar::loss_g, nullptr, input_grad_only());
+  s.ops.phase(StepPhase::g_backward);
   s.reduce_g.arm();
   s.G.backward(dfake, parameter_grads(s.reduce_g.hook()));
+  s.ops.phase(StepPhase::comm_wait);
   s.reduce_g.finish();
   s.ops.release(mark);
+  s.ops.phase(StepPhase::optimizer);
   s.ops.grad_norm(s.G, StepScalar::grad_norm_g);
   s.opt_g.update(s.clip_grad_norm);
+  s.ops.phase(StepPhase::other);
   return fake;
 }
 

@@ -16,6 +16,15 @@ class GradientBucketer;
 enum class StepScalar : int { loss_real, loss_fake, loss_g, prob_real, prob_fake, grad_norm_d, grad_norm_g };
 constexpr int kStepScalars = 7;
 
+// Where a step's time goes (the timing breakdown, docs/formats.md "metrics.jsonl"): run_gan_step marks
+// each part with StepOps::phase. D's passes for the G step count as d_forward_backward; synchronized
+// batch norm's all-reduces happen inside the passes they belong to; comm_wait is the wait for the last
+// gradient buckets after a network's final backward; optimizer includes the gradient norm.
+enum class StepPhase : int { g_forward, d_forward_backward, g_backward, comm_wait, optimizer, other };
+constexpr int kStepPhases = 6;
+inline constexpr const char* kStepPhaseNames[kStepPhases] = {"g_forward", "d_forward_backward", "g_backward",
+                                                             "comm_wait", "optimizer", "other"};
+
 // What the step needs from a device besides its networks. The CPU engine's are host tensors and
 // doubles; the CUDA engine's are arena memory and device floats read back when the step completes.
 class StepOps {
@@ -34,6 +43,9 @@ class StepOps {
                                const StepScalar* prob) = 0;
   // The L2 norm of net's flat gradient into `slot` (for the NaN guard and the metrics).
   virtual void grad_norm(Net& net, StepScalar slot) = 0;
+  // From here on the step's time counts to `phase`, until the next call (a step ends with `other`).
+  // The CPU's ops time it with the host clock; an engine that does not time phases ignores it.
+  virtual void phase(StepPhase phase) { (void)phase; }
 };
 
 // One network's optimizer as the step sees it, on the network's device.

@@ -24,6 +24,10 @@ int terminal_columns() {
 
 bool stdout_is_live_terminal() {
   if (!isatty(STDOUT_FILENO)) return false;
+  // Under a launcher the terminal may not be the user's: Open MPI forwards a rank's output through a
+  // pseudo-terminal even when mpirun's own output goes to a file or a pipe (a Slurm log, CI).
+  for (const char* launcher : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (std::getenv(launcher) != nullptr) return false;
   const char* term = std::getenv("TERM");
   return term == nullptr || std::strcmp(term, "dumb") != 0;
 }
@@ -50,6 +54,8 @@ std::string tensorboard_tag(const std::string& metric) {
   };
   for (const auto& [key, tag] : kTags)
     if (metric == key) return tag;
+  // The timing breakdown, milliseconds per step: "ms_g_forward" -> "time_ms/g_forward".
+  if (metric.starts_with("ms_") && metric.size() > 3) return "time_ms/" + metric.substr(3);
   runtime_error("metric '{}' has no TensorBoard tag (add it to tensorboard_tag in train/run_dir.cpp)", metric);
 }
 

@@ -50,7 +50,8 @@ class RunDirectory {
   void line(fmt::format_string<Args...> f, Args&&... args) {
     if (writer_) write_line(fmt::format(f, std::forward<Args>(args)...));
   }
-  // The live status line: on a terminal (rank 0's stdout is a tty and TERM is not "dumb"), redrawn in
+  // The live status line: on a terminal (rank 0's stdout is a tty, TERM is not "dumb", and no MPI or
+  // Slurm launcher started the process, whose terminal may not be the user's), redrawn in
   // place ("\r", erase line), cut to the terminal's width so it never wraps, at most ten times a second
   // unless `now`; never in train.log. Elsewhere (Slurm, CI, a pipe) nothing: the lines above carry the
   // progress every log.every_steps. A console line first erases the status; the next status redraws it.

@@ -237,8 +237,41 @@ class Progress {
            Models& m)
       : run_(run), cfg_(cfg), plan_(plan), first_(first_step), total_(total_steps), m_(m) {}
 
+  // Where one step's time went, as the loop measured it: the engine's submit and wait (engine_s; its
+  // phases from the engine where it times them, the remainder `step_other`), the next batch (data_s),
+  // the all-reduce of the step's results (comm_s, counted as comm_wait), and, as `rest`, everything
+  // between the previous step's end and this one's begin (logging, samples, checkpoints, stop checks).
+  void time_step(StepEngine& engine, double engine_s, double data_s, double comm_s, Clock::time_point begin,
+                 Clock::time_point end) {
+    double t[kTimes] = {};
+    t[kRest] = std::chrono::duration<double>(begin - mark_).count();
+    mark_ = end;
+    t[kData] = data_s;
+    double phases[kStepPhases] = {};
+    double named = 0;
+    if (engine.take_phase_seconds(phases))
+      for (int p = 0; p < kStepPhases; ++p)
+        if (p != static_cast<int>(StepPhase::other)) t[p] += phases[p], named += phases[p];
+    t[static_cast<int>(StepPhase::comm_wait)] += comm_s;
+    t[static_cast<int>(StepPhase::other)] += std::max(0.0, engine_s - named);
+    for (int i = 0; i < kTimes; ++i) window_times_[i] += t[i], run_times_[i] += t[i];
+  }
+
+  // "time per step: ..." over the whole run, for the console at the end.
+  std::string time_summary() const {
+    const int64_t steps = std::max<int64_t>(run_steps_, 1);
+    double total = 0;
+    std::string parts;
+    for (int i = 0; i < kTimes; ++i) {
+      total += run_times_[i];
+      parts += fmt::format("{}{} {:.1f}", i ? " | " : "", kTimeLabels[i], 1e3 * run_times_[i] / steps);
+    }
+    return fmt::format("time per step (ms): {} | total {:.1f}", parts, 1e3 * total / steps);
+  }
+
   void add(const StepResult& r, int64_t done) {
     d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
+    ++run_steps_;
     d_norm_ += r.d_grad_norm, g_norm_ += r.g_grad_norm;
     ++n_;
     const double ips = n_ * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
@@ -253,10 +286,16 @@ class Progress {
                               g_loss_ / n_, d_real_ / n_, d_fake_ / n_, fmt_duration(eta)),
                   false);
     if (!log_now) return;
+    // The window ends now: what happened since the last step's end is its `rest`.
+    const Clock::time_point now = Clock::now();
+    const double since_mark = std::chrono::duration<double>(now - mark_).count();
+    window_times_[kRest] += since_mark, run_times_[kRest] += since_mark;
+    mark_ = now;
+    const double window_s = std::chrono::duration<double>(now - window_).count();
     run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | "
               "eta {}",
               done, total_, epoch, d_loss_ / n_, g_loss_ / n_, d_real_ / n_, d_fake_ / n_, ips, fmt_duration(eta));
-    run_.metrics(done, {{"epoch", static_cast<double>(epoch)},
+    std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(epoch)},
                         {"d_loss", d_loss_ / n_},
                         {"g_loss", g_loss_ / n_},
                         {"d_real", d_real_ / n_},
@@ -265,14 +304,34 @@ class Progress {
                         {"g_grad_norm", g_norm_ / n_},
                         {"images_per_sec", ips},
                         {"lr_g", m_.opt_g->lr()},
-                        {"lr_d", m_.opt_d->lr()}});
+                        {"lr_d", m_.opt_d->lr()}};
+    for (auto& kv : timing_metrics(window_s)) values.push_back(std::move(kv));
+    run_.metrics(done, values);
     d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = 0, n_ = 0;
-    window_ = Clock::now();
+    std::fill(std::begin(window_times_), std::end(window_times_), 0.0);
+    window_ = now;
   }
   double minutes() const { return seconds_since(start_) / 60.0; }
   double seconds() const { return seconds_since(start_); }
 
  private:
+  // The timing breakdown's parts: the step's phases (StepPhase order; `other` is the engine's time
+  // outside its named phases), then data and rest.
+  static constexpr int kData = kStepPhases, kRest = kStepPhases + 1, kTimes = kStepPhases + 2;
+  static constexpr const char* kTimeKeys[kTimes] = {"ms_g_forward", "ms_d_forward_backward", "ms_g_backward",
+                                                     "ms_comm_wait", "ms_optimizer", "ms_step_other", "ms_data",
+                                                     "ms_rest"};
+  static constexpr const char* kTimeLabels[kTimes] = {"G forward", "D forward+backward", "G backward",
+                                                       "comm wait", "optimizer", "step other", "data", "rest"};
+
+  // The window's breakdown in milliseconds per step, and ms_step: the window's wall time per step.
+  std::vector<std::pair<std::string, double>> timing_metrics(double window_s) const {
+    std::vector<std::pair<std::string, double>> v;
+    for (int i = 0; i < kTimes; ++i) v.emplace_back(kTimeKeys[i], 1e3 * window_times_[i] / n_);
+    v.emplace_back("ms_step", 1e3 * window_s / n_);
+    return v;
+  }
+
   RunDirectory& run_;
   const Config& cfg_;
   const BatchPlan& plan_;
@@ -280,7 +339,9 @@ class Progress {
   Models& m_;
   double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0;
   int n_ = 0;
-  Clock::time_point start_ = Clock::now(), window_ = Clock::now();
+  int64_t run_steps_ = 0;
+  double window_times_[kTimes] = {}, run_times_[kTimes] = {};
+  Clock::time_point start_ = Clock::now(), window_ = start_, mark_ = start_;
 };
 
 // Sample grids and checkpoints of a run: every rank takes part (samples are generated in shares),
@@ -555,9 +616,17 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     inject_fault_if_due(in.fault, comm.rank(), step);
     if (nan_fault_due(in.fault, comm.rank(), step) && batch.dtype() == DType::f32)
       std::fill_n(batch.f32(), batch.numel(), std::numeric_limits<float>::quiet_NaN());
+    const Clock::time_point t0 = Clock::now();
     engine->submit(batch, step);
+    const Clock::time_point t1 = Clock::now();
     if (step + 1 < total) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
-    const GlobalResult g = global_result(engine->wait(), comm);
+    const Clock::time_point t2 = Clock::now();
+    const StepResult local = engine->wait();
+    const Clock::time_point t3 = Clock::now();
+    const GlobalResult g = global_result(local, comm);
+    const Clock::time_point t4 = Clock::now();
+    auto secs = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    progress.time_step(*engine, secs(t0, t1) + secs(t2, t3), secs(t1, t2), secs(t3, t4), t0, t4);
     const int64_t done = step + 1;
     if (!g.finite()) {
       // The NaN guard: every rank has the same verdict, so every rank takes the same way.
@@ -616,6 +685,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   run.line("{}: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)",
            sum.stopped_by_signal || sum.stopped_by_time ? "stopped" : "done", step - first, fmt_duration(seconds),
            sum.images_per_second, loader.wait_seconds());
+  run.line("{}", progress.time_summary());
   if (sum.stopped_by_signal || sum.stopped_by_time)
     run.line("to continue, run the same command again (checkpoint.resume auto); exit code {}", 3);
   run.line("samples:    {}", out.samples_path);

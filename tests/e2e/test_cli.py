@@ -187,6 +187,39 @@ def case_progress_display(exe, src, tmp):
           f"pipe: lines at steps {logged}")
 
 
+def case_timing_breakdown(exe, src, tmp):
+    """metrics.jsonl's timing breakdown adds up to the step time; the CPU engine's named phases hold most of it."""
+    parts = ["ms_g_forward", "ms_d_forward_backward", "ms_g_backward", "ms_comm_wait", "ms_optimizer", "ms_step_other",
+             "ms_data", "ms_rest"]
+    phases = parts[:5]
+    batch = 16
+    r = run(exe, "train", "--config", os.path.join(src, "config/tiny.yaml"), f"run.out_dir={tmp}/runs", "run.name=t",
+            "train.max_steps=30", "log.every_steps=10", f"train.batch_size={batch}", "model.g_width=16",
+            "model.d_width=16", "log.sample_every_steps=10", "checkpoint.every_steps=10")
+    check(r.returncode == 0, r.stderr)
+    lines = [json.loads(x) for x in open(os.path.join(tmp, "runs", "t", "metrics.jsonl"))]
+    check(len(lines) == 3, f"{len(lines)} metrics lines")
+    for m in lines:
+        for k in parts + ["ms_step"]:
+            check(k in m and m[k] >= 0, f"step {m['step']}: {k} missing or negative: {m}")
+        total = sum(m[k] for k in parts)
+        check(abs(total - m["ms_step"]) <= 0.05 * m["ms_step"],
+              f"step {m['step']}: the parts add up to {total:.3f} ms, the step took {m['ms_step']:.3f} ms")
+        # An independent clock: images/s over the same window.
+        check(abs(batch * 1e3 / m["ms_step"] - m["images_per_sec"]) <= 0.05 * m["images_per_sec"],
+              f"step {m['step']}: {m['ms_step']} ms per step but {m['images_per_sec']} images/s")
+        named = sum(m[k] for k in phases)
+        check(named >= 0.5 * m["ms_step"], f"step {m['step']}: the step's phases hold {named:.2f} of {m['ms_step']:.2f} ms")
+        check(m["ms_d_forward_backward"] > m["ms_g_forward"] > 0, f"step {m['step']}: D's three passes vs G's one: {m}")
+    # Samples and checkpoints every 10 steps land in `rest` (of the window after them).
+    check(lines[1]["ms_rest"] > lines[1]["ms_comm_wait"], f"samples and checkpoints not in rest: {lines[1]}")
+    summary = [x for x in r.stdout.splitlines() if x.startswith("time per step (ms): G forward ")]
+    check(len(summary) == 1 and "| rest " in summary[0] and "| total " in summary[0], f"no summary line: {r.stdout}")
+    for m in lines:
+        print(f"step {m['step']}: " + ", ".join(f"{k[3:]} {m[k]:.2f}" for k in parts) + f" | step {m['ms_step']:.2f} ms")
+    print(summary[0])
+
+
 def case_device_choice(exe, src, tmp):
     """run.device cuda trains on the GPU where there is one, else is one clear error with nothing written;
     run.device auto falls back to the CPU without a GPU."""

@@ -15,6 +15,9 @@ from gt_test import check, run, script_main, skip  # noqa: E402  (tests/common/g
 TAGS = {"d_loss": "loss/d", "g_loss": "loss/g", "d_real": "d/real", "d_fake": "d/fake", "d_grad_norm": "grad_norm/d",
         "g_grad_norm": "grad_norm/g", "lr_d": "lr/d", "lr_g": "lr/g", "images_per_sec": "speed/images_per_s",
         "epoch": "progress/epoch"}
+# The timing breakdown (milliseconds per step): "ms_<part>" -> "time_ms/<part>".
+TAGS.update({f"ms_{part}": f"time_ms/{part}" for part in (
+    "g_forward", "d_forward_backward", "g_backward", "comm_wait", "optimizer", "step_other", "data", "rest", "step")})
 GRID = 2 * (32 + 2) + 2  # config/tiny.yaml: 4 samples of 32x32, 2 per row, 2 pixels of padding
 
 

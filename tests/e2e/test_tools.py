@@ -300,14 +300,14 @@ def case_plot_metrics(exe, src, tmp):
         lines = f.read().splitlines()
     check(len(lines) == 5, f"the tiny run wrote {len(lines)} metrics lines")
     keys = set(json.loads(lines[0]))
-    # The trainer's families: losses, D outputs, grad norms, images/s, learning rates (no swd): 5 panels.
+    # The trainer's families: losses, D outputs, grad norms, images/s, learning rates, time per step (no swd): 6 panels.
     for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm", "images_per_sec", "lr_g", "lr_d"):
         check(k in keys, f"metrics lack {k}: {sorted(keys)}")
-    r = plot_ok(src, [run_dir], 5, "tiny run")
+    r = plot_ok(src, [run_dir], 6, "tiny run")
     png = os.path.join(run_dir, "plots.png")
     check(r.stderr.strip() == "", f"warnings on a complete file: {r.stderr}")
     w, h, pixels = png_size(png)
-    check((w, h) == expected_size(5), f"{png} is {w}x{h}, expected {expected_size(5)}")
+    check((w, h) == expected_size(6), f"{png} is {w}x{h}, expected {expected_size(6)}")
     check(float(np.std(pixels[..., :3])) > 0.01, "the plot is blank")
 
     # swd and another numeric key add their panels; a null (non-finite) value is a gap, not an error.
@@ -320,17 +320,17 @@ def case_plot_metrics(exe, src, tmp):
             rec["note"] = "text"  # not numeric: no panel
             f.write(json.dumps(rec) + "\n")
     out = os.path.join(tmp, "ext.png")
-    r = plot_ok(src, [extended, "--out", out], 7, "with swd and fid")
+    r = plot_ok(src, [extended, "--out", out], 8, "with swd and fid")
     check("sliced Wasserstein" in r.stdout and "fid" in r.stdout, f"panels: {r.stdout}")
     w, h, _ = png_size(out)
-    check((w, h) == expected_size(7), f"{out} is {w}x{h}, expected {expected_size(7)}")
+    check((w, h) == expected_size(8), f"{out} is {w}x{h}, expected {expected_size(8)}")
 
     # A run killed mid-write leaves a truncated last line: skipped with a warning, the rest plotted.
     garbled = os.path.join(tmp, "garbled", "metrics.jsonl")
     os.makedirs(os.path.dirname(garbled))
     with open(garbled, "w") as f:
         f.write("\n".join(lines[:4]) + "\n" + lines[4][:len(lines[4]) // 2])
-    r = plot_ok(src, [os.path.dirname(garbled)], 5, "truncated last line")
+    r = plot_ok(src, [os.path.dirname(garbled)], 6, "truncated last line")
     check("warning" in r.stderr and "last line 5" in r.stderr, f"no warning for the truncated line: {r.stderr!r}")
     w, h, _ = png_size(os.path.join(os.path.dirname(garbled), "plots.png"))
     check((w, h) == expected_size(5), f"garbled: {w}x{h}")

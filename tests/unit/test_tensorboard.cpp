@@ -226,6 +226,9 @@ TEST(TensorBoardTag, EveryMetricHasATagInItsSection) {
   EXPECT_EQ(gt::tensorboard_tag("d_fake"), "d/fake");
   EXPECT_EQ(gt::tensorboard_tag("d_grad_norm"), "grad_norm/d");
   EXPECT_EQ(gt::tensorboard_tag("images_per_sec"), "speed/images_per_s");
+  EXPECT_EQ(gt::tensorboard_tag("ms_g_forward"), "time_ms/g_forward");
+  EXPECT_EQ(gt::tensorboard_tag("ms_step"), "time_ms/step");
+  EXPECT_THROW(gt::tensorboard_tag("ms_"), gt::RuntimeError);
   EXPECT_THROW(gt::tensorboard_tag("no_such_metric"), gt::RuntimeError);
 }
 
