@@ -54,7 +54,14 @@ std::string optimizer_summary(const OptimConfig& o) {
   return text;
 }
 
-// The embedded config, parsed as train and sample parse it; one that does not parse refuses the checkpoint.
+std::string lower_ext(const std::string& path) {
+  std::string e = std::filesystem::path(path).extension().string();
+  for (auto& ch : e) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return e;
+}
+
+}  // namespace
+
 Config checkpoint_config(const Checkpoint& ck, const std::string& path) {
   try {
     return parse_config(ck.meta.config_yaml, path + ":/meta/config");
@@ -63,19 +70,10 @@ Config checkpoint_config(const Checkpoint& ck, const std::string& path) {
   }
 }
 
-// Refuses a checkpoint whose float tensors hold a NaN or an infinity (a diverged run), naming the first.
 void refuse_nonfinite(const Checkpoint& ck, const std::string& path, const char* refusal) {
   const std::string bad = first_nonfinite_tensor(ck);
   if (!bad.empty()) user_error("checkpoint {} holds non-finite weights (/{}); {}", path, bad, refusal);
 }
-
-std::string lower_ext(const std::string& path) {
-  std::string e = std::filesystem::path(path).extension().string();
-  for (auto& ch : e) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return e;
-}
-
-}  // namespace
 
 int cmd_train(const TrainArgs& a) {
   // Started by mpirun or srun, every rank reads the config; a problem is agreed and reported once.

@@ -6,6 +6,9 @@
 
 namespace gt {
 
+struct Checkpoint;
+struct Config;
+
 struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
@@ -13,6 +16,12 @@ struct TrainArgs {
 struct SampleArgs {
   std::string checkpoint, out;
   int n = 64;
+  int64_t seed = 0;
+  bool ema = false;
+};
+struct EvalArgs {
+  std::string metric, checkpoint, data, data2;
+  int64_t n = 8192;
   int64_t seed = 0;
   bool ema = false;
 };
@@ -31,6 +40,14 @@ constexpr int kExitStoppedBySignal = 3;
 int cmd_train(const TrainArgs& a);
 int cmd_sample(const SampleArgs& a);
 int cmd_info(const InfoArgs& a);
+// gantrain eval --metric swd: the Sliced Wasserstein Distance of G's samples (or of a second dataset)
+// against a dataset's images (src/cli/eval.cpp, docs/user-guide.md "Evaluate").
+int cmd_eval(const EvalArgs& a);
+
+// The checkpoint's embedded config, parsed as train and sample parse it (UserError naming the file when not).
+Config checkpoint_config(const Checkpoint& ck, const std::string& path);
+// UserError naming the first float tensor of ck that holds a NaN or an infinity; `refusal` ends the sentence.
+void refuse_nonfinite(const Checkpoint& ck, const std::string& path, const char* refusal);
 // The "hdf5_kind" file check (core/file_check.h): "dataset" for an HDF5 file with /images (or whose
 // /images cannot be looked up) and no /meta, else "checkpoint": what cmd_info then reads it as.
 std::string probe_hdf5_kind(const std::string& path);

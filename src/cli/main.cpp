@@ -1,4 +1,4 @@
-// gantrain command line: train, sample, info, ingest. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.
+// gantrain command line: train, sample, eval, info, ingest. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -57,6 +57,16 @@ int main(int argc, char** argv) {
   sample->add_flag("--ema", sample_args.ema, "use the averaged generator G_ema");
   sample->add_option("--out", sample_args.out, "output .png (grid) or .h5 (/z and /images)")->required();
 
+  gt::EvalArgs eval_args;
+  auto* eval = app.add_subcommand("eval", "measure G's samples (or a second dataset) against a dataset: --metric swd");
+  eval->add_option("--metric", eval_args.metric, "swd: Sliced Wasserstein Distance (docs/user-guide.md, Evaluate)")->required();
+  eval->add_option("--checkpoint", eval_args.checkpoint, "checkpoint .h5 whose G makes the images to measure");
+  eval->add_option("--data", eval_args.data, "dataset .h5 of the real images")->required();
+  eval->add_option("--data2", eval_args.data2, "instead of --checkpoint: a second dataset (the same file: two disjoint halves)");
+  eval->add_option("--n", eval_args.n, "images per set (default 8192)");
+  eval->add_option("--seed", eval_args.seed, "seed of the real subset, the noise, the patches and the directions");
+  eval->add_flag("--ema", eval_args.ema, "use the averaged generator G_ema");
+
   gt::InfoArgs info_args;
   auto* info = app.add_subcommand("info", "summarize a model config, a checkpoint or a dataset");
   info->add_option("--config", info_args.config, "YAML config: print the model and parameter counts");
@@ -82,6 +92,7 @@ int main(int argc, char** argv) {
   try {
     if (*train) return gt::cmd_train(train_args);
     if (*sample) return gt::cmd_sample(sample_args);
+    if (*eval) return gt::cmd_eval(eval_args);
     if (*info) return gt::cmd_info(info_args);
     if (*ingest) return gt::cmd_ingest(ingest_args);
   } catch (const gt::UserError& e) {

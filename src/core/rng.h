@@ -7,7 +7,16 @@
 namespace gt {
 
 // What a draw is for; part of the key, so different uses never share random numbers.
-enum class RngStream : uint32_t { init = 1, noise = 2, permutation = 3, flip = 4, synthetic = 5, test = 99 };
+enum class RngStream : uint32_t {
+  init = 1,
+  noise = 2,
+  permutation = 3,
+  flip = 4,
+  synthetic = 5,
+  eval_patches = 6,     // eval/swd: where the 7x7 patches of each image and pyramid level lie
+  eval_directions = 7,  // eval/swd: the random projection directions
+  test = 99
+};
 
 struct Philox4 {
   uint32_t v[4];

@@ -18,11 +18,6 @@ namespace {
 // after mapping to [0, 1], which is black and vanishes against the black backgrounds of (Fashion-)MNIST.
 constexpr uint8_t kGridBorder = 128;
 
-// Maps [-1, 1] to [0, 255] by round((x + 1) * 127.5), half up. Out-of-range values clamp; NaN maps to 0.
-uint8_t to_u8(float x) {
-  float clamped = x >= -1.f ? (x <= 1.f ? x : 1.f) : -1.f;
-  return static_cast<uint8_t>((clamped + 1.f) * 127.5f + 0.5f);
-}
 
 struct PngErrorState {
   char message[256] = {};
@@ -139,7 +134,7 @@ std::vector<uint8_t> make_grid(const Tensor& images, int nrow, int padding, int*
     for (int64_t ch = 0; ch < c; ++ch) {
       const float* plane = src + (k * c + ch) * h * w;
       for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x) grid[((top + y) * grid_w + left + x) * c + ch] = to_u8(plane[y * w + x]);
+        for (int64_t x = 0; x < w; ++x) grid[((top + y) * grid_w + left + x) * c + ch] = float_to_pixel(plane[y * w + x]);
     }
   }
   *height = static_cast<int>(grid_h);

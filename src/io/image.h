@@ -8,6 +8,13 @@
 
 namespace gt {
 
+// One model value in [-1, 1] as a byte: round((clamp(x, -1, 1) + 1) * 127.5), half up, NaN -> 0. The inverse of
+// the dataset's v / 127.5 - 1 (every byte comes back exactly); sample grids and eval/swd use it.
+inline uint8_t float_to_pixel(float x) {
+  const float clamped = x >= -1.f ? (x <= 1.f ? x : 1.f) : -1.f;
+  return static_cast<uint8_t>((clamped + 1.f) * 127.5f + 0.5f);
+}
+
 // Encodes 8-bit gray (c=1), RGB (c=3) or RGBA (c=4) pixels, row-major HWC, as the bytes of a PNG file.
 std::string encode_png(const uint8_t* hwc, int height, int width, int channels);
 
