@@ -7,8 +7,9 @@
 # one panel per other numeric key a run may add. Nulls (non-finite values) leave gaps. Panels sit in
 # two columns, each PANEL_W x PANEL_H pixels, so the PNG is 2*PANEL_W wide and PANEL_H per row tall.
 # A run killed while writing leaves a truncated last line: it is skipped with a warning. Any other line
-# that is not a JSON object with a numeric `step` is an error. Lines repeating a step (none should, a
-# resumed run drops the lines it trains again) are kept in file order, the last one wins.
+# that is not a JSON object with a numeric `step` is an error. Lines of one step are merged in file order
+# (the SWD's line of a step sits beside the regular one), a key given twice takes the last value (a
+# resumed run drops the lines it trains again, so that should not happen).
 # Needs matplotlib (Debian's python3-matplotlib); uses the Agg backend, no display.
 # Exit codes: 0 written; 2 bad input (missing, empty or garbled file), one line naming the file.
 import argparse
@@ -54,7 +55,7 @@ def is_number(v):
 
 
 def read_metrics(path):
-    """The records of a metrics.jsonl by step (file order, last wins); a truncated last line is skipped."""
+    """The records of a metrics.jsonl by step (lines of one step merged, last wins); a truncated last line is skipped."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file" if not os.path.exists(path) else f"{path} is not a file")
     try:
@@ -79,7 +80,7 @@ def read_metrics(path):
                 cut = number
                 continue
             raise UserError(f"{path}:{number} is not a metrics line ({str(e).splitlines()[0]})") from None
-        records[rec["step"]] = rec
+        records.setdefault(rec["step"], {}).update(rec)
     if not records:
         why = " (it is empty)" if not data.strip() else f" (line {cut} is cut short)" if cut else ""
         raise UserError(f"{path} has no metrics lines{why}")

@@ -15,6 +15,7 @@
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
 #include "train/model_state.h"
+#include "train/swd_hook.h"
 #include "train/trainer.h"
 
 namespace gt {
@@ -52,6 +53,8 @@ int cmd_eval(const EvalArgs& a) {
     user_error("eval compares --data with either --checkpoint (G's samples) or --data2 (another dataset's images): "
                "give exactly one of them");
   if (a.n < 1) user_error("--n {}: the number of images must be at least 1", a.n);
+  if (a.train_noise && a.checkpoint.empty())
+    user_error("--train-noise draws G's noise as training's SWD does; it needs --checkpoint");
   const uint64_t seed = static_cast<uint64_t>(a.seed);
   SwdOptions options;
   options.seed = seed;
@@ -111,15 +114,18 @@ int cmd_eval(const EvalArgs& a) {
     Sequential G = make_dcgan_generator(spec);
     import_state_dict(G, ck, group, a.checkpoint);
     add_dataset_images(reals, real, random_subset(ri.count, a.n, 0, seed), options);
-    // The noise of sample --seed S: image i is G(z_i) with z keyed by (seed, step 0, i), in eval mode.
+    // The noise of sample --seed S: image i is G(z_i) with z keyed by (seed, step 0, i), in eval mode; with
+    // --train-noise the noise training's SWD draws (seed, kSwdNoiseStep, i), whose real subset is this one.
+    const uint64_t noise_step = a.train_noise ? kSwdNoiseStep : 0;
     for (int64_t first = 0; first < a.n; first += kEvalBatch) {
       const int64_t count = std::min(kEvalBatch, a.n - first);
       Tensor z({count, spec.nz});
-      fill_noise(z.f32(), count, spec.nz, seed, 0, first);
+      fill_noise(z.f32(), count, spec.nz, seed, noise_step, first);
       const Tensor images = generate(G, z);
       swd_add_images_f32(others, images.f32(), count, options);
     }
-    other_text = fmt::format("{} samples of {} (step {}{})", a.n, a.checkpoint, ck.meta.step, a.ema ? ", G_ema" : "");
+    other_text = fmt::format("{} samples of {} (step {}{}{})", a.n, a.checkpoint, ck.meta.step, a.ema ? ", G_ema" : "",
+                             a.train_noise ? ", training's SWD noise" : "");
   }
 
   swd_normalize(reals);

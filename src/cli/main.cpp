@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
   eval->add_option("--n", eval_args.n, "images per set (default 8192)");
   eval->add_option("--seed", eval_args.seed, "seed of the real subset, the noise, the patches and the directions");
   eval->add_flag("--ema", eval_args.ema, "use the averaged generator G_ema");
+  eval->add_flag("--train-noise", eval_args.train_noise,
+                 "G's noise as training's log.swd_every_steps draws it (with --seed run.seed: its swd values)");
 
   gt::InfoArgs info_args;
   auto* info = app.add_subcommand("info", "summarize a model config, a checkpoint or a dataset");

@@ -69,6 +69,8 @@ struct LogConfig {
   int64_t sample_every_steps = 500;  // 0 = only at the end
   int sample_count = 64;
   bool tensorboard = true;  // TensorBoard event files beside metrics.jsonl (docs/formats.md)
+  int64_t swd_every_steps = 0;  // 0 = off; else the SWD of G's samples every this many steps (train/swd_hook.h)
+  int64_t swd_images = 2048;    // generated images, and real images, per SWD evaluation
 };
 
 struct CheckpointConfig {

@@ -183,6 +183,12 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"log.tensorboard", GT_BIND(log.tensorboard), any_value(),
                "Also write TensorBoard event files (events.out.tfevents.*) in the run directory: the metrics.jsonl "
                "values as scalars and each sample grid as an image (`tensorboard --logdir runs/`)."});
+  k.push_back({"log.swd_every_steps", GT_BIND(log.swd_every_steps), at_least(0),
+               "Measure the Sliced Wasserstein Distance of G's samples to the real images every this many steps, "
+               "before training and at the end (metrics.jsonl `swd`, docs/user-guide.md Evaluate); 0 = off."});
+  k.push_back({"log.swd_images", GT_BIND(log.swd_images), between(1, 65536),
+               "Images per SWD measurement: this many from G (fixed noise) and as many real ones (a fixed seeded "
+               "subset); at most the dataset's size."});
   // checkpoint
   k.push_back({"checkpoint.resume", GT_BIND(checkpoint.resume), non_empty_text(),
                "auto: continue from the newest checkpoint of run.out_dir/run.name that validates (a finished run "

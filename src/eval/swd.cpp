@@ -62,7 +62,7 @@ void add_image(SwdDescriptors& set, const std::vector<float>& planes, int64_t im
   const int dim = set.dim();
   for (int l = 0; l < L; ++l) {
     const int side = R >> l;
-    float* out = set.levels[l].data() + static_cast<size_t>(image) * P * dim;
+    float* out = set.levels[l].data() + static_cast<size_t>(image - set.first_image) * P * dim;
     Philox4 words{};
     for (int p = 0; p < P; ++p) {
       // Counter (image lo, image hi, level, p / 2): two patches per Philox block, x then y.
@@ -193,7 +193,7 @@ void swd_add_images_u8(SwdDescriptors& set, const uint8_t* nhwc, int64_t count, 
     std::vector<float> planes(plane * C);
     for (size_t p = 0; p < plane; ++p)
       for (int c = 0; c < C; ++c) planes[c * plane + p] = image[p * C + c];
-    add_image(set, planes, first + i, options.seed);
+    add_image(set, planes, set.first_image + first + i, options.seed);
   }
 }
 
@@ -206,7 +206,7 @@ void swd_add_images_f32(SwdDescriptors& set, const float* nchw, int64_t count, c
     const float* image = nchw + static_cast<size_t>(i) * values;
     std::vector<float> planes(values);
     for (size_t v = 0; v < values; ++v) planes[v] = float_to_pixel(image[v]);
-    add_image(set, planes, first + i, options.seed);
+    add_image(set, planes, set.first_image + first + i, options.seed);
   }
 }
 

@@ -39,12 +39,16 @@ std::vector<float> swd_reconstruct(const std::vector<std::vector<float>>& levels
 // --- Descriptors ----------------------------------------------------------------------------------
 // One image set's descriptors, level by level: level l is a row-major matrix [images *
 // descriptors_per_image, 7*7*C], each row a patch of that level laid out (channel, y, x). Image i of
-// the set (numbered in the order added) draws its patch positions from (seed, level, i) alone, so a
-// set built batch by batch equals one built at once.
+// the set (numbered in the order added, from first_image on) draws its patch positions from (seed,
+// level, first_image + i) alone, so a set built batch by batch, or share by share, equals one built at once.
 struct SwdDescriptors {
   int resolution = 0, channels = 0;
   int descriptors_per_image = 0;
   int64_t images = 0;
+  // The number of the set's first image in a larger set that is measured in shares (one rank's part of
+  // the images): patch positions follow the larger set's numbering, so the shares' rows put together
+  // equal the rows of the whole set built at once.
+  int64_t first_image = 0;
   bool normalized = false;  // swd_normalize ran; no more images may be added
   std::vector<std::vector<float>> levels;
 

@@ -56,6 +56,10 @@ std::string tensorboard_tag(const std::string& metric) {
     if (metric == key) return tag;
   // The timing breakdown, milliseconds per step: "ms_g_forward" -> "time_ms/g_forward".
   if (metric.starts_with("ms_") && metric.size() > 3) return "time_ms/" + metric.substr(3);
+  // The SWD (log.swd_every_steps): "swd" -> "quality/swd", each level "swd_32" -> "quality/swd_32".
+  if (metric == "swd" || (metric.starts_with("swd_") && metric.size() > 4 &&
+                          metric.find_first_not_of("0123456789", 4) == std::string::npos))
+    return "quality/" + metric;
   runtime_error("metric '{}' has no TensorBoard tag (add it to tensorboard_tag in train/run_dir.cpp)", metric);
 }
 

@@ -30,6 +30,7 @@
 #include "train/resume.h"
 #include "train/run_dir.h"
 #include "train/signal_guard.h"
+#include "train/swd_hook.h"
 #if GANTRAIN_HAVE_CUDA
 #include "cuda/device.h"
 #endif
@@ -91,6 +92,7 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     in.fault = fault_plan_from_env(process_env());
     in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
     in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
+    check_swd_config(cfg.log, in.spec.resolution, in.source->size());
   });
   in.total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * in.plan->steps_per_epoch();
   in.dataset_size = in.source->size();
@@ -436,6 +438,36 @@ class Outputs {
   Clock::time_point last_time_ = Clock::now();
 };
 
+// The SWD of G's samples (log.swd_every_steps): every rank measures its share, rank 0 writes one
+// metrics.jsonl line of its own for the step ({"step", "swd", "swd_<res>"...}, x1e3 as `gantrain eval`
+// prints) and a console line.
+class SwdMetric {
+ public:
+  SwdMetric(const Config& cfg, const RunInputs& in, Communicator& comm)
+      : hook_(cfg.log, static_cast<uint64_t>(cfg.run.seed), *in.source, in.spec.resolution, in.spec.channels,
+              in.spec.nz, comm) {}
+
+  void measure(RunDirectory& run, StepEngine& engine, int64_t step) {
+    if (step == last_step_) return;  // a run that ends where it measured (a resume that trains no step)
+    last_step_ = step;
+    const Clock::time_point t0 = Clock::now();
+    const SwdResult r = hook_.measure([&](const Tensor& z) { return engine.generate(z); });
+    std::vector<std::pair<std::string, double>> values = {{"swd", r.average * 1e3}};
+    std::string levels;
+    for (size_t l = 0; l < r.per_level.size(); ++l) {
+      values.emplace_back(fmt::format("swd_{}", r.resolutions[l]), r.per_level[l] * 1e3);
+      levels += fmt::format(" | {} {:.4f}", r.resolutions[l], r.per_level[l] * 1e3);
+    }
+    run.metrics(step, values);
+    run.line("swd x1e3 at step {}: avg {:.4f}{} ({} images, {:.1f} s)", step, r.average * 1e3, levels, hook_.images(),
+             seconds_since(t0));
+  }
+
+ private:
+  SwdHook hook_;
+  int64_t last_step_ = -1;
+};
+
 // Parameters, buffers and optimizer state of a checkpoint into the host models; UserError naming the
 // file and tensor when one is missing or shaped otherwise.
 void load_models(Models& m, const Checkpoint& ck, const std::string& source) {
@@ -578,6 +610,9 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   GanModels host = m->view();
   const EngineOptions eo = engine_options(cfg, comm, in);
   std::unique_ptr<StepEngine> engine = make_engine(eo, host, comm);
+  // The SWD's real images are read before the loader's threads read the same source.
+  std::optional<SwdMetric> swd;
+  if (cfg.log.swd_every_steps > 0) run_agreed(comm, [&] { swd.emplace(cfg, in, comm); });
   Loader loader(*in.source, loader_options(cfg, comm, *engine, first, in.total_steps));
   GT_CHECK(loader.shard_size() == eo.local_batch && loader.shard_first() == eo.shard_first,
            "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), loader.shard_size(),
@@ -608,6 +643,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
                        engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype())};
   Progress progress(run, cfg, *in.plan, first, in.total_steps, *m);  // the run's clock starts here
   const int64_t total = in.total_steps;
+  if (swd && first == 0 && total > 0) swd->measure(run, *engine, 0);  // the untrained G: where the curve starts
   if (first < total) loader.next(batches[first % 2]);
   int64_t step = first;
   for (; step < total; ++step) {
@@ -651,6 +687,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     }
     progress.add(g.r, done);
     if (due(cfg.log.sample_every_steps, done, total)) out.samples(done);
+    if (swd && due(cfg.log.swd_every_steps, done, total)) swd->measure(run, *engine, done);
     if (due(cfg.checkpoint.every_steps, done, total) || (done != total && out.minutes_due())) out.checkpoint(done);
     // Stop requests agreed by all ranks, so that they all leave after the same step: a signal any rank
     // received, or a time limit any rank's clock reached.
@@ -675,6 +712,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   sum.steps = step;
   sum.images_per_second = (step - first) * cfg.train.batch_size / std::max(seconds, 1e-9);
   out.samples(step);
+  if (swd) swd->measure(run, *engine, step);
   engine->sync_to_host();  // every rank: the parameter check below reads the host models
   out.checkpoint(step);
   const std::vector<int> drifted = ranks_with_other_parameters(comm, m->G, m->D);

@@ -18,6 +18,8 @@ TAGS = {"d_loss": "loss/d", "g_loss": "loss/g", "d_real": "d/real", "d_fake": "d
 # The timing breakdown (milliseconds per step): "ms_<part>" -> "time_ms/<part>".
 TAGS.update({f"ms_{part}": f"time_ms/{part}" for part in (
     "g_forward", "d_forward_backward", "g_backward", "comm_wait", "optimizer", "step_other", "data", "rest", "step")})
+# The SWD (log.swd_every_steps): "swd" -> "quality/swd", each level "swd_<res>" -> "quality/swd_<res>".
+SWD_TAGS = {"swd": "quality/swd", "swd_32": "quality/swd_32", "swd_16": "quality/swd_16"}
 GRID = 2 * (32 + 2) + 2  # config/tiny.yaml: 4 samples of 32x32, 2 per row, 2 pixels of padding
 
 
@@ -126,7 +128,28 @@ def case_resume_new_file(exe, src, tmp):
     check_against_metrics(run_dir, [2, 4])
 
 
-CASES = {"scalars_and_samples": case_scalars_and_samples, "resume_new_file": case_resume_new_file}
+def case_swd_scalars(exe, src, tmp):
+    """The SWD's own metrics.jsonl lines (steps 0, 2, 4) become quality/ scalars at their steps, in float32."""
+    r = train_tiny(exe, src, tmp, "log.swd_every_steps=2", "log.swd_images=16")
+    check(r.returncode == 0, f"train failed: {r.stderr}")
+    run_dir = os.path.join(tmp, "tiny")
+    lines = [line for line in metrics_lines(run_dir) if "swd" in line]
+    check([line["step"] for line in lines] == [0, 2, 4], f"swd lines at steps {[line['step'] for line in lines]}")
+    acc = accumulate(run_dir)
+    tags = acc.Tags()["scalars"]
+    check(set(SWD_TAGS.values()) <= set(tags) and set(tags) <= set(SWD_TAGS.values()) | set(TAGS.values()),
+          f"scalar tags {tags}")
+    for key, tag in SWD_TAGS.items():
+        events = acc.Scalars(tag)
+        check([e.step for e in events] == [0, 2, 4], f"{tag}: steps {[e.step for e in events]}")
+        for e, line in zip(events, lines):
+            check(struct.pack("<f", e.value) == struct.pack("<f", line[key]),
+                  f"{tag} at step {e.step}: {e.value} is not float32({line[key]})")
+    print("swd scalars: " + ", ".join(f"{line['step']}: {line['swd']:.4f}" for line in lines))
+
+
+CASES = {"scalars_and_samples": case_scalars_and_samples, "resume_new_file": case_resume_new_file,
+         "swd_scalars": case_swd_scalars}
 
 
 def main():

@@ -333,6 +333,45 @@ def case_invariance_np1_np2_np4(job):
     check(rel > 100 * INVARIANCE_REL, f"per-rank BN should differ clearly, got {rel:.3g}")
 
 
+def swd_lines(job, name):
+    return [m for m in load_metrics(job, name) if "swd" in m]
+
+
+def case_swd_np1_np2_np4(job):
+    """The SWD during training (log.swd_every_steps) on 1, 2 and 4 ranks, 50 images (padded shares of 25 and 13):
+    at step 0 (the same initial weights) bit for bit the same numbers; at steps 10 and 20, where the weights
+    differ by the summation order's rounding, within 10x what 1 vs 2 threads of one process moves them."""
+    swd = ["log.swd_every_steps=10", "log.swd_images=50"]
+    r = job.run(job.train_args("swd_single", *WIRING, *swd))
+    check(r.returncode == 0, f"single process failed: {r.stderr}")
+    single = swd_lines(job, "swd_single")
+    check([m["step"] for m in single] == [0, 10, 20], f"swd at steps {[m['step'] for m in single]}")
+    check(all(sorted(m) == ["step", "swd", "swd_16", "swd_32"] for m in single), f"swd lines {single}")
+    r = job.run(job.train_args("swd_t2", *WIRING, *swd, "run.threads=2"))
+    check(r.returncode == 0, f"single process on 2 threads failed: {r.stderr}")
+    t2 = swd_lines(job, "swd_t2")
+    check(t2[0] == single[0], f"2 threads changed the SWD of the untrained G: {t2[0]} vs {single[0]}")
+    floor = max(abs(b[k] - a[k]) / a[k] for a, b in zip(single, t2) for k in ("swd", "swd_32", "swd_16"))
+    bound = max(1e-6, 10 * floor)
+    print(f"swd x1e3 (np 1): {[(m['step'], round(m['swd'], 4)) for m in single]}; floor (1 vs 2 threads) "
+          f"{floor:.3g}, bound {bound:.3g}")
+    for np in [1, 2, 4]:
+        name = f"swd_np{np}"
+        r = job.run(job.mpi(np, *job.train_args(name, *WIRING, *swd)))
+        check(r.returncode == 0, f"np {np} failed ({r.returncode}): {r.stdout}\n{r.stderr}")
+        check(r.stderr.strip() == "", f"np {np}: stderr not empty: {r.stderr!r}")
+        check(count(r.stdout, "swd x1e3 at step ") == 3, f"np {np}: expected 3 swd lines (rank 0's):\n{r.stdout}")
+        multi = swd_lines(job, name)
+        check([m["step"] for m in multi] == [0, 10, 20], f"np {np}: swd at steps {[m['step'] for m in multi]}")
+        check(multi[0] == single[0], f"np {np}: the untrained G's SWD differs: {multi[0]} vs {single[0]}")
+        if np == 1:
+            check(multi == single, f"mpirun -np 1 differs from the plain process: {multi} vs {single}")
+        rel = max(abs(b[k] - a[k]) / a[k] for a, b in zip(single, multi) for k in ("swd", "swd_32", "swd_16"))
+        print(f"np {np}: step 0 bit-identical; worst relative difference {rel:.3g} (bound {bound:.3g}); "
+              f"{r.seconds:.1f} s")
+        check(rel <= bound, f"np {np}: swd differs from one process by {rel:.3g}: {multi} vs {single}")
+
+
 def clipped_norms(path):
     """Global norms of the gradients that D's and G's first optimizer step applied, read back from its state:
     SGD's first momentum buffer is the gradient itself, Adam's first exp_avg is (1 - beta1) times it."""

@@ -103,6 +103,8 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
   EXPECT_EQ(a.log.sample_every_steps, b.log.sample_every_steps);
   EXPECT_EQ(a.log.sample_count, b.log.sample_count);
+  EXPECT_EQ(a.log.swd_every_steps, b.log.swd_every_steps);
+  EXPECT_EQ(a.log.swd_images, b.log.swd_images);
   EXPECT_EQ(a.checkpoint.resume, b.checkpoint.resume);
   EXPECT_EQ(a.checkpoint.every_steps, b.checkpoint.every_steps);
   EXPECT_EQ(a.checkpoint.every_minutes, b.checkpoint.every_minutes);
@@ -124,7 +126,7 @@ Config all_fields_changed() {
   c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
-  c.log = {11, 13, 17};
+  c.log = {11, 13, 17, true, 29, 31};
   c.checkpoint = {"runs/x: y/ckpt_00000001.h5", 19, 2.25, 23, 0.5};
   c.dist = {DistBackend::mpi, false, 0.375, 21.5};
   return c;
@@ -141,8 +143,8 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
   // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 8, optim 2 x 8,
-  // log 4, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 60u);
+  // log 6, checkpoint 5, dist 4.
+  EXPECT_EQ(schema.size(), 62u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
@@ -201,7 +203,7 @@ optim:
       weight_decay: 1e-5}
   d: {name: sgd, lr: 0.123456789, beta1: 0.1, beta2: 0.2, eps: 1e-3, alpha: 0.5, momentum: 0.75,
       weight_decay: 2.5e-4}
-log: {every_steps: 11, sample_every_steps: 13, sample_count: 17}
+log: {every_steps: 11, sample_every_steps: 13, sample_count: 17, swd_every_steps: 29, swd_images: 31}
 checkpoint: {resume: "runs/x: y/ckpt_00000001.h5", every_steps: 19, every_minutes: 2.25, keep_last: 23, keep_every_hours: 0.5}
 dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5}
 )";

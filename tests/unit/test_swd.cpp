@@ -128,6 +128,31 @@ TEST(SwdDescriptors, BytesAndFloatsGiveTheSameDescriptorsBatchByBatch) {
   EXPECT_NE(whole.levels[0], other.levels[0]);
 }
 
+TEST(SwdDescriptors, SharesWithFirstImagePutTogetherEqualTheWholeSet) {
+  // As the training hook measures over ranks: shares of 4, 4 and 2 images, each numbered from its first_image.
+  const int C = 1, R = 32;
+  const int64_t n = 10;
+  SwdOptions o;
+  o.descriptors_per_image = 8;
+  const std::vector<float> f = disc_images(0, n, C, R);
+  SwdDescriptors whole = swd_descriptor_set(R, C, o);
+  swd_add_images_f32(whole, f.data(), n, o);
+  std::vector<std::vector<float>> joined(whole.levels.size());
+  for (int64_t first = 0; first < n; first += 4) {
+    SwdDescriptors share = swd_descriptor_set(R, C, o);
+    share.first_image = first;
+    swd_add_images_f32(share, f.data() + first * C * R * R, std::min<int64_t>(4, n - first), o);
+    for (size_t l = 0; l < joined.size(); ++l)
+      joined[l].insert(joined[l].end(), share.levels[l].begin(), share.levels[l].end());
+  }
+  for (size_t l = 0; l < joined.size(); ++l) EXPECT_EQ(joined[l], whole.levels[l]) << "level " << l;
+  // Numbered from 0 instead, the last share draws other patch positions.
+  SwdDescriptors unnumbered = swd_descriptor_set(R, C, o);
+  swd_add_images_f32(unnumbered, f.data() + 8 * C * R * R, 2, o);
+  EXPECT_NE(std::vector<float>(whole.levels[0].end() - unnumbered.levels[0].size(), whole.levels[0].end()),
+            unnumbered.levels[0]);
+}
+
 TEST(SwdDescriptors, NormalizedPerChannel) {
   SwdOptions o;
   o.descriptors_per_image = 32;

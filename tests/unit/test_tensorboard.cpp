@@ -228,6 +228,11 @@ TEST(TensorBoardTag, EveryMetricHasATagInItsSection) {
   EXPECT_EQ(gt::tensorboard_tag("images_per_sec"), "speed/images_per_s");
   EXPECT_EQ(gt::tensorboard_tag("ms_g_forward"), "time_ms/g_forward");
   EXPECT_EQ(gt::tensorboard_tag("ms_step"), "time_ms/step");
+  EXPECT_EQ(gt::tensorboard_tag("swd"), "quality/swd");
+  EXPECT_EQ(gt::tensorboard_tag("swd_64"), "quality/swd_64");
+  EXPECT_EQ(gt::tensorboard_tag("swd_16"), "quality/swd_16");
+  EXPECT_THROW(gt::tensorboard_tag("swd_"), gt::RuntimeError);
+  EXPECT_THROW(gt::tensorboard_tag("swd_avg"), gt::RuntimeError);
   EXPECT_THROW(gt::tensorboard_tag("ms_"), gt::RuntimeError);
   EXPECT_THROW(gt::tensorboard_tag("no_such_metric"), gt::RuntimeError);
 }
