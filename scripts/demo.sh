@@ -34,7 +34,7 @@ if [ "$rc" = 0 ]; then
     case "$arg" in run.out_dir=*) out_dir=${arg#run.out_dir=} ;; run.name=*) name=${arg#run.name=} ;; esac
   done
   if /usr/bin/python3 tools/plot_metrics.py "$out_dir/$name" --out "$out_dir/$name/plots.png" >/dev/null; then
-    echo "plots:      $out_dir/$name/plots.png (losses, D outputs, gradient norms, images/s over steps)"
+    echo "plots:      $out_dir/$name/plots.png (losses, D outputs, gradient norms, images/s, SWD over steps)"
   else
     echo "[demo] warning: could not plot $out_dir/$name/metrics.jsonl (tools/plot_metrics.py)"
   fi

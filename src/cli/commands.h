@@ -24,7 +24,7 @@ struct EvalArgs {
   int64_t n = 8192;
   int64_t seed = 0;
   bool ema = false;
-  bool train_noise = false;  // G's noise as log.swd_every_steps draws it (train/swd_hook.h)
+  bool train_noise = false;  // G's noise as log.swd_every_steps draws it (train/swd_meter.h)
 };
 struct InfoArgs {
   std::string config, file;

@@ -15,7 +15,7 @@
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
 #include "train/model_state.h"
-#include "train/swd_hook.h"
+#include "train/swd_meter.h"
 #include "train/trainer.h"
 
 namespace gt {

@@ -56,7 +56,8 @@ struct DataConfig {
 struct TrainConfig {
   int64_t batch_size = 1024;   // global batch
   int64_t epochs = 100;
-  int64_t max_steps = 0;       // 0 = run all epochs
+  int64_t max_steps = 0;       // 0 = run all epochs (or max_images)
+  int64_t max_images = 0;      // 0 = off; else train on this many images (whole steps, rounded up), when max_steps is 0
   double max_minutes = 0;      // 0 = no time limit; else stop (with a checkpoint) after this many minutes
   float clip_grad_norm = 0.f;  // 0 = off
   StopSignal stop_signal = StopSignal::usr1;  // stops like SIGTERM/SIGINT (docs/cluster.md)
@@ -69,7 +70,7 @@ struct LogConfig {
   int64_t sample_every_steps = 500;  // 0 = only at the end
   int sample_count = 64;
   bool tensorboard = true;  // TensorBoard event files beside metrics.jsonl (docs/formats.md)
-  int64_t swd_every_steps = 0;  // 0 = off; else the SWD of G's samples every this many steps (train/swd_hook.h)
+  int64_t swd_every_steps = 0;  // 0 = off; else the SWD of G's samples every this many steps (train/swd_meter.h)
   int64_t swd_images = 2048;    // generated images, and real images, per SWD evaluation
 };
 

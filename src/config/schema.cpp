@@ -157,7 +157,10 @@ std::vector<KeyDef> build_schema() {
                "Global batch size: images per step over all ranks."});
   k.push_back({"train.epochs", GT_BIND(train.epochs), at_least(1), "Passes over the dataset."});
   k.push_back({"train.max_steps", GT_BIND(train.max_steps), at_least(0),
-               "Stop after this many steps; 0 = run all epochs."});
+               "Stop after this many steps; 0 = run train.max_images, or all epochs. Replaces train.epochs when set."});
+  k.push_back({"train.max_images", GT_BIND(train.max_images), at_least(0),
+               "Stop after this many training images (whole steps of train.batch_size, rounded up) when "
+               "train.max_steps is 0; 0 = run all epochs. Replaces train.epochs when set."});
   k.push_back({"train.max_minutes", GT_BIND(train.max_minutes), at_least(0),
                "Stop, with a checkpoint, after this many minutes of training; 0 = no time limit."});
   k.push_back({"train.clip_grad_norm", GT_BIND(train.clip_grad_norm), at_least(0),

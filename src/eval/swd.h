@@ -86,4 +86,17 @@ struct SwdResult {
 // |a_sorted - b_sorted| over descriptors and directions.
 SwdResult swd_distance(const SwdDescriptors& a, const SwdDescriptors& b, const SwdOptions& options);
 
+// The same in parts, so that ranks can share the directions. Directions go in blocks of
+// kSwdDirectionBlock (one sgemm each); a share is whole blocks, so a direction's projections, and its
+// mean, are the same bits whichever share computes it.
+inline constexpr int kSwdDirectionBlock = 16;
+int swd_direction_blocks(const SwdOptions& options);
+// Per level, the mean |a_sorted - b_sorted| of each direction in blocks [first_block, first_block + blocks)
+// (clipped to the directions there are): [level][direction - first_block * kSwdDirectionBlock].
+std::vector<std::vector<double>> swd_direction_means(const SwdDescriptors& a, const SwdDescriptors& b,
+                                                     const SwdOptions& options, int first_block, int blocks);
+// The distance from every direction's mean ([level][direction], all directions in order), summed as
+// swd_distance sums them.
+SwdResult swd_from_direction_means(const SwdDescriptors& a, const std::vector<std::vector<double>>& means);
+
 }  // namespace gt

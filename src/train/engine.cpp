@@ -41,9 +41,9 @@ class CpuEngine final : public StepEngine {
     return r;
   }
   Tensor generate(const Tensor& z) override { return gt::generate(*m_.G, z); }
-  bool take_phase_seconds(double (&seconds)[kStepPhases]) override {
+  PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) override {
     ops_.take_phase_seconds(seconds);
-    return true;
+    return PhaseClock::host;
   }
   void sync_to_host() override {}
   void load_from_host() override {}

@@ -10,6 +10,7 @@
 #include "train/cpu_step.h"
 #include "train/gan_step.h"
 #include "train/step_parts.h"
+#include "train/step_timing.h"
 
 namespace gt {
 
@@ -70,12 +71,12 @@ class StepEngine {
   // Copies the host models (reloaded from a checkpoint) into the engine's (no-op on the CPU, whose
   // engine trains the host models themselves).
   virtual void load_from_host() = 0;
-  // Seconds spent in each StepPhase since the last call (then zeroed), summed over the steps; false when
-  // this engine does not time its phases (the CUDA engine: CUDA events are still to come), and the
-  // trainer counts its whole step as `other`.
-  virtual bool take_phase_seconds(double (&seconds)[kStepPhases]) {
+  // Seconds spent in each StepPhase since the last call (then zeroed), summed over the steps, and how
+  // they were measured (train/step_timing.h): the CPU engine with the host clock, the CUDA engine with
+  // events on its stream; `none` leaves the trainer to count the whole step as `other`.
+  virtual PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) {
     (void)seconds;
-    return false;
+    return PhaseClock::none;
   }
   // Device memory in use and its peak, in bytes (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }

@@ -54,8 +54,8 @@ StartPlan from_checkpoint(const CheckpointFile& ck, const fs::path& dir, bool in
   p.step = ck.step;
   if (ck.step >= total_steps) {
     p.kind = StartKind::finished;
-    p.first_line = fmt::format("run {} is finished: {} holds step {} of {}; nothing to do (raise train.max_steps or "
-                               "train.epochs to train on, or set checkpoint.resume=never for a new run)",
+    p.first_line = fmt::format("run {} is finished: {} holds step {} of {}; nothing to do (raise train.max_steps, "
+                               "train.max_images or train.epochs to train on, or set checkpoint.resume=never for a new run)",
                                dir.string(), ck.path.filename().string(), ck.step, total_steps);
   } else {
     p.kind = StartKind::resume;

@@ -1,15 +1,18 @@
-// What the C++ tests repeat: substring expectations, temporary folders, bit comparison, and skips that fail where the test command promises the dependency.
+// What the C++ tests repeat: substring expectations, temporary folders, bit comparison, a body run in a child process, and skips that fail where the test command promises the dependency.
 #pragma once
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
+#include "core/error.h"
 #include "core/tensor.h"
 
 // Expects `part` in (or, LACKS, not in) the string `text`, printing the text when it fails.
@@ -58,5 +61,47 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// How `body` ended in a forked child process, where it may set process limits (RLIMIT_FSIZE for a
+// full disk) or signal dispositions without touching the test: `runtime_error` true and its message
+// when it threw gt::RuntimeError; otherwise false and what happened instead (another exception, no
+// exception, or the child's death by a signal).
+struct ChildOutcome {
+  bool runtime_error = false;
+  std::string message;
+};
+
+inline ChildOutcome runtime_error_in_child(const std::function<void()>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return {false, "pipe() failed"};
+  fflush(nullptr);
+  const pid_t child = fork();
+  if (child < 0) return {false, "fork() failed"};
+  if (child == 0) {
+    close(fds[0]);
+    std::string message = "no exception";
+    int code = 3;
+    try {
+      body();
+    } catch (const ::gt::RuntimeError& e) {
+      message = e.what();
+      code = 0;
+    } catch (const std::exception& e) {
+      message = std::string("wrong exception type: ") + e.what();
+    }
+    if (write(fds[1], message.data(), message.size()) < 0) code = 4;
+    close(fds[1]);
+    _exit(code);
+  }
+  close(fds[1]);
+  std::string message;
+  char buffer[512];
+  for (ssize_t n; (n = read(fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  if (waitpid(child, &status, 0) != child) return {false, "waitpid() failed: " + message};
+  if (!WIFEXITED(status)) return {false, "the child died of signal " + std::to_string(WTERMSIG(status)) + ": " + message};
+  return {WEXITSTATUS(status) == 0, message};
+}
 
 }  // namespace gt::test

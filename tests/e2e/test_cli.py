@@ -387,6 +387,8 @@ def case_demo_smoke(exe, src, tmp):
             f"data.path={data}", "train.max_steps=4", "log.every_steps=2")
     check(r.returncode == 0, f"demo config failed: {r.stdout}\n{r.stderr}")
     check("60000" in r.stdout and "fashion-mnist-32.h5" in r.stdout, f"data line missing: {r.stdout}")
+    # The demo measures the SWD (log.swd_every_steps): before the first step and at the end.
+    check("swd x1e3 at step 0:" in r.stdout and "swd x1e3 at step 4:" in r.stdout, f"no SWD lines: {r.stdout}")
     # Without the ingested file the demo config is a clear user error, not a crash.
     r = run(exe, "train", "--config", os.path.join(src, "config/demo.yaml"), f"run.out_dir={out}",
             f"data.path={tmp}/absent.h5")

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""End-to-end tests of the SWD measured during training (log.swd_every_steps, src/train/swd_hook.cpp): the metrics.jsonl
+"""End-to-end tests of the SWD measured during training (log.swd_every_steps, src/train/swd_meter.cpp): the metrics.jsonl
 lines equal what `gantrain eval --train-noise` prints for the same checkpoint and images; the refusals exit 2."""
 import json
 import math

@@ -325,6 +325,26 @@ def case_plot_metrics(exe, src, tmp):
     w, h, _ = png_size(out)
     check((w, h) == expected_size(8), f"{out} is {w}x{h}, expected {expected_size(8)}")
 
+    # The SWD as the trainer writes it: lines of their own at some steps (swd, swd_32, swd_16), merged
+    # with the step's regular line; its levels share its panel, and --only keeps that panel alone.
+    swd_file = os.path.join(tmp, "swd.jsonl")
+    with open(swd_file, "w") as f:
+        for i, line in enumerate(lines):
+            f.write(line + "\n")
+            if i % 2 == 0:
+                step = json.loads(line)["step"]
+                f.write(json.dumps({"step": step, "swd": 90.0 - i, "swd_32": 120.0 - i, "swd_16": 60.0 - i}) + "\n")
+    r = plot_ok(src, [swd_file, "--out", os.path.join(tmp, "swd_all.png")], 7, "swd lines of their own")
+    check("swd_32" not in r.stdout, f"the SWD's levels got panels of their own: {r.stdout}")
+    out = os.path.join(tmp, "swd_only.png")
+    r = plot_ok(src, [swd_file, "--out", out, "--only", "swd"], 1, "--only swd")
+    check("sliced Wasserstein" in r.stdout, f"panels: {r.stdout}")
+    w, h, pixels = png_size(out)
+    check((w, h) == (600, 300), f"{out} is {w}x{h}, expected one panel of 600x300")
+    check(float(np.std(pixels[..., :3])) > 0.01, "the SWD plot is blank")
+    expect_exit_2(tool(src, "plot_metrics.py", swd_file, "--out", os.path.join(tmp, "none.png"), "--only", "fid"),
+                  ["swd.jsonl", "fid"], "--only with no such key")
+
     # A run killed mid-write leaves a truncated last line: skipped with a warning, the rest plotted.
     garbled = os.path.join(tmp, "garbled", "metrics.jsonl")
     os.makedirs(os.path.dirname(garbled))

@@ -1,6 +1,7 @@
 // Whole DCGAN training steps: the CUDA engine against the CPU engine (parameters, BN buffers, optimizer state, losses, samples) per precision and layout; skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <random>
@@ -263,6 +264,47 @@ TEST(GpuTrainingGraph, ReplayMatchesEager) {
     } else {
       EXPECT_LE(rel_diff(da[i].buffer->value, db[i].buffer->value), 1e-4) << da[i].name;
     }
+  }
+}
+
+// The timing breakdown on the device: each step's phases timed by events on the stream, eager and
+// replayed as CUDA graphs (the events are recorded between the graph segments), each named phase
+// positive, and their sum within the host's time for the steps (the device ran them inside it).
+TEST(GpuTrainingTiming, PhasesAreTimedByDeviceEventsEagerAndGraphed) {
+  GT_REQUIRE_GPU();
+  for (bool graph : {false, true}) {
+    SCOPED_TRACE(graph ? "CUDA graphs" : "eager");
+    Case c = cases()[0];
+    c.graph = graph;
+    HostModels h("adam");
+    auto comm = make_local_communicator();
+    auto engine = make_engine(options(c, "cuda"), h.m, *comm);
+    double phases[kStepPhases] = {};
+    for (int64_t step = 0; step < 2; ++step) {  // the first (eager, algorithm search) and the capture
+      Batch batch = make_batch(step, false);
+      engine->submit(batch.f32, step);
+      engine->wait();
+    }
+    EXPECT_EQ(engine->take_phase_seconds(phases), PhaseClock::device);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t step = 2; step < 6; ++step) {
+      Batch batch = make_batch(step, false);
+      engine->submit(batch.f32, step);
+      engine->wait();
+    }
+    const double host_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_EQ(engine->take_phase_seconds(phases), PhaseClock::device);
+    double named = 0;
+    for (StepPhase p : {StepPhase::g_forward, StepPhase::d_forward_backward, StepPhase::g_backward,
+                        StepPhase::optimizer}) {
+      EXPECT_GT(phases[static_cast<int>(p)], 0.0) << kStepPhaseNames[static_cast<int>(p)];
+      named += phases[static_cast<int>(p)];
+    }
+    EXPECT_EQ(phases[static_cast<int>(StepPhase::other)], 0.0);
+    EXPECT_LE(named, host_s * 1.01 + 1e-5);  // event resolution is about 0.5 us
+    // Taken: the next call starts from zero.
+    engine->take_phase_seconds(phases);
+    for (double v : phases) EXPECT_EQ(v, 0.0);
   }
 }
 

@@ -93,6 +93,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.batch_size, b.train.batch_size);
   EXPECT_EQ(a.train.epochs, b.train.epochs);
   EXPECT_EQ(a.train.max_steps, b.train.max_steps);
+  EXPECT_EQ(a.train.max_images, b.train.max_images);
   EXPECT_EQ(a.train.max_minutes, b.train.max_minutes);
   EXPECT_EQ(a.train.clip_grad_norm, b.train.clip_grad_norm);
   EXPECT_EQ(a.train.stop_signal, b.train.stop_signal);
@@ -123,7 +124,7 @@ Config all_fields_changed() {
            LayoutChoice::nhwc, false, 12.5};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
-  c.train = {4097, 7, 12345, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9};
+  c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17, true, 29, 31};
@@ -142,9 +143,9 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 8, optim 2 x 8,
+  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 9, optim 2 x 8,
   // log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 62u);
+  EXPECT_EQ(schema.size(), 63u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
@@ -156,7 +157,7 @@ TEST(Config, SchemaCoversEveryFieldOnce) {
     EXPECT_FALSE(key.allowed.empty()) << key.path;
     EXPECT_FALSE(key.default_value.empty()) << key.path;
   }
-  for (const char* path : {"run.seed", "model.nz", "data.flip", "train.max_minutes", "optim.g.lr",
+  for (const char* path : {"run.seed", "model.nz", "data.flip", "train.max_minutes", "train.max_images", "optim.g.lr",
                            "optim.d.weight_decay", "log.sample_count", "log.tensorboard", "checkpoint.every_steps",
                            "dist.backend", "dist.sync_bn", "dist.bucket_mb", "dist.timeout_s"}) {
     EXPECT_TRUE(paths.count(path)) << path;
@@ -196,7 +197,7 @@ model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels
         leaky_slope: 0.1, init_std: 0.333333343267}
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
        prefetch_batches: 7, loader_threads: 5}
-train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
+train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
         stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,

@@ -35,6 +35,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using gt::test::ChildOutcome;
+using gt::test::runtime_error_in_child;
 using gt::test::TempDir;
 
 std::vector<std::string> files_in(const fs::path& dir) {
@@ -943,39 +945,14 @@ TEST(Checkpoint, WriteOverTheFileSizeLimitNamesTheFileAndTouchesNothingElse) {
   gt::Checkpoint big = sample_checkpoint();
   big.groups["G/params"].emplace_back("large", random_f32({256, 1024}, 5));  // 1 MiB
 
-  int pipe_fds[2];
-  ASSERT_EQ(pipe(pipe_fds), 0);
-  fflush(nullptr);
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(pipe_fds[0]);
+  const ChildOutcome out = runtime_error_in_child([&] {
     signal(SIGXFSZ, SIG_IGN);
     rlimit limit{256 * 1024, 256 * 1024};
     setrlimit(RLIMIT_FSIZE, &limit);
-    std::string message = "no exception";
-    int code = 3;
-    try {
-      gt::save_checkpoint(next, big);
-    } catch (const gt::RuntimeError& e) {
-      message = e.what();
-      code = 0;
-    } catch (const std::exception& e) {
-      message = std::string("wrong exception type: ") + e.what();
-    }
-    if (write(pipe_fds[1], message.data(), message.size()) < 0) code = 4;
-    close(pipe_fds[1]);
-    _exit(code);
-  }
-  close(pipe_fds[1]);
-  std::string message;
-  char buffer[512];
-  for (ssize_t n; (n = read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
-  close(pipe_fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "the child died of a signal: " << message;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << message;
+    gt::save_checkpoint(next, big);
+  });
+  EXPECT_TRUE(out.runtime_error) << out.message;
+  const std::string& message = out.message;
   EXPECT_EQ(message, "cannot write checkpoint " + next + ": File too large (the earlier checkpoints are untouched)");
   EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"ckpt_00000010.h5"});
   EXPECT_EQ(file_bytes(earlier), earlier_bytes);

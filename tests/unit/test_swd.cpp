@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -187,6 +188,36 @@ TEST(SwdDistance, ZeroToItselfAndSymmetric) {
     EXPECT_GT(ab.per_level[l], 0.0);
     EXPECT_DOUBLE_EQ(ab.per_level[l], ba.per_level[l]);
   }
+}
+
+// Ranks share the directions in whole blocks: any split of the blocks gives each direction's mean, and
+// the distance, bit for bit as one call over all of them does (what makes 1, 2 and 4 ranks agree).
+TEST(SwdDistance, DirectionBlocksSplitAnyWayGiveTheSameBits) {
+  SwdOptions o;
+  o.descriptors_per_image = 16;
+  o.dir_repeats = 2;
+  o.dirs_per_repeat = 20;  // 40 directions: blocks of 16, 16 and 8
+  const SwdDescriptors a = set_of_f32(disc_images(0, 20, 1, 32), 20, 1, 32, o);
+  const SwdDescriptors b = set_of_f32(disc_images(20, 20, 1, 32), 20, 1, 32, o);
+  ASSERT_EQ(swd_direction_blocks(o), 3);
+  const auto whole = swd_direction_means(a, b, o, 0, 3);
+  ASSERT_EQ(whole.size(), 2u);
+  ASSERT_EQ(whole[0].size(), 40u);
+  for (int split = 0; split <= 3; ++split) {
+    const auto head = swd_direction_means(a, b, o, 0, split), tail = swd_direction_means(a, b, o, split, 3);
+    for (size_t l = 0; l < whole.size(); ++l) {
+      std::vector<double> joined = head[l];
+      joined.insert(joined.end(), tail[l].begin(), tail[l].end());
+      ASSERT_EQ(joined.size(), whole[l].size()) << "split " << split;
+      for (size_t d = 0; d < joined.size(); ++d)
+        EXPECT_EQ(std::bit_cast<uint64_t>(joined[d]), std::bit_cast<uint64_t>(whole[l][d])) << split << " " << d;
+    }
+  }
+  // A share past the last block is empty; the distance from the means is swd_distance's.
+  EXPECT_TRUE(swd_direction_means(a, b, o, 3, 2)[0].empty());
+  const SwdResult direct = swd_distance(a, b, o), parts = swd_from_direction_means(a, whole);
+  EXPECT_EQ(std::bit_cast<uint64_t>(direct.average), std::bit_cast<uint64_t>(parts.average));
+  EXPECT_EQ(parts.resolutions, direct.resolutions);
 }
 
 // The distance by definition, in double: project with the same directions, sort, mean |a - b|.

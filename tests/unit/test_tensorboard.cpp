@@ -23,6 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using gt::test::ChildOutcome;
+using gt::test::runtime_error_in_child;
 using gt::test::TempDir;
 
 uint32_t crc_of(const std::string& s) { return gt::crc32c(s.data(), s.size()); }
@@ -169,39 +171,15 @@ TEST(TensorBoardWriter, UnwritableFolderIsRuntimeErrorNamingTheFile) {
 
 TEST(TensorBoardWriter, FailedAppendIsRuntimeErrorNamingTheFile) {
   TempDir dir;
-  int pipe_fds[2];
-  ASSERT_EQ(pipe(pipe_fds), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(pipe_fds[0]);
+  const ChildOutcome out = runtime_error_in_child([&] {
     signal(SIGXFSZ, SIG_IGN);
-    std::string message = "no exception";
-    int code = 3;
-    try {
-      gt::TensorBoardWriter w(dir.str());
-      const rlimit limit{4096, 4096};
-      setrlimit(RLIMIT_FSIZE, &limit);
-      w.png_image(1, "samples", std::string(8192, 'x'), 1, 1, 1);
-    } catch (const gt::RuntimeError& e) {
-      message = e.what();
-      code = 0;
-    } catch (const std::exception& e) {
-      message = std::string("wrong exception type: ") + e.what();
-    }
-    if (write(pipe_fds[1], message.data(), message.size()) < 0) code = 4;
-    close(pipe_fds[1]);
-    _exit(code);
-  }
-  close(pipe_fds[1]);
-  std::string message;
-  char buffer[512];
-  for (ssize_t n; (n = read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
-  close(pipe_fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << message;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << message;
+    gt::TensorBoardWriter w(dir.str());
+    const rlimit limit{4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    w.png_image(1, "samples", std::string(8192, 'x'), 1, 1, 1);
+  });
+  EXPECT_TRUE(out.runtime_error) << out.message;
+  const std::string& message = out.message;
   const std::vector<std::string> files = event_files(dir.path());
   ASSERT_EQ(files.size(), 1u);
   EXPECT_EQ(message, "cannot append to TensorBoard event file " + files[0] + ": File too large");

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -17,6 +18,7 @@
 #include "cuda/kernels.h"
 #include "cuda/kernels_typed.h"
 #include "cuda/staged_communicator.h"
+#include "cuda/step_recorder.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
 #include "parallel/device_map.h"
@@ -54,8 +56,11 @@ Layout layout_of(LayoutChoice layout, Precision p) {
 // (read back when the step completes).
 class GpuStepOps final : public StepOps {
  public:
-  GpuStepOps(DeviceArena& arena, cudaStream_t stream, float* scalars, DataType type)
-      : arena_(arena), stream_(stream), scalars_(scalars), type_(type) {}
+  GpuStepOps(DeviceArena& arena, cudaStream_t stream, StepRecorder& recorder, float* scalars, DataType type)
+      : arena_(arena), stream_(stream), recorder_(recorder), scalars_(scalars), type_(type) {}
+  ~GpuStepOps() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
   Tensor buffer_like(const Tensor& t) override {
     return Tensor::borrow(t.shape(), t.dtype(), Device::cuda, arena_.allocate_bytes(t.nbytes()));
   }
@@ -69,12 +74,59 @@ class GpuStepOps final : public StepOps {
     cuda::bce_with_logits(scalars_ + static_cast<int>(loss), prob ? scalars_ + static_cast<int>(*prob) : nullptr,
                           dlogits.raw(), logits.raw(), logits.numel(), target, scale, type_, stream_);
   }
+  // The timing breakdown on the device: each mark records an event on the stream where the step enters
+  // `phase`. Through the recorder, so a captured step records them at every replay, between its graphs
+  // (a mark closes a graph segment: 9 more graph launches per step, microseconds).
+  void phase(StepPhase phase) override {
+    if (!timing_) return;
+    const size_t k = marks_used_++;
+    if (k == events_.size()) {
+      cudaEvent_t e = nullptr;
+      CUDA_CHECK(cudaEventCreate(&e));  // with timing
+      events_.push_back(e);
+    }
+    if (k == marks_.size())
+      marks_.push_back(phase);
+    else
+      marks_[k] = phase;
+    cudaEvent_t e = events_[k];
+    cudaStream_t s = stream_;
+    recorder_.eager([e, s] { CUDA_CHECK(cudaEventRecord(e, s)); });
+  }
+  // Before the step's code runs (eagerly or captured): its marks start again. A replay repeats the
+  // captured marks, so their count and phases stay.
+  void start_step() { marks_used_ = 0; }
+  // Once the step has completed: the time between consecutive marks added to the phase they open. An
+  // event that cannot be read turns the device timing off for the run (the breakdown then counts the
+  // engine's whole time as `other`) instead of failing the step.
+  void add_phase_times() {
+    if (!timing_) return;
+    for (size_t k = 0; k + 1 < marks_used_; ++k) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, events_[k], events_[k + 1]) != cudaSuccess) {
+        (void)cudaGetLastError();  // not sticky: clear it
+        timing_ = false;
+        return;
+      }
+      if (marks_[k] != StepPhase::other) seconds_[static_cast<int>(marks_[k])] += 1e-3 * ms;
+    }
+  }
+  PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) {
+    for (int p = 0; p < kStepPhases; ++p) seconds[p] = seconds_[p], seconds_[p] = 0;
+    return timing_ ? PhaseClock::device : PhaseClock::none;
+  }
 
  private:
   DeviceArena& arena_;
   cudaStream_t stream_;
+  StepRecorder& recorder_;
   float* scalars_;
   DataType type_;
+  bool timing_ = true;
+  std::vector<cudaEvent_t> events_;
+  std::vector<StepPhase> marks_;
+  size_t marks_used_ = 0;
+  double seconds_[kStepPhases] = {};
 };
 
 class GpuEngine final : public StepEngine {
@@ -109,7 +161,7 @@ class GpuEngine final : public StepEngine {
     arena_ = std::make_unique<DeviceArena>(bytes);
     G_->set_arena(arena_.get());
     D_->set_arena(arena_.get());
-    ops_ = std::make_unique<GpuStepOps>(*arena_, ctx_->stream(), scalars_dev_.data(), fmt_.type);
+    ops_ = std::make_unique<GpuStepOps>(*arena_, ctx_->stream(), ctx_->recorder(), scalars_dev_.data(), fmt_.type);
     // Device memory moves over the device collectives; with one rank there are none, and the host
     // communicator of a world of 1 moves nothing (batch norm then needs no reducer).
     Communicator& device_comm = dev_comm_ ? *dev_comm_ : comm_;
@@ -176,6 +228,7 @@ class GpuEngine final : public StepEngine {
     GT_CHECK(submitted_, "wait() without submit()");
     CUDA_CHECK(cudaEventSynchronize(done_));
     submitted_ = false;
+    ops_->add_phase_times();
     double v[kStepScalars];
     for (int k = 0; k < kStepScalars; ++k) v[k] = static_cast<double>(scalars_host_.f32()[k]);
     return step_result(v, parts_->loss_scale());
@@ -228,6 +281,8 @@ class GpuEngine final : public StepEngine {
     parts_->load_optimizers_from_host();
     ctx_->synchronize();
   }
+
+  PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) override { return ops_->take_phase_seconds(seconds); }
 
   size_t device_bytes() const override { return arena_->high_water(); }
 
@@ -299,6 +354,7 @@ class GpuEngine final : public StepEngine {
               W = static_cast<int>(image_shape_[2]);
     const DataType t = fmt_.type;
     arena_->reset();
+    ops_->start_step();
     void* real = arena_->allocate_bytes(static_cast<size_t>(N) * C * H * W * data_type_size(t));
     if (real_u8_) {
       const int in_c = static_cast<int>(real_shape_[3]);

@@ -1,5 +1,5 @@
-// The SWD metric during training: real descriptors once, G's descriptors at each measurement, each rank a share, rank 0 the distance.
-#include "train/swd_hook.h"
+// The SWD metric during training: real descriptors once, G's descriptors at each measurement, each rank a share of the images and of the directions.
+#include "train/swd_meter.h"
 
 #include <algorithm>
 #include <span>
@@ -38,7 +38,7 @@ void check_swd_config(const LogConfig& log, int resolution, int64_t dataset_size
                log.swd_images, dataset_size);
 }
 
-SwdHook::SwdHook(const LogConfig& log, uint64_t seed, const ImageSource& source, int resolution, int channels, int nz,
+SwdMeter::SwdMeter(const LogConfig& log, uint64_t seed, const ImageSource& source, int resolution, int channels, int nz,
                  Communicator& comm)
     : n_(log.swd_images), resolution_(resolution), channels_(channels), nz_(nz), comm_(comm) {
   options_.seed = seed;
@@ -58,13 +58,13 @@ SwdHook::SwdHook(const LogConfig& log, uint64_t seed, const ImageSource& source,
   reals_ = std::move(mine);  // gathered by the first measure(): no collective here, so a failed read can be agreed on
 }
 
-int64_t SwdHook::share() const { return (n_ + comm_.world_size() - 1) / comm_.world_size(); }
+int64_t SwdMeter::share() const { return (n_ + comm_.world_size() - 1) / comm_.world_size(); }
 
-SwdDescriptors SwdHook::gather(SwdDescriptors mine) {
+SwdDescriptors SwdMeter::gather(SwdDescriptors mine) {
   const int64_t per = share();
   const int64_t row_values = static_cast<int64_t>(mine.descriptors_per_image) * mine.dim();
   SwdDescriptors all = swd_descriptor_set(resolution_, channels_, options_);
-  if (comm_.rank() == 0) all.images = n_;
+  all.images = n_;
   std::vector<float> gathered;
   for (int l = 0; l < mine.level_count(); ++l) {
     // Equal shares, the last ones padded with zero rows, so one all-gather collects them in image order.
@@ -76,19 +76,17 @@ SwdDescriptors SwdHook::gather(SwdDescriptors mine) {
       comm_.all_gather(mine.levels[l].data(), gathered.data(), per * row_values);
       std::vector<float>().swap(mine.levels[l]);
     }
-    if (comm_.rank() == 0) {
-      gathered.resize(static_cast<size_t>(n_ * row_values));
-      all.levels[l] = std::move(gathered);
-    }
+    gathered.resize(static_cast<size_t>(n_ * row_values));
+    all.levels[l] = std::move(gathered);
     gathered = {};
   }
   return all;
 }
 
-SwdResult SwdHook::measure(const std::function<Tensor(const Tensor&)>& generate) {
+SwdResult SwdMeter::measure(const std::function<Tensor(const Tensor&)>& generate) {
   if (!reals_gathered_) {
     reals_ = gather(std::move(reals_));
-    if (comm_.rank() == 0) swd_normalize(reals_);
+    swd_normalize(reals_);
     reals_gathered_ = true;
   }
   const int64_t per = share(), first = std::min<int64_t>(comm_.rank() * per, n_);
@@ -105,23 +103,29 @@ SwdResult SwdHook::measure(const std::function<Tensor(const Tensor&)>& generate)
     swd_add_images_f32(mine, images.f32(), k, options_);
   }
   SwdDescriptors fakes = gather(std::move(mine));
-  // Rank 0 measures; the others wait in the broadcast, so every rank leaves with the same numbers.
-  const int levels = swd_level_count(resolution_);
-  std::vector<double> values(static_cast<size_t>(levels) + 1, 0.0);
-  if (comm_.rank() == 0) {
-    swd_normalize(fakes);
-    const SwdResult r = swd_distance(reals_, fakes, options_);
-    std::copy(r.per_level.begin(), r.per_level.end(), values.begin());
-    values[static_cast<size_t>(levels)] = r.average;
+  swd_normalize(fakes);
+  // Every rank holds both sets; each projects and sorts a share of the directions (whole blocks, so a
+  // direction's mean is the same bits on any number of ranks), and the means are gathered in direction
+  // order, so every rank sums the same list in the same order.
+  const int P = comm_.world_size(), blocks = swd_direction_blocks(options_);
+  const int blocks_per_rank = (blocks + P - 1) / P;
+  const int directions = options_.dir_repeats * options_.dirs_per_repeat;
+  const std::vector<std::vector<double>> mine_means = swd_direction_means(
+      reals_, fakes, options_, std::min(comm_.rank() * blocks_per_rank, blocks), blocks_per_rank);
+  std::vector<std::vector<double>> means(mine_means.size());
+  const int64_t slot = static_cast<int64_t>(blocks_per_rank) * kSwdDirectionBlock;
+  for (size_t l = 0; l < mine_means.size(); ++l) {
+    std::vector<double> padded(mine_means[l]);
+    padded.resize(static_cast<size_t>(slot), 0.0);
+    std::vector<double>& all = means[l];
+    all.resize(static_cast<size_t>(slot * P));
+    if (P == 1)
+      all = padded;
+    else
+      comm_.all_gather(padded.data(), all.data(), slot);
+    all.resize(static_cast<size_t>(directions));
   }
-  comm_.broadcast(values.data(), static_cast<int64_t>(values.size()), 0);
-  SwdResult r;
-  for (int l = 0; l < levels; ++l) {
-    r.resolutions.push_back(resolution_ >> l);
-    r.per_level.push_back(values[static_cast<size_t>(l)]);
-  }
-  r.average = values[static_cast<size_t>(levels)];
-  return r;
+  return swd_from_direction_means(reals_, means);
 }
 
 }  // namespace gt

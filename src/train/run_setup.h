@@ -1,0 +1,48 @@
+// What a run reads and builds before its loop, shared by the trainer and its built-in hooks: the checked inputs, the host models and their optimizers.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config/config.h"
+#include "data/image_source.h"
+#include "io/checkpoint.h"
+#include "nn/dcgan.h"
+#include "nn/sequential.h"
+#include "parallel/fault_injection.h"
+#include "train/cpu_step.h"
+#include "train/optim.h"
+
+namespace gt {
+
+// Everything a run reads and decides before anything is written, on every rank.
+struct RunInputs {
+  DcganSpec spec;
+  Device device = Device::cpu;
+  std::unique_ptr<ImageSource> source;
+  std::optional<BatchPlan> plan;
+  std::optional<FaultPlan> fault;
+  int64_t total_steps = 0;  // planned_steps()
+  int64_t dataset_size = 0;
+};
+
+// The run's planned last step: train.max_steps when set, else train.max_images rounded up to whole
+// steps when set, else train.epochs whole epochs. (train.max_minutes and stop signals end a run earlier.)
+int64_t planned_steps(const TrainConfig& train, int64_t steps_per_epoch);
+
+// G and D initialized from the seed, and their optimizers: the host models every engine starts from and
+// hands back for checkpoints.
+struct Models {
+  Sequential G, D;
+  std::unique_ptr<Optimizer> opt_g, opt_d;
+  GanModels view() { return {&G, &D, opt_g.get(), opt_d.get()}; }
+};
+
+std::unique_ptr<Models> make_models(const Config& cfg, const DcganSpec& spec);
+
+// Parameters, buffers and optimizer state of a checkpoint into the host models; UserError naming the
+// file and tensor when one is missing or shaped otherwise.
+void load_models(Models& m, const Checkpoint& ck, const std::string& source);
+
+}  // namespace gt
