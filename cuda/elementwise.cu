@@ -126,6 +126,36 @@ __global__ void __launch_bounds__(kBceThreads) bce_kernel(float* loss, float* me
   if (threadIdx.x == 0) mean_prob[0] = static_cast<float>(total / static_cast<double>(n));
 }
 
+// One block, as bce_kernel: the mean term summed in double over the block, the gradient per logit, and
+// the reported mean added in index order by thread 0 (the CPU's order, so both give the same bits).
+template <class T>
+__global__ void __launch_bounds__(kBceThreads) gan_loss_kernel(float* loss, float* reported, T* dlogits,
+                                                               const T* logits, int64_t n, LossTerm term, float scale) {
+  double sum = 0.0;
+  const float count = static_cast<float>(n);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const double x = load_f32(logits + i);
+    sum += loss_math::value(x, term);
+    if (dlogits) store_f32(dlogits + i, loss_math::dlogit(x, term, scale, count));
+  }
+  sum = detail::block_sum(sum);
+  if (threadIdx.x == 0) loss[0] = static_cast<float>(sum / static_cast<double>(n));
+  if (!reported) return;  // the same for every thread: no divergent barrier below
+  __shared__ double values[kBceThreads];
+  double total = 0.0;  // thread 0's
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t i = base + threadIdx.x;
+    if (i < n) values[threadIdx.x] = loss_math::reported(static_cast<double>(load_f32(logits + i)), term.kind);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
+      for (int64_t j = 0; j < m; ++j) total += values[j];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) reported[0] = static_cast<float>(total / static_cast<double>(n));
+}
+
 // ---- data --------------------------------------------------------------------------------------------
 
 // One thread per output value, in the output's layout; consecutive threads write consecutive values.
@@ -321,6 +351,17 @@ void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* l
     using T = std::remove_pointer_t<decltype(t)>;
     bce_kernel<T><<<1, kBceThreads, 0, stream>>>(loss, mean_prob, static_cast<T*>(dlogits),
                                                  static_cast<const T*>(logits), n, target, scale);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+void gan_loss(float* loss, float* reported, void* dlogits, const void* logits, int64_t n, const LossTerm& term,
+              float scale, DataType type, cudaStream_t stream) {
+  if (n <= 0) return;
+  detail::with_type(type, [&](auto t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    gan_loss_kernel<T><<<1, kBceThreads, 0, stream>>>(loss, reported, static_cast<T*>(dlogits),
+                                                      static_cast<const T*>(logits), n, term, scale);
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -10,6 +10,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "core/loss_math.h"
 #include "cuda/formats.h"
 #include "cuda/kernels.h"
 
@@ -75,5 +76,10 @@ void batchnorm_backward_apply(void* dinp, float* dweight, float* dbias, const do
 // also writes mean_prob[0] = mean over n of sigmoid(logit) in double (may be null).
 void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* logits, int64_t n, float target,
                      float scale, DataType type, cudaStream_t stream);
+// One term of a GAN objective (core/loss_math.h) over n logits stored as `type`: loss[0] = the mean term
+// (summed in double), dlogits[i] = loss_math::dlogit (stored as `type`, may be null), reported[0] = the
+// mean of loss_math::reported, added in index order as the CPU adds it (may be null).
+void gan_loss(float* loss, float* reported, void* dlogits, const void* logits, int64_t n, const LossTerm& term,
+              float scale, DataType type, cudaStream_t stream);
 
 }  // namespace gt::cuda

@@ -113,7 +113,7 @@ __global__ void scale_grads_kernel(MultiTensorView tensors, const float* coef) {
 __global__ void clip_weights_kernel(MultiTensorView tensors, float limit) {
   const MultiTensorSlot& s = slot_of_block(tensors);
   const ChunkRange r = chunk_range(s);
-  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) s.param[i] = fminf(fmaxf(s.param[i], -limit), limit);
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) s.param[i] = optim_math::clip_weight(s.param[i], limit);
 }
 
 __global__ void ema_kernel(MultiTensorView tensors, float one_minus_decay) {

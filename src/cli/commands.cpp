@@ -106,6 +106,7 @@ int cmd_info(const InfoArgs& a) {
     print_model("G", G, {1, spec.nz, 1, 1});
     print_model("D", D, {1, spec.channels, spec.resolution, spec.resolution});
     fmt::print("G = {} parameters\nD = {} parameters\n", with_commas(G.param_count()), with_commas(D.param_count()));
+    fmt::print("{}\n", describe_objective(cfg));
     return 0;
   }
   // Telling a dataset from an older checkpoint takes HDF5, which parses a file that nothing vouches for

@@ -1,4 +1,4 @@
-// The config's closed choices as enums (device, precision, layout, dist backend, optimizer), each with the one list of names that parses, prints and documents it.
+// The config's closed choices as enums (device, precision, layout, dist backend, optimizer, objective), each with the one list of names that parses, prints and documents it.
 #pragma once
 // C++17-clean and free of fmt: the CUDA backend's .cu files include it (through cuda/precision.h).
 #include <cstddef>
@@ -16,6 +16,7 @@ enum class DistBackend : uint8_t { automatic, mpi, local, nccl };  // dist.backe
 enum class OptimizerKind : uint8_t { adam, rmsprop, sgd };     // optim.g.name, optim.d.name
 enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_signal (besides TERM and INT)
 enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
+enum class Objective : uint8_t { nonsaturating, wgan, hinge };  // loss.objective
 
 // names[i] is the YAML text of the enum value i.
 template <class E>
@@ -48,6 +49,11 @@ struct ChoiceNames<StopSignal> {
 template <>
 struct ChoiceNames<NanPolicy> {
   static constexpr const char* names[] = {"stop", "rollback"};
+};
+
+template <>
+struct ChoiceNames<Objective> {
+  static constexpr const char* names[] = {"nonsaturating", "wgan", "hinge"};
 };
 
 template <class E>

@@ -303,6 +303,14 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
+// Rules that tie keys together, each naming the keys (a value alone is checked by the schema).
+void check_key_combinations(const Config& c, const std::string& source) {
+  if (c.loss.objective == Objective::wgan && c.loss.clip_critic <= 0)
+    user_error("{}: loss.objective wgan needs loss.clip_critic > 0: without a constraint the critic's outputs grow "
+               "without bound (the WGAN paper clamps its weights to [-0.01, 0.01])",
+               source);
+}
+
 }  // namespace
 
 Config parse_config(const std::string& yaml_text, const std::string& source,
@@ -316,6 +324,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
     auto it = assignments.find(def.path);
     if (it != assignments.end()) assign(config, def, it->second);
   }
+  check_key_combinations(config, source);
   return config;
 }
 

@@ -63,6 +63,15 @@ struct TrainConfig {
   StopSignal stop_signal = StopSignal::usr1;  // stops like SIGTERM/SIGINT (docs/cluster.md)
   NanPolicy nan_policy = NanPolicy::stop;     // a non-finite loss: stop, or reload the last checkpoint
   int nan_max_rollbacks = 3;                  // rollback: at most this many per run, then stop
+  int n_critic = 1;                           // D (critic) updates per G update, each on its own real batch
+  bool g_fresh_noise = false;                 // the G update draws its own noise instead of reusing the last fakes
+};
+
+// The GAN objective (train/gan_step.h GanObjective, core/loss_math.h).
+struct LossConfig {
+  Objective objective = Objective::nonsaturating;  // nonsaturating BCE (DCGAN), wgan, hinge
+  float drift = 0.f;        // epsilon: epsilon * mean(D(x)^2) added to D's loss; 0 = none
+  float clip_critic = 0.f;  // WGAN: D's weights clamped to [-c, c] after each update; 0 = off (wgan needs it)
 };
 
 struct LogConfig {
@@ -94,6 +103,7 @@ struct Config {
   ModelConfig model;
   DataConfig data;
   TrainConfig train;
+  LossConfig loss;
   OptimConfig optim_g;  // YAML: optim.g
   OptimConfig optim_d;  // YAML: optim.d
   LogConfig log;

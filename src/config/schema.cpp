@@ -173,6 +173,23 @@ std::vector<KeyDef> build_schema() {
                "newest checkpoint and go on with the next batch)."});
   k.push_back({"train.nan_max_rollbacks", GT_BIND(train.nan_max_rollbacks), at_least(1),
                "rollback: the most rollbacks in one run; one more non-finite loss stops it."});
+  k.push_back({"train.n_critic", GT_BIND(train.n_critic), at_least(1),
+               "D (critic) updates per G update, each on its own real batch and noise (5 in the WGAN paper); a "
+               "step is one G update and reads n_critic batches."});
+  k.push_back({"train.g_fresh_noise", GT_BIND(train.g_fresh_noise), any_value(),
+               "The G update draws noise of its own (the WGAN paper's algorithm, one more G forward per step); "
+               "false: it reuses the fakes of the last D update (the DCGAN reference's step)."});
+  // loss
+  k.push_back({"loss.objective", GT_BIND(loss.objective), choices_of<Objective>(),
+               "The GAN objective: nonsaturating (BCE with logits, the DCGAN paper's), wgan (D a critic: -D(x) + "
+               "D(G(z)), G: -D(G(z)); needs loss.clip_critic) or hinge (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: "
+               "-D(G(z)))."});
+  k.push_back({"loss.drift", GT_BIND(loss.drift), at_least(0),
+               "epsilon of the drift term epsilon * mean(D(x)^2) added to D's loss (0.001 in the Progressive GAN "
+               "paper); 0 = none."});
+  k.push_back({"loss.clip_critic", GT_BIND(loss.clip_critic), at_least(0),
+               "Clamp every weight of D to [-c, c] after each D update (WGAN's Lipschitz constraint; 0.01 in the "
+               "WGAN paper); 0 = off."});
   // optim
   add_optimizer_keys(k, "optim.g", &Config::optim_g, "G");
   add_optimizer_keys(k, "optim.d", &Config::optim_d, "D");

@@ -42,6 +42,9 @@ GT_HD float sqrt_rn(float a) { return std::sqrt(a); }
 // Where torch's AVX2 kernels fuse (add with alpha, addcmul), we fuse too.
 GT_HD float fma_rn(float a, float b, float c) { return fmaf(a, b, c); }
 
+// WGAN's weight clipping, as torch.clamp(p, -limit, limit): NaN stays NaN (fminf/fmaxf would drop it).
+GT_HD float clip_weight(float p, float limit) { return p < -limit ? -limit : (p > limit ? limit : p); }
+
 GT_HD float with_weight_decay(float p, float grad, float weight_decay) {
   return weight_decay != 0.f ? fma_rn(p, weight_decay, grad) : grad;
 }

@@ -2,6 +2,9 @@
 #include "train/cpu_step.h"
 
 #include <cmath>
+#include <vector>
+
+#include "core/error.h"
 
 #include "parallel/communicator.h"
 #include "train/loss.h"
@@ -9,21 +12,12 @@
 
 namespace gt {
 
-namespace {
-
-double mean_sigmoid(const Tensor& logits) {
-  const float* p = logits.f32();
-  double s = 0;
-  for (int64_t i = 0; i < logits.numel(); ++i) s += 1.0 / (1.0 + std::exp(-static_cast<double>(p[i])));
-  return s / static_cast<double>(logits.numel());
-}
-
-}  // namespace
-
-void CpuStepOps::bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
-                                 const StepScalar* prob) {
-  if (prob) scalars_[static_cast<int>(*prob)] = mean_sigmoid(logits);
-  scalars_[static_cast<int>(loss)] = gt::bce_with_logits(logits.f32(), logits.numel(), target, dlogits.f32(), scale);
+void CpuStepOps::gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
+                          const StepScalar* reported) {
+  double seen = 0;
+  scalars_[static_cast<int>(loss)] =
+      gt::gan_loss(logits.f32(), logits.numel(), term, dlogits.f32(), scale, reported ? &seen : nullptr);
+  if (reported) scalars_[static_cast<int>(*reported)] = seen;
 }
 
 void CpuStepOps::grad_norm(Net& net, StepScalar slot) {
@@ -48,14 +42,27 @@ void CpuStepOps::take_phase_seconds(double (&seconds)[kStepPhases]) {
   for (int i = 0; i < kStepPhases; ++i) seconds[i] = phase_seconds_[i], phase_seconds_[i] = 0;
 }
 
-StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
+StepResult gan_train_step(GanModels& m, std::span<const Tensor> reals, std::span<const Tensor> zs,
+                          const StepOptions& options) {
   auto alone = make_local_communicator();
   CpuStepOps ops;
-  StepParts parts(m, *m.G, *m.D, *alone, ops, {options.clip_grad_norm, options.loss_scale});
-  Tensor fake = run_gan_step(parts.step(), real, z.reshaped({z.dim(0), z.dim(1), 1, 1}));
+  StepSettings settings;
+  settings.clip_grad_norm = options.clip_grad_norm;
+  settings.loss_scale = options.loss_scale;
+  settings.objective = options.objective;
+  StepParts parts(m, *m.G, *m.D, *alone, ops, settings);
+  std::vector<Tensor> noise;
+  for (const Tensor& z : zs) noise.push_back(z.reshaped({z.dim(0), z.dim(1), 1, 1}));
+  Tensor fake = run_gan_step(parts.step(), reals, noise);
   StepResult r = step_result(ops.scalars(), options.loss_scale);
   r.fake = fake;
   return r;
+}
+
+StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options) {
+  GT_CHECK(options.objective.noise_batches() == 1, "dcgan_train_step takes one batch; n_critic {}{} needs gan_train_step",
+           options.objective.n_critic, options.objective.fresh_g_noise ? " with fresh G noise" : "");
+  return gan_train_step(m, std::span<const Tensor>(&real, 1), std::span<const Tensor>(&z, 1), options);
 }
 
 Tensor generate(Sequential& G, const Tensor& z) {

@@ -14,8 +14,8 @@ namespace gt {
 class CpuStepOps final : public StepOps {
  public:
   Tensor buffer_like(const Tensor& t) override { return Tensor(t.shape(), t.dtype()); }
-  void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
-                       const StepScalar* prob) override;
+  void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
+                const StepScalar* reported) override;
   void grad_norm(Net& net, StepScalar slot) override;
   void phase(StepPhase phase) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
@@ -40,11 +40,15 @@ struct GanModels {
 struct StepOptions {
   float clip_grad_norm = 0.f;  // 0 = off
   double loss_scale = 1.0;     // GanStep::loss_scale
+  GanObjective objective{};    // BCE, one critic iteration: the classic DCGAN step
 };
 
 // One step of the one GAN step on host models in this process alone (tools, tests): real f32
 // [N, C, H, W] in [-1, 1], z f32 [N, nz]. The result carries the fakes.
 StepResult dcgan_train_step(GanModels& m, const Tensor& real, const Tensor& z, const StepOptions& options = {});
+// The same with objective.n_critic real batches and noise batches (critic iteration k takes reals[k], zs[k]).
+StepResult gan_train_step(GanModels& m, std::span<const Tensor> reals, std::span<const Tensor> zs,
+                          const StepOptions& options);
 
 // G(z) in eval mode (running batch-norm statistics), for samples: z [N, nz] -> [N, C, H, W].
 Tensor generate(Sequential& G, const Tensor& z);

@@ -3,6 +3,8 @@
 
 #include <omp.h>
 
+#include <vector>
+
 #include "core/rng.h"
 #include "parallel/communicator.h"
 #include "train/cpu_step.h"
@@ -21,18 +23,24 @@ class CpuEngine final : public StepEngine {
         m_(m),
         // Batch norm over the global batch (with one rank the same bits as without); sync_bn false leaves
         // each rank's shard to itself.
-        parts_(m, *m.G, *m.D, comm, ops_, opt.step_settings(opt.sync_bn)),
-        z_({opt.local_batch, opt.nz, 1, 1}) {}
+        parts_(m, *m.G, *m.D, comm, ops_, opt.step_settings(opt.sync_bn)) {
+    for (int k = 0; k < opt.objective.noise_batches(); ++k) z_.emplace_back(Shape{opt.local_batch, opt.nz, 1, 1});
+  }
 
   std::string describe() const override {
     const int t = omp_get_max_threads();
     return fmt::format("cpu, {} thread{}", t, t > 1 ? "s" : "");
   }
 
-  void submit(const Tensor& real, int64_t step) override {
-    // This rank's rows of the global batch's noise: keyed by (seed, step, global index), as with one rank.
-    fill_noise(z_.f32(), opt_.local_batch, opt_.nz, opt_.seed, static_cast<uint64_t>(step), opt_.shard_first);
-    fake_ = run_gan_step(parts_.step(), real, z_);
+  using StepEngine::submit;
+  void submit(std::span<const Tensor> reals, int64_t step) override {
+    const int n_critic = opt_.objective.n_critic;
+    GT_CHECK(static_cast<int>(reals.size()) == n_critic, "{} real batches for n_critic {}", reals.size(), n_critic);
+    // This rank's rows of each batch's noise: keyed by (seed, batch, global index), as with one rank.
+    for (int k = 0; k < opt_.objective.noise_batches(); ++k)
+      fill_noise(z_[static_cast<size_t>(k)].f32(), opt_.local_batch, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
+                 opt_.shard_first);
+    fake_ = run_gan_step(parts_.step(), reals, z_);
   }
 
   StepResult wait() override {
@@ -53,7 +61,8 @@ class CpuEngine final : public StepEngine {
   GanModels& m_;
   CpuStepOps ops_;  // before parts_, which holds a reference to it
   StepParts parts_;
-  Tensor z_, fake_;
+  std::vector<Tensor> z_;  // one noise batch per critic iteration
+  Tensor fake_;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "config/choices.h"
@@ -37,11 +38,12 @@ struct EngineOptions {
   bool sync_bn = true;       // batch norm over the global batch when there are several ranks
   int64_t bucket_bytes = 25 << 20;
   int nz = 100;
+  GanObjective objective{};  // loss.*, train.n_critic: the step's objective and its critic iterations
 
   // This rank's share of the global batch, and the step's settings that follow from the options.
   double loss_scale() const { return static_cast<double>(local_batch) / static_cast<double>(global_batch); }
   StepSettings step_settings(bool synchronized_bn) const {
-    return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn};
+    return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn, objective};
   }
 };
 
@@ -58,10 +60,14 @@ class StepEngine {
   virtual bool wants_u8_batches() const { return false; }
   // A host tensor for the loader to fill (page-locked for a GPU, so the upload is asynchronous).
   virtual Tensor make_batch_buffer(const Shape& shape, DType dtype) { return Tensor(shape, dtype); }
-  // Starts step `step` (counted from 0) on this rank's real images; real must stay untouched until
-  // wait() returns (the GPU engine uploads it asynchronously). The noise is drawn inside, keyed by
-  // (seed, step, shard_first + row), so it is the same bits on every backend and rank count.
-  virtual void submit(const Tensor& real, int64_t step) = 0;
+  // Starts step `step` (counted from 0) on this rank's real images: one batch per critic iteration
+  // (objective.n_critic), each untouched until wait() returns (the GPU engine uploads them
+  // asynchronously). Critic iteration k is batch b = step * n_critic + k of the run: its noise is drawn
+  // inside, keyed by (seed, b, shard_first + row) (noise_key; the G update's fresh noise by its own key),
+  // and a GPU's flips by (seed, b, position), so they are the same bits on every backend and rank count
+  // (with n_critic 1, b is the step).
+  virtual void submit(std::span<const Tensor> reals, int64_t step) = 0;
+  void submit(const Tensor& real, int64_t step) { submit(std::span<const Tensor>(&real, 1), step); }
   // Waits for the submitted step; its losses and means are this rank's share (see StepResult).
   virtual StepResult wait() = 0;
   // G(z) in eval mode for samples: host z [n, nz] -> host f32 [n, C, H, W]. Local: no collective.
@@ -81,6 +87,12 @@ class StepEngine {
   // Device memory in use and its peak, in bytes (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
 };
+
+// The noise key of a step's noise batch k: critic iteration k's batch number step * n_critic + k, or
+// for k = n_critic (the G update's fresh noise) the step with kFreshGNoiseKey set.
+inline uint64_t noise_key(const GanObjective& o, int64_t step, int k) {
+  return k < o.n_critic ? static_cast<uint64_t>(step * o.n_critic + k) : (static_cast<uint64_t>(step) | kFreshGNoiseKey);
+}
 
 // The CPU engine (train/gan_step.h's step, gradients summed over comm in buckets, synchronized batch
 // norm), or the CUDA engine (train/cuda/gpu_engine.h). A UserError names what is missing for cuda (a

@@ -1,8 +1,9 @@
-// The one GAN step (non-saturating BCE, as the classic PyTorch DCGAN) over Net, StepOps and NetOptimizer.
+// The one GAN step over Net, StepOps and NetOptimizer: critic iterations, then the G update, under any objective (core/loss_math.h).
 #include "train/gan_step.h"
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "parallel/communicator.h"
 #include "parallel/gradient_bucketer.h"
 
@@ -10,14 +11,14 @@ namespace gt {
 
 namespace {
 
-// Forward D in train mode, BCE against a constant target, backward. The logits' gradient is given back
+// Forward D in train mode, one term of the objective, backward. The logits' gradient is given back
 // before returning; the input gradient (when asked for) is not.
-Tensor d_pass(GanStep& s, const Tensor& x, float target, StepScalar loss, const StepScalar* prob,
+Tensor d_pass(GanStep& s, const Tensor& x, LossRole role, StepScalar loss, const StepScalar* reported,
               const BackwardOptions& backward) {
   const size_t mark = s.ops.mark();
   Tensor logits = s.D.forward(x, Mode::train);
   Tensor dlogits = s.ops.buffer_like(logits);
-  s.ops.bce_with_logits(logits, target, static_cast<float>(s.loss_scale), dlogits, loss, prob);
+  s.ops.gan_loss(logits, s.objective.term(role), static_cast<float>(s.loss_scale), dlogits, loss, reported);
   Tensor dx = s.D.backward(dlogits, backward);
   if (!backward.input_grad) s.ops.release(mark);
   return dx;
@@ -40,30 +41,49 @@ BackwardOptions input_grad_only() {
 
 }  // namespace
 
-Tensor run_gan_step(GanStep& s, const Tensor& real, const Tensor& z) {
-  s.ops.phase(StepPhase::g_forward);
-  Tensor fake = s.G.forward(z, Mode::train);
+Tensor run_gan_step(GanStep& s, std::span<const Tensor> reals, std::span<const Tensor> zs) {
+  const int iterations = s.objective.n_critic;
+  GT_CHECK(iterations >= 1 && static_cast<int>(reals.size()) == iterations &&
+               static_cast<int>(zs.size()) == s.objective.noise_batches(),
+           "run_gan_step: {} real batches and {} noise batches for n_critic {}{}", reals.size(), zs.size(), iterations,
+           s.objective.fresh_g_noise ? " and fresh G noise" : "");
+  const StepScalar reported_real = StepScalar::prob_real, reported_fake = StepScalar::prob_fake;
+  Tensor fake;
+  for (int k = 0; k < iterations; ++k) {
+    const bool last = k + 1 == iterations && !s.objective.fresh_g_noise;
+    // G's activations of an earlier iteration are not needed again: given back after its D update.
+    const size_t g_mark = s.ops.mark();
+    s.ops.phase(StepPhase::g_forward);
+    fake = s.G.forward(zs[k], Mode::train);
 
-  // D step: real labelled 1, fake (treated as a constant) labelled 0; gradients of both summed. With
-  // several ranks, D's gradients are summed over them while the second backward runs.
-  s.ops.phase(StepPhase::d_forward_backward);
-  s.D.zero_grad();
-  const StepScalar prob_real = StepScalar::prob_real, prob_fake = StepScalar::prob_fake;
-  d_pass(s, real, 1.f, StepScalar::loss_real, &prob_real, parameter_grads());
-  s.reduce_d.arm();
-  d_pass(s, fake, 0.f, StepScalar::loss_fake, &prob_fake, parameter_grads(s.reduce_d.hook()));
-  s.ops.phase(StepPhase::comm_wait);
-  s.reduce_d.finish();
-  s.ops.phase(StepPhase::optimizer);
-  s.ops.grad_norm(s.D, StepScalar::grad_norm_d);
-  s.opt_d.update(s.clip_grad_norm);
+    // D update: real and fake (treated as a constant) terms, gradients of both summed. With several
+    // ranks, D's gradients are summed over them while the second backward runs.
+    s.ops.phase(StepPhase::d_forward_backward);
+    s.D.zero_grad();
+    d_pass(s, reals[k], LossRole::d_real, StepScalar::loss_real, &reported_real, parameter_grads());
+    s.reduce_d.arm();
+    d_pass(s, fake, LossRole::d_fake, StepScalar::loss_fake, &reported_fake, parameter_grads(s.reduce_d.hook()));
+    s.ops.phase(StepPhase::comm_wait);
+    s.reduce_d.finish();
+    s.ops.phase(StepPhase::optimizer);
+    s.ops.grad_norm(s.D, StepScalar::grad_norm_d);
+    s.opt_d.update(s.clip_grad_norm, s.objective.clip_critic);
+    if (!last) {
+      fake = Tensor();
+      s.ops.release(g_mark);
+    }
+  }
 
-  // G step: the same fakes through the updated D, labelled 1 (non-saturating loss); D's parameter
-  // gradients of this pass are not needed.
+  // G update: the last fakes (or fresh ones) through the updated D, as real for G (the non-saturating
+  // loss, or -D(G(z)) for a critic); D's parameter gradients of this pass are not needed.
+  if (s.objective.fresh_g_noise) {
+    s.ops.phase(StepPhase::g_forward);
+    fake = s.G.forward(zs[static_cast<size_t>(iterations)], Mode::train);
+  }
   s.ops.phase(StepPhase::d_forward_backward);
   s.G.zero_grad();
   const size_t mark = s.ops.mark();
-  Tensor dfake = d_pass(s, fake, 1.f, StepScalar::loss_g, nullptr, input_grad_only());
+  Tensor dfake = d_pass(s, fake, LossRole::g_fake, StepScalar::loss_g, nullptr, input_grad_only());
   s.ops.phase(StepPhase::g_backward);
   s.reduce_g.arm();
   s.G.backward(dfake, parameter_grads(s.reduce_g.hook()));

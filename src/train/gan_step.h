@@ -1,7 +1,9 @@
-// The one GAN step, written once over Net for both engines: D on real and on fake, then G through the updated D on the same fakes.
+// The one GAN step, written once over Net for both engines: n_critic updates of D (each on its own real batch and fakes), then G through the updated D on the last fakes, under any objective.
 #pragma once
 #include <functional>
+#include <span>
 
+#include "core/loss_math.h"
 #include "core/tensor.h"
 #include "nn/net.h"
 
@@ -36,11 +38,11 @@ class StepOps {
   // tensors free themselves when the last reference goes).
   virtual size_t mark() { return 0; }
   virtual void release(size_t mark) { (void)mark; }
-  // Binary cross-entropy with logits against a constant target, over every logit: the mean loss into
-  // `loss` and, unless prob is null, the mean sigmoid into *prob, both unscaled; dlogits = scale *
-  // d(mean loss)/d(logit).
-  virtual void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
-                               const StepScalar* prob) = 0;
+  // One term of the objective (core/loss_math.h) over every logit: the mean term into `loss` and, unless
+  // `reported` is null, the mean of what the step reports as D's output (sigmoid for BCE, the raw score
+  // for a critic) into *reported, both unscaled; dlogits = scale * d(mean term)/d(logit).
+  virtual void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
+                        const StepScalar* reported) = 0;
   // The L2 norm of net's flat gradient into `slot` (for the NaN guard and the metrics).
   virtual void grad_norm(Net& net, StepScalar slot) = 0;
   // From here on the step's time counts to `phase`, until the next call (a step ends with `other`).
@@ -48,13 +50,31 @@ class StepOps {
   virtual void phase(StepPhase phase) { (void)phase; }
 };
 
+// The step's objective (loss.*, train.n_critic in the config): the loss family, the drift weight on D's
+// real term, WGAN's weight clipping of the critic, and the critic updates per G update.
+struct GanObjective {
+  LossKind kind = LossKind::bce;
+  float drift = 0.f;        // epsilon * mean(D(x)^2) added to D's loss; 0 = none
+  float clip_critic = 0.f;  // D's weights clamped to [-c, c] after each critic update; 0 = off
+  int n_critic = 1;         // D updates per G update, each on its own real batch and noise
+  bool fresh_g_noise = false;  // the G update draws its own noise (the WGAN paper); else it reuses the last fakes
+  LossTerm term(LossRole role) const { return {kind, role, role == LossRole::d_real ? drift : 0.f}; }
+  // Noise batches a step takes: one per critic iteration, and the G update's own when fresh_g_noise.
+  int noise_batches() const { return n_critic + (fresh_g_noise ? 1 : 0); }
+};
+
+// The noise key of a step's fresh G noise (GanObjective::fresh_g_noise): the step with this bit set, a
+// key no batch number reaches, so it never repeats a critic iteration's noise.
+inline constexpr uint64_t kFreshGNoiseKey = uint64_t{1} << 62;
+
 // One network's optimizer as the step sees it, on the network's device.
 class NetOptimizer {
  public:
   virtual ~NetOptimizer() = default;
   // Clips the network's gradients (already summed over the ranks) to the global L2 norm clip_norm when it
-  // is > 0 (torch.nn.utils.clip_grad_norm_), then applies one update.
-  virtual void update(float clip_norm) = 0;
+  // is > 0 (torch.nn.utils.clip_grad_norm_), applies one update, then clamps every parameter to
+  // [-weight_limit, weight_limit] when that is > 0 (WGAN's critic; NaN stays NaN, as torch.clamp).
+  virtual void update(float clip_norm, float weight_limit = 0.f) = 0;
 };
 
 // Everything one step uses. The bucketers sum the gradients over the ranks during each network's last
@@ -72,19 +92,28 @@ struct GanStep {
   // batch, so this rank's logits gradients (and the losses it reports) are its batch mean times this
   // share; summed over the ranks they are the one-process values.
   double loss_scale = 1.0;
+  GanObjective objective{};
 };
 
-// One step on this rank's real images [n, C, H, W] and noise [n, nz, 1, 1], both on the device. Updates
-// G, D, their batch-norm statistics and optimizers; the scalars go to ops. Returns G(z), the fakes both
-// halves of the step used (step memory on the device).
-Tensor run_gan_step(GanStep& step, const Tensor& real, const Tensor& z);
+// One step on this rank's real images and noise (real [n, C, H, W], noise [n, nz, 1, 1], on the device):
+// objective.n_critic real batches and objective.noise_batches() noise batches. Critic iteration k draws
+// G(z_k) and updates D on reals[k] and those fakes (then clamps D's weights when objective.clip_critic >
+// 0); the G update then goes through the updated D on the last iteration's fakes (with n_critic 1: the
+// classic DCGAN step, the same fakes for both halves), or on G(z_last) of its own noise when
+// objective.fresh_g_noise. Updates G, D, their batch-norm statistics and optimizers; the scalars go to ops
+// (D's are the last critic iteration's). Returns the fakes of the G update (step memory on the device).
+Tensor run_gan_step(GanStep& step, std::span<const Tensor> reals, std::span<const Tensor> zs);
+inline Tensor run_gan_step(GanStep& step, const Tensor& real, const Tensor& z) {
+  return run_gan_step(step, std::span<const Tensor>(&real, 1), std::span<const Tensor>(&z, 1));
+}
 
 // Losses and means of this rank's shard times the loss scale: the sum over the ranks is the global value.
+// With n_critic > 1 the D values are those of the last critic iteration.
 struct StepResult {
-  double d_loss = 0;  // BCE(D(x), 1) + BCE(D(G(z)), 0)
-  double g_loss = 0;  // BCE(D(G(z)), 1), with D after its update
-  double d_real = 0;  // mean sigmoid(D(x))
-  double d_fake = 0;  // mean sigmoid(D(G(z))) before the D update
+  double d_loss = 0;  // D's objective: BCE(D(x), 1) + BCE(D(G(z)), 0), -D(x) + D(G(z)), or the hinge, plus drift
+  double g_loss = 0;  // G's: BCE(D(G(z)), 1) or -D(G(z)), with D after its update
+  double d_real = 0;  // mean sigmoid(D(x)) (BCE), or the mean critic score D(x)
+  double d_fake = 0;  // the same of D(G(z)), before the D update
   double d_grad_norm = 0, g_grad_norm = 0;  // the whole gradient's norm (not a share): the same on every rank
   Tensor fake;        // G(z) [N, C, H, W] from this step, where the engine returns it (the CPU's)
 };

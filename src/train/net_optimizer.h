@@ -25,7 +25,7 @@ std::unique_ptr<DeviceOptimizer> make_net_optimizer(Optimizer& host, Sequential&
 class HostNetOptimizer final : public DeviceOptimizer {
  public:
   HostNetOptimizer(Optimizer& optimizer, Sequential& net) : opt_(optimizer), params_(net.named_params()) {}
-  void update(float clip_norm) override;
+  void update(float clip_norm, float weight_limit = 0.f) override;
   void sync_to_host() override {}
   void load_from_host() override {}
 

@@ -137,7 +137,7 @@ StartPlan agree_start(const Config& cfg, int64_t total_steps, const CheckpointVa
 std::vector<std::string> check_resumable(const std::string& checkpoint_config, const std::string& config,
                                          const std::string& source) {
   auto must_match = [](const std::string& key) {
-    return key.starts_with("model.") || key == "optim.g.name" || key == "optim.d.name" || key == "train.batch_size" ||
+    return key.starts_with("model.") || key == "optim.g.name" || key == "optim.d.name" || key == "train.batch_size" || key == "train.n_critic" ||
            key == "run.seed" || key == "data.source" || key == "data.synthetic_count";
   };
   const std::vector<ConfigValue> old_values = flatten_config_yaml(checkpoint_config);

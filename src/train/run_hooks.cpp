@@ -87,25 +87,29 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
   d_norm_ += r.d_grad_norm, g_norm_ += r.g_grad_norm;
   ++n_;
   const double n = static_cast<double>(n_);
-  const double ips = n * cfg_.train.batch_size / std::max(seconds_since(window_), 1e-9);
+  // Real images per second: a step reads n_critic batches.
+  const double ips = n * cfg_.train.batch_size * cfg_.train.n_critic / std::max(seconds_since(window_), 1e-9);
   const double eta = seconds_since(start_) / static_cast<double>(std::max<int64_t>(done - first_, 1)) * (total - done);
   const int64_t epoch = step.epoch;
   // On a terminal, every other step redraws one line in place (run_dir.h); the lines below stay in the scrollback.
   const bool log_now = done % cfg_.log.every_steps == 0 || done == total;
+  // D's outputs: probabilities for BCE (3 decimals), a critic's raw scores otherwise (4 significant digits).
+  const bool probabilities = cfg_.loss.objective == Objective::nonsaturating;
+  auto d_out = [probabilities](double v) { return probabilities ? fmt::format("{:.3f}", v) : fmt::format("{:.4g}", v); };
   if (run_.live() && !log_now)
     run_.status(fmt::format("step {}/{} ({:.0f}%) | epoch {} | {:.0f} img/s | d_loss {:.4f} | g_loss {:.4f} | "
-                            "D(x) {:.3f} | D(G(z)) {:.3f} | eta {}",
+                            "D(x) {} | D(G(z)) {} | eta {}",
                             done, total, 100.0 * done / std::max<int64_t>(total, 1), epoch, ips, d_loss_ / n,
-                            g_loss_ / n, d_real_ / n, d_fake_ / n, fmt_duration(eta)),
+                            g_loss_ / n, d_out(d_real_ / n), d_out(d_fake_ / n), fmt_duration(eta)),
                 false);
   if (!log_now) return HookVerdict::go_on;
   // The window ends now: what happened since the last step's end is its `rest`.
   timing_.close_window_rest();
   const Clock::time_point now = Clock::now();
   const double window_s = std::chrono::duration<double>(now - window_).count();
-  run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {:.3f} | D(G(z)) {:.3f} | {:.0f} img/s | "
-            "eta {}",
-            done, total, epoch, d_loss_ / n, g_loss_ / n, d_real_ / n, d_fake_ / n, ips, fmt_duration(eta));
+  run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {} | D(G(z)) {} | {:.0f} img/s | eta {}",
+            done, total, epoch, d_loss_ / n, g_loss_ / n, d_out(d_real_ / n), d_out(d_fake_ / n), ips,
+            fmt_duration(eta));
   std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(epoch)},
                                                         {"d_loss", d_loss_ / n},
                                                         {"g_loss", g_loss_ / n},
@@ -188,8 +192,9 @@ void CheckpointHook::write(int64_t step) {
   engine_.sync_to_host();
   Checkpoint ck;
   ck.meta.step = step;
-  ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(step - 1, 0));
-  ck.meta.images_seen = step * cfg_.train.batch_size;
+  const int64_t batches = step * cfg_.train.n_critic;  // the loader's position: a step reads n_critic batches
+  ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(batches - 1, 0));
+  ck.meta.images_seen = batches * cfg_.train.batch_size;
   ck.meta.world_size = world_size_;
   ck.meta.seed = cfg_.run.seed;
   ck.meta.resolution = in_.spec.resolution;
@@ -197,7 +202,7 @@ void CheckpointHook::write(int64_t step) {
   ck.meta.config_yaml = config_yaml_;
   ck.meta.code_version = std::string(version()) + "+" + git_revision();
   // RNG and data cursor: every draw is keyed by (seed, step, index), so the step is the whole state.
-  ck.meta.ints["data_cursor_step"] = step;
+  ck.meta.ints["data_cursor_step"] = step;  // the data continues from batch step * train.n_critic
   ck.meta.ints["dataset_size"] = in_.dataset_size;
   ck.meta.ints["nan_rollbacks"] = ledger_.nan_rollbacks;
   ck.meta.ints["unix_time"] = static_cast<int64_t>(std::time(nullptr));

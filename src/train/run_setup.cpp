@@ -1,14 +1,17 @@
 // The run's planned length, its host models from the seed, and their state from a checkpoint.
 #include "train/run_setup.h"
 
+#include <algorithm>
+
 #include "train/model_state.h"
 
 namespace gt {
 
 int64_t planned_steps(const TrainConfig& train, int64_t steps_per_epoch) {
   if (train.max_steps > 0) return train.max_steps;
-  if (train.max_images > 0) return (train.max_images + train.batch_size - 1) / train.batch_size;
-  return train.epochs * steps_per_epoch;
+  const int64_t per_step = train.batch_size * train.n_critic;  // real images one step reads
+  if (train.max_images > 0) return (train.max_images + per_step - 1) / per_step;
+  return std::max<int64_t>(1, train.epochs * steps_per_epoch / train.n_critic);
 }
 
 std::unique_ptr<Models> make_models(const Config& cfg, const DcganSpec& spec) {

@@ -27,8 +27,10 @@ struct RunInputs {
   int64_t dataset_size = 0;
 };
 
-// The run's planned last step: train.max_steps when set, else train.max_images rounded up to whole
-// steps when set, else train.epochs whole epochs. (train.max_minutes and stop signals end a run earlier.)
+// The run's planned last step (a step is one G update, which reads train.n_critic batches):
+// train.max_steps when set, else train.max_images real images rounded up to whole steps when set, else
+// the steps that train.epochs epochs of batches make (rounded down, at least 1). (train.max_minutes and
+// stop signals end a run earlier.)
 int64_t planned_steps(const TrainConfig& train, int64_t steps_per_epoch);
 
 // G and D initialized from the seed, and their optimizers: the host models every engine starts from and

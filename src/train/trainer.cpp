@@ -94,6 +94,7 @@ EngineOptions engine_options(const Config& cfg, const Communicator& comm, const 
   // Gradients summed over the ranks in buckets during backward (with one rank: nothing to do).
   e.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
   e.nz = in.spec.nz;
+  e.objective = gan_objective(cfg);
   return e;
 }
 
@@ -110,8 +111,9 @@ LoaderOptions loader_options(const Config& cfg, const Communicator& comm, StepEn
   o.threads = cfg.data.loader_threads;
   o.flip = cfg.data.flip;
   o.seed = static_cast<uint64_t>(cfg.run.seed);
-  o.first_step = first_step;
-  o.end_step = total_steps;
+  // The loader counts batches: a step reads train.n_critic of them.
+  o.first_step = first_step * cfg.train.n_critic;
+  o.end_step = total_steps * cfg.train.n_critic;
   return o;
 }
 
@@ -262,12 +264,37 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
                : std::string("read on the training thread"));
   run.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", in.spec.channels, in.spec.resolution,
            in.spec.resolution, in.spec.nz, m.G.param_count(), m.D.param_count());
-  run.line("plan: batch {} | {} steps per epoch | {} steps | optim G {} lr {} | D {} lr {}", cfg.train.batch_size,
-           in.plan->steps_per_epoch(), in.total_steps, choice_name(cfg.optim_g.kind), cfg.optim_g.lr,
-           choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
+  run.line("plan: batch {} | {} batches per epoch | {} steps{} | optim G {} lr {} | D {} lr {}", cfg.train.batch_size,
+           in.plan->steps_per_epoch(), in.total_steps,
+           cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
+           choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
+  run.line("{}", describe_objective(cfg));
 }
 
 }  // namespace
+
+std::string describe_objective(const Config& cfg) {
+  std::string s = fmt::format("objective: {}", choice_name(cfg.loss.objective));
+  if (cfg.loss.drift > 0) s += fmt::format(" + drift {} * D(x)^2", cfg.loss.drift);
+  if (cfg.loss.clip_critic > 0) s += fmt::format(" | D's weights clamped to +-{}", cfg.loss.clip_critic);
+  s += fmt::format(" | {} D update{} per G update", cfg.train.n_critic, cfg.train.n_critic > 1 ? "s" : "");
+  s += cfg.train.g_fresh_noise ? " | the G update on noise of its own" : " | the G update on the last D update's fakes";
+  return s;
+}
+
+GanObjective gan_objective(const Config& cfg) {
+  GanObjective o;
+  switch (cfg.loss.objective) {
+    case Objective::nonsaturating: o.kind = LossKind::bce; break;
+    case Objective::wgan: o.kind = LossKind::wasserstein; break;
+    case Objective::hinge: o.kind = LossKind::hinge; break;
+  }
+  o.drift = cfg.loss.drift;
+  o.clip_critic = cfg.loss.clip_critic;
+  o.n_critic = cfg.train.n_critic;
+  o.fresh_g_noise = cfg.train.g_fresh_noise;
+  return o;
+}
 
 DcganSpec dcgan_spec(const ModelConfig& m) {
   if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
@@ -360,25 +387,32 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   StopHook& stop = hooks.add(std::make_unique<StopHook>(run, cfg.train, comm));  // the run's clock starts here
   run.line("hooks: {}", fmt::join(hooks.names(), ", "));
 
-  // Two host batches: the loader fills one while the engine (a GPU's, asynchronously) reads the other.
-  Tensor batches[2] = {engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()),
-                       engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype())};
+  // Two groups of host batches (n_critic each, one per critic iteration): the loader fills one group
+  // while the engine (a GPU's, asynchronously) reads the other.
+  const int n_critic = cfg.train.n_critic;
+  std::vector<Tensor> batches[2];
+  for (auto& group : batches)
+    for (int k = 0; k < n_critic; ++k)
+      group.push_back(engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()));
+  auto load_group = [&](std::vector<Tensor>& group) {
+    for (Tensor& b : group) loader.next(b);
+  };
   const int64_t total = in.total_steps;
   hooks.begin({first, total});
-  if (first < total) loader.next(batches[first % 2]);
+  if (first < total) load_group(batches[first % 2]);
   int64_t step = first;
   StopReason stopped = StopReason::none;
   while (step < total) {
     fault_point("step");
-    Tensor& batch = batches[step % 2];
+    std::vector<Tensor>& group = batches[step % 2];
     inject_fault_if_due(in.fault, comm.rank(), step);
-    if (nan_fault_due(in.fault, comm.rank(), step) && batch.dtype() == DType::f32)
-      std::fill_n(batch.f32(), batch.numel(), std::numeric_limits<float>::quiet_NaN());
+    if (nan_fault_due(in.fault, comm.rank(), step) && group.front().dtype() == DType::f32)
+      std::fill_n(group.front().f32(), group.front().numel(), std::numeric_limits<float>::quiet_NaN());
     StepInfo info;
     info.clock.begin = Clock::now();
-    engine->submit(batch, step);
+    engine->submit(group, step);
     info.clock.submitted = Clock::now();
-    if (step + 1 < total) loader.next(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
+    if (step + 1 < total) load_group(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
     info.clock.loaded = Clock::now();
     const StepResult local = engine->wait();
     info.clock.waited = Clock::now();
@@ -387,7 +421,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     ++step;
     info.step = step;
     info.total_steps = total;
-    info.epoch = in.plan->epoch_of(step - 1);
+    info.epoch = in.plan->epoch_of(step * n_critic - 1);  // of the step's last batch
     info.result = g.r;
     info.finite = g.finite();
     if (!info.finite) info.nonfinite = describe_nonfinite(g, step);
@@ -398,7 +432,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   sum.stopped_by_signal = stopped == StopReason::signal;
   sum.stopped_by_time = stopped == StopReason::time_limit;
   const double seconds = stop.seconds();
-  sum.images_per_second = (step - first) * cfg.train.batch_size / std::max(seconds, 1e-9);
+  sum.images_per_second = (step - first) * cfg.train.batch_size * n_critic / std::max(seconds, 1e-9);
   engine->sync_to_host();  // every rank: the final checkpoint and the parameter check below read the host models
   hooks.end({first, step, total, stopped});
   const std::vector<int> drifted = ranks_with_other_parameters(comm, m->G, m->D);

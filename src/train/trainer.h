@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 #include "nn/dcgan.h"
+#include "train/gan_step.h"
 
 namespace gt {
 
@@ -26,6 +27,12 @@ TrainSummary train(const Config& cfg);
 // A problem every rank sees (bad input, mismatched config or build) is an AgreedUserError/RuntimeError
 // thrown on every rank; a failure on one rank alone is an ordinary exception (the caller aborts the job).
 TrainSummary train(const Config& cfg, Communicator& comm);
+
+// The step's objective from loss.*, train.n_critic and train.g_fresh_noise.
+GanObjective gan_objective(const Config& cfg);
+// "objective: wgan | D's weights clamped to +-0.01 | 5 D updates per G update | ...", for the run's banner
+// and `info --config`.
+std::string describe_objective(const Config& cfg);
 
 // The DCGAN geometry of a model config; UserError when model.arch is not a DCGAN.
 DcganSpec dcgan_spec(const ModelConfig& m);

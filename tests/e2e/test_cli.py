@@ -16,6 +16,15 @@ def case_info_param_counts(exe, src, tmp):
     check(r.returncode == 0, f"info failed: {r.stderr}")
     check("G = 12,658,432 parameters" in r.stdout, f"G count not in output:\n{r.stdout}")
     check("D = 11,036,160 parameters" in r.stdout, f"D count not in output:\n{r.stdout}")
+    check("objective: nonsaturating | 1 D update per G update" in r.stdout, f"objective line:\n{r.stdout}")
+    # The other presets: the same networks, their objectives.
+    for preset, words in [("wgan", ["objective: wgan", "clamped to +-0.01", "5 D updates per G update",
+                                    "noise of its own"]),
+                          ("hinge", ["objective: hinge", "1 D update per G update"])]:
+        r = run(exe, "info", "--config", os.path.join(src, f"config/{preset}_celeba64.yaml"))
+        check(r.returncode == 0 and "G = 12,658,432 parameters" in r.stdout, f"{preset}: {r.stdout}{r.stderr}")
+        for w in words:
+            check(w in r.stdout, f"{preset}: {w!r} not in:\n{r.stdout}")
 
 
 def expect_user_error(exe, args, must_contain, out_dir):
@@ -65,6 +74,14 @@ def case_bad_input_exits_2(exe, src, tmp):
     for path, words in bad_hdf5_datasets(tmp):  # tiny.yaml's model is 32x32 gray
         expect_user_error(exe, ["train", "--config", tiny, od, "data.source=hdf5", f"data.path={path}"], words, out)
     expect_user_error(exe, ["train", "--config", tiny, od, "train.batch_size=100000"], ["train.batch_size"], out)
+    # The objective's keys: each bad value names its key; WGAN without its clamp names both keys.
+    expect_user_error(exe, ["train", "--config", tiny, od, "train.n_critic=0"], ["train.n_critic", ">= 1"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.drift=-0.1"], ["loss.drift", ">= 0"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.clip_critic=-1"], ["loss.clip_critic", ">= 0"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.objective=wasserstein"],
+                      ["loss.objective", "nonsaturating", "wgan", "hinge"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.objective=wgan"],
+                      ["loss.objective wgan", "loss.clip_critic > 0"], out)
     expect_user_error(exe, ["sample", "--checkpoint", os.path.join(tmp, "nope.h5"), "--out", os.path.join(tmp, "x.png")],
                       ["nope.h5"], out)
     not_h5 = os.path.join(tmp, "text.h5")
@@ -316,7 +333,7 @@ def case_run_length_epochs(exe, src, tmp):
                 f"train.epochs={epochs}", f"train.batch_size={batch}", "log.every_steps=1",
                 "log.sample_every_steps=0", "checkpoint.every_steps=0")
         check(r.returncode == 0, f"{name}: train failed ({r.returncode}): {r.stdout}\n{r.stderr}")
-        check(f"{steps // epochs} steps per epoch | {steps} steps" in r.stdout, f"{name}: plan line:\n{r.stdout}")
+        check(f"{steps // epochs} batches per epoch | {steps} steps" in r.stdout, f"{name}: plan line:\n{r.stdout}")
         lines = [json.loads(l) for l in open(os.path.join(out, name, "metrics.jsonl"))]
         check([l["step"] for l in lines] == list(range(1, steps + 1)), f"{name}: metrics steps {[l['step'] for l in lines]}")
         check([int(l["epoch"]) for l in lines] == [(s - 1) // (steps // epochs) for s in range(1, steps + 1)],

@@ -117,6 +117,47 @@ def case_exact_resume(exe, src, tmp):
     print(f"train.max_minutes: {stops} stops (exit 3) and resumes: bit-identical; a finished run exits 0 at once")
 
 
+OBJECTIVES = {
+    "wgan": ["loss.objective=wgan", "loss.clip_critic=0.01", "train.g_fresh_noise=true", "train.n_critic=3",
+             "optim.d.name=rmsprop",
+             "optim.d.lr=5e-5", "optim.g.name=rmsprop", "optim.g.lr=1e-5"],
+    "hinge": ["loss.objective=hinge", "loss.drift=0.001", "train.n_critic=2"],
+}
+
+
+def case_exact_resume_objectives(exe, src, tmp):
+    """WGAN (clipping, 3 critic updates, fresh G noise) and hinge (drift, 2): 12 steps straight = 6 + stop + 6, bit
+    for bit.
+    A step reads n_critic batches, so the data order after a resume depends on it: the checkpoint counts
+    the real images seen, and a resume with another train.n_critic is refused."""
+    runs = Runs(exe, src, tmp)
+    steps, half = 12, 6
+    for name, overrides in OBJECTIVES.items():
+        n_critic = int(next(o for o in overrides if o.startswith("train.n_critic=")).split("=")[1])
+        r = runs.train(f"{name}_straight", *overrides, steps=steps)
+        check(r.returncode == 0, f"{name}: uninterrupted run failed: {r.stdout}{r.stderr}")
+        check(f"{steps} steps of {n_critic} D updates and 1 G update" in r.stdout, f"{name}: plan line: {r.stdout}")
+        r = runs.train(f"{name}_halves", *overrides, steps=half)
+        check(r.returncode == 0, f"{name}: first half: {r.stderr}")
+        r = runs.train(f"{name}_halves", *overrides, steps=steps)
+        check(r.returncode == 0 and f"at step {half} of {steps}" in r.stdout.splitlines()[0], f"{name}: resume: {r.stdout}")
+        n = check_identical(runs.ckpt(f"{name}_halves", steps), runs.ckpt(f"{name}_straight", steps),
+                            f"{name}: {half} + {half}")
+        got, ref = runs.metrics(f"{name}_halves"), runs.metrics(f"{name}_straight")
+        check([m["step"] for m in got] == list(range(1, steps + 1)), f"{name}: metrics steps {[m['step'] for m in got]}")
+        check(all(g[k] == r_[k] for g, r_ in zip(got, ref) for k in ("d_loss", "g_loss", "d_real", "d_fake")),
+              f"{name}: metrics differ from the uninterrupted run")
+        import h5py
+        with h5py.File(runs.ckpt(f"{name}_straight", steps), "r") as f:
+            seen = int(f["meta"].attrs["images_seen"])
+        check(seen == steps * 8 * n_critic, f"{name}: images_seen {seen}, expected {steps} x 8 x {n_critic}")
+        print(f"{name}: {half} + {half} steps bit-identical to {steps} straight ({n} tensors); images_seen {seen}")
+        # Another n_critic would read other batches from here on: refused, naming the key.
+        r = runs.train(f"{name}_halves", *overrides, f"train.n_critic={n_critic + 1}", steps=steps + 2)
+        check(r.returncode == 2 and f"train.n_critic is {n_critic} there and {n_critic + 1} now" in r.stderr,
+              f"{name}: n_critic change: {r.returncode} {r.stderr}")
+
+
 def case_resume_modes(exe, src, tmp):
     """never, an explicit path (in place, and into a new run), a newest checkpoint that does not validate, config changes."""
     runs = Runs(exe, src, tmp)

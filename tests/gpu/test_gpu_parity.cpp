@@ -27,6 +27,7 @@
 #include "cuda/arena.h"
 #include "cuda/context.h"
 #include "cuda/conv.h"
+#include "core/optim_math.h"
 #include "core/rng.h"
 #include "data/image_source.h"
 #include "cuda/dense.h"
@@ -623,7 +624,7 @@ std::vector<Output> run_ema_and_weight_clip(const Case& c, Rig& rig, uint64_t se
       const float difference = clipped[k] - average[k];
       const float step = one_minus_decay * difference;
       average[k] = average[k] + step;
-      clipped[k] = std::fmin(std::fmax(clipped[k], -limit), limit);
+      clipped[k] = gt::optim_math::clip_weight(clipped[k], limit);
     }
     outputs.push_back({p.cpu.name + ".ema", average, to_host(p.state0, s)});
     outputs.push_back({p.cpu.name + ".clipped", clipped, to_host(p.value, s)});
@@ -1023,6 +1024,30 @@ std::vector<Output> run_bce_typed(const Case& c, Rig& rig, uint64_t seed) {
           {"dlogits", dlogits, gd.download(s)}};
 }
 
+// dims {n}; variant = 3 * kind + role (core/loss_math.h LossKind, LossRole), with drift 0.3 on d_real: one
+// term of a GAN objective (the step's loss kernel) against train/loss.cpp's gan_loss.
+std::vector<Output> run_gan_loss_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const int64_t n = c.dims[0];
+  gt::LossTerm term;
+  term.kind = static_cast<gt::LossKind>(c.variant / 3);
+  term.role = static_cast<gt::LossRole>(c.variant % 3);
+  term.drift = term.role == gt::LossRole::d_real ? 0.3f : 0.f;
+  const float scale = 0.5f;
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  // Spread over [-4, 4], so hinge terms see both sides of their kinks.
+  const std::vector<float> logits = rounded(random_normal(static_cast<size_t>(n), seed, 0.f, 2.f), t);
+  std::vector<float> dlogits(logits.size());
+  double reported = 0;
+  const float loss = gt::gan_loss(logits.data(), n, term, dlogits.data(), scale, &reported);
+  TypedBuffer glogits = typed_device(logits, t, s), gd = typed_poisoned(logits.size(), t, s);
+  auto gloss = poisoned(1, s), greported = poisoned(1, s);
+  gt::cuda::gan_loss(gloss.data(), greported.data(), gd.data(), glogits.data(), n, term, scale, t, s);
+  return {{"loss", {loss}, to_host(gloss, s)},
+          {"reported", {static_cast<float>(reported)}, to_host(greported, s)},
+          {"dlogits", dlogits, gd.download(s)}};
+}
+
 // ---- the table ------------------------------------------------------------------------------------------
 
 // Tolerances (normalized error): 0 where the GPU performs the CPU's float operations in the CPU's order;
@@ -1154,6 +1179,12 @@ std::vector<Case> cases() {
   t.push_back({"bce_typed", run_bce_typed, {1000}, f32, 1e-6, 0, ActFormat{}});
   t.push_back({"bce_typed", run_bce_typed, {3}, f32, 1e-6, 1, ActFormat{}});
   t.push_back({"bce_typed", run_bce_typed, {1024}, b16, 1e-2, 1, bf16_nchw});
+  // Every objective's three terms (kind x role), in fp32 (the same float expressions: libm ulps at most) and
+  // bf16 storage (the gradient rounded when stored).
+  for (int v = 0; v < 9; ++v) {
+    t.push_back({"gan_loss", run_gan_loss_typed, {1000}, f32, 1e-6, v, ActFormat{}});
+    t.push_back({"gan_loss", run_gan_loss_typed, {1024}, b16, 1e-2, v, bf16_nchw});
+  }
   t.push_back({"bce_typed", run_bce_typed, {1000}, b16, 1e-2, 0, bf16_nchw});
   t.push_back({"bce_typed", run_bce_typed, {2500}, b16, 1e-2, 1, bf16_nchw});
 

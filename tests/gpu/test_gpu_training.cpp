@@ -103,8 +103,9 @@ std::vector<Case> cases() {
   };
 }
 
-EngineOptions options(const Case& c, const std::string& device) {
+EngineOptions options(const Case& c, const std::string& device, const GanObjective& objective = {}) {
   EngineOptions o;
+  o.objective = objective;
   o.device = device == "cuda" ? Device::cuda : Device::cpu;
   EXPECT_TRUE(parse_choice(c.precision, &o.precision)) << c.precision;
   EXPECT_TRUE(parse_choice(c.layout, &o.layout)) << c.layout;
@@ -124,20 +125,27 @@ class GpuTraining : public ::testing::TestWithParam<Case> {
   }
 };
 
-TEST_P(GpuTraining, StepsMatchTheCpuEngine) {
-  const Case& c = GetParam();
+// kSteps steps of the CPU and the CUDA engine from the same models and batches (n_critic batches a
+// step, batch number step * n_critic + k), then every parameter, buffer, optimizer state and sample.
+void compare_engines(const Case& c, const GanObjective& objective) {
   HostModels cpu_models(c.optimizer), gpu_models(c.optimizer);
   auto comm_cpu = make_local_communicator(), comm_gpu = make_local_communicator();
-  auto cpu = make_engine(options(c, "cpu"), cpu_models.m, *comm_cpu);
-  auto gpu = make_engine(options(c, "cuda"), gpu_models.m, *comm_gpu);
+  auto cpu = make_engine(options(c, "cpu", objective), cpu_models.m, *comm_cpu);
+  auto gpu = make_engine(options(c, "cuda", objective), gpu_models.m, *comm_gpu);
   ASSERT_TRUE(gpu->wants_u8_batches());
+  const int K = objective.n_critic;
   for (int64_t step = 0; step < kSteps; ++step) {
-    Batch b = make_batch(step, c.flip);
-    cpu->submit(b.f32, step);
+    std::vector<Tensor> cpu_batches, gpu_batches;
+    for (int k = 0; k < K; ++k) {
+      Batch b = make_batch(step * K + k, c.flip);
+      cpu_batches.push_back(b.f32);
+      Tensor host = gpu->make_batch_buffer(c.u8 ? b.u8.shape() : b.f32.shape(), c.u8 ? DType::u8 : DType::f32);
+      host.copy_from(c.u8 ? b.u8 : b.f32);
+      gpu_batches.push_back(host);
+    }
+    cpu->submit(cpu_batches, step);
     const StepResult rc = cpu->wait();
-    Tensor host = gpu->make_batch_buffer(c.u8 ? b.u8.shape() : b.f32.shape(), c.u8 ? DType::u8 : DType::f32);
-    host.copy_from(c.u8 ? b.u8 : b.f32);
-    gpu->submit(host, step);
+    gpu->submit(gpu_batches, step);
     const StepResult rg = gpu->wait();
     SCOPED_TRACE("step " + std::to_string(step));
     EXPECT_NEAR(rg.d_loss, rc.d_loss, c.loss_tol * std::abs(rc.d_loss));
@@ -182,6 +190,37 @@ TEST_P(GpuTraining, StepsMatchTheCpuEngine) {
   fill_noise(z.f32(), 8, tiny_spec().nz, kSeed, 12345, 0);
   EXPECT_LE(rel_diff(gpu->generate(z), generate(cpu_models.G, z)), 10 * c.param_tol);
 }
+
+TEST_P(GpuTraining, StepsMatchTheCpuEngine) { compare_engines(GetParam(), GanObjective{}); }
+
+// Every objective's whole step (the loss kernel, weight clipping in the optimizer, critic iterations,
+// fresh G noise) against the CPU engine, at fp32 with SGD (a smooth update, so the fp32 bounds hold).
+struct ObjectiveCase {
+  std::string name;
+  GanObjective objective;
+};
+
+class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
+ protected:
+  void SetUp() override { GT_REQUIRE_GPU(); }
+};
+
+TEST_P(GpuObjectives, StepsMatchTheCpuEngine) {
+  const Case c = cases()[5];  // fp32_sgd: NCHW, CUDA graphs
+  ASSERT_EQ(c.name, "fp32_sgd");
+  compare_engines(c, GetParam().objective);
+}
+
+std::vector<ObjectiveCase> objective_cases() {
+  GanObjective wgan, hinge, bce;
+  wgan.kind = LossKind::wasserstein, wgan.clip_critic = 0.01f, wgan.n_critic = 3, wgan.fresh_g_noise = true;
+  hinge.kind = LossKind::hinge, hinge.drift = 0.25f, hinge.n_critic = 2;
+  bce.drift = 0.1f, bce.n_critic = 2, bce.fresh_g_noise = true;
+  return {{"wgan_clip_ncritic3_fresh", wgan}, {"hinge_drift_ncritic2", hinge}, {"bce_drift_ncritic2_fresh", bce}};
+}
+
+INSTANTIATE_TEST_SUITE_P(Objectives, GpuObjectives, ::testing::ValuesIn(objective_cases()),
+                         [](const ::testing::TestParamInfo<ObjectiveCase>& i) { return i.param.name; });
 
 // A NaN-guard rollback: the host models reloaded from a snapshot and pushed into a running engine
 // (load_from_host, into the buffers its CUDA graphs point at) train the next steps exactly as they did

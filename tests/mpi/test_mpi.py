@@ -333,6 +333,72 @@ def case_invariance_np1_np2_np4(job):
     check(rel > 100 * INVARIANCE_REL, f"per-rank BN should differ clearly, got {rel:.3g}")
 
 
+# Each objective with critic iterations (tests/oracle/test_objectives_oracle.py checks their math).
+OBJECTIVES = {
+    "wgan": ["loss.objective=wgan", "loss.clip_critic=0.01", "train.g_fresh_noise=true", "train.n_critic=3"],
+    "hinge": ["loss.objective=hinge", "loss.drift=0.001", "train.n_critic=2"],
+}
+
+
+def case_objectives_np1_np2(job):
+    """WGAN (clipping, 3 critic updates per step, fresh G noise) and hinge (drift, 2) train on 2 ranks the model one process
+    trains, within 10x what 1 vs 2 threads of one process moves it (the noise floor of summation order)."""
+    for name, objective in OBJECTIVES.items():
+        n_critic = int(objective[-1].split("=")[1])
+        args = [*WIRING, *objective]
+        r = job.run(job.train_args(f"{name}_single", *args))
+        check(r.returncode == 0, f"{name}: single process failed: {r.stdout}\n{r.stderr}")
+        single = load_h5(job.checkpoint(f"{name}_single"))
+        meta = load_meta(job.checkpoint(f"{name}_single"))
+        check(int(meta["images_seen"]) == STEPS * 8 * n_critic, f"{name}: images_seen {meta['images_seen']}")
+        r = job.run(job.train_args(f"{name}_t2", *args, "run.threads=2"))
+        check(r.returncode == 0, f"{name}: 2 threads failed: {r.stderr}")
+        floor, _ = worst_relative_difference(single, load_h5(job.checkpoint(f"{name}_t2")))
+        bound = max(INVARIANCE_REL, 10 * floor)
+        r = job.run(job.mpi(2, *job.train_args(f"{name}_np2", *args)))
+        check(r.returncode == 0, f"{name}: np 2 failed ({r.returncode}): {r.stdout}\n{r.stderr}")
+        check("differ" not in r.stdout, f"{name}: ranks drifted apart: {r.stdout}")
+        rel, where = worst_relative_difference(single, load_h5(job.checkpoint(f"{name}_np2")))
+        print(f"{name} (n_critic {n_critic}): np 2 vs np 1 worst relative difference {rel:.3g} ({where}); floor "
+              f"{floor:.3g}, bound {bound:.3g}")
+        check(rel <= bound, f"{name}: np 2 differs from np 1 by {rel:.3g} at {where}")
+    # The bound has teeth: hinge without its drift term (a 0.001 weight) trains a visibly different model.
+    args = [*WIRING, *OBJECTIVES["hinge"], "loss.drift=0"]
+    r = job.run(job.train_args("hinge_nodrift", *args))
+    check(r.returncode == 0, f"hinge without drift failed: {r.stderr}")
+    rel, where = worst_relative_difference(load_h5(job.checkpoint("hinge_single")), load_h5(job.checkpoint("hinge_nodrift")))
+    print(f"hinge without drift: worst relative difference {rel:.3g} ({where})")
+    check(rel > 100 * INVARIANCE_REL, f"the drift term made no visible difference ({rel:.3g})")
+
+
+def case_presets_np1_np2(job):
+    """Each preset of config/ (DCGAN, WGAN, hinge at 64x64 RGB) trains 2 steps at reduced widths and batch on 1
+    and on 2 ranks, prints its objective, and ends with finite weights; 1 and 2 ranks agree within 10x the
+    1 vs 2 threads floor of one process."""
+    import numpy as np
+    small = ["model.nz=8", "model.g_width=4", "model.d_width=4", "train.batch_size=8", "data.synthetic_count=64",
+             "train.max_steps=2", "log.every_steps=1", "log.sample_every_steps=0", "checkpoint.every_steps=0",
+             "run.device=cpu", "run.threads=1"]
+    for preset, objective in [("dcgan", "nonsaturating"), ("wgan", "wgan"), ("hinge", "hinge")]:
+        config = os.path.join(job.src, "config", f"{preset}_celeba64.yaml")
+        runs = {}
+        for np_, threads in [(1, 1), (1, 2), (2, 1)]:
+            name = f"{preset}_np{np_}_t{threads}"
+            cmd = [job.exe, "train", "--config", config, f"run.out_dir={job.runs}", f"run.name={name}", *small,
+                   f"run.threads={threads}"]
+            r = job.run(job.mpi(np_, *cmd) if np_ > 1 else cmd, timeout=120)
+            check(r.returncode == 0, f"{preset} on {np_} rank(s): exit {r.returncode}: {r.stdout}\n{r.stderr}")
+            check(f"objective: {objective}" in r.stdout, f"{preset}: no objective line:\n{r.stdout}")
+            ck = load_h5(os.path.join(job.runs, name, "checkpoints", "ckpt_00000002.h5"))
+            check(all(np.all(np.isfinite(v)) for v in ck.values() if v.dtype.kind == "f"), f"{preset}: non-finite weights")
+            runs[(np_, threads)] = ck
+        floor, _ = worst_relative_difference(runs[(1, 1)], runs[(1, 2)])
+        rel, where = worst_relative_difference(runs[(1, 1)], runs[(2, 1)])
+        bound = max(INVARIANCE_REL, 10 * floor)
+        print(f"{preset}: np 2 vs np 1 worst relative difference {rel:.3g} ({where}), floor {floor:.3g}")
+        check(rel <= bound, f"{preset}: np 2 differs from np 1 by {rel:.3g} at {where} (bound {bound:.3g})")
+
+
 def swd_lines(job, name):
     return [m for m in load_metrics(job, name) if "swd" in m]
 

@@ -1,7 +1,8 @@
-// gt_oracle_tool: runs one DCGAN training step or K optimizer steps from an HDF5 input written by the PyTorch oracle tests and writes the results back.
+// gt_oracle_tool: runs one DCGAN training step, one step of any objective, or K optimizer steps from an HDF5 input written by the PyTorch oracle tests and writes the results back.
 //
 // Usage
 //   gt_oracle_tool dcgan-step IN.h5 OUT.h5
+//   gt_oracle_tool gan-step IN.h5 OUT.h5
 //   gt_oracle_tool optim NAME IN.h5 OUT.h5        (NAME: adam | rmsprop | sgd)
 //
 // Both inputs are checkpoints in gantrain's layout (read with load_checkpoint, so /meta carries the
@@ -26,6 +27,15 @@
 //   /G/params, /D/params   parameters and buffers after the step
 //   /G/optim, /D/optim     Adam state after the step: /<net>/optim/<kind>/<param>, /<net>/optim/step
 //
+// gan-step IN.h5: as dcgan-step, except
+//   /meta/config    a whole config's YAML text: loss.objective, loss.drift, loss.clip_critic,
+//                   train.n_critic (K), train.clip_grad_norm, optim.g and optim.d
+//   /inputs/real    f32 [K*N, C, H, W]: critic iteration k takes rows [k*N, (k+1)*N)
+//   /inputs/z       f32 [Z*N, nz], the same way: Z = K noise batches, and one more for the G update
+//                   when train.g_fresh_noise
+// gan-step OUT.h5: /meta, /outputs/step_fake (the last iteration's fakes) and the scalars (D's of the
+//   last critic iteration), /G/params and /D/params after the step
+//
 // optim IN.h5
 //   /meta           the checkpoint attributes plus the integer attribute `steps` (K)
 //   /meta/config    YAML text whose optim.g holds lr, beta1, beta2, eps, alpha, momentum, weight_decay
@@ -45,6 +55,7 @@
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
+#include "train/trainer.h"
 #include "train/model_state.h"
 #include "train/optim.h"
 
@@ -156,6 +167,62 @@ int run_dcgan_step(const std::string& in_path, const std::string& out_path) {
   return 0;
 }
 
+// ---- gan-step ----------------------------------------------------------------------------------
+// One step of any objective: the config text in /meta/config gives loss.*, train.n_critic and both
+// optimizers (optim.g, optim.d); /inputs/real holds n_critic batches one after another [K*N, C, H, W]
+// and /inputs/z their noise [K*N, nz]. Writes the scalars and the parameters and buffers after the step.
+int run_gan_step_case(const std::string& in_path, const std::string& out_path) {
+  InputFile in{in_path, load_checkpoint(in_path)};
+  const DcganSpec spec = read_dcgan_spec(in);
+  const Config cfg = parse_config(in.ckpt.meta.config_yaml, in_path + ":/meta/config");
+  const GanObjective objective = gan_objective(cfg);
+  const Tensor& real = require_tensor(in, "inputs", "real");
+  const Tensor& z = require_tensor(in, "inputs", "z");
+  const int64_t K = objective.n_critic, Z = objective.noise_batches();
+  if (real.ndim() != 4 || real.dim(0) % K != 0)
+    user_error("{}: /inputs/real {} does not hold {} equal batches", in_path, real.str(), K);
+  const int64_t N = real.dim(0) / K;
+  if (z.ndim() != 2 || z.dim(0) != Z * N || z.dim(1) != spec.nz)
+    user_error("{}: /inputs/z is {}, expected f32[{}, {}] ({} noise batches)", in_path, z.str(), Z * N, spec.nz, Z);
+  std::vector<Tensor> reals, zs;
+  const int64_t image = real.numel() / real.dim(0);
+  for (int64_t k = 0; k < K; ++k) {
+    Tensor r({N, real.dim(1), real.dim(2), real.dim(3)});
+    std::copy_n(real.f32() + k * N * image, N * image, r.f32());
+    reals.push_back(r);
+  }
+  for (int64_t k = 0; k < Z; ++k) {
+    Tensor q({N, z.dim(1)});
+    std::copy_n(z.f32() + k * N * z.dim(1), N * z.dim(1), q.f32());
+    zs.push_back(q);
+  }
+  Sequential G = load_net(true, spec, in);
+  Sequential D = load_net(false, spec, in);
+  auto opt_g = make_optimizer(cfg.optim_g, G.named_params());
+  auto opt_d = make_optimizer(cfg.optim_d, D.named_params());
+  GanModels models{&G, &D, opt_g.get(), opt_d.get()};
+  StepOptions options;
+  options.objective = objective;
+  options.clip_grad_norm = cfg.train.clip_grad_norm;
+  const StepResult r = gan_train_step(models, reals, zs, options);
+
+  Checkpoint out;
+  out.meta = in.ckpt.meta;
+  auto& outputs = out.groups["outputs"];
+  outputs.emplace_back("step_fake", r.fake.clone());
+  outputs.emplace_back("d_loss", scalar_f32(r.d_loss));
+  outputs.emplace_back("g_loss", scalar_f32(r.g_loss));
+  outputs.emplace_back("d_real", scalar_f32(r.d_real));
+  outputs.emplace_back("d_fake", scalar_f32(r.d_fake));
+  export_state_dict(G, "G/params", out.groups);
+  export_state_dict(D, "D/params", out.groups);
+  save_checkpoint(out_path, out);
+  std::printf("gan-step %s n_critic %lld: d_loss %.6g g_loss %.6g D(x) %.6g D(G(z)) %.6g -> %s\n",
+              choice_name(cfg.loss.objective), static_cast<long long>(K), r.d_loss, r.g_loss, r.d_real, r.d_fake,
+              out_path.c_str());
+  return 0;
+}
+
 // ---- optim -------------------------------------------------------------------------------------
 
 OptimConfig read_optim_config(const InputFile& in, const std::string& name) {
@@ -205,6 +272,7 @@ int run_optim(const std::string& name, const std::string& in_path, const std::st
 int usage() {
   std::fprintf(stderr,
                "usage: gt_oracle_tool dcgan-step IN.h5 OUT.h5\n"
+               "       gt_oracle_tool gan-step IN.h5 OUT.h5\n"
                "       gt_oracle_tool optim adam|rmsprop|sgd IN.h5 OUT.h5\n"
                "(the file layouts are described at the top of tests/oracle/oracle_tool.cpp)\n");
   return 2;
@@ -212,6 +280,7 @@ int usage() {
 
 int dispatch(const std::vector<std::string>& args) {
   if (args.size() == 3 && args[0] == "dcgan-step") return run_dcgan_step(args[1], args[2]);
+  if (args.size() == 3 && args[0] == "gan-step") return run_gan_step_case(args[1], args[2]);
   if (args.size() == 4 && args[0] == "optim") return run_optim(args[1], args[2], args[3]);
   return usage();
 }

@@ -99,6 +99,11 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.stop_signal, b.train.stop_signal);
   EXPECT_EQ(a.train.nan_policy, b.train.nan_policy);
   EXPECT_EQ(a.train.nan_max_rollbacks, b.train.nan_max_rollbacks);
+  EXPECT_EQ(a.train.n_critic, b.train.n_critic);
+  EXPECT_EQ(a.train.g_fresh_noise, b.train.g_fresh_noise);
+  EXPECT_EQ(a.loss.objective, b.loss.objective);
+  EXPECT_EQ(a.loss.drift, b.loss.drift);
+  EXPECT_EQ(a.loss.clip_critic, b.loss.clip_critic);
   expect_same_optim(a.optim_g, b.optim_g, "optim.g");
   expect_same_optim(a.optim_d, b.optim_d, "optim.d");
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
@@ -124,7 +129,8 @@ Config all_fields_changed() {
            LayoutChoice::nhwc, false, 12.5};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
-  c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9};
+  c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true};
+  c.loss = {Objective::hinge, 0.125f, 0.0625f};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17, true, 29, 31};
@@ -143,11 +149,12 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 9, optim 2 x 8,
-  // log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 63u);
+  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 11, loss 3,
+  // optim 2 x 8, log 6, checkpoint 5, dist 4.
+  EXPECT_EQ(schema.size(), 68u);
   std::set<std::string> paths;
-  const std::set<std::string> sections = {"run", "model", "data", "train", "optim", "log", "checkpoint", "dist"};
+  const std::set<std::string> sections = {"run",   "model", "data", "train", "loss",
+                                          "optim", "log",   "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
   for (const ConfigKeyInfo& key : schema) {
     EXPECT_TRUE(paths.insert(key.path).second) << "duplicate " << key.path;
@@ -198,7 +205,9 @@ model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
        prefetch_batches: 7, loader_threads: 5}
 train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
-        stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9}
+        stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9, n_critic: 4,
+        g_fresh_noise: true}
+loss: {objective: hinge, drift: 0.125, clip_critic: 0.0625}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
       weight_decay: 1e-5}
@@ -531,7 +540,7 @@ TEST(ConfigRoundTrip, OutputIsTheNestedLayoutWithEveryKey) {
   }
   size_t top_level = 0;
   for (auto it = root.begin(); it != root.end(); ++it) ++top_level;
-  EXPECT_EQ(top_level, 8u);  // run, model, data, train, optim, log, checkpoint, dist
+  EXPECT_EQ(top_level, 9u);  // run, model, data, train, loss, optim, log, checkpoint, dist
 }
 
 TEST(ConfigRoundTrip, RandomFloatsAreExact) {

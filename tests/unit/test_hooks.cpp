@@ -195,7 +195,7 @@ TEST(StepTiming, PhasesLongerThanTheStepAreScaledAndNoneCountsAllAsOther) {
 class PhaseEngine final : public StepEngine {
  public:
   std::string describe() const override { return "fake"; }
-  void submit(const Tensor&, int64_t) override {}
+  void submit(std::span<const Tensor>, int64_t) override {}
   StepResult wait() override { return {}; }
   Tensor generate(const Tensor& z) override { return z; }
   void sync_to_host() override {}

@@ -69,10 +69,10 @@ class GpuStepOps final : public StepOps {
   }
   size_t mark() override { return arena_.mark(); }
   void release(size_t mark) override { arena_.rewind(mark); }
-  void bce_with_logits(const Tensor& logits, float target, float scale, Tensor& dlogits, StepScalar loss,
-                       const StepScalar* prob) override {
-    cuda::bce_with_logits(scalars_ + static_cast<int>(loss), prob ? scalars_ + static_cast<int>(*prob) : nullptr,
-                          dlogits.raw(), logits.raw(), logits.numel(), target, scale, type_, stream_);
+  void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
+                const StepScalar* reported) override {
+    cuda::gan_loss(scalars_ + static_cast<int>(loss), reported ? scalars_ + static_cast<int>(*reported) : nullptr,
+                   dlogits.raw(), logits.raw(), logits.numel(), term, scale, type_, stream_);
   }
   // The timing breakdown on the device: each mark records an event on the stream where the step enters
   // `phase`. Through the recorder, so a captured step records them at every replay, between its graphs
@@ -145,9 +145,10 @@ class GpuEngine final : public StepEngine {
 
     const int64_t n = opt.local_batch;
     const int64_t image_numel = shape_numel(image_shape_);
-    real_dev_ = DeviceBuffer<std::byte>(static_cast<size_t>(n * image_numel) * sizeof(float));
-    flips_ = DeviceBuffer<uint8_t>(static_cast<size_t>(n));
-    z_ = DeviceBuffer<float>(static_cast<size_t>(n * opt.nz));
+    const int64_t iterations = opt.objective.n_critic;  // a real batch, flips and noise per critic iteration
+    real_dev_ = DeviceBuffer<std::byte>(static_cast<size_t>(iterations * n * image_numel) * sizeof(float));
+    flips_ = DeviceBuffer<uint8_t>(static_cast<size_t>(iterations * n));
+    z_ = DeviceBuffer<float>(static_cast<size_t>(opt.objective.noise_batches() * n * opt.nz));
     scalars_dev_ = DeviceBuffer<float>(kStepScalars);
     scalars_host_ = pinned_tensor({kStepScalars}, DType::f32);
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
@@ -155,7 +156,8 @@ class GpuEngine final : public StepEngine {
     const int N = static_cast<int>(n);
     const size_t e = data_type_size(fmt_.type);
     const size_t need = G_->forward_bytes(N) + G_->backward_bytes(N) + 2 * D_->forward_bytes(N) +
-                        D_->backward_bytes(N) + 4 * static_cast<size_t>(n) * (image_numel + opt.nz) * e +
+                        D_->backward_bytes(N) +
+                        (4 + static_cast<size_t>(iterations)) * static_cast<size_t>(n) * (image_numel + opt.nz) * e +
                         (size_t{64} << 20);
     const size_t bytes = opt.arena_mb > 0 ? static_cast<size_t>(opt.arena_mb * 1048576.0) : need + need / 4;
     arena_ = std::make_unique<DeviceArena>(bytes);
@@ -186,30 +188,43 @@ class GpuEngine final : public StepEngine {
   bool wants_u8_batches() const override { return true; }
   Tensor make_batch_buffer(const Shape& shape, DType dtype) override { return pinned_tensor(shape, dtype); }
 
-  void submit(const Tensor& real, int64_t step) override {
+  using StepEngine::submit;
+  void submit(std::span<const Tensor> reals, int64_t step) override {
     GT_CHECK(!submitted_, "submit() twice without wait()");
     cudaStream_t s = ctx_->stream();
     const int64_t n = opt_.local_batch;
-    GT_CHECK(real.dim(0) == n, "batch of {} images, the engine was made for {}", real.dim(0), n);
+    const int iterations = opt_.objective.n_critic;
+    GT_CHECK(static_cast<int>(reals.size()) == iterations, "{} real batches for n_critic {}", reals.size(), iterations);
     // The upload and the conversion take their sizes from the model: a batch of other images would
     // overrun real_dev_ or be read with the wrong strides.
     const int64_t C = image_shape_[0], H = image_shape_[1], W = image_shape_[2];
-    if (real.dtype() == DType::u8)
-      GT_CHECK(real.ndim() == 4 && real.dim(1) == H && real.dim(2) == W && (real.dim(3) == C || real.dim(3) == 1),
-               "uint8 batch {}, the model takes [{}, {}, {}, {}] (NHWC)", real.str(), n, H, W, C);
-    else
-      GT_CHECK(real.dtype() == DType::f32 && real.shape() == (Shape{n, C, H, W}), "batch {}, the model takes f32 {}",
-               real.str(), shape_str(Shape{n, C, H, W}));
-    // The step's inputs, outside any graph: they depend on the step number.
-    CUDA_CHECK(cudaMemcpyAsync(real_dev_.data(), real.raw(), real.nbytes(), cudaMemcpyHostToDevice, s));
     StepRecorder& recorder = ctx_->recorder();
-    // A captured step holds the conversion of the batch kind it was captured with.
-    GT_CHECK(!recorder.captured() || real_u8_ == (real.dtype() == DType::u8),
-             "batch {} after CUDA graphs were captured for {} batches", real.str(), real_u8_ ? "uint8" : "f32");
-    real_u8_ = real.dtype() == DType::u8;
-    real_shape_ = real.shape();
-    if (real_u8_ && opt_.flip) draw_flips(flips_.data(), n, opt_.seed, step, opt_.shard_first, s);
-    fill_noise(z_.data(), n, opt_.nz, opt_.seed, static_cast<uint64_t>(step), opt_.shard_first, s);
+    for (int k = 0; k < iterations; ++k) {
+      const Tensor& real = reals[static_cast<size_t>(k)];
+      GT_CHECK(real.dim(0) == n, "batch of {} images, the engine was made for {}", real.dim(0), n);
+      if (real.dtype() == DType::u8)
+        GT_CHECK(real.ndim() == 4 && real.dim(1) == H && real.dim(2) == W && (real.dim(3) == C || real.dim(3) == 1),
+                 "uint8 batch {}, the model takes [{}, {}, {}, {}] (NHWC)", real.str(), n, H, W, C);
+      else
+        GT_CHECK(real.dtype() == DType::f32 && real.shape() == (Shape{n, C, H, W}), "batch {}, the model takes f32 {}",
+                 real.str(), shape_str(Shape{n, C, H, W}));
+      // A captured step holds the conversion of the batch kind it was captured with.
+      const bool u8 = real.dtype() == DType::u8;
+      GT_CHECK(!recorder.captured() || real_u8_ == u8, "batch {} after CUDA graphs were captured for {} batches",
+               real.str(), real_u8_ ? "uint8" : "f32");
+      GT_CHECK(k == 0 || (u8 == real_u8_ && real.shape() == real_shape_), "critic batch {} is {}, batch 0 {}", k,
+               real.str(), shape_str(real_shape_));
+      real_u8_ = u8;
+      real_shape_ = real.shape();
+      // The step's inputs, outside any graph: they depend on the step number.
+      CUDA_CHECK(cudaMemcpyAsync(real_dev_.data() + static_cast<size_t>(k) * real_slot_bytes(), real.raw(),
+                                 real.nbytes(), cudaMemcpyHostToDevice, s));
+      const int64_t batch = step * iterations + k;
+      if (real_u8_ && opt_.flip) draw_flips(flips_.data() + k * n, n, opt_.seed, batch, opt_.shard_first, s);
+    }
+    for (int k = 0; k < opt_.objective.noise_batches(); ++k)
+      fill_noise(z_.data() + k * n * opt_.nz, n, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
+                 opt_.shard_first, s);
 
     if (!use_graphs_ || steps_done_ == 0) {
       run_step();  // eager: the first step also finds every convolution's algorithm (which synchronizes)
@@ -353,21 +368,35 @@ class GpuEngine final : public StepEngine {
     const int C = static_cast<int>(image_shape_[0]), H = static_cast<int>(image_shape_[1]),
               W = static_cast<int>(image_shape_[2]);
     const DataType t = fmt_.type;
+    const DType dtype = G_->storage_dtype();
     arena_->reset();
     ops_->start_step();
-    void* real = arena_->allocate_bytes(static_cast<size_t>(N) * C * H * W * data_type_size(t));
-    if (real_u8_) {
-      const int in_c = static_cast<int>(real_shape_[3]);
-      u8_nhwc_to_image(real, fmt_, reinterpret_cast<const uint8_t*>(real_dev_.data()),
-                       opt_.flip ? flips_.data() : nullptr, N, H, W, in_c, C, 127.5f, -1.f, s);
-    } else {
-      convert_activations(real, fmt_, real_dev_.data(), {DataType::f32, Layout::nchw}, N, C, H, W, s);
+    std::vector<Tensor> reals, zs;
+    for (int k = 0; k < opt_.objective.n_critic; ++k) {
+      void* real = arena_->allocate_bytes(static_cast<size_t>(N) * C * H * W * data_type_size(t));
+      const std::byte* stored = real_dev_.data() + static_cast<size_t>(k) * real_slot_bytes();
+      if (real_u8_) {
+        const int in_c = static_cast<int>(real_shape_[3]);
+        u8_nhwc_to_image(real, fmt_, reinterpret_cast<const uint8_t*>(stored),
+                         opt_.flip ? flips_.data() + static_cast<size_t>(k) * N : nullptr, N, H, W, in_c, C, 127.5f,
+                         -1.f, s);
+      } else {
+        convert_activations(real, fmt_, stored, {DataType::f32, Layout::nchw}, N, C, H, W, s);
+      }
+      reals.push_back(Tensor::borrow({N, C, H, W}, dtype, Device::cuda, real));
     }
-    void* z = arena_->allocate_bytes(static_cast<size_t>(N) * opt_.nz * data_type_size(t));
-    convert(z, t, z_.data(), DataType::f32, static_cast<int64_t>(N) * opt_.nz, s);
-    const DType dtype = G_->storage_dtype();
-    run_gan_step(parts_->step(), Tensor::borrow({N, C, H, W}, dtype, Device::cuda, real),
-                 Tensor::borrow({N, opt_.nz, 1, 1}, dtype, Device::cuda, z));
+    for (int k = 0; k < opt_.objective.noise_batches(); ++k) {
+      void* z = arena_->allocate_bytes(static_cast<size_t>(N) * opt_.nz * data_type_size(t));
+      convert(z, t, z_.data() + static_cast<size_t>(k) * N * opt_.nz, DataType::f32,
+              static_cast<int64_t>(N) * opt_.nz, s);
+      zs.push_back(Tensor::borrow({N, opt_.nz, 1, 1}, dtype, Device::cuda, z));
+    }
+    run_gan_step(parts_->step(), reals, zs);
+  }
+
+  // Bytes of one stored real batch in real_dev_ (room for f32 NCHW, the larger kind).
+  size_t real_slot_bytes() const {
+    return static_cast<size_t>(opt_.local_batch * shape_numel(image_shape_)) * sizeof(float);
   }
 
   EngineOptions opt_;

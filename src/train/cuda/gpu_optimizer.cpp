@@ -60,13 +60,14 @@ class GpuOptimizer final : public DeviceOptimizer {
     copy_states(/*to_device=*/true);
   }
 
-  void update(float clip_norm) override {
+  void update(float clip_norm, float weight_limit) override {
     // Clipping has constant arguments (it may be captured); the update's constants change every step.
     if (clip_norm > 0) grad_global_norm(norm_.data(), norm_.data() + 1, list_->view(), clip_norm, partial_.data(), stream_);
     const float* scale = clip_norm > 0 ? norm_.data() + 1 : nullptr;
-    net_.context().recorder().eager([this, scale] {
+    net_.context().recorder().eager([this, scale, weight_limit] {
       ++steps_;
       launch_(list_->view(), host_.config(), steps_, scale, stream_);  // the config is read each step: lr may change
+      if (weight_limit > 0) clip_weights(list_->view(), weight_limit, stream_);  // the f32 master, before its copies
       net_.refresh_packed_weights();
     });
   }

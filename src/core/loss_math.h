@@ -1,0 +1,89 @@
+// The GAN objectives' per-logit math (non-saturating BCE, Wasserstein, hinge, the drift term), shared by the CPU step and the CUDA loss kernel (GT_HD), so both compute the same values.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+
+#include "core/hd.h"
+
+namespace gt {
+
+// The family of a GAN's losses (loss.objective).
+enum class LossKind : uint8_t {
+  bce,          // non-saturating: D: BCE(D(x), 1) + BCE(D(G(z)), 0); G: BCE(D(G(z)), 1)
+  wasserstein,  // WGAN: D: -D(x) + D(G(z)); G: -D(G(z))
+  hinge,        // D: max(0, 1 - D(x)) + max(0, 1 + D(G(z))); G: -D(G(z))
+};
+
+// Which of the step's three terms a batch of logits belongs to.
+enum class LossRole : uint8_t { d_real, d_fake, g_fake };
+
+// One term: its family and role, and the drift weight (only on d_real: epsilon * D(x)^2, the Progressive
+// GAN paper's term that keeps a critic's outputs near zero; 0 = none).
+struct LossTerm {
+  LossKind kind = LossKind::bce;
+  LossRole role = LossRole::d_real;
+  float drift = 0.f;
+};
+
+namespace loss_math {
+
+// 1 / (1 + e^-x) without overflowing e^-x for very negative x.
+GT_HD double stable_sigmoid(double x) {
+  if (x >= 0) return 1.0 / (1.0 + exp(-x));
+  const double e = exp(x);
+  return e / (1.0 + e);
+}
+
+// The BCE target of a role: D wants real 1 and fake 0; G wants its fakes taken for real (1).
+GT_HD double bce_target(LossRole role) { return role == LossRole::d_fake ? 0.0 : 1.0; }
+
+// The term's loss for one logit x, in double (the mean over the logits is the term's value).
+GT_HD double value(double x, const LossTerm& t) {
+  double v = 0;
+  switch (t.kind) {
+    case LossKind::bce: {
+      // log(1 + e^-|x|) + max(x, 0) - x t: no overflow for any finite x (torch.nn.BCEWithLogitsLoss).
+      const double target = bce_target(t.role);
+      v = (x > 0 ? x : 0.0) - x * target + log1p(exp(-fabs(x)));
+      break;
+    }
+    case LossKind::wasserstein: v = t.role == LossRole::d_fake ? x : -x; break;
+    case LossKind::hinge:
+      if (t.role == LossRole::d_real) v = 1.0 - x > 0 ? 1.0 - x : 0.0;
+      else if (t.role == LossRole::d_fake) v = 1.0 + x > 0 ? 1.0 + x : 0.0;
+      else v = -x;
+      break;
+  }
+  if (t.role == LossRole::d_real && t.drift != 0.f) v += static_cast<double>(t.drift) * x * x;
+  return v;
+}
+
+// d(value)/dx, in double. At a hinge's kink the gradient is torch's: relu's backward passes nothing at 0.
+GT_HD double grad(double x, const LossTerm& t) {
+  double g = 0;
+  switch (t.kind) {
+    case LossKind::bce: g = stable_sigmoid(x) - bce_target(t.role); break;
+    case LossKind::wasserstein: g = t.role == LossRole::d_fake ? 1.0 : -1.0; break;
+    case LossKind::hinge:
+      if (t.role == LossRole::d_real) g = 1.0 - x > 0 ? -1.0 : 0.0;
+      else if (t.role == LossRole::d_fake) g = 1.0 + x > 0 ? 1.0 : 0.0;
+      else g = -1.0;
+      break;
+  }
+  if (t.role == LossRole::d_real && t.drift != 0.f) g += 2.0 * static_cast<double>(t.drift) * x;
+  return g;
+}
+
+// dL/dx_i as the step hands it to D's backward: the gradient, rounded to float, times the rank's loss
+// scale over the number of logits (torch's mean: grad_output / numel). For BCE without drift this is the
+// float expression of train/loss.cpp's bce_with_logits, bit for bit.
+GT_HD float dlogit(double x, const LossTerm& t, float scale, float count) {
+  return static_cast<float>(grad(x, t)) * scale / count;
+}
+
+// What the step reports as D's output on a batch: the mean probability sigmoid(x) for BCE (1 / (1 + e^-x),
+// which is 0, not NaN, where e^-x overflows), the mean raw score x for a critic (Wasserstein, hinge).
+GT_HD double reported(double x, LossKind kind) { return kind == LossKind::bce ? 1.0 / (1.0 + exp(-x)) : x; }
+
+}  // namespace loss_math
+}  // namespace gt

@@ -1,0 +1,218 @@
+#!/usr/bin/python3
+"""PyTorch oracle for the GAN objectives: one whole step (n_critic critic updates, then the G update) of
+each objective through torch and through `gt_oracle_tool gan-step`, on the same weights, batches and noise.
+
+Cases (one ctest test each, see tests/oracle/CMakeLists.txt):
+  wgan_clip_ncritic3        WGAN: -D(x) + D(G(z)) for D, -D(G(z)) for G, D's weights clamped to +-0.01
+                            after each of 3 critic updates, fresh noise for the G update
+  hinge_drift_ncritic2      hinge: relu(1 - D(x)) + relu(1 + D(G(z))), G -D(G(z)), the drift term
+                            epsilon * mean(D(x)^2), 2 critic updates, G on the last critic update's fakes
+  nonsaturating_drift_ncritic2
+                            BCE with logits (the DCGAN objective) with drift, 2 critic updates, fresh G noise
+
+The reference loop is the WGAN paper's (and pytorch/examples' DCGAN for n_critic 1): critic iteration k
+takes its own real batch and noise; the G update goes through the updated D on fakes of its own noise
+(train.g_fresh_noise) or on the last iteration's fakes. SGD with momentum updates both networks: its step is a smooth function of the gradients, so the
+parameters after the step measure the objective's gradients (Adam and RMSProp, which normalize a
+near-zero gradient to a full step, are covered by test_dcgan_oracle.py's optimizer cases).
+
+Tolerance: torch runs the step twice, in float64 (the reference) and in float32. Per tensor, the error of
+ours against float64 must stay within FLOOR_MULTIPLE times float32 torch's own error against float64 (the
+noise floor of single precision on this very step), plus ABS_FLOOR times the tensor's largest value for
+tensors where torch32 happens to match float64 almost exactly.
+
+Usage: /usr/bin/python3 test_objectives_oracle.py --tool build/tests/oracle/gt_oracle_tool CASE...
+Exit status: 0 pass, 1 mismatch, 77 skipped (torch/h5py missing; a failure when GANTRAIN_TEST_REQUIRE_ALL=1).
+"""
+import argparse
+import copy
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_dcgan_oracle import (Report, compare_exact, perturb_bn_buffers, read_group, run_tool,  # noqa: E402
+                               write_meta, write_tensors, TORCH_THREADS)
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from torch_dcgan import Discriminator, Generator, dcgan_weights_init  # noqa: E402
+
+FLOOR_MULTIPLE = 8.0
+ABS_FLOOR = 1e-6
+
+MODEL = dict(resolution=32, channels=1, nz=16, g_width=8, d_width=8, batch=8)
+SGD = dict(lr=0.05, momentum=0.5)
+CASES = {
+    "wgan_clip_ncritic3": dict(objective="wgan", drift=0.0, clip=0.01, n_critic=3, fresh=True, seed=11),
+    "hinge_drift_ncritic2": dict(objective="hinge", drift=0.25, clip=0.0, n_critic=2, fresh=False, seed=12),
+    "nonsaturating_drift_ncritic2": dict(objective="nonsaturating", drift=0.1, clip=0.0, n_critic=2, fresh=True,
+                                         seed=13),
+}
+
+
+def term(objective, role, x, drift):
+    """One term of the objective over D's logits x (a mean over the batch), as the papers define it."""
+    x = x.reshape(-1)
+    if objective == "nonsaturating":
+        v = F.binary_cross_entropy_with_logits(x, torch.full_like(x, 0.0 if role == "d_fake" else 1.0))
+    elif objective == "wgan":
+        v = x.mean() if role == "d_fake" else -x.mean()
+    elif role == "d_real":
+        v = F.relu(1 - x).mean()
+    elif role == "d_fake":
+        v = F.relu(1 + x).mean()
+    else:
+        v = -x.mean()
+    if role == "d_real" and drift:
+        v = v + drift * (x * x).mean()
+    return v
+
+
+def reported(objective, x):
+    return torch.sigmoid(x).mean().item() if objective == "nonsaturating" else x.mean().item()
+
+
+def reference_step(netG, netD, reals, zs, c):
+    """The whole step in torch; returns the scalars (D's of the last critic iteration)."""
+    optD = torch.optim.SGD(netD.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
+    optG = torch.optim.SGD(netG.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
+    n = reals[0].shape[0]
+    for k in range(c["n_critic"]):
+        netD.zero_grad()
+        out_real = netD(reals[k])
+        loss_real = term(c["objective"], "d_real", out_real, c["drift"])
+        loss_real.backward()
+        fake = netG(zs[k].view(n, -1, 1, 1))
+        out_fake = netD(fake.detach())
+        loss_fake = term(c["objective"], "d_fake", out_fake, c["drift"])
+        loss_fake.backward()
+        optD.step()
+        if c["clip"] > 0:
+            with torch.no_grad():
+                for p in netD.parameters():
+                    p.clamp_(-c["clip"], c["clip"])
+    netG.zero_grad()
+    if c["fresh"]:
+        fake = netG(zs[c["n_critic"]].view(n, -1, 1, 1))
+    out_g = netD(fake)
+    loss_g = term(c["objective"], "g_fake", out_g, c["drift"])
+    loss_g.backward()
+    optG.step()
+    return {"d_loss": (loss_real + loss_fake).item(), "g_loss": loss_g.item(),
+            "d_real": reported(c["objective"], out_real.detach()), "d_fake": reported(c["objective"], out_fake.detach())}
+
+
+def config_text(c):
+    return "\n".join([
+        "# written by tests/oracle/test_objectives_oracle.py",
+        "train:", f"  n_critic: {c['n_critic']}", f"  g_fresh_noise: {'true' if c['fresh'] else 'false'}",
+        "loss:", f"  objective: {c['objective']}", f"  drift: {float(c['drift'])!r}", f"  clip_critic: {float(c['clip'])!r}",
+        "optim:",
+        "  g:", "    name: sgd", f"    lr: {SGD['lr']!r}", f"    momentum: {SGD['momentum']!r}",
+        "  d:", "    name: sgd", f"    lr: {SGD['lr']!r}", f"    momentum: {SGD['momentum']!r}",
+    ]) + "\n"
+
+
+def compare_to_floor(report, name, ours, ref64, ref32):
+    ours = np.asarray(ours, np.float64).reshape(ref64.shape)
+    err = float(np.max(np.abs(ours - ref64))) if ref64.size else 0.0
+    floor = float(np.max(np.abs(ref32 - ref64))) if ref64.size else 0.0
+    ref_max = float(np.max(np.abs(ref64))) if ref64.size else 0.0
+    bound = FLOOR_MULTIPLE * floor + ABS_FLOOR * ref_max
+    ok = bool(np.all(np.isfinite(ours))) and err <= bound
+    report.add(name, tuple(ref64.shape), err, ref_max, err / max(ref_max, 1e-30), bound, ok,
+               f"float32 torch {floor:.1e}")
+
+
+def run_case(tool, name, workdir):
+    c = CASES[name]
+    m = MODEL
+    torch.manual_seed(c["seed"])
+    gen = torch.Generator().manual_seed(c["seed"] + 1000)
+    netG = Generator(m["nz"], m["g_width"], m["channels"], m["resolution"])
+    netD = Discriminator(m["d_width"], m["channels"], m["resolution"])
+    netG.apply(dcgan_weights_init)
+    netD.apply(dcgan_weights_init)
+    with torch.no_grad():
+        perturb_bn_buffers(netG, gen)
+        perturb_bn_buffers(netD, gen)
+    K, N = c["n_critic"], m["batch"]
+    Z = K + (1 if c["fresh"] else 0)
+    real = torch.rand((K * N, m["channels"], m["resolution"], m["resolution"]), generator=gen) * 2 - 1
+    z = torch.randn((Z * N, m["nz"]), generator=gen)
+
+    in_path, out_path = os.path.join(workdir, f"{name}_in.h5"), os.path.join(workdir, f"{name}_out.h5")
+    with h5py.File(in_path, "w") as f:
+        write_meta(f, resolution=m["resolution"], nz=m["nz"], g_width=m["g_width"], d_width=m["d_width"],
+                   channels=m["channels"])
+        write_tensors(f, "G/params", netG.state_dict())
+        write_tensors(f, "D/params", netD.state_dict())
+        write_tensors(f, "inputs", {"real": real, "z": z})
+        f["meta"].attrs["config"] = config_text(c)
+
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        g, d = copy.deepcopy(netG).to(dtype), copy.deepcopy(netD).to(dtype)
+        reals = [real[k * N:(k + 1) * N].to(dtype) for k in range(K)]
+        zs = [z[k * N:(k + 1) * N].to(dtype) for k in range(Z)]
+        scalars = reference_step(g, d, reals, zs, c)
+        results[dtype] = (scalars, {"G": g.state_dict(), "D": d.state_dict()})
+    print(run_tool(tool, ["gan-step", in_path, out_path]).strip())
+
+    report = Report(f"{name}: {c}")
+    (s64, nets64), (s32, nets32) = results[torch.float64], results[torch.float32]
+    with h5py.File(out_path, "r") as f:
+        ours = read_group(f, "outputs")
+        for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+            compare_to_floor(report, f"outputs/{key}", ours[key], np.array([s64[key]]), np.array([s32[key]]))
+        for prefix in ("D", "G"):
+            params = read_group(f, f"{prefix}/params")
+            for key, ref in nets64[prefix].items():
+                label = f"{prefix}/params/{key}"
+                if key not in params:
+                    report.missing(label, "not in our output")
+                elif key.endswith("num_batches_tracked"):
+                    compare_exact(report, label, params[key], ref.numpy())
+                else:
+                    compare_to_floor(report, label, params[key], ref.numpy().astype(np.float64),
+                                     nets32[prefix][key].numpy().astype(np.float64))
+    if c["clip"] > 0:  # the clamp must bind somewhere, or this case does not test it
+        bound = sum(int(np.count_nonzero(np.abs(v.numpy()) == c["clip"])) for k, v in nets32["D"].items()
+                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        report.add("D weights at +-clip (torch float32)", "-", 0.0, float(bound), 0.0, "> 0", bound > 0)
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool", required=True, help="path of gt_oracle_tool")
+    parser.add_argument("--keep", help="write the HDF5 files here and keep them (default: a temporary folder)")
+    parser.add_argument("--verbose", action="store_true", help="print the table of errors also when passing")
+    parser.add_argument("cases", nargs="+", choices=sorted(CASES) + ["all"])
+    args = parser.parse_args()
+    cases = sorted(CASES) if "all" in args.cases else args.cases
+    torch.set_num_threads(TORCH_THREADS)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, h5py {h5py.__version__}")
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="gt_objectives_") as tmp:
+        workdir = args.keep or tmp
+        os.makedirs(workdir, exist_ok=True)
+        for case in cases:
+            report = run_case(args.tool, case, workdir)
+            if not report.ok() or args.verbose:
+                report.print()
+            if not report.ok():
+                failed.append(case)
+            print(f"{case}: {'PASS' if report.ok() else 'FAIL'} ({len(report.rows)} rows)")
+    if failed:
+        print(f"FAILED: {' '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
