@@ -153,9 +153,10 @@ void grad_global_norm(float* norm, float* coef, const MultiTensorView& tensors, 
                       cudaStream_t stream);
 // grad *= coef[0] where coef[0] < 1: torch.nn.utils.clip_grad_norm_ in place.
 void scale_grads_below_one(const MultiTensorView& tensors, const float* coef, cudaStream_t stream);
-// param = min(max(param, -limit), limit) (WGAN weight clipping).
+// param = clamp(param, -limit, limit) (WGAN weight clipping; NaN stays NaN: optim_math::clip_weight).
 void clip_weights(const MultiTensorView& tensors, float limit, cudaStream_t stream);
-// state0 = state0 + (1 - decay) * (param - state0): exponential moving average of the weights.
-void ema_update(const MultiTensorView& tensors, float decay, cudaStream_t stream);
+// state0 = state0 + (1 - beta) * (param - state0) (optim_math::ema_value): the moving average of the
+// weights. one_minus_beta is computed by the caller in double and rounded once.
+void ema_update(const MultiTensorView& tensors, float one_minus_beta, cudaStream_t stream);
 
 }  // namespace gt::cuda

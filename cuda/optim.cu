@@ -116,13 +116,11 @@ __global__ void clip_weights_kernel(MultiTensorView tensors, float limit) {
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) s.param[i] = optim_math::clip_weight(s.param[i], limit);
 }
 
-__global__ void ema_kernel(MultiTensorView tensors, float one_minus_decay) {
+__global__ void ema_kernel(MultiTensorView tensors, float one_minus_beta) {
   const MultiTensorSlot& s = slot_of_block(tensors);
   const ChunkRange r = chunk_range(s);
-  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) {
-    const float average = s.state0[i];
-    s.state0[i] = __fadd_rn(average, __fmul_rn(one_minus_decay, __fsub_rn(s.param[i], average)));
-  }
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x)
+    s.state0[i] = optim_math::ema_value(s.state0[i], s.param[i], one_minus_beta);
 }
 
 bool empty(const MultiTensorView& t) { return t.count <= 0 || t.chunks <= 0; }
@@ -174,9 +172,9 @@ void clip_weights(const MultiTensorView& tensors, float limit, cudaStream_t stre
   CUDA_CHECK_LAUNCH();
 }
 
-void ema_update(const MultiTensorView& tensors, float decay, cudaStream_t stream) {
+void ema_update(const MultiTensorView& tensors, float one_minus_beta, cudaStream_t stream) {
   if (empty(tensors)) return;
-  ema_kernel<<<grid_of(tensors), kChunkThreads, 0, stream>>>(tensors, 1.f - decay);
+  ema_kernel<<<grid_of(tensors), kChunkThreads, 0, stream>>>(tensors, one_minus_beta);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -147,6 +147,13 @@ int cmd_info(const InfoArgs& a) {
   return 0;
 }
 
+std::string generator_group(const Checkpoint& ck, const std::string& path, bool ema, bool no_ema, bool prefer_g) {
+  if (ema && no_ema) user_error("--ema and --no-ema together: choose one generator");
+  const bool has_ema = ck.groups.find("G_ema/params") != ck.groups.end();
+  if (ema && !has_ema) user_error("{} has no averaged generator (/G_ema); leave out --ema", path);
+  return ema || (has_ema && !no_ema && !prefer_g) ? "G_ema/params" : "G/params";
+}
+
 int cmd_sample(const SampleArgs& a) {
   const std::string ext = lower_ext(a.out);
   if (ext != ".png" && ext != ".h5") user_error("--out {}: expected a .png or .h5 file name", a.out);
@@ -154,9 +161,7 @@ int cmd_sample(const SampleArgs& a) {
   const Config cfg = checkpoint_config(ck, a.checkpoint);
   refuse_nonfinite(ck, a.checkpoint, "refusing to sample");
   const DcganSpec spec = dcgan_spec(cfg.model);
-  const std::string group = a.ema ? "G_ema/params" : "G/params";
-  if (a.ema && ck.groups.find(group) == ck.groups.end())
-    user_error("{} has no averaged generator (/G_ema); sample without --ema", a.checkpoint);
+  const std::string group = generator_group(ck, a.checkpoint, a.ema, a.no_ema, false);
   Sequential G = make_dcgan_generator(spec);
   import_state_dict(G, ck, group, a.checkpoint);
   Tensor z({a.n, spec.nz});
@@ -167,7 +172,8 @@ int cmd_sample(const SampleArgs& a) {
   } else {
     save_tensors_h5(a.out, {{"z", z}, {"images", images}});
   }
-  fmt::print("wrote {} samples from {} (step {}) to {}\n", a.n, a.checkpoint, ck.meta.step, a.out);
+  fmt::print("wrote {} samples of {} from {} (step {}) to {}\n", a.n, group == "G_ema/params" ? "G_ema" : "G",
+             a.checkpoint, ck.meta.step, a.out);
   return 0;
 }
 

@@ -17,15 +17,21 @@ struct SampleArgs {
   std::string checkpoint, out;
   int n = 64;
   int64_t seed = 0;
-  bool ema = false;
+  bool ema = false;     // --ema: G_ema, an error when the checkpoint has none
+  bool no_ema = false;  // --no-ema: G (default: G_ema when the checkpoint has it)
 };
 struct EvalArgs {
   std::string metric, checkpoint, data, data2;
   int64_t n = 8192;
   int64_t seed = 0;
-  bool ema = false;
+  bool ema = false, no_ema = false;  // as SampleArgs; with --train-noise the default is G, as training measures
   bool train_noise = false;  // G's noise as log.swd_every_steps draws it (train/swd_meter.h)
 };
+// Which generator of a checkpoint `sample` and `eval` use: "G_ema/params" when --ema, or by default when
+// the checkpoint has it (unless prefer_g); "G/params" with --no-ema. UserError for both flags, or for
+// --ema on a checkpoint without G_ema (naming it).
+std::string generator_group(const Checkpoint& ck, const std::string& path, bool ema, bool no_ema, bool prefer_g);
+
 struct InfoArgs {
   std::string config, file;
 };

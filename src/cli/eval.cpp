@@ -107,9 +107,8 @@ int cmd_eval(const EvalArgs& a) {
                  "channels",
                  a.checkpoint, size_text(spec.resolution, spec.resolution, spec.channels), a.data,
                  size_text(ri.height, ri.width, ri.channels));
-    const std::string group = a.ema ? "G_ema/params" : "G/params";
-    if (a.ema && ck.groups.find(group) == ck.groups.end())
-      user_error("{} has no averaged generator (/G_ema); evaluate without --ema", a.checkpoint);
+    const std::string group = generator_group(ck, a.checkpoint, a.ema, a.no_ema, a.train_noise);
+    const bool ema = group == "G_ema/params";
     check_count();
     Sequential G = make_dcgan_generator(spec);
     import_state_dict(G, ck, group, a.checkpoint);
@@ -124,7 +123,7 @@ int cmd_eval(const EvalArgs& a) {
       const Tensor images = generate(G, z);
       swd_add_images_f32(others, images.f32(), count, options);
     }
-    other_text = fmt::format("{} samples of {} (step {}{}{})", a.n, a.checkpoint, ck.meta.step, a.ema ? ", G_ema" : "",
+    other_text = fmt::format("{} samples of {} (step {}{}{})", a.n, a.checkpoint, ck.meta.step, ema ? ", G_ema" : "",
                              a.train_noise ? ", training's SWD noise" : "");
   }
 

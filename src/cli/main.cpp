@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
   sample->add_option("--checkpoint", sample_args.checkpoint, "checkpoint .h5")->required();
   sample->add_option("--n", sample_args.n, "number of images")->check(CLI::Range(1, 1 << 20));
   sample->add_option("--seed", sample_args.seed, "noise seed");
-  sample->add_flag("--ema", sample_args.ema, "use the averaged generator G_ema");
+  sample->add_flag("--ema", sample_args.ema, "use the averaged generator G_ema (the default when the checkpoint has it)");
+  sample->add_flag("--no-ema", sample_args.no_ema, "use G, not the averaged G_ema");
   sample->add_option("--out", sample_args.out, "output .png (grid) or .h5 (/z and /images)")->required();
 
   gt::EvalArgs eval_args;
@@ -65,7 +66,9 @@ int main(int argc, char** argv) {
   eval->add_option("--data2", eval_args.data2, "instead of --checkpoint: a second dataset (the same file: two disjoint halves)");
   eval->add_option("--n", eval_args.n, "images per set (default 8192)");
   eval->add_option("--seed", eval_args.seed, "seed of the real subset, the noise, the patches and the directions");
-  eval->add_flag("--ema", eval_args.ema, "use the averaged generator G_ema");
+  eval->add_flag("--ema", eval_args.ema,
+                 "use the averaged generator G_ema (the default when the checkpoint has it, except with --train-noise)");
+  eval->add_flag("--no-ema", eval_args.no_ema, "use G, not the averaged G_ema");
   eval->add_flag("--train-noise", eval_args.train_noise,
                  "G's noise as training's log.swd_every_steps draws it (with --seed run.seed: its swd values)");
 

@@ -309,6 +309,12 @@ void check_key_combinations(const Config& c, const std::string& source) {
     user_error("{}: loss.objective wgan needs loss.clip_critic > 0: without a constraint the critic's outputs grow "
                "without bound (the WGAN paper clamps its weights to [-0.01, 0.01])",
                source);
+  if (c.ema.beta > 0 && c.ema.half_life_images > 0)
+    user_error("{}: ema.beta {} and ema.half_life_images {} both set the moving average's decay; set one of them",
+               source, c.ema.beta, c.ema.half_life_images);
+  if (c.ema.rampup > 0 && c.ema.half_life_images <= 0)
+    user_error("{}: ema.rampup {} shortens a half-life, but ema.half_life_images is 0 (set it, or ema.rampup 0)",
+               source, c.ema.rampup);
 }
 
 }  // namespace

@@ -98,12 +98,21 @@ struct DistConfig {
   double timeout_s = 600;        // a collective waiting longer fails the job; 0 = wait forever
 };
 
+// The moving average of G's weights (G_ema), kept on every rank by the engine (train/engine.h).
+struct EmaConfig {
+  double beta = 0;              // per-step decay; 0 = off (unless half_life_images)
+  double half_life_images = 0;  // beta = 0.5^(batch / half_life) instead; 0 = unused
+  double rampup = 0;            // with a half-life: at most images_seen * rampup early on; 0 = none
+  bool enabled() const { return beta > 0 || half_life_images > 0; }
+};
+
 struct Config {
   RunConfig run;
   ModelConfig model;
   DataConfig data;
   TrainConfig train;
   LossConfig loss;
+  EmaConfig ema;
   OptimConfig optim_g;  // YAML: optim.g
   OptimConfig optim_d;  // YAML: optim.d
   LogConfig log;

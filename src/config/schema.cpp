@@ -190,6 +190,16 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"loss.clip_critic", GT_BIND(loss.clip_critic), at_least(0),
                "Clamp every weight of D to [-c, c] after each D update (WGAN's Lipschitz constraint; 0.01 in the "
                "WGAN paper); 0 = off."});
+  // ema
+  k.push_back({"ema.beta", GT_BIND(ema.beta), unit_fraction(),
+               "Keep G_ema, a moving average of G's weights, with this decay per step: G_ema = beta G_ema + (1 - "
+               "beta) G (0.999 in the Progressive GAN paper); 0 = off unless ema.half_life_images."});
+  k.push_back({"ema.half_life_images", GT_BIND(ema.half_life_images), at_least(0),
+               "Instead of ema.beta: the half-life of G_ema in images G has made, beta = 0.5^(batch / half-life) "
+               "(10,000 in StyleGAN2); 0 = unused."});
+  k.push_back({"ema.rampup", GT_BIND(ema.rampup), at_least(0),
+               "With ema.half_life_images: early on the half-life is at most images seen x rampup, so G_ema follows G "
+               "closely at first (0.05 in StyleGAN2-ADA); 0 = none."});
   // optim
   add_optimizer_keys(k, "optim.g", &Config::optim_g, "G");
   add_optimizer_keys(k, "optim.d", &Config::optim_d, "D");

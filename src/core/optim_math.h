@@ -31,11 +31,13 @@ namespace optim_math {
 #if defined(__CUDA_ARCH__)
 GT_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 GT_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+GT_HD float sub_rn(float a, float b) { return __fsub_rn(a, b); }
 GT_HD float div_rn(float a, float b) { return __fdiv_rn(a, b); }
 GT_HD float sqrt_rn(float a) { return __fsqrt_rn(a); }
 #else
 GT_HD float mul_rn(float a, float b) { return a * b; }
 GT_HD float add_rn(float a, float b) { return a + b; }
+GT_HD float sub_rn(float a, float b) { return a - b; }
 GT_HD float div_rn(float a, float b) { return a / b; }
 GT_HD float sqrt_rn(float a) { return std::sqrt(a); }
 #endif
@@ -44,6 +46,12 @@ GT_HD float fma_rn(float a, float b, float c) { return fmaf(a, b, c); }
 
 // WGAN's weight clipping, as torch.clamp(p, -limit, limit): NaN stays NaN (fminf/fmaxf would drop it).
 GT_HD float clip_weight(float p, float limit) { return p < -limit ? -limit : (p > limit ? limit : p); }
+
+// One step of an exponential moving average: average + (1 - beta) * (param - average), each operation
+// rounded to float (torch's lerp_ with weight 1 - beta computes the same for weights below 0.5).
+GT_HD float ema_value(float average, float param, float one_minus_beta) {
+  return add_rn(average, mul_rn(one_minus_beta, sub_rn(param, average)));
+}
 
 GT_HD float with_weight_decay(float p, float grad, float weight_decay) {
   return weight_decay != 0.f ? fma_rn(p, weight_decay, grad) : grad;

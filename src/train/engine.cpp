@@ -5,9 +5,11 @@
 
 #include <vector>
 
+#include "core/optim_math.h"
 #include "core/rng.h"
 #include "parallel/communicator.h"
 #include "train/cpu_step.h"
+#include "train/run_setup.h"
 #if GANTRAIN_HAVE_CUDA
 #include "train/cuda/gpu_engine.h"
 #endif
@@ -41,6 +43,13 @@ class CpuEngine final : public StepEngine {
       fill_noise(z_[static_cast<size_t>(k)].f32(), opt_.local_batch, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
                  opt_.shard_first);
     fake_ = run_gan_step(parts_.step(), reals, z_);
+    // G_ema after the G update: every rank holds the same G, so every rank's average is the same.
+    if (opt_.ema_host) {
+      const float w = static_cast<float>(ema_one_minus_beta(opt_.ema, step + 1, opt_.global_batch));
+      float* average = opt_.ema_host->flat_params();
+      const float* p = m_.G->flat_params();
+      for (int64_t i = 0; i < m_.G->flat_size(); ++i) average[i] = optim_math::ema_value(average[i], p[i], w);
+    }
   }
 
   StepResult wait() override {
@@ -70,6 +79,8 @@ class CpuEngine final : public StepEngine {
 std::unique_ptr<StepEngine> make_engine(const EngineOptions& opt, GanModels& host, Communicator& comm) {
   GT_CHECK(opt.local_batch > 0 && opt.global_batch >= opt.local_batch, "engine batch sizes {} of {}",
            opt.local_batch, opt.global_batch);
+  GT_CHECK(opt.ema.enabled() == (opt.ema_host != nullptr), "ema.* is {} but the engine was given {} host G_ema",
+           opt.ema.enabled() ? "on" : "off", opt.ema_host ? "a" : "no");
   if (opt.device == Device::cpu) return std::make_unique<CpuEngine>(opt, host, comm);
 #if GANTRAIN_HAVE_CUDA
   return cuda::make_gpu_engine(opt, host, comm);

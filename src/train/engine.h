@@ -7,6 +7,7 @@
 #include <string>
 
 #include "config/choices.h"
+#include "config/config.h"
 #include "core/tensor.h"
 #include "train/cpu_step.h"
 #include "train/gan_step.h"
@@ -39,6 +40,9 @@ struct EngineOptions {
   int64_t bucket_bytes = 25 << 20;
   int nz = 100;
   GanObjective objective{};  // loss.*, train.n_critic: the step's objective and its critic iterations
+  EmaConfig ema{};              // G_ema's schedule (ema.*); off unless enabled()
+  Sequential* ema_host = nullptr;  // the host G_ema (run_setup.h Models): the engine's average starts from it
+                                   // and goes back to it in sync_to_host()
 
   // This rank's share of the global batch, and the step's settings that follow from the options.
   double loss_scale() const { return static_cast<double>(local_batch) / static_cast<double>(global_batch); }
@@ -72,7 +76,8 @@ class StepEngine {
   virtual StepResult wait() = 0;
   // G(z) in eval mode for samples: host z [n, nz] -> host f32 [n, C, H, W]. Local: no collective.
   virtual Tensor generate(const Tensor& z) = 0;
-  // Copies parameters, buffers and optimizer state back into the host models (no-op on the CPU).
+  // Copies parameters, buffers, optimizer state and G_ema's average back into the host models (on the CPU:
+  // nothing to copy; G_ema is the host's already).
   virtual void sync_to_host() = 0;
   // Copies the host models (reloaded from a checkpoint) into the engine's (no-op on the CPU, whose
   // engine trains the host models themselves).

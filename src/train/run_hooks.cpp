@@ -213,6 +213,10 @@ void CheckpointHook::write(int64_t step) {
   ck.meta.ints["accumulation_steps"] = 1;
   export_state_dict(m_.G, "G/params", ck.groups);
   export_state_dict(m_.D, "D/params", ck.groups);
+  if (m_.G_ema) {  // the averaged parameters with G's running statistics
+    copy_buffers_to_ema(m_);
+    export_state_dict(*m_.G_ema, "G_ema/params", ck.groups);
+  }
   export_optimizer(*m_.opt_g, "G/optim", ck.groups);
   export_optimizer(*m_.opt_d, "D/optim", ck.groups);
   const std::string bad = first_nonfinite_tensor(ck);

@@ -38,13 +38,28 @@ int64_t planned_steps(const TrainConfig& train, int64_t steps_per_epoch);
 struct Models {
   Sequential G, D;
   std::unique_ptr<Optimizer> opt_g, opt_d;
+  // G_ema (ema.*): G's structure holding the moving average of its parameters; null when off. Its
+  // buffers (batch norm's running statistics) are G's, copied in by copy_buffers_to_ema.
+  std::unique_ptr<Sequential> G_ema;
   GanModels view() { return {&G, &D, opt_g.get(), opt_d.get()}; }
 };
 
+// G, D from the seed; G_ema (when ema.* is on) starts as a copy of G.
 std::unique_ptr<Models> make_models(const Config& cfg, const DcganSpec& spec);
 
 // Parameters, buffers and optimizer state of a checkpoint into the host models; UserError naming the
-// file and tensor when one is missing or shaped otherwise.
-void load_models(Models& m, const Checkpoint& ck, const std::string& source);
+// file and tensor when one is missing or shaped otherwise. G_ema (when on) comes from /G_ema/params,
+// or starts as a copy of G when the checkpoint has none (returns false then).
+bool load_models(Models& m, const Checkpoint& ck, const std::string& source);
+
+// G's parameters (or buffers) into G_ema's: the start of the average, and the running statistics a
+// checkpoint's G_ema carries.
+void copy_params_to_ema(Models& m);
+void copy_buffers_to_ema(Models& m);
+
+// 1 - beta of the G_ema update after `steps_done` G updates of `batch` images each (computed in double:
+// 1 - ema.beta, or 1 - 0.5^(batch / half-life) with the half-life at most steps_done * batch * ema.rampup
+// when that is on); 0 when ema.* is off.
+double ema_one_minus_beta(const EmaConfig& ema, int64_t steps_done, int64_t batch);
 
 }  // namespace gt

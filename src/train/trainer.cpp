@@ -95,6 +95,7 @@ EngineOptions engine_options(const Config& cfg, const Communicator& comm, const 
   e.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
   e.nz = in.spec.nz;
   e.objective = gan_objective(cfg);
+  e.ema = cfg.ema;
   return e;
 }
 
@@ -195,6 +196,7 @@ struct Resumed {
   int64_t nan_rollbacks = 0;
   int64_t world_size = 0;  // the checkpoint's (0: a new run)
   std::vector<std::string> changes;  // accepted config changes, "key: old -> new"
+  std::vector<std::string> notes;    // other lines for the log
 };
 
 // A checkpoint this run cannot continue whatever its state (another model, optimizer, batch, seed or
@@ -238,7 +240,8 @@ Resumed resume_from(const std::string& path, const std::string& config_yaml, con
   const Checkpoint ck = load_checkpoint(path);
   Resumed r;
   r.changes = check_continuable(ck, path, config_yaml, in);
-  load_models(m, ck, path);
+  if (!load_models(m, ck, path))
+    r.notes.push_back(fmt::format("G_ema starts from G: {} has no averaged generator (/G_ema)", path));
   r.step = ck.meta.step;
   r.world_size = ck.meta.world_size;
   auto it = ck.meta.ints.find("nan_rollbacks");
@@ -269,6 +272,11 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
            cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
            choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
   run.line("{}", describe_objective(cfg));
+  if (cfg.ema.enabled())
+    run.line("ema: G_ema = beta G_ema + (1 - beta) G after every G update, {}",
+             cfg.ema.beta > 0 ? fmt::format("beta {}", cfg.ema.beta)
+                              : fmt::format("half-life {} images{}", cfg.ema.half_life_images,
+                                            cfg.ema.rampup > 0 ? fmt::format(", ramp-up {}", cfg.ema.rampup) : ""));
 }
 
 }  // namespace
@@ -343,7 +351,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     run_agreed(comm, [&] { resumed = resume_from(start.checkpoint, config_yaml, in, *m); });
   const int64_t first = resumed.step;
   GanModels host = m->view();
-  const EngineOptions eo = engine_options(cfg, comm, in);
+  EngineOptions eo = engine_options(cfg, comm, in);
+  eo.ema_host = m->G_ema.get();
   std::unique_ptr<StepEngine> engine = make_engine(eo, host, comm);
   // The SWD's real images are read before the loader's threads read the same source.
   std::unique_ptr<SwdMeter> swd;
@@ -364,6 +373,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   run.line("{}", start.first_line);
   for (const std::string& note : start.notes) run.line("{}", note);
   for (const std::string& change : resumed.changes) run.line("config changed since the checkpoint: {}", change);
+  for (const std::string& note : resumed.notes) run.line("{}", note);
   if (resumed.world_size > 0 && resumed.world_size != comm.world_size())
     run.line("elastic resume: the checkpoint was written by {} ranks, this run has {} (the same global batch {})",
              resumed.world_size, comm.world_size(), cfg.train.batch_size);

@@ -82,6 +82,11 @@ def case_bad_input_exits_2(exe, src, tmp):
                       ["loss.objective", "nonsaturating", "wgan", "hinge"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "loss.objective=wgan"],
                       ["loss.objective wgan", "loss.clip_critic > 0"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=1"], ["ema.beta", "[0, 1)"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=0.9", "ema.half_life_images=100"],
+                      ["ema.beta", "ema.half_life_images", "set one of them"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "ema.rampup=0.05"], ["ema.rampup", "ema.half_life_images"],
+                      out)
     expect_user_error(exe, ["sample", "--checkpoint", os.path.join(tmp, "nope.h5"), "--out", os.path.join(tmp, "x.png")],
                       ["nope.h5"], out)
     not_h5 = os.path.join(tmp, "text.h5")

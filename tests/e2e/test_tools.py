@@ -180,8 +180,8 @@ def add_g_ema(src_ckpt, dst_ckpt):
 
 
 def case_export_torch_g_ema(exe, src, tmp):
-    # No trainer writes /G_ema yet (docs/formats.md: "none does yet"; train has no EMA option), so the test
-    # makes one: G's tensors copied into /G_ema/params with h5py and perturbed, then the digest resealed.
+    # A G_ema made by hand (G's tensors copied into /G_ema/params with h5py and perturbed, then the digest
+    # resealed) exercises the export's edge cases; tests/e2e/test_ema.py checks the ones training writes.
     missing = need("torch", "h5py", "numpy", "yaml", "xxhash")
     if missing:
         return missing

@@ -613,7 +613,7 @@ std::vector<Output> run_ema_and_weight_clip(const Case& c, Rig& rig, uint64_t se
     refs.push_back({p.value.data(), nullptr, p.state0.data(), nullptr, p.cpu.value.numel()});
   }
   gt::cuda::MultiTensorList list(refs, s);
-  gt::cuda::ema_update(list.view(), decay, s);
+  gt::cuda::ema_update(list.view(), 1.f - decay, s);
   gt::cuda::clip_weights(list.view(), limit, s);
   std::vector<Output> outputs;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -621,9 +621,7 @@ std::vector<Output> run_ema_and_weight_clip(const Case& c, Rig& rig, uint64_t se
     std::vector<float> average = averages[i], clipped = tensor_values(p.cpu.value);
     const float one_minus_decay = 1.f - decay;
     for (size_t k = 0; k < average.size(); ++k) {
-      const float difference = clipped[k] - average[k];
-      const float step = one_minus_decay * difference;
-      average[k] = average[k] + step;
+      average[k] = gt::optim_math::ema_value(average[k], clipped[k], one_minus_decay);
       clipped[k] = gt::optim_math::clip_weight(clipped[k], limit);
     }
     outputs.push_back({p.cpu.name + ".ema", average, to_host(p.state0, s)});

@@ -127,11 +127,23 @@ class GpuTraining : public ::testing::TestWithParam<Case> {
 
 // kSteps steps of the CPU and the CUDA engine from the same models and batches (n_critic batches a
 // step, batch number step * n_critic + k), then every parameter, buffer, optimizer state and sample.
-void compare_engines(const Case& c, const GanObjective& objective) {
+// With ema_beta > 0 both engines keep G_ema too, compared at the end like G.
+void compare_engines(const Case& c, const GanObjective& objective, double ema_beta = 0) {
   HostModels cpu_models(c.optimizer), gpu_models(c.optimizer);
   auto comm_cpu = make_local_communicator(), comm_gpu = make_local_communicator();
-  auto cpu = make_engine(options(c, "cpu", objective), cpu_models.m, *comm_cpu);
-  auto gpu = make_engine(options(c, "cuda", objective), gpu_models.m, *comm_gpu);
+  EngineOptions cpu_options = options(c, "cpu", objective), gpu_options = options(c, "cuda", objective);
+  std::unique_ptr<Sequential> cpu_ema, gpu_ema;
+  if (ema_beta > 0) {
+    for (auto* slot : {&cpu_ema, &gpu_ema}) {
+      *slot = std::make_unique<Sequential>(make_dcgan_generator(tiny_spec()));
+      std::copy_n(cpu_models.G.flat_params(), cpu_models.G.flat_size(), (*slot)->flat_params());
+    }
+    cpu_options.ema.beta = gpu_options.ema.beta = ema_beta;
+    cpu_options.ema_host = cpu_ema.get();
+    gpu_options.ema_host = gpu_ema.get();
+  }
+  auto cpu = make_engine(cpu_options, cpu_models.m, *comm_cpu);
+  auto gpu = make_engine(gpu_options, gpu_models.m, *comm_gpu);
   ASSERT_TRUE(gpu->wants_u8_batches());
   const int K = objective.n_critic;
   for (int64_t step = 0; step < kSteps; ++step) {
@@ -177,6 +189,16 @@ void compare_engines(const Case& c, const GanObjective& objective) {
       }
     }
   }
+  if (cpu_ema) {  // the averages after sync_to_host, against the CPU engine's
+    const step_compare::Tolerance ema_tol{
+        c.param_tol, step_compare::optimizer_move_bound(cpu_models.opt_g->config(), kSteps), c.flip_fraction};
+    auto cp = cpu_ema->named_params(), gp = gpu_ema->named_params();
+    for (size_t i = 0; i < cp.size(); ++i) {
+      const step_compare::Comparison r = step_compare::compare_trained(gp[i].param->value.f32(), cp[i].param->value.f32(),
+                                                                       cp[i].param->value.numel(), ema_tol);
+      EXPECT_TRUE(r.ok) << "G_ema " << cp[i].name << ": " << r.detail();
+    }
+  }
   for (auto [co, go] : {std::pair{cpu_models.opt_g.get(), gpu_models.opt_g.get()},
                         std::pair{cpu_models.opt_d.get(), gpu_models.opt_d.get()}}) {
     EXPECT_EQ(go->step_count(), co->step_count());
@@ -198,6 +220,7 @@ TEST_P(GpuTraining, StepsMatchTheCpuEngine) { compare_engines(GetParam(), GanObj
 struct ObjectiveCase {
   std::string name;
   GanObjective objective;
+  double ema_beta = 0;
 };
 
 class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
@@ -208,7 +231,7 @@ class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
 TEST_P(GpuObjectives, StepsMatchTheCpuEngine) {
   const Case c = cases()[5];  // fp32_sgd: NCHW, CUDA graphs
   ASSERT_EQ(c.name, "fp32_sgd");
-  compare_engines(c, GetParam().objective);
+  compare_engines(c, GetParam().objective, GetParam().ema_beta);
 }
 
 std::vector<ObjectiveCase> objective_cases() {
@@ -216,7 +239,10 @@ std::vector<ObjectiveCase> objective_cases() {
   wgan.kind = LossKind::wasserstein, wgan.clip_critic = 0.01f, wgan.n_critic = 3, wgan.fresh_g_noise = true;
   hinge.kind = LossKind::hinge, hinge.drift = 0.25f, hinge.n_critic = 2;
   bce.drift = 0.1f, bce.n_critic = 2, bce.fresh_g_noise = true;
-  return {{"wgan_clip_ncritic3_fresh", wgan}, {"hinge_drift_ncritic2", hinge}, {"bce_drift_ncritic2_fresh", bce}};
+  return {{"wgan_clip_ncritic3_fresh", wgan, 0},
+          {"hinge_drift_ncritic2", hinge, 0},
+          {"bce_drift_ncritic2_fresh", bce, 0},
+          {"bce_ema", GanObjective{}, 0.9}};
 }
 
 INSTANTIATE_TEST_SUITE_P(Objectives, GpuObjectives, ::testing::ValuesIn(objective_cases()),

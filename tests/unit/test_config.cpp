@@ -104,6 +104,9 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.loss.objective, b.loss.objective);
   EXPECT_EQ(a.loss.drift, b.loss.drift);
   EXPECT_EQ(a.loss.clip_critic, b.loss.clip_critic);
+  EXPECT_EQ(a.ema.beta, b.ema.beta);
+  EXPECT_EQ(a.ema.half_life_images, b.ema.half_life_images);
+  EXPECT_EQ(a.ema.rampup, b.ema.rampup);
   expect_same_optim(a.optim_g, b.optim_g, "optim.g");
   expect_same_optim(a.optim_d, b.optim_d, "optim.d");
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
@@ -131,6 +134,7 @@ Config all_fields_changed() {
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true};
   c.loss = {Objective::hinge, 0.125f, 0.0625f};
+  c.ema = {0.0, 12345.5, 0.03125};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17, true, 29, 31};
@@ -149,12 +153,12 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 11, loss 3,
+  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 11, loss 3, ema 3,
   // optim 2 x 8, log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 68u);
+  EXPECT_EQ(schema.size(), 71u);
   std::set<std::string> paths;
-  const std::set<std::string> sections = {"run",   "model", "data", "train", "loss",
-                                          "optim", "log",   "checkpoint", "dist"};
+  const std::set<std::string> sections = {"run", "model", "data",       "train", "loss",
+                                          "ema", "optim", "log", "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
   for (const ConfigKeyInfo& key : schema) {
     EXPECT_TRUE(paths.insert(key.path).second) << "duplicate " << key.path;
@@ -208,6 +212,7 @@ train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_m
         stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9, n_critic: 4,
         g_fresh_noise: true}
 loss: {objective: hinge, drift: 0.125, clip_critic: 0.0625}
+ema: {beta: 0, half_life_images: 12345.5, rampup: 0.03125}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
       weight_decay: 1e-5}
@@ -540,7 +545,7 @@ TEST(ConfigRoundTrip, OutputIsTheNestedLayoutWithEveryKey) {
   }
   size_t top_level = 0;
   for (auto it = root.begin(); it != root.end(); ++it) ++top_level;
-  EXPECT_EQ(top_level, 9u);  // run, model, data, train, loss, optim, log, checkpoint, dist
+  EXPECT_EQ(top_level, 10u);  // run, model, data, train, loss, ema, optim, log, checkpoint, dist
 }
 
 TEST(ConfigRoundTrip, RandomFloatsAreExact) {

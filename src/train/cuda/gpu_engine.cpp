@@ -17,6 +17,7 @@
 #include "cuda/gpu_net.h"
 #include "cuda/kernels.h"
 #include "cuda/kernels_typed.h"
+#include "cuda/optim_gpu.h"
 #include "cuda/staged_communicator.h"
 #include "cuda/step_recorder.h"
 #include "parallel/agreement.h"
@@ -24,6 +25,7 @@
 #include "parallel/device_map.h"
 #include "parallel/gpu_placement.h"
 #include "parallel/launch.h"
+#include "train/run_setup.h"
 #include "train/step_parts.h"
 #if GANTRAIN_HAVE_NCCL
 #include "cuda/nccl_communicator.h"
@@ -170,6 +172,15 @@ class GpuEngine final : public StepEngine {
     parts_ = std::make_unique<StepParts>(host, *G_, *D_, device_comm, *ops_,
                                          opt.step_settings(dev_comm_ != nullptr && opt.sync_bn));
     use_graphs_ = opt.cuda_graph && comm.world_size() == 1;
+    if (opt.ema_host) {
+      // G_ema's average in one device buffer laid out as G's flat parameters, one slot per parameter.
+      ema_ = DeviceBuffer<float>(static_cast<size_t>(std::max<int64_t>(G_->flat_size(), 1)));
+      std::vector<TensorRef> refs;
+      for (const ParamSlot& slot : G_->param_slots())
+        refs.push_back({G_->flat_params() + slot.offset, nullptr, ema_.data() + slot.offset, nullptr, slot.numel});
+      ema_list_ = std::make_unique<MultiTensorList>(refs, ctx_->stream());
+      copy_ema(/*to_device=*/true);
+    }
     ctx_->synchronize();
   }
 
@@ -226,6 +237,8 @@ class GpuEngine final : public StepEngine {
       fill_noise(z_.data() + k * n * opt_.nz, n, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
                  opt_.shard_first, s);
 
+    // G_ema's weight for this step: read by the step's eager EMA call, also when a graph replays.
+    if (opt_.ema_host) ema_weight_ = static_cast<float>(ema_one_minus_beta(opt_.ema, step + 1, opt_.global_batch));
     if (!use_graphs_ || steps_done_ == 0) {
       run_step();  // eager: the first step also finds every convolution's algorithm (which synchronizes)
     } else {
@@ -285,6 +298,7 @@ class GpuEngine final : public StepEngine {
     G_->download();
     D_->download();
     parts_->sync_optimizers_to_host();
+    if (ema_list_) copy_ema(/*to_device=*/false);
     ctx_->synchronize();
   }
 
@@ -294,6 +308,7 @@ class GpuEngine final : public StepEngine {
     G_->upload();
     D_->upload();
     parts_->load_optimizers_from_host();
+    if (ema_list_) copy_ema(/*to_device=*/true);
     ctx_->synchronize();
   }
 
@@ -392,6 +407,25 @@ class GpuEngine final : public StepEngine {
       zs.push_back(Tensor::borrow({N, opt_.nz, 1, 1}, dtype, Device::cuda, z));
     }
     run_gan_step(parts_->step(), reals, zs);
+    // G_ema after the G update (its weight changes per step: an eager call, between graph segments).
+    if (ema_list_) ctx_->recorder().eager([this] { ema_update(ema_list_->view(), ema_weight_, ctx_->stream()); });
+  }
+
+  // G_ema between the host network (by parameter name) and the device average.
+  void copy_ema(bool to_device) {
+    std::vector<NamedParam> host = opt_.ema_host->named_params();
+    cudaStream_t s = ctx_->stream();
+    for (const ParamSlot& slot : G_->param_slots()) {
+      auto it = std::find_if(host.begin(), host.end(), [&](const NamedParam& p) { return p.name == slot.name; });
+      GT_CHECK(it != host.end() && it->param->value.numel() == slot.numel, "G_ema has no parameter {} of {} values",
+               slot.name, slot.numel);
+      const size_t bytes = static_cast<size_t>(slot.numel) * sizeof(float);
+      if (to_device)
+        copy_host_to_device(ema_.data() + slot.offset, it->param->value.f32(), bytes, s);
+      else
+        copy_device_to_host(it->param->value.f32(), ema_.data() + slot.offset, bytes, s);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(s));
   }
 
   // Bytes of one stored real batch in real_dev_ (room for f32 NCHW, the larger kind).
@@ -416,6 +450,9 @@ class GpuEngine final : public StepEngine {
   DeviceBuffer<std::byte> real_dev_;
   DeviceBuffer<uint8_t> flips_;
   DeviceBuffer<float> z_, scalars_dev_;
+  DeviceBuffer<float> ema_;                    // G_ema's parameters, laid out as G's flat parameters
+  std::unique_ptr<MultiTensorList> ema_list_;  // G's parameters with their averages (null: no G_ema)
+  float ema_weight_ = 0.f;                     // this step's 1 - beta
   Tensor scalars_host_;
   cudaEvent_t done_ = nullptr;
   bool real_u8_ = false;
