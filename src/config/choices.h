@@ -17,6 +17,7 @@ enum class OptimizerKind : uint8_t { adam, rmsprop, sgd };     // optim.g.name, 
 enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_signal (besides TERM and INT)
 enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
 enum class Objective : uint8_t { nonsaturating, wgan, hinge };  // loss.objective
+enum class LrScaling : uint8_t { none, linear, sqrt };         // train.lr_scaling
 
 // names[i] is the YAML text of the enum value i.
 template <class E>
@@ -54,6 +55,11 @@ struct ChoiceNames<NanPolicy> {
 template <>
 struct ChoiceNames<Objective> {
   static constexpr const char* names[] = {"nonsaturating", "wgan", "hinge"};
+};
+
+template <>
+struct ChoiceNames<LrScaling> {
+  static constexpr const char* names[] = {"none", "linear", "sqrt"};
 };
 
 template <class E>

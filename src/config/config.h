@@ -65,6 +65,9 @@ struct TrainConfig {
   int nan_max_rollbacks = 3;                  // rollback: at most this many per run, then stop
   int n_critic = 1;                           // D (critic) updates per G update, each on its own real batch
   bool g_fresh_noise = false;                 // the G update draws its own noise instead of reusing the last fakes
+  LrScaling lr_scaling = LrScaling::none;     // optim.*.lr scaled by batch / lr_base_batch (linear) or its root
+  int64_t lr_base_batch = 256;                // the batch the configured learning rates are for
+  int64_t warmup_steps = 0;                   // learning rates ramp up linearly over this many steps; 0 = none
 };
 
 // The GAN objective (train/gan_step.h GanObjective, core/loss_math.h).

@@ -179,6 +179,14 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"train.g_fresh_noise", GT_BIND(train.g_fresh_noise), any_value(),
                "The G update draws noise of its own (the WGAN paper's algorithm, one more G forward per step); "
                "false: it reuses the fakes of the last D update (the DCGAN reference's step)."});
+  k.push_back({"train.lr_scaling", GT_BIND(train.lr_scaling), choices_of<LrScaling>(),
+               "Scale both learning rates by train.batch_size / train.lr_base_batch (linear, Goyal et al.) or its "
+               "square root (sqrt); none keeps optim.*.lr as given."});
+  k.push_back({"train.lr_base_batch", GT_BIND(train.lr_base_batch), at_least(1),
+               "The global batch the configured learning rates were tuned for (train.lr_scaling)."});
+  k.push_back({"train.warmup_steps", GT_BIND(train.warmup_steps), at_least(0),
+               "Ramp both learning rates up linearly over the first steps: step t (from 0) uses (t + 1) / "
+               "warmup_steps of the rate; 0 = none."});
   // loss
   k.push_back({"loss.objective", GT_BIND(loss.objective), choices_of<Objective>(),
                "The GAN objective: nonsaturating (BCE with logits, the DCGAN paper's), wgan (D a critic: -D(x) + "

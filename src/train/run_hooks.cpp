@@ -118,8 +118,9 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
                                                         {"d_grad_norm", d_norm_ / n},
                                                         {"g_grad_norm", g_norm_ / n},
                                                         {"images_per_sec", ips},
-                                                        {"lr_g", m_.opt_g->lr()},
-                                                        {"lr_d", m_.opt_d->lr()}};
+                                                        // the rates the logged step used
+                                                        {"lr_g", cfg_.optim_g.lr * lr_factor(cfg_.train, done - 1)},
+                                                        {"lr_d", cfg_.optim_d.lr * lr_factor(cfg_.train, done - 1)}};
   for (auto& kv : timing_.take_window(n_, window_s)) values.push_back(std::move(kv));
   run_.metrics(done, values);
   d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = 0, n_ = 0;
@@ -239,6 +240,22 @@ void CheckpointHook::write(int64_t step) {
   const RetentionPolicy policy{cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every_hours};
   for (const std::string& gone : apply_retention(run_.path() / "checkpoints", policy, path))
     run_.line("retention: deleted {}", gone);
+}
+
+// ---- learning rates ----------------------------------------------------------------------------------
+
+double lr_factor(const TrainConfig& train, int64_t step) {
+  const double ratio = static_cast<double>(train.batch_size) / static_cast<double>(train.lr_base_batch);
+  double f = train.lr_scaling == LrScaling::linear ? ratio : train.lr_scaling == LrScaling::sqrt ? std::sqrt(ratio) : 1.0;
+  if (train.warmup_steps > 0 && step + 1 < train.warmup_steps)
+    f *= static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
+  return f;
+}
+
+void LrScheduleHook::apply(int64_t step) {
+  const double f = lr_factor(cfg_.train, step);
+  m_.opt_g->set_lr(cfg_.optim_g.lr * f);
+  m_.opt_d->set_lr(cfg_.optim_d.lr * f);
 }
 
 // ---- stop conditions ---------------------------------------------------------------------------------

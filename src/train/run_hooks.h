@@ -148,6 +148,31 @@ class CheckpointHook final : public TrainHook {
   std::chrono::steady_clock::time_point last_time_{};
 };
 
+// The learning rates' factor for step `step` (counted from 0): the batch scaling of train.lr_scaling
+// (batch / lr_base_batch, or its square root) times the warmup ramp min(1, (step + 1) / warmup_steps).
+double lr_factor(const TrainConfig& train, int64_t step);
+
+// The learning rates of the next step (every rank: each rank's optimizers must use the same rates, though
+// no collective is involved): optim.*.lr times lr_factor, set at begin for the first step and after every
+// step for the next. Second in the order (after timing), so a NaN rollback, which hides the step from the
+// later hooks, does not leave the next step with a stale rate.
+class LrScheduleHook final : public TrainHook {
+ public:
+  LrScheduleHook(const Config& cfg, Models& m) : cfg_(cfg), m_(m) {}
+  const char* name() const override { return "lr_schedule"; }
+  HookRanks ranks() const override { return HookRanks::every; }
+  void begin(const RunBegin& run) override { apply(run.first_step); }
+  HookVerdict after_step(const StepInfo& step) override {
+    apply(step.step);
+    return HookVerdict::go_on;
+  }
+
+ private:
+  void apply(int64_t step);
+  const Config& cfg_;
+  Models& m_;
+};
+
 // The stop conditions besides the planned last step (planned_steps: train.max_steps, train.max_images,
 // train.epochs): a stop signal any rank received (SIGINT, SIGTERM, train.stop_signal; the handlers live
 // as long as the hook) or train.max_minutes on any rank's clock. Every rank: the ranks agree after each

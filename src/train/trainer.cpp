@@ -272,6 +272,13 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
            cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
            choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
   run.line("{}", describe_objective(cfg));
+  if (cfg.train.lr_scaling != LrScaling::none || cfg.train.warmup_steps > 0)
+    run.line("learning rates: x{:.4g} ({} scaling from batch {} to {}){} | G {:.4g} | D {:.4g} after the warmup",
+             lr_factor(cfg.train, std::max<int64_t>(cfg.train.warmup_steps, 1) - 1), choice_name(cfg.train.lr_scaling),
+             cfg.train.lr_base_batch, cfg.train.batch_size,
+             cfg.train.warmup_steps > 0 ? fmt::format(", linear warmup over {} steps", cfg.train.warmup_steps) : "",
+             cfg.optim_g.lr * lr_factor(cfg.train, cfg.train.warmup_steps),
+             cfg.optim_d.lr * lr_factor(cfg.train, cfg.train.warmup_steps));
   if (cfg.ema.enabled())
     run.line("ema: G_ema = beta G_ema + (1 - beta) G after every G update, {}",
              cfg.ema.beta > 0 ? fmt::format("beta {}", cfg.ema.beta)
@@ -379,13 +386,14 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
              resumed.world_size, comm.world_size(), cfg.train.batch_size);
   print_banner(run, cfg, in, comm, *engine, loader, *m, rank_lines);
   // The run's services, as hooks (train/hooks.h), in the order they see each step: timing first (it
-  // times every step, an undone one too), the NaN guard (which may undo the step for the rest), then
-  // logging, samples, the SWD, checkpoints, and the stop conditions last.
+  // times every step, an undone one too), the learning rates of the next step, the NaN guard (which may
+  // undo the step for the rest), then logging, samples, the SWD, checkpoints, and the stop conditions last.
   RunLedger ledger;
   ledger.nan_rollbacks = resumed.nan_rollbacks;
   if (!start.checkpoint.empty()) ledger.last_good = start.checkpoint;
   HookList hooks(comm.rank());
   TimingHook& timing = hooks.add(std::make_unique<TimingHook>(*engine));
+  hooks.add(std::make_unique<LrScheduleHook>(cfg, *m));
   hooks.add(std::make_unique<NanGuardHook>(cfg.train, ledger, run, comm, [&](const std::string& path) {
     run_agreed(comm, [&] { load_models(*m, load_checkpoint(path), path); });
     engine->load_from_host();

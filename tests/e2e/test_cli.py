@@ -87,6 +87,9 @@ def case_bad_input_exits_2(exe, src, tmp):
                       ["ema.beta", "ema.half_life_images", "set one of them"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "ema.rampup=0.05"], ["ema.rampup", "ema.half_life_images"],
                       out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "train.lr_scaling=quadratic"],
+                      ["train.lr_scaling", "linear", "sqrt"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "train.lr_base_batch=0"], ["train.lr_base_batch", ">= 1"], out)
     expect_user_error(exe, ["sample", "--checkpoint", os.path.join(tmp, "nope.h5"), "--out", os.path.join(tmp, "x.png")],
                       ["nope.h5"], out)
     not_h5 = os.path.join(tmp, "text.h5")

@@ -123,6 +123,7 @@ OBJECTIVES = {
              "optim.d.lr=5e-5", "optim.g.name=rmsprop", "optim.g.lr=1e-5"],
     "hinge": ["loss.objective=hinge", "loss.drift=0.001", "train.n_critic=2"],
     "ema": ["ema.half_life_images=40", "ema.rampup=0.5", "train.n_critic=1"],  # G_ema resumes exactly too
+    "lr": ["train.lr_scaling=sqrt", "train.lr_base_batch=2", "train.warmup_steps=9", "train.n_critic=1"],  # mid-warmup
 }
 
 

@@ -101,6 +101,9 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.nan_max_rollbacks, b.train.nan_max_rollbacks);
   EXPECT_EQ(a.train.n_critic, b.train.n_critic);
   EXPECT_EQ(a.train.g_fresh_noise, b.train.g_fresh_noise);
+  EXPECT_EQ(a.train.lr_scaling, b.train.lr_scaling);
+  EXPECT_EQ(a.train.lr_base_batch, b.train.lr_base_batch);
+  EXPECT_EQ(a.train.warmup_steps, b.train.warmup_steps);
   EXPECT_EQ(a.loss.objective, b.loss.objective);
   EXPECT_EQ(a.loss.drift, b.loss.drift);
   EXPECT_EQ(a.loss.clip_critic, b.loss.clip_critic);
@@ -132,7 +135,8 @@ Config all_fields_changed() {
            LayoutChoice::nhwc, false, 12.5};
   c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
-  c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true};
+  c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true,
+             LrScaling::sqrt, 96, 17};
   c.loss = {Objective::hinge, 0.125f, 0.0625f};
   c.ema = {0.0, 12345.5, 0.03125};
   c.optim_g = {OptimizerKind::rmsprop, 1e-7, 0.25, 0.875, 3e-7, 0.95, 0.9, 1e-5};
@@ -153,9 +157,9 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 11, loss 3, ema 3,
+  // Counted from the structs in config.h and optim.h: run 9, model 8, data 6, train 14, loss 3, ema 3,
   // optim 2 x 8, log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 71u);
+  EXPECT_EQ(schema.size(), 74u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data",       "train", "loss",
                                           "ema", "optim", "log", "checkpoint", "dist"};
@@ -210,7 +214,7 @@ data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_coun
        prefetch_batches: 7, loader_threads: 5}
 train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
         stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9, n_critic: 4,
-        g_fresh_noise: true}
+        g_fresh_noise: true, lr_scaling: sqrt, lr_base_batch: 96, warmup_steps: 17}
 loss: {objective: hinge, drift: 0.125, clip_critic: 0.0625}
 ema: {beta: 0, half_life_images: 12345.5, rampup: 0.03125}
 optim:

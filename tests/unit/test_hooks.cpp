@@ -1,4 +1,4 @@
-// Unit tests of the training hooks: the HookList's order and rank rules, the timing split of a step, the planned length (steps, images, epochs) and the built-in hooks in a real run.
+// Unit tests of the training hooks: the HookList's order and rank rules, the timing split of a step, the planned length (steps, images, epochs), the learning-rate schedule and the built-in hooks in a real run.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "train/engine.h"
 #include "train/hooks.h"
+#include "train/run_hooks.h"
 #include "train/run_setup.h"
 #include "train/step_timing.h"
 #include "train/trainer.h"
@@ -246,6 +247,50 @@ TEST(PlannedSteps, StepsThenImagesThenEpochs) {
   EXPECT_EQ(planned_steps(t, 100), 1563);
   t.max_steps = 7;
   EXPECT_EQ(planned_steps(t, 100), 7);
+}
+
+// ---- learning rates ----------------------------------------------------------------------------------
+
+TEST(LrFactor, BatchScalingTimesALinearWarmup) {
+  TrainConfig t;
+  t.batch_size = 1024;
+  t.lr_base_batch = 256;
+  EXPECT_EQ(lr_factor(t, 0), 1.0);  // none
+  t.lr_scaling = LrScaling::linear;
+  EXPECT_EQ(lr_factor(t, 0), 4.0);
+  t.lr_scaling = LrScaling::sqrt;
+  EXPECT_EQ(lr_factor(t, 7), 2.0);
+  t.warmup_steps = 4;  // steps 0..3 use 1/4, 2/4, 3/4, 4/4 of the rate
+  EXPECT_DOUBLE_EQ(lr_factor(t, 0), 0.5);
+  EXPECT_DOUBLE_EQ(lr_factor(t, 2), 1.5);
+  EXPECT_EQ(lr_factor(t, 3), 2.0);
+  EXPECT_EQ(lr_factor(t, 100), 2.0);
+}
+
+TEST(Trainer, LearningRatesFollowTheScheduleInTheMetrics) {
+  test::TempDir tmp("gt_test_hooks_lr");
+  Config c = load_config(std::string(GT_SOURCE_DIR) + "/config/tiny.yaml",
+                         {"run.out_dir=" + tmp.path().string(), "run.name=lr", "train.max_steps=6",
+                          "train.lr_scaling=linear", "train.lr_base_batch=4", "train.warmup_steps=4",
+                          "optim.d.lr=0.001", "log.every_steps=1", "log.sample_every_steps=0",
+                          "checkpoint.every_steps=0"});
+  const TrainSummary s = train(c);
+  ASSERT_EQ(s.steps, 6);
+  std::ifstream in(s.metrics_path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 6u);
+  // The value of "key": in a metrics line.
+  auto value = [](const std::string& line, const std::string& key) {
+    const size_t at = line.find("\"" + key + "\":");
+    return at == std::string::npos ? -1.0 : std::stod(line.substr(at + key.size() + 3));
+  };
+  // Batch 8 over base 4: x2; warmup 1/4, 2/4, 3/4, then 1 (optim.g.lr 2e-4 in tiny.yaml, D's 1e-3 here).
+  const double ramp[] = {0.25, 0.5, 0.75, 1, 1, 1};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_NEAR(value(lines[i], "lr_g"), 2e-4 * 2 * ramp[i], 1e-18) << lines[i];
+    EXPECT_NEAR(value(lines[i], "lr_d"), 1e-3 * 2 * ramp[i], 1e-18) << lines[i];
+  }
 }
 
 TEST(Trainer, MaxImagesStopsAfterWholeStepsOfThem) {
