@@ -85,16 +85,29 @@ __global__ void column_sums_kernel(float* dbias, const float* x, int64_t rows, i
 
 // ---- BCE with logits ------------------------------------------------------------------------------------
 
-__device__ double stable_sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + exp(-x));
-  const double e = exp(x);
-  return e / (1.0 + e);
-}
-
 constexpr int kBceThreads = 1024;
 
-// mean_prob (may be null) is the CPU's mean_sigmoid: 1 / (1 + exp(-x)) in double, added in index order
-// (each round, the block's sigmoids go to shared memory and thread 0 adds them in order).
+// out[0] = the mean over n of f(x_i), in double, added in index order as the CPU adds it: each round the
+// block's values go to shared memory and thread 0 adds them in order. Every thread of the block calls it.
+template <class T, class F>
+__device__ void ordered_mean(float* out, const T* logits, int64_t n, F f) {
+  __shared__ double values[kBceThreads];
+  double total = 0.0;  // thread 0's
+  for (int64_t base = 0; base < n; base += blockDim.x) {
+    const int64_t i = base + threadIdx.x;
+    if (i < n) values[threadIdx.x] = f(static_cast<double>(load_f32(logits + i)));
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
+      for (int64_t j = 0; j < m; ++j) total += values[j];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = static_cast<float>(total / static_cast<double>(n));
+}
+
+// One block: the mean loss summed in double over the block, the gradient per logit (core/loss_math.h,
+// the CPU's expressions), and mean_prob (may be null) as the CPU's mean sigmoid.
 template <class T>
 __global__ void __launch_bounds__(kBceThreads) bce_kernel(float* loss, float* mean_prob, T* dlogits, const T* logits,
                                                           int64_t n, float target, float scale) {
@@ -102,32 +115,17 @@ __global__ void __launch_bounds__(kBceThreads) bce_kernel(float* loss, float* me
   const float count = static_cast<float>(n);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const double x = load_f32(logits + i);
-    sum += fmax(x, 0.0) - x * target + log1p(exp(-fabs(x)));
-    if (dlogits) {
-      const float difference = static_cast<float>(stable_sigmoid(x) - target);
-      store_f32(dlogits + i, difference * scale / count);
-    }
+    sum += loss_math::bce_value(x, target);
+    if (dlogits) store_f32(dlogits + i, static_cast<float>(loss_math::bce_grad(x, target)) * scale / count);
   }
   sum = detail::block_sum(sum);
   if (threadIdx.x == 0) loss[0] = static_cast<float>(sum / static_cast<double>(n));
   if (!mean_prob) return;  // the same for every thread: no divergent barrier below
-  __shared__ double sigmoids[kBceThreads];
-  double total = 0.0;  // thread 0's
-  for (int64_t base = 0; base < n; base += blockDim.x) {
-    const int64_t i = base + threadIdx.x;
-    if (i < n) sigmoids[threadIdx.x] = 1.0 / (1.0 + exp(-static_cast<double>(load_f32(logits + i))));
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
-      for (int64_t j = 0; j < m; ++j) total += sigmoids[j];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) mean_prob[0] = static_cast<float>(total / static_cast<double>(n));
+  ordered_mean(mean_prob, logits, n, [](double x) { return loss_math::reported(x, LossKind::bce); });
 }
 
-// One block, as bce_kernel: the mean term summed in double over the block, the gradient per logit, and
-// the reported mean added in index order by thread 0 (the CPU's order, so both give the same bits).
+// One block, as bce_kernel, for one term of any objective: the mean term, the gradient per logit and the
+// reported mean (loss_math::reported).
 template <class T>
 __global__ void __launch_bounds__(kBceThreads) gan_loss_kernel(float* loss, float* reported, T* dlogits,
                                                                const T* logits, int64_t n, LossTerm term, float scale) {
@@ -141,19 +139,8 @@ __global__ void __launch_bounds__(kBceThreads) gan_loss_kernel(float* loss, floa
   sum = detail::block_sum(sum);
   if (threadIdx.x == 0) loss[0] = static_cast<float>(sum / static_cast<double>(n));
   if (!reported) return;  // the same for every thread: no divergent barrier below
-  __shared__ double values[kBceThreads];
-  double total = 0.0;  // thread 0's
-  for (int64_t base = 0; base < n; base += blockDim.x) {
-    const int64_t i = base + threadIdx.x;
-    if (i < n) values[threadIdx.x] = loss_math::reported(static_cast<double>(load_f32(logits + i)), term.kind);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      const int64_t m = n - base < blockDim.x ? n - base : blockDim.x;
-      for (int64_t j = 0; j < m; ++j) total += values[j];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) reported[0] = static_cast<float>(total / static_cast<double>(n));
+  const LossKind kind = term.kind;
+  ordered_mean(reported, logits, n, [kind](double x) { return loss_math::reported(x, kind); });
 }
 
 // ---- data --------------------------------------------------------------------------------------------

@@ -37,16 +37,16 @@ GT_HD double stable_sigmoid(double x) {
 // The BCE target of a role: D wants real 1 and fake 0; G wants its fakes taken for real (1).
 GT_HD double bce_target(LossRole role) { return role == LossRole::d_fake ? 0.0 : 1.0; }
 
+// BCE with logits against any target t: log(1 + e^-|x|) + max(x, 0) - x t, no overflow for any finite x
+// (torch.nn.BCEWithLogitsLoss's rearrangement), and its gradient sigmoid(x) - t.
+GT_HD double bce_value(double x, double target) { return (x > 0 ? x : 0.0) - x * target + log1p(exp(-fabs(x))); }
+GT_HD double bce_grad(double x, double target) { return stable_sigmoid(x) - target; }
+
 // The term's loss for one logit x, in double (the mean over the logits is the term's value).
 GT_HD double value(double x, const LossTerm& t) {
   double v = 0;
   switch (t.kind) {
-    case LossKind::bce: {
-      // log(1 + e^-|x|) + max(x, 0) - x t: no overflow for any finite x (torch.nn.BCEWithLogitsLoss).
-      const double target = bce_target(t.role);
-      v = (x > 0 ? x : 0.0) - x * target + log1p(exp(-fabs(x)));
-      break;
-    }
+    case LossKind::bce: v = bce_value(x, bce_target(t.role)); break;
     case LossKind::wasserstein: v = t.role == LossRole::d_fake ? x : -x; break;
     case LossKind::hinge:
       if (t.role == LossRole::d_real) v = 1.0 - x > 0 ? 1.0 - x : 0.0;
@@ -62,7 +62,7 @@ GT_HD double value(double x, const LossTerm& t) {
 GT_HD double grad(double x, const LossTerm& t) {
   double g = 0;
   switch (t.kind) {
-    case LossKind::bce: g = stable_sigmoid(x) - bce_target(t.role); break;
+    case LossKind::bce: g = bce_grad(x, bce_target(t.role)); break;
     case LossKind::wasserstein: g = t.role == LossRole::d_fake ? 1.0 : -1.0; break;
     case LossKind::hinge:
       if (t.role == LossRole::d_real) g = 1.0 - x > 0 ? -1.0 : 0.0;
@@ -75,8 +75,8 @@ GT_HD double grad(double x, const LossTerm& t) {
 }
 
 // dL/dx_i as the step hands it to D's backward: the gradient, rounded to float, times the rank's loss
-// scale over the number of logits (torch's mean: grad_output / numel). For BCE without drift this is the
-// float expression of train/loss.cpp's bce_with_logits, bit for bit.
+// scale over the number of logits (torch's mean: grad_output / numel). For BCE without drift this is
+// bce_with_logits' expression (train/loss.cpp), bit for bit.
 GT_HD float dlogit(double x, const LossTerm& t, float scale, float count) {
   return static_cast<float>(grad(x, t)) * scale / count;
 }

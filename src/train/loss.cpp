@@ -7,34 +7,16 @@
 #include "core/error.h"
 
 namespace gt {
-namespace {
-
-// log(1 + e^-|x|) + max(x, 0) - x t, in double: no overflow for any finite x, and no cancellation
-// in the log term, which is why torch.nn.BCEWithLogitsLoss uses the same rearrangement.
-double bce_term(double x, double target) {
-  return std::max(x, 0.0) - x * target + std::log1p(std::exp(-std::abs(x)));
-}
-
-// 1 / (1 + e^-x) without overflowing e^-x for very negative x.
-double sigmoid(double x) {
-  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
-  const double e = std::exp(x);
-  return e / (1.0 + e);
-}
-
-}  // namespace
 
 float bce_with_logits(const float* logits, int64_t n, float target, float* dlogits, float scale) {
   GT_CHECK(n > 0, "bce_with_logits needs at least one logit, got {}", n);
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += bce_term(logits[i], target);
+  for (int64_t i = 0; i < n; ++i) sum += loss_math::bce_value(logits[i], target);
   if (dlogits) {
     // torch's backward: (sigmoid(x) - t) * grad_output, then divided by numel for the mean.
     const float count = static_cast<float>(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const float difference = static_cast<float>(sigmoid(logits[i]) - target);
-      dlogits[i] = difference * scale / count;
-    }
+    for (int64_t i = 0; i < n; ++i)
+      dlogits[i] = static_cast<float>(loss_math::bce_grad(logits[i], target)) * scale / count;
   }
   return static_cast<float>(sum / static_cast<double>(n));
 }

@@ -57,8 +57,7 @@ class NanGuardHook final : public TrainHook {
 // images/s and the timing hook's breakdown.
 class LoggingHook final : public TrainHook {
  public:
-  LoggingHook(RunDirectory& run, const Config& cfg, const BatchPlan& plan, const Models& m, TimingHook& timing)
-      : run_(run), cfg_(cfg), plan_(plan), m_(m), timing_(timing) {}
+  LoggingHook(RunDirectory& run, const Config& cfg, TimingHook& timing) : run_(run), cfg_(cfg), timing_(timing) {}
   const char* name() const override { return "logging"; }
   HookRanks ranks() const override { return HookRanks::rank0; }
   void begin(const RunBegin& run) override;
@@ -68,8 +67,6 @@ class LoggingHook final : public TrainHook {
   using Clock = std::chrono::steady_clock;
   RunDirectory& run_;
   const Config& cfg_;
-  const BatchPlan& plan_;
-  const Models& m_;
   TimingHook& timing_;
   int64_t first_ = 0;
   double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0;

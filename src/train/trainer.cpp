@@ -398,7 +398,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     run_agreed(comm, [&] { load_models(*m, load_checkpoint(path), path); });
     engine->load_from_host();
   }));
-  hooks.add(std::make_unique<LoggingHook>(run, cfg, *in.plan, *m, timing));
+  hooks.add(std::make_unique<LoggingHook>(run, cfg, timing));
   hooks.add(std::make_unique<SampleHook>(run, cfg.log, static_cast<uint64_t>(cfg.run.seed), in.spec.nz, *engine, comm));
   if (swd) hooks.add(std::make_unique<SwdMetricHook>(run, cfg.log.swd_every_steps, std::move(swd), *engine));
   hooks.add(std::make_unique<CheckpointHook>(run, cfg, config_yaml, in, *m, *engine, comm.world_size(), ledger));

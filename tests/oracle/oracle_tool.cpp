@@ -92,6 +92,19 @@ Tensor scalar_f32(double v) { return Tensor::from({1}, {static_cast<float>(v)});
 
 // ---- dcgan-step --------------------------------------------------------------------------------
 
+// What both step commands write: the step's fakes and scalars under /outputs, G's and D's parameters and
+// buffers after the step.
+void write_step_outputs(const StepResult& r, Sequential& G, Sequential& D, TensorGroups& groups) {
+  auto& outputs = groups["outputs"];
+  outputs.emplace_back("step_fake", r.fake.clone());
+  outputs.emplace_back("d_loss", scalar_f32(r.d_loss));
+  outputs.emplace_back("g_loss", scalar_f32(r.g_loss));
+  outputs.emplace_back("d_real", scalar_f32(r.d_real));
+  outputs.emplace_back("d_fake", scalar_f32(r.d_fake));
+  export_state_dict(G, "G/params", groups);
+  export_state_dict(D, "D/params", groups);
+}
+
 DcganSpec read_dcgan_spec(const InputFile& in) {
   DcganSpec s;
   s.nz = static_cast<int>(require_meta_int(in, "nz"));
@@ -151,14 +164,7 @@ int run_dcgan_step(const std::string& in_path, const std::string& out_path) {
   GanModels models{&G, &D, opt_g.get(), opt_d.get()};
   const StepResult r = dcgan_train_step(models, real, z, StepOptions{});
 
-  auto& outputs = out.groups["outputs"];
-  outputs.emplace_back("step_fake", r.fake.clone());
-  outputs.emplace_back("d_loss", scalar_f32(r.d_loss));
-  outputs.emplace_back("g_loss", scalar_f32(r.g_loss));
-  outputs.emplace_back("d_real", scalar_f32(r.d_real));
-  outputs.emplace_back("d_fake", scalar_f32(r.d_fake));
-  export_state_dict(G, "G/params", out.groups);
-  export_state_dict(D, "D/params", out.groups);
+  write_step_outputs(r, G, D, out.groups);
   export_optimizer(*opt_g, "G/optim", out.groups);
   export_optimizer(*opt_d, "D/optim", out.groups);
   save_checkpoint(out_path, out);
@@ -208,14 +214,7 @@ int run_gan_step_case(const std::string& in_path, const std::string& out_path) {
 
   Checkpoint out;
   out.meta = in.ckpt.meta;
-  auto& outputs = out.groups["outputs"];
-  outputs.emplace_back("step_fake", r.fake.clone());
-  outputs.emplace_back("d_loss", scalar_f32(r.d_loss));
-  outputs.emplace_back("g_loss", scalar_f32(r.g_loss));
-  outputs.emplace_back("d_real", scalar_f32(r.d_real));
-  outputs.emplace_back("d_fake", scalar_f32(r.d_fake));
-  export_state_dict(G, "G/params", out.groups);
-  export_state_dict(D, "D/params", out.groups);
+  write_step_outputs(r, G, D, out.groups);
   save_checkpoint(out_path, out);
   std::printf("gan-step %s n_critic %lld: d_loss %.6g g_loss %.6g D(x) %.6g D(G(z)) %.6g -> %s\n",
               choice_name(cfg.loss.objective), static_cast<long long>(K), r.d_loss, r.g_loss, r.d_real, r.d_fake,

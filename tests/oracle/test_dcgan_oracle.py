@@ -307,17 +307,25 @@ def read_optim_group(f, group):
     return out
 
 
-def run_dcgan_case(tool, name, workdir):
-    c = DCGAN_CASES[name]
-    torch.manual_seed(c["seed"])
-    gen = torch.Generator().manual_seed(c["seed"] + 1000)
-    netG = Generator(c["nz"], c["g_width"], c["channels"], c["resolution"])
-    netD = Discriminator(c["d_width"], c["channels"], c["resolution"])
+def make_nets(m, seed):
+    """The classic DCGAN's G and D for the model dict m (nz, g_width, d_width, channels, resolution), initialized
+    from torch's generator seeded `seed`, with perturbed batch-norm buffers; and the generator, seeded
+    seed + 1000, that then draws the test's batches."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    netG = Generator(m["nz"], m["g_width"], m["channels"], m["resolution"])
+    netD = Discriminator(m["d_width"], m["channels"], m["resolution"])
     netG.apply(dcgan_weights_init)
     netD.apply(dcgan_weights_init)
     with torch.no_grad():
         perturb_bn_buffers(netG, gen)
         perturb_bn_buffers(netD, gen)
+    return netG, netD, gen
+
+
+def run_dcgan_case(tool, name, workdir):
+    c = DCGAN_CASES[name]
+    netG, netD, gen = make_nets(c, c["seed"])
     real = torch.rand((c["batch"], c["channels"], c["resolution"], c["resolution"]), generator=gen) * 2 - 1
     z = torch.randn((c["batch"], c["nz"]), generator=gen)
 

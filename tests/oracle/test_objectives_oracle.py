@@ -32,15 +32,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_dcgan_oracle import (Report, compare_exact, perturb_bn_buffers, read_group, run_tool,  # noqa: E402
+from test_dcgan_oracle import (Report, compare_exact, make_nets, read_group, run_tool,  # noqa: E402
                                write_meta, write_tensors, TORCH_THREADS)
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-from torch_dcgan import Discriminator, Generator, dcgan_weights_init  # noqa: E402
 
 FLOOR_MULTIPLE = 8.0
 ABS_FLOOR = 1e-6
@@ -144,15 +141,7 @@ def compare_to_floor(report, name, ours, ref64, ref32, size=0.0, size_tol=ABS_FL
 def run_case(tool, name, workdir):
     c = CASES[name]
     m = MODEL
-    torch.manual_seed(c["seed"])
-    gen = torch.Generator().manual_seed(c["seed"] + 1000)
-    netG = Generator(m["nz"], m["g_width"], m["channels"], m["resolution"])
-    netD = Discriminator(m["d_width"], m["channels"], m["resolution"])
-    netG.apply(dcgan_weights_init)
-    netD.apply(dcgan_weights_init)
-    with torch.no_grad():
-        perturb_bn_buffers(netG, gen)
-        perturb_bn_buffers(netD, gen)
+    netG, netD, gen = make_nets(m, c["seed"])
     K, N = c["n_critic"], m["batch"]
     Z = K + (1 if c["fresh"] else 0)
     real = torch.rand((K * N, m["channels"], m["resolution"], m["resolution"]), generator=gen) * 2 - 1
