@@ -16,7 +16,7 @@
 namespace gt::cuda {
 namespace {
 
-enum class OpKind { conv, conv_t, bn, act, linear, reshape };
+enum class OpKind { conv, conv_t, bn, ln, act, linear, reshape };
 
 Activation activation_of(const std::string& kind) {
   if (kind == "ReLU") return Activation::relu;
@@ -69,6 +69,8 @@ struct GpuNet::Op {
   int64_t tracked_at_upload = 0;
   DeviceBuffer<float> running_mean, running_var, mean, rstd, var;
   DeviceBuffer<double> sums;  // 4C: this rank's backward sums (g, g*xmu), then their all-reduced copies
+  float* ln_mean = nullptr;   // LayerNorm2d: the last forward's per-sample statistics (arena memory)
+  float* ln_rstd = nullptr;
   bool trained = false;       // the last forward was in train mode
   // Saved by forward for backward.
   const void* x = nullptr;
@@ -155,6 +157,8 @@ GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, Co
         op->last_layer = i + 1;
         ++i;
       }
+    } else if (kind == "LayerNorm2d") {
+      op->kind = OpKind::ln;
     } else if (activation_of(kind) != Activation::none) {
       op->kind = OpKind::act;
       op->act = activation_of(kind);
@@ -299,6 +303,7 @@ size_t GpuNet::forward_bytes(int N) const {
   size_t kept = 0, temp = 0;
   for (const auto& op : ops_) {
     kept += aligned(static_cast<size_t>(N) * shape_numel(op->out) * e);
+    if (op->kind == OpKind::ln) kept += 2 * aligned(static_cast<size_t>(N) * sizeof(float));
     temp = std::max(temp, op_temp_bytes(*op, N, 2));
   }
   return kept + temp;
@@ -314,6 +319,14 @@ size_t GpuNet::backward_bytes(int N) const {
   return grads + temp;
 }
 
+size_t GpuNet::penalty_bytes(int N) const {
+  const size_t e = data_type_size(fmt_.type);
+  size_t tangents = 0;
+  for (const auto& op : ops_) tangents += aligned(static_cast<size_t>(N) * shape_numel(op->out) * e);
+  // The second pass keeps each op's input-side result, and a layer norm's one more (its two parts).
+  return forward_bytes(N) + 3 * backward_bytes(N) + tangents + aligned(static_cast<size_t>(2 * N) * sizeof(float));
+}
+
 std::string GpuNet::describe() const {
   std::string s;
   for (const auto& op : ops_)
@@ -324,6 +337,7 @@ std::string GpuNet::describe() const {
 
 void* GpuNet::forward(const void* x, int N, Mode mode, DeviceArena& arena) {
   last_n_ = N;
+  deltas_.clear();
   const void* cur = x;
   for (auto& op : ops_) {
     // Views and in-place activations as planned at construction (plan_in_place).
@@ -356,8 +370,149 @@ Tensor GpuNet::backward(const Tensor& dy, const BackwardOptions& options) {
     in.insert(in.end(), in_shape_.begin(), in_shape_.end());
     dx = Tensor::borrow(in, storage_dtype(), Device::cuda, alloc(*arena_, shape_numel(in), fmt_.type));
   }
-  backward(dy.raw(), options.input_grad ? dx.raw() : nullptr, options.param_grads, *arena_, options.on_final);
+  backward(dy.raw(), options.input_grad ? dx.raw() : nullptr, options.param_grads, *arena_, options.on_final,
+           options.create_graph);
   return dx;
+}
+
+void GpuNet::backward_of_input_grad(const Tensor& v, const BackwardOptions& options) {
+  GT_CHECK(arena_ != nullptr, "GpuNet::backward_of_input_grad without an arena");
+  GT_CHECK(deltas_.size() == ops_.size(), "backward_of_input_grad without a backward with create_graph");
+  const int N = last_n_;
+  GT_CHECK(v.device() == Device::cuda && v.numel() == N * input_numel_per_sample(),
+           "backward_of_input_grad of {}, the last forward took {} samples", v.str(), N);
+  DeviceArena& arena = *arena_;
+  std::vector<const void*> tangents(ops_.size());
+  const void* t = v.raw();
+  for (size_t k = 0; k < ops_.size(); ++k) {
+    tangents[k] = t;
+    if (k + 1 < ops_.size()) t = tangent_op(*ops_[k], t, alloc(arena, N * shape_numel(ops_[k]->out), fmt_.type), N, arena);
+  }
+  const void* adjoint = nullptr;  // zero until an op with curvature writes one
+  for (size_t k = ops_.size(); k-- > 0;) {
+    Op& op = *ops_[k];
+    void* dst = k > 0 ? alloc(arena, N * shape_numel(op.in), fmt_.type) : nullptr;
+    adjoint = second_op(op, adjoint, tangents[k], deltas_[k], dst, N, arena) ? dst : nullptr;
+    if (options.on_final) options.on_final(op.lowest_final_offset);
+  }
+  deltas_.clear();
+}
+
+void GpuNet::conv_weight_grad(Op& op, const void* dy, const void* x, int N) {
+  const bool packing = packed_buf_.data() != nullptr;
+  void* dw = packing ? static_cast<void*>(packed_grad_buf_.data() + op.packed_off) : grads_ + op.w_off;
+  if (op.kind == OpKind::conv)
+    conv_.conv2d_backward(nullptr, dw, nullptr, dy, x, nullptr, op.geometry(N), /*accumulate_dweight=*/!packing);
+  else
+    conv_.conv_transpose2d_backward(nullptr, dw, nullptr, dy, x, nullptr, op.geometry(N), !packing);
+  if (packing) {
+    const int K = static_cast<int>(op.kind == OpKind::conv ? op.a.out_channels : op.a.in_channels);
+    const int C = static_cast<int>(op.kind == OpKind::conv ? op.a.in_channels : op.a.out_channels);
+    accumulate_conv_weight_grad(grads_ + op.w_off, dw, K, C, op.a.kernel, op.a.kernel, fmt_, ctx_.stream());
+  }
+}
+
+const void* GpuNet::tangent_op(Op& op, const void* t, void* out, int N, DeviceArena& arena) {
+  cudaStream_t s = ctx_.stream();
+  const bool packing = packed_buf_.data() != nullptr;
+  switch (op.kind) {
+    case OpKind::conv:
+    case OpKind::conv_t: {
+      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      if (op.kind == OpKind::conv)
+        conv_.conv2d_forward(out, t, w, nullptr, op.geometry(N));
+      else
+        conv_.conv_transpose2d_forward(out, t, w, nullptr, op.geometry(N));
+      return out;
+    }
+    case OpKind::bn:
+      user_error("{} has no double backward: a critic with a gradient penalty (loss.gp_weight) cannot hold it (batch "
+                 "norm mixes the samples; use model.d_norm: layer or none)",
+                 op.label);
+    case OpKind::ln: {
+      const Chw d = chw_of(op.in);
+      layernorm_tangent(out, t, op.x, op.ln_mean, op.ln_rstd, params_ + op.w_off, N, d.c, d.h * d.w, fmt_, s);
+      return out;
+    }
+    case OpKind::act:
+      activation_backward(out, t, op.saves_input ? op.x : op.y, N * shape_numel(op.in), op.act, op.slope, fmt_.type, s);
+      return out;
+    case OpKind::linear:
+      if (fmt_.type != DataType::f32)
+        user_error("Linear has no double backward in {} on the GPU: a gradient penalty with this critic needs "
+                   "run.precision fp32 or tf32",
+                   data_type_name(fmt_.type));
+      linear_forward(ctx_, static_cast<float*>(out), static_cast<const float*>(t), params_ + op.w_off, nullptr, N,
+                     op.a.in_channels, op.a.out_channels);
+      return out;
+    case OpKind::reshape: {
+      if (fmt_.layout == Layout::nchw) return t;  // a view
+      const Chw in = chw_of(op.in), o = chw_of(op.out);
+      const size_t mark = arena.mark();
+      void* tmp = alloc(arena, N * shape_numel(op.in), fmt_.type);
+      convert_activations(tmp, {fmt_.type, Layout::nchw}, t, fmt_, N, in.c, in.h, in.w, s);
+      convert_activations(out, fmt_, tmp, {fmt_.type, Layout::nchw}, N, o.c, o.h, o.w, s);
+      arena.rewind(mark);
+      return out;
+    }
+  }
+  return out;
+}
+
+bool GpuNet::second_op(Op& op, const void* adjoint, const void* t, const void* delta, void* dx, int N,
+                       DeviceArena& arena) {
+  cudaStream_t s = ctx_.stream();
+  switch (op.kind) {
+    case OpKind::conv:
+    case OpKind::conv_t:
+      conv_weight_grad(op, delta, t, N);  // d(delta . conv(t; W))/dW; the bias has no part in J t
+      if (!adjoint) return false;
+      backward_op(op, adjoint, dx, N, true, arena);
+      return dx != nullptr;
+    case OpKind::bn:
+      tangent_op(op, t, nullptr, N, arena);  // refuses by name
+      return false;
+    case OpKind::ln: {
+      const Chw d = chw_of(op.in);
+      const int C = d.c, HW = d.h * d.w;
+      const int64_t n = static_cast<int64_t>(N) * shape_numel(op.in);
+      const size_t mark = arena.mark();
+      void* out = dx ? dx : alloc(arena, n, fmt_.type);
+      float* ws = arena.allocate<float>(2 * static_cast<size_t>(N));
+      layernorm_second(out, grads_ + op.w_off, delta, t, op.x, op.ln_mean, op.ln_rstd, params_ + op.w_off, N, C, HW,
+                       fmt_, ws, s);
+      if (adjoint) {
+        void* plain = alloc(arena, n, fmt_.type);
+        layernorm_backward(plain, grads_ + op.w_off, grads_ + op.b_off, adjoint, op.x, op.ln_mean, op.ln_rstd,
+                           params_ + op.w_off, N, C, HW, fmt_, s);
+        add_values(out, plain, n, fmt_.type, s);
+      }
+      arena.rewind(mark);  // dx, when given, was taken before the mark
+      return dx != nullptr;
+    }
+    case OpKind::act: {
+      const bool curved = op.act == Activation::tanh || op.act == Activation::sigmoid;
+      if (!dx || (!adjoint && !curved)) return false;
+      const int64_t n = static_cast<int64_t>(N) * shape_numel(op.in);
+      if (adjoint)
+        activation_backward(dx, adjoint, op.saves_input ? op.x : op.y, n, op.act, op.slope, fmt_.type, s);
+      else
+        fill_value(dx, n, 0.f, fmt_.type, s);
+      if (curved) activation_second(dx, delta, t, op.y, n, op.act, fmt_.type, s);
+      return true;
+    }
+    case OpKind::linear:
+      linear_backward(ctx_, nullptr, grads_ + op.w_off, nullptr, static_cast<const float*>(delta),
+                      static_cast<const float*>(t), params_ + op.w_off, N, op.a.in_channels, op.a.out_channels);
+      if (!adjoint) return false;
+      backward_op(op, adjoint, dx, N, true, arena);
+      return dx != nullptr;
+    case OpKind::reshape:
+      if (!adjoint || !dx) return false;
+      backward_op(op, adjoint, dx, N, false, arena);
+      return true;
+  }
+  return false;
 }
 
 
@@ -404,6 +559,14 @@ void GpuNet::forward_op(Op& op, const void* x, void* y, int N, Mode mode, Device
       arena.rewind(mark);
       return;
     }
+    case OpKind::ln: {
+      const Chw d = chw_of(op.in);
+      op.ln_mean = arena.allocate<float>(static_cast<size_t>(N));  // kept with the activations
+      op.ln_rstd = arena.allocate<float>(static_cast<size_t>(N));
+      layernorm_forward(y, op.ln_mean, op.ln_rstd, x, params_ + op.w_off, params_ + op.b_off, N, d.c, d.h * d.w,
+                        op.a.eps, fmt_, s);
+      return;
+    }
     case OpKind::act:
       activation_forward(y, x, N * shape_numel(op.in), op.act, op.slope, fmt_.type, s);
       return;
@@ -440,19 +603,22 @@ void GpuNet::forward_op(Op& op, const void* x, void* y, int N, Mode mode, Device
 }
 
 void GpuNet::backward(const void* dy, void* dx, bool param_grads, DeviceArena& arena,
-                      const std::function<void(int64_t)>& hook) {
+                      const std::function<void(int64_t)>& hook, bool create_graph) {
   GT_CHECK(last_n_ > 0, "GpuNet backward called before forward");
   const int N = last_n_;
   const size_t mark = arena.mark();
+  deltas_.clear();
+  if (create_graph) deltas_.resize(ops_.size());
   const void* g = dy;
   for (size_t k = ops_.size(); k-- > 0;) {
     Op& op = *ops_[k];
+    if (create_graph) deltas_[k] = g;
     void* dst = k == 0 ? dx : alloc(arena, N * shape_numel(op.in), fmt_.type);
     backward_op(op, g, dst, N, param_grads, arena);
     if (hook && param_grads) hook(op.lowest_final_offset);
     g = dst;
   }
-  arena.rewind(mark);
+  if (!create_graph) arena.rewind(mark);
 }
 
 void GpuNet::backward_op(Op& op, const void* dy, void* dx, int N, bool param_grads, DeviceArena& arena) {
@@ -510,6 +676,12 @@ void GpuNet::backward_op(Op& op, const void* dy, void* dx, int N, bool param_gra
                                  N, C, HW, op.act, op.slope, fmt_, ws, s);
       }
       arena.rewind(mark);
+      return;
+    }
+    case OpKind::ln: {
+      const Chw d = chw_of(op.in);
+      layernorm_backward(dx, param_grads ? grads_ + op.w_off : nullptr, param_grads ? grads_ + op.b_off : nullptr, dy,
+                         op.x, op.ln_mean, op.ln_rstd, params_ + op.w_off, N, d.c, d.h * d.w, fmt_, s);
       return;
     }
     case OpKind::act:

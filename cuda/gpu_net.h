@@ -39,6 +39,9 @@ class GpuNet final : public Net {
   Tensor forward(const Tensor& x, Mode mode) override;
   Tensor backward(const Tensor& dy, const BackwardOptions& options) override;
   void zero_grad() override;
+  // The gradient penalty's double backward (Net): the tangents up, then each op's second-order pass down,
+  // everything from the arena (given back by the caller's rewind, with the kept output gradients).
+  void backward_of_input_grad(const Tensor& v, const BackwardOptions& options) override;
   float* flat_params() override { return params_; }
   float* flat_grads() override { return grads_; }
   int64_t flat_size() const override { return param_count_; }
@@ -66,8 +69,10 @@ class GpuNet final : public Net {
   // parameter gradients into grads() when param_grads (else skips them: the G step's pass through D).
   // Calls hook(offset) after each op with the lowest flat offset whose gradient is now final. Everything
   // it takes from the arena is given back before it returns.
+  // With create_graph, every op's output gradient is kept for backward_of_input_grad and nothing is
+  // given back (the caller rewinds the arena after the double backward).
   void backward(const void* dy, void* dx, bool param_grads, DeviceArena& arena,
-                const std::function<void(int64_t)>& hook = {});
+                const std::function<void(int64_t)>& hook = {}, bool create_graph = false);
 
   Shape output_shape(int N) const;           // [N, ...] of forward's output
   int64_t input_numel_per_sample() const;
@@ -76,6 +81,9 @@ class GpuNet final : public Net {
   // gradients, batch-norm workspaces), with the arena's alignment.
   size_t forward_bytes(int N) const;
   size_t backward_bytes(int N) const;
+  // Arena bytes of a gradient penalty's pass on N samples: forward, the kept backward, tangents and the
+  // second-order pass.
+  size_t penalty_bytes(int N) const;
   std::string describe() const;  // one line per op
 
  private:
@@ -84,6 +92,12 @@ class GpuNet final : public Net {
   size_t op_temp_bytes(const Op& op, int N, int copies) const;
   void forward_op(Op& op, const void* x, void* y, int N, Mode mode, DeviceArena& arena);
   void backward_op(Op& op, const void* dy, void* dx, int N, bool param_grads, DeviceArena& arena);
+  // J t of the op's last forward into out (returns out, or t itself for a view).
+  const void* tangent_op(Op& op, const void* t, void* out, int N, DeviceArena& arena);
+  // The op's part of the double backward (Layer::backward_second): parameter gradients, and d(phi)/dx into
+  // dx (when not null). Returns whether dx was written (false: zero).
+  bool second_op(Op& op, const void* adjoint, const void* t, const void* delta, void* dx, int N, DeviceArena& arena);
+  void conv_weight_grad(Op& op, const void* dy, const void* x, int N);
 
   Sequential& host_;
   GpuContext& ctx_;
@@ -102,6 +116,7 @@ class GpuNet final : public Net {
   int world_ = 1;
   int64_t train_forwards_ = 0;  // since upload()
   int last_n_ = 0;
+  std::vector<const void*> deltas_;  // create_graph: each op's output gradient in the last backward
 };
 
 }  // namespace gt::cuda

@@ -109,6 +109,10 @@ void draw_flips(uint8_t* flips, int64_t count, uint64_t seed, int64_t step, int6
 void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, int64_t first_index,
                 cudaStream_t stream);
 
+// e [count]: bit for bit gt::fill_penalty_mix(e, count, seed, batch, first_index) (core/rng.h).
+void fill_penalty_mix(float* e, int64_t count, uint64_t seed, uint64_t batch, int64_t first_index,
+                      cudaStream_t stream);
+
 // ---- multi-tensor updates (optimizers, clipping, EMA) ----------------------------------------------
 // One launch updates every tensor of a list: the list is cut into chunks of kMultiTensorChunk values
 // and each block takes one chunk. The slots live in device memory, uploaded once (optim_gpu.h).

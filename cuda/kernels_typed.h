@@ -82,4 +82,37 @@ void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* l
 void gan_loss(float* loss, float* reported, void* dlogits, const void* logits, int64_t n, const LossTerm& term,
               float scale, DataType type, cudaStream_t stream);
 
+// ---- the gradient penalty (WGAN-GP) ---------------------------------------------------------------------
+// Each sample is a contiguous block of `per` values in either layout. out = penalty_math::mix(real, fake,
+// mix[i]) row by row (mix: n floats).
+void penalty_interpolate(void* out, const void* real, const void* fake, const float* mix, int64_t n, int64_t per,
+                         DataType type, cudaStream_t stream);
+// out[i] = value; dst[i] += src[i] (n values of `type`).
+void fill_value(void* out, int64_t n, float value, DataType type, cudaStream_t stream);
+void add_values(void* dst, const void* src, int64_t n, DataType type, cudaStream_t stream);
+// loss[0] = weight * mean over the n rows of (||g_i|| - 1)^2 (norms in double, rows added in order) and
+// dg = penalty_math::coefficient(||g_i||, weight, scale, n) * g_i. workspace: gradient_penalty_workspace_bytes(n).
+void gradient_penalty(float* loss, void* dg, const void* g, int64_t n, int64_t per, float weight, float scale,
+                      DataType type, void* workspace, cudaStream_t stream);
+size_t gradient_penalty_workspace_bytes(int64_t n);
+// The curvature term of the double backward of tanh and sigmoid (others: nothing to add):
+// dinp += delta * t * f''(x), f'' from the saved output (the CPU's tanh_second, sigmoid_second).
+void activation_second(void* dinp, const void* delta, const void* t, const void* saved_out, int64_t n, Activation act,
+                       DataType type, cudaStream_t stream);
+
+// ---- LayerNorm2d: per sample over [C, HW], per-channel affine (the CPU's layernorm2d_* kernels) -------------
+// mean and rstd: N floats each, written by the forward.
+void layernorm_forward(void* out, float* mean, float* rstd, const void* x, const float* weight, const float* bias,
+                       int N, int C, int HW, float eps, const ActFormat& fmt, cudaStream_t stream);
+// dinp written, dweight/dbias accumulated; each skipped when null.
+void layernorm_backward(void* dinp, float* dweight, float* dbias, const void* dout, const void* x, const float* mean,
+                        const float* rstd, const float* weight, int N, int C, int HW, const ActFormat& fmt,
+                        cudaStream_t stream);
+void layernorm_tangent(void* out, const void* t, const void* x, const float* mean, const float* rstd,
+                       const float* weight, int N, int C, int HW, const ActFormat& fmt, cudaStream_t stream);
+// dinp written with the curvature term, dweight accumulated (may be null). workspace: 2N floats.
+void layernorm_second(void* dinp, float* dweight, const void* delta, const void* t, const void* x, const float* mean,
+                      const float* rstd, const float* weight, int N, int C, int HW, const ActFormat& fmt,
+                      float* workspace, cudaStream_t stream);
+
 }  // namespace gt::cuda

@@ -34,14 +34,24 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images [N, nc, resolution, resolution] -> logits [N]; ndf is the first hidden width."""
 
-    def __init__(self, ndf, nc, resolution, leaky_slope=0.2):
+    def __init__(self, ndf, nc, resolution, leaky_slope=0.2, d_norm="batch"):
+        """d_norm (model.d_norm): batch (BatchNorm2d), layer (GroupNorm(1, C): gantrain's LayerNorm2d, per
+        sample over C, H, W) or none (the hidden convolutions carry a bias instead)."""
         super().__init__()
+        if d_norm not in ("batch", "layer", "none"):
+            raise ValueError(f"d_norm must be batch, layer or none, not {d_norm!r}")
         stages = stages_for(resolution)
         width = ndf
-        layers = [nn.Conv2d(nc, width, 4, 2, 1, bias=False), nn.LeakyReLU(leaky_slope, inplace=True)]
+        # In place as pytorch/examples' DCGAN, except for a critic that a gradient penalty differentiates twice.
+        inplace = d_norm == "batch"
+        layers = [nn.Conv2d(nc, width, 4, 2, 1, bias=False), nn.LeakyReLU(leaky_slope, inplace=inplace)]
         for _ in range(stages - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                       nn.LeakyReLU(leaky_slope, inplace=True)]
+            layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=d_norm == "none"))
+            if d_norm == "batch":
+                layers.append(nn.BatchNorm2d(width * 2))
+            elif d_norm == "layer":
+                layers.append(nn.GroupNorm(1, width * 2))
+            layers.append(nn.LeakyReLU(leaky_slope, inplace=inplace))
             width *= 2
         layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]  # logits: BCEWithLogitsLoss instead of Sigmoid
         self.main = nn.Sequential(*layers)
@@ -83,7 +93,7 @@ def load_from_checkpoint(path, which="G"):
         raise ValueError(f"{path}: model.arch is {model['arch']!r}; only dcgan is defined here")
     if which == "D":
         net = Discriminator(model["d_width"], model["channels"], model["resolution"],
-                            leaky_slope=float(model.get("leaky_slope", 0.2)))
+                            leaky_slope=float(model.get("leaky_slope", 0.2)), d_norm=model.get("d_norm", "batch"))
     else:
         net = Generator(model["nz"], model["g_width"], model["channels"], model["resolution"])
     net.load_state_dict(state)

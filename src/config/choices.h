@@ -1,4 +1,4 @@
-// The config's closed choices as enums (device, precision, layout, dist backend, optimizer, objective), each with the one list of names that parses, prints and documents it.
+// The config's closed choices as enums (device, precision, layout, dist backend, optimizer, objective, critic normalization), each with the one list of names that parses, prints and documents it.
 #pragma once
 // C++17-clean and free of fmt: the CUDA backend's .cu files include it (through cuda/precision.h).
 #include <cstddef>
@@ -18,6 +18,7 @@ enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_sig
 enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
 enum class Objective : uint8_t { nonsaturating, wgan, hinge };  // loss.objective
 enum class LrScaling : uint8_t { none, linear, sqrt };         // train.lr_scaling
+enum class CriticNormChoice : uint8_t { batch, layer, none };  // model.d_norm
 
 // names[i] is the YAML text of the enum value i.
 template <class E>
@@ -60,6 +61,10 @@ struct ChoiceNames<Objective> {
 template <>
 struct ChoiceNames<LrScaling> {
   static constexpr const char* names[] = {"none", "linear", "sqrt"};
+};
+template <>
+struct ChoiceNames<CriticNormChoice> {
+  static constexpr const char* names[] = {"batch", "layer", "none"};
 };
 
 template <class E>

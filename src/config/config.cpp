@@ -305,10 +305,23 @@ std::vector<std::string> split_path(const std::string& path) {
 
 // Rules that tie keys together, each naming the keys (a value alone is checked by the schema).
 void check_key_combinations(const Config& c, const std::string& source) {
-  if (c.loss.objective == Objective::wgan && c.loss.clip_critic <= 0)
-    user_error("{}: loss.objective wgan needs loss.clip_critic > 0: without a constraint the critic's outputs grow "
-               "without bound (the WGAN paper clamps its weights to [-0.01, 0.01])",
+  if (c.loss.objective == Objective::wgan && c.loss.clip_critic <= 0 && c.loss.gp_weight <= 0)
+    user_error("{}: loss.objective wgan needs a constraint on the critic, loss.clip_critic > 0 or loss.gp_weight > "
+               "0: without one its outputs grow without bound (the WGAN paper clamps its weights to [-0.01, 0.01]; "
+               "WGAN-GP penalizes its gradient with weight 10)",
                source);
+  if (c.loss.gp_weight > 0 && c.model.d_norm == CriticNormChoice::batch)
+    user_error("{}: loss.gp_weight {} needs a critic without batch norm: batch norm mixes the samples, so the "
+               "per-sample gradient the penalty constrains is not defined; set model.d_norm to layer (the "
+               "WGAN-GP paper's) or none",
+               source, c.loss.gp_weight);
+  if (c.loss.gp_weight > 0 && c.loss.clip_critic > 0)
+    user_error("{}: loss.gp_weight {} and loss.clip_critic {} are two Lipschitz constraints on the critic; set "
+               "one of them (WGAN-GP replaces clipping with the penalty)",
+               source, c.loss.gp_weight, c.loss.clip_critic);
+  if (c.loss.gp_every > 1 && c.loss.gp_weight <= 0)
+    user_error("{}: loss.gp_every {} spaces out a gradient penalty, but loss.gp_weight is 0 (set it, or gp_every 1)",
+               source, c.loss.gp_every);
   if (c.ema.beta > 0 && c.ema.half_life_images > 0)
     user_error("{}: ema.beta {} and ema.half_life_images {} both set the moving average's decay; set one of them",
                source, c.ema.beta, c.ema.half_life_images);

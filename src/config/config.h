@@ -42,6 +42,7 @@ struct ModelConfig {
   int channels = 3;    // 1 | 3
   float leaky_slope = 0.2f;
   float init_std = 0.02f;
+  CriticNormChoice d_norm = CriticNormChoice::batch;  // D's hidden layers: batch norm (DCGAN), layer norm or none
 };
 
 struct DataConfig {
@@ -75,6 +76,8 @@ struct LossConfig {
   Objective objective = Objective::nonsaturating;  // nonsaturating BCE (DCGAN), wgan, hinge
   float drift = 0.f;        // epsilon: epsilon * mean(D(x)^2) added to D's loss; 0 = none
   float clip_critic = 0.f;  // WGAN: D's weights clamped to [-c, c] after each update; 0 = off (wgan needs it)
+  float gp_weight = 0.f;    // WGAN-GP's lambda: lambda * mean((||grad_x D(x_hat)|| - 1)^2) added to D's loss; 0 = none
+  int gp_every = 1;         // lazy regularization: the penalty on every k-th critic batch, scaled by k
 };
 
 struct LogConfig {

@@ -137,6 +137,10 @@ std::vector<KeyDef> build_schema() {
                "Negative slope of D's LeakyReLU activations."});
   k.push_back({"model.init_std", GT_BIND(model.init_std), above(0),
                "Standard deviation of the normal weight init (DCGAN uses 0.02)."});
+  k.push_back({"model.d_norm", GT_BIND(model.d_norm), choices_of<CriticNormChoice>(),
+               "Normalization of D's hidden layers: batch (DCGAN's BatchNorm2d), layer (per sample over C, H, W "
+               "with a per-channel affine, torch.nn.GroupNorm(1, C): the WGAN-GP paper's critic) or none (the "
+               "hidden convolutions get a bias instead). A gradient penalty needs layer or none."});
   // data
   k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist", "hdf5"}),
                "Training images: synthetic (generated patterns, no files), fashion-mnist (IDX files) or hdf5 "
@@ -190,7 +194,7 @@ std::vector<KeyDef> build_schema() {
   // loss
   k.push_back({"loss.objective", GT_BIND(loss.objective), choices_of<Objective>(),
                "The GAN objective: nonsaturating (BCE with logits, the DCGAN paper's), wgan (D a critic: -D(x) + "
-               "D(G(z)), G: -D(G(z)); needs loss.clip_critic) or hinge (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: "
+               "D(G(z)), G: -D(G(z)); needs loss.clip_critic or loss.gp_weight) or hinge (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: "
                "-D(G(z)))."});
   k.push_back({"loss.drift", GT_BIND(loss.drift), at_least(0),
                "epsilon of the drift term epsilon * mean(D(x)^2) added to D's loss (0.001 in the Progressive GAN "
@@ -198,6 +202,13 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"loss.clip_critic", GT_BIND(loss.clip_critic), at_least(0),
                "Clamp every weight of D to [-c, c] after each D update (WGAN's Lipschitz constraint; 0.01 in the "
                "WGAN paper); 0 = off."});
+  k.push_back({"loss.gp_weight", GT_BIND(loss.gp_weight), at_least(0),
+               "lambda of the gradient penalty lambda * mean((||grad D(x_hat)|| - 1)^2) at x_hat = e x + (1 - e) "
+               "G(z), e uniform per sample, added to D's loss (WGAN-GP; 10 in its paper); 0 = none. Needs "
+               "model.d_norm layer or none, and excludes loss.clip_critic."});
+  k.push_back({"loss.gp_every", GT_BIND(loss.gp_every), at_least(1),
+               "Lazy regularization: the gradient penalty on every k-th critic batch only, scaled by k (1 = "
+               "every batch)."});
   // ema
   k.push_back({"ema.beta", GT_BIND(ema.beta), unit_fraction(),
                "Keep G_ema, a moving average of G's weights, with this decay per step: G_ema = beta G_ema + (1 - "

@@ -1,4 +1,4 @@
-// The GAN objectives' per-logit math (non-saturating BCE, Wasserstein, hinge, the drift term), shared by the CPU step and the CUDA loss kernel (GT_HD), so both compute the same values.
+// The GAN objectives' per-logit math (non-saturating BCE, Wasserstein, hinge, the drift term) and the gradient penalty's, shared by the CPU step and the CUDA loss kernel (GT_HD), so both compute the same values.
 #pragma once
 #include <math.h>
 #include <stdint.h>
@@ -86,4 +86,24 @@ GT_HD float dlogit(double x, const LossTerm& t, float scale, float count) {
 GT_HD double reported(double x, LossKind kind) { return kind == LossKind::bce ? 1.0 / (1.0 + exp(-x)) : x; }
 
 }  // namespace loss_math
+
+// WGAN-GP's gradient penalty weight * mean_i (||g_i|| - 1)^2 over the rows g_i of D's input gradient at the
+// interpolates, shared by the CPU step and the CUDA kernels.
+namespace penalty_math {
+
+// An interpolate's value: e x + (1 - e) f with one rounding order on every device (1 - e is exact for the
+// 24-bit uniforms of penalty_mix_value).
+GT_HD float mix(float x, float f, float e) { return fmaf(e, x, (1.f - e) * f); }
+
+// One row's penalty term, (||g|| - 1)^2, from its norm.
+GT_HD double value(double norm) { return (norm - 1.0) * (norm - 1.0); }
+
+// d/dg_i of scale * weight * mean over n rows of (||g_i|| - 1)^2 is coefficient * g_i; 0 where g_i = 0
+// (torch's norm backward there).
+GT_HD float coefficient(double norm, float weight, float scale, double n) {
+  if (!(norm > 0.0)) return 0.f;
+  return static_cast<float>(2.0 * static_cast<double>(weight) * static_cast<double>(scale) * (norm - 1.0) / (norm * n));
+}
+
+}  // namespace penalty_math
 }  // namespace gt

@@ -117,6 +117,14 @@ void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, i
   }
 }
 
+void fill_penalty_mix(float* e, int64_t count, uint64_t seed, uint64_t batch, int64_t first_index) {
+  GT_CHECK(count >= 0 && first_index >= 0 && first_index + count <= int64_t{1} << 32,
+           "fill_penalty_mix: bad count {} from index {}", count, first_index);
+  uint32_t k0, k1;
+  rng_key(seed, RngStream::penalty_mix, &k0, &k1);
+  for (int64_t r = 0; r < count; ++r) e[r] = penalty_mix_value(k0, k1, static_cast<uint32_t>(first_index + r), batch);
+}
+
 void permutation(int64_t* out, int64_t n, uint64_t seed, uint64_t epoch) {
   GT_CHECK(n >= 0 && n <= std::numeric_limits<uint32_t>::max(), "permutation of {} elements is out of range", n);
   for (int64_t i = 0; i < n; ++i) out[i] = i;

@@ -15,6 +15,7 @@ enum class RngStream : uint32_t {
   synthetic = 5,
   eval_patches = 6,     // eval/swd: where the 7x7 patches of each image and pyramid level lie
   eval_directions = 7,  // eval/swd: the random projection directions
+  penalty_mix = 8,      // WGAN-GP: the interpolation weight e of each sample
   test = 99
 };
 
@@ -41,6 +42,11 @@ void fill_uniform(float* out, int64_t n, float lo, float hi, uint64_t seed, RngS
 // given step: z[count, nz], standard normal, keyed by (seed, step, global sample index) only, so any
 // split of the batch over ranks draws the same vectors.
 void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, int64_t first_index);
+
+// WGAN-GP's interpolation weights e for samples [first_index, first_index + count) of critic batch `batch`:
+// uniform in [0, 1), keyed by (seed, batch, global sample index) only (penalty_mix_value), so any split of
+// the batch over ranks, and the CPU and the GPU, draw the same e.
+void fill_penalty_mix(float* e, int64_t count, uint64_t seed, uint64_t batch, int64_t first_index);
 
 // A random permutation of [0, n) keyed by (seed, epoch): the epoch's sample order.
 void permutation(int64_t* out, int64_t n, uint64_t seed, uint64_t epoch);

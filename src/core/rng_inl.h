@@ -19,6 +19,8 @@
 //     counter {lo32(b), hi32(b), 0, 0}.
 //   fill_noise, element e of global sample s at step t:  block b = e / 4, lane = e % 4,
 //     counter {b, s, lo32(t), hi32(t)}, key rng_key(seed, RngStream::noise).
+//   penalty_mix, global sample s of critic batch b: word w0 of counter {0, s, lo32(b), hi32(b)}, key
+//     rng_key(seed, RngStream::penalty_mix), as uniform_closed0 (in [0, 1)).
 //   permutation, word d of epoch p: counter {lo32(d/4), hi32(d/4), lo32(p), hi32(p)}, lane d % 4,
 //     key rng_key(seed, RngStream::permutation); Fisher-Yates from the top, position i swapped
 //     with a draw in [0, i] by Lemire's multiply-shift with rejection (host only).
@@ -120,6 +122,11 @@ GT_HD Philox4 flat_counter(uint64_t block) {
 // Counter of the generator noise: element block of one global sample at one step.
 GT_HD Philox4 noise_counter(uint32_t element_block, uint32_t sample, uint64_t step) {
   return Philox4{{element_block, sample, static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32)}};
+}
+
+// WGAN-GP's interpolation weight of one global sample of one critic batch (the key of RngStream::penalty_mix).
+GT_HD float penalty_mix_value(uint32_t k0, uint32_t k1, uint32_t sample, uint64_t batch) {
+  return uniform_closed0(philox4x32_10(noise_counter(0u, sample, batch), k0, k1).v[0]);
 }
 
 // Natural log of a normal (not subnormal) positive float; our uniforms lie in [2^-24, 1]. Within a

@@ -44,9 +44,10 @@ Sequential make_dcgan_discriminator(const DcganSpec& s) {
   d.add(make_conv2d({s.channels, width, 4, 2, 1, false}));
   d.add(make_leaky_relu(s.leaky_slope));
   for (int i = 1; i < stages; ++i) {
-    d.add(make_conv2d({width, width * 2, 4, 2, 1, false}));
+    d.add(make_conv2d({width, width * 2, 4, 2, 1, s.d_norm == CriticNorm::none}));
     width *= 2;
-    d.add(make_batchnorm2d(width));
+    if (s.d_norm == CriticNorm::batch) d.add(make_batchnorm2d(width));
+    if (s.d_norm == CriticNorm::layer) d.add(make_layernorm2d(width));
     d.add(make_leaky_relu(s.leaky_slope));
   }
   d.add(make_conv2d({width, 1, 4, 1, 0, false}));
@@ -61,7 +62,9 @@ void dcgan_init(Sequential& net, float std, uint64_t seed, uint32_t net_id) {
     for (Param* p : layer.params()) {
       // Each parameter draws from its own window of the init stream: (net_id, index) << 40.
       const uint64_t offset = ((static_cast<uint64_t>(net_id) << 20) + index++) << 40;
-      if (p->name == "weight") {
+      if (layer.kind() == "LayerNorm2d") {
+        p->value.fill(p->name == "weight" ? 1.f : 0.f);  // torch.nn.GroupNorm's init, as the WGAN-GP critic's
+      } else if (p->name == "weight") {
         fill_normal(p->value.f32(), p->value.numel(), is_bn ? 1.f : 0.f, std, seed, RngStream::init, offset);
       } else {
         p->value.zero();

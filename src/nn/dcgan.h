@@ -6,6 +6,10 @@
 
 namespace gt {
 
+// Normalization of D's hidden layers: BatchNorm2d (DCGAN), LayerNorm2d (per sample, for a gradient penalty),
+// or none (the hidden convolutions then carry a bias).
+enum class CriticNorm : uint8_t { batch, layer, none };
+
 struct DcganSpec {
   int nz = 100;
   int g_width = 128;    // ngf
@@ -13,14 +17,16 @@ struct DcganSpec {
   int resolution = 64;  // 32, 64 or 128: log2(resolution) - 2 upsampling stages after the 4x4 seed
   int channels = 3;
   float leaky_slope = 0.2f;
+  CriticNorm d_norm = CriticNorm::batch;
 };
 
 // G: z [N, nz, 1, 1] -> ConvT(nz, g*2^(s-1), 4, 1, 0) BN ReLU, ConvT(.., 4, 2, 1) BN ReLU ..., ConvT(g, c, 4, 2, 1) Tanh.
 Sequential make_dcgan_generator(const DcganSpec& s);
 // D: x [N, c, R, R] -> Conv(c, d, 4, 2, 1) LReLU, Conv(.., 4, 2, 1) BN LReLU ..., Conv(d*2^(s-1), 1, 4, 1, 0): logits [N, 1, 1, 1].
+// With d_norm layer, LayerNorm2d replaces BN; with none, the hidden Conv(.., 4, 2, 1) get a bias and no norm.
 Sequential make_dcgan_discriminator(const DcganSpec& s);
 
-// DCGAN initialization: conv weights N(0, std), BN weight N(1, std), BN bias 0. Draws are keyed by
+// DCGAN initialization: conv weights N(0, std), BN weight N(1, std), biases 0, LayerNorm2d weight 1. Draws are keyed by
 // (seed, net_id, parameter index), so the same seed gives the same weights everywhere.
 void dcgan_init(Sequential& net, float std, uint64_t seed, uint32_t net_id);
 

@@ -40,8 +40,19 @@ class Layer {
   virtual std::string kind() const = 0;                   // "Conv2d", "BatchNorm2d", ...
   virtual Shape output_shape(const Shape& in) const = 0;  // full shapes with the batch dimension
   virtual Tensor forward(const Tensor& x, Mode mode) = 0;
-  // Returns dL/dx and accumulates dL/dparam into each Param::grad.
-  virtual Tensor backward(const Tensor& dy) = 0;
+  // Returns dL/dx and, when param_grads, accumulates dL/dparam into each Param::grad.
+  virtual Tensor backward(const Tensor& dy, bool param_grads) = 0;
+  Tensor backward(const Tensor& dy) { return backward(dy, true); }
+
+  // The double backward of a gradient penalty (Net::backward_of_input_grad), for the last forward
+  // y = f(x; theta) with Jacobian J = dy/dx. tangent(t) is J t (t shaped like x). backward_second(dy_bar, t,
+  // delta), with delta the output gradient the first backward gave this layer, accumulates into the
+  // parameter gradients d/dtheta of  phi = dy_bar . f(x; theta) + delta . J(x; theta) t  and returns d(phi)/dx;
+  // an undefined dy_bar stands for zero, and an undefined result for a zero gradient (no dy_bar and a
+  // Jacobian that does not depend on x: convolutions, piecewise linear activations). The base versions
+  // refuse by name: batch norm, which mixes the samples, has none.
+  virtual Tensor tangent(const Tensor& t);
+  virtual Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta);
   virtual std::vector<Param*> params() { return {}; }
   virtual std::vector<Buffer*> buffers() { return {}; }
   virtual LayerAttrs attrs() const { return {}; }

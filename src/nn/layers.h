@@ -20,6 +20,9 @@ LayerPtr make_conv2d(const Conv2dSpec& s);           // weight [out, in, k, k], 
 LayerPtr make_conv_transpose2d(const Conv2dSpec& s); // weight [in, out, k, k], bias [out]
 LayerPtr make_batchnorm2d(int channels, float eps = 1e-5f, float momentum = 0.1f);  // weight, bias; running_mean, running_var, num_batches_tracked
 LayerPtr make_linear(int in_features, int out_features, bool bias = true);          // weight [out, in], bias [out]
+// Per-sample normalization over [C, H, W] with a per-channel affine (weight 1, bias 0): torch.nn.GroupNorm(1,
+// channels, eps), the layer normalization of the WGAN-GP paper's critic (it keeps the samples independent).
+LayerPtr make_layernorm2d(int channels, float eps = 1e-5f);
 LayerPtr make_relu();
 LayerPtr make_leaky_relu(float slope = 0.01f);
 LayerPtr make_tanh();

@@ -27,15 +27,18 @@ struct BackwardOptions {
   // for this backward: [offset, flat_size()) will not change again. The gradient reduction starts its
   // buckets from there, so the sum over the ranks overlaps the rest of backward.
   std::function<void(int64_t lowest_final)> on_final;
+  // Keep what backward_of_input_grad needs (every layer's output gradient), until the next forward.
+  bool create_graph = false;
 };
 
 // A network on one device. Activations are tensors on device() in the network's storage (host f32
 // tensors for the CPU; device memory in the engine's format for the GPU, alive until the engine gives
 // its step memory back). Backward follows the last forward. Gradients accumulate (PyTorch semantics).
 //
-// The gradient penalty of WGAN-GP will add a double backward here: backward with input_grad and a
-// `create_graph` option that keeps what a second backward through the input gradient needs, then
-// backward_of_input_grad(dL/d(dx)) accumulating into grads() (docs/architecture.md).
+// The gradient penalty's double backward: backward(dy, {input_grad, create_graph}) returns g = dL/dx and
+// keeps every layer's output gradient; backward_of_input_grad(v) then accumulates d(v . g)/dtheta into
+// grads(), v held constant: the exact gradient of any function of g whose gradient with respect to g is v
+// (docs/objectives.md "The exact penalty gradient").
 class Net {
  public:
   virtual ~Net() = default;
@@ -43,6 +46,10 @@ class Net {
   virtual Tensor forward(const Tensor& x, Mode mode) = 0;
   virtual Tensor backward(const Tensor& dy, const BackwardOptions& options) = 0;
   virtual void zero_grad() = 0;
+  // After backward with create_graph: accumulates d(v . dL/dx)/dtheta into grads() (v shaped and stored
+  // like the input); options.on_final as in backward. A layer without a double backward (batch norm) is a
+  // UserError naming it.
+  virtual void backward_of_input_grad(const Tensor& v, const BackwardOptions& options) = 0;
 
   // Flat f32 parameters and gradients on device(), flat_size() elements each: every parameter is the
   // range of its ParamSlot; what lies between slots (alignment) is zero and stays zero.

@@ -49,7 +49,18 @@ void Sequential::rebuild_flat() {
   }
 }
 
+Tensor Layer::tangent(const Tensor&) {
+  user_error("{} has no double backward: a critic with a gradient penalty (loss.gp_weight) cannot hold it{}", kind(),
+             kind() == "BatchNorm2d" ? " (batch norm mixes the samples; use model.d_norm: layer or none)" : "");
+}
+
+Tensor Layer::backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta) {
+  (void)dy_bar, (void)delta;
+  return tangent(t);  // refuses by name
+}
+
 Tensor Sequential::forward(const Tensor& x, Mode mode) {
+  deltas_.clear();
   Tensor h = x;
   for (auto& l : layers_) h = l->forward(h, mode);
   return h;
@@ -60,13 +71,33 @@ Tensor Sequential::backward(const Tensor& dy) {
 }
 
 Tensor Sequential::backward(const Tensor& dy, const BackwardOptions& options) {
-  // The CPU layers always accumulate their parameter gradients (param_grads false is allowed to skip them).
+  deltas_.clear();
+  if (options.create_graph) deltas_.resize(layers_.size());
   Tensor g = dy;
   for (size_t i = layers_.size(); i-- > 0;) {
-    g = layers_[i]->backward(g);
-    if (options.on_final) options.on_final(lowest_final_[i]);
+    if (options.create_graph) deltas_[i] = g;
+    g = layers_[i]->backward(g, options.param_grads);
+    if (options.on_final && options.param_grads) options.on_final(lowest_final_[i]);
   }
   return options.input_grad ? g : Tensor();
+}
+
+// Forward mode up (the tangents t_i = J_i ... J_1 v at every layer's input), then reverse mode down:
+// layer i adds d/dtheta of [delta_i . J_i t_i] and of the adjoint from above, and passes its d/dx down.
+void Sequential::backward_of_input_grad(const Tensor& v, const BackwardOptions& options) {
+  GT_CHECK(deltas_.size() == layers_.size(), "backward_of_input_grad without a backward with create_graph");
+  std::vector<Tensor> tangents(layers_.size());
+  Tensor t = v;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    tangents[i] = t;
+    if (i + 1 < layers_.size()) t = layers_[i]->tangent(t);
+  }
+  Tensor adjoint;  // undefined: zero (no layer above has curvature)
+  for (size_t i = layers_.size(); i-- > 0;) {
+    adjoint = layers_[i]->backward_second(adjoint, tangents[i], deltas_[i]);
+    if (options.on_final) options.on_final(lowest_final_[i]);
+  }
+  deltas_.clear();
 }
 
 void Sequential::zero_grad() {

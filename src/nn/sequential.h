@@ -34,6 +34,7 @@ class Sequential final : public Net {
   Tensor backward(const Tensor& dy);  // returns dL/dinput; parameter gradients accumulate
   Tensor backward(const Tensor& dy, const BackwardOptions& options) override;
   void zero_grad() override;
+  void backward_of_input_grad(const Tensor& v, const BackwardOptions& options) override;
   float* flat_params() override { return flat_values_.defined() ? flat_values_.f32() : nullptr; }
   float* flat_grads() override { return flat_grads_.defined() ? flat_grads_.f32() : nullptr; }
   int64_t flat_size() const override { return flat_values_.defined() ? flat_values_.numel() : 0; }
@@ -53,6 +54,7 @@ class Sequential final : public Net {
   Tensor flat_values_, flat_grads_;
   std::vector<ParamSlot> slots_;
   std::vector<int64_t> lowest_final_;  // per layer: lowest flat offset whose gradient is final after its backward
+  std::vector<Tensor> deltas_;         // create_graph: the output gradient each layer's backward got
 };
 
 }  // namespace gt

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 #include "parallel/communicator.h"
 #include "train/loss.h"
@@ -25,6 +26,42 @@ void CpuStepOps::grad_norm(Net& net, StepScalar slot) {
   double sum = 0;
   for (int64_t i = 0; i < net.flat_size(); ++i) sum += static_cast<double>(g[i]) * g[i];
   scalars_[static_cast<int>(slot)] = std::sqrt(sum);
+}
+
+Tensor CpuStepOps::interpolate(const Tensor& real, const Tensor& fake, const Tensor& mix) {
+  GT_CHECK(real.shape() == fake.shape() && mix.numel() == real.dim(0), "interpolate: real {}, fake {}, mix {}",
+           real.str(), fake.str(), mix.str());
+  const int64_t n = real.dim(0), per = real.numel() / std::max<int64_t>(n, 1);
+  const float* e = mix.f32();
+  Tensor out(real.shape());
+  const float* x = real.f32();
+  const float* f = fake.f32();
+  float* o = out.f32();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i * per; j < (i + 1) * per; ++j) o[j] = penalty_math::mix(x[j], f[j], e[i]);
+  return out;
+}
+
+Tensor CpuStepOps::ones_like(const Tensor& t) {
+  Tensor out(t.shape());
+  out.fill(1.f);
+  return out;
+}
+
+void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) {
+  const int64_t n = g.dim(0), per = g.numel() / std::max<int64_t>(n, 1);
+  const float* gv = g.f32();
+  float* d = dg.f32();
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double sq = 0;
+    for (int64_t j = i * per; j < (i + 1) * per; ++j) sq += static_cast<double>(gv[j]) * gv[j];
+    const double norm = std::sqrt(sq);
+    sum += penalty_math::value(norm);
+    const float coef = penalty_math::coefficient(norm, weight, scale, static_cast<double>(n));
+    for (int64_t j = i * per; j < (i + 1) * per; ++j) d[j] = coef * gv[j];
+  }
+  scalars_[static_cast<int>(loss)] = static_cast<double>(weight) * sum / static_cast<double>(n);
 }
 
 // `other` is outside the named phases (the end of a step, or between steps): not counted here; the
@@ -53,7 +90,14 @@ StepResult gan_train_step(GanModels& m, std::span<const Tensor> reals, std::span
   StepParts parts(m, *m.G, *m.D, *alone, ops, settings);
   std::vector<Tensor> noise;
   for (const Tensor& z : zs) noise.push_back(z.reshaped({z.dim(0), z.dim(1), 1, 1}));
-  Tensor fake = run_gan_step(parts.step(), reals, noise);
+  std::vector<Tensor> mixes;
+  if (options.objective.gp_weight > 0)
+    for (int k = 0; k < options.objective.n_critic; ++k) {
+      Tensor e({reals[static_cast<size_t>(k)].dim(0)});
+      fill_penalty_mix(e.f32(), e.numel(), options.seed, static_cast<uint64_t>(options.first_batch + k), 0);
+      mixes.push_back(e);
+    }
+  Tensor fake = run_gan_step(parts.step(), reals, noise, mixes, options.first_batch);
   StepResult r = step_result(ops.scalars(), options.loss_scale);
   r.fake = fake;
   return r;

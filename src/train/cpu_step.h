@@ -17,6 +17,10 @@ class CpuStepOps final : public StepOps {
   void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
                 const StepScalar* reported) override;
   void grad_norm(Net& net, StepScalar slot) override;
+  Tensor interpolate(const Tensor& real, const Tensor& fake, const Tensor& mix) override;
+  Tensor ones_like(const Tensor& t) override;
+  void zero_scalar(StepScalar slot) override { scalars_[static_cast<int>(slot)] = 0; }
+  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) override;
   void phase(StepPhase phase) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
   // Seconds spent in each named phase since the last call (host clock), then zeroed; `other` stays 0.
@@ -41,6 +45,8 @@ struct StepOptions {
   float clip_grad_norm = 0.f;  // 0 = off
   double loss_scale = 1.0;     // GanStep::loss_scale
   GanObjective objective{};    // BCE, one critic iteration: the classic DCGAN step
+  uint64_t seed = 0;           // keys the gradient penalty's interpolation weights (fill_penalty_mix)
+  int64_t first_batch = 0;     // the run's batch number of the first critic iteration (step * n_critic)
 };
 
 // One step of the one GAN step on host models in this process alone (tools, tests): real f32

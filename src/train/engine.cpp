@@ -27,6 +27,8 @@ class CpuEngine final : public StepEngine {
         // each rank's shard to itself.
         parts_(m, *m.G, *m.D, comm, ops_, opt.step_settings(opt.sync_bn)) {
     for (int k = 0; k < opt.objective.noise_batches(); ++k) z_.emplace_back(Shape{opt.local_batch, opt.nz, 1, 1});
+    if (opt.objective.gp_weight > 0)
+      for (int k = 0; k < opt.objective.n_critic; ++k) mix_.emplace_back(Shape{opt.local_batch});
   }
 
   std::string describe() const override {
@@ -42,7 +44,10 @@ class CpuEngine final : public StepEngine {
     for (int k = 0; k < opt_.objective.noise_batches(); ++k)
       fill_noise(z_[static_cast<size_t>(k)].f32(), opt_.local_batch, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
                  opt_.shard_first);
-    fake_ = run_gan_step(parts_.step(), reals, z_);
+    for (size_t k = 0; k < mix_.size(); ++k)
+      fill_penalty_mix(mix_[k].f32(), opt_.local_batch, opt_.seed, static_cast<uint64_t>(step * n_critic) + k,
+                       opt_.shard_first);
+    fake_ = run_gan_step(parts_.step(), reals, z_, mix_, step * n_critic);
     // G_ema after the G update: every rank holds the same G, so every rank's average is the same.
     if (opt_.ema_host) {
       const float w = static_cast<float>(ema_one_minus_beta(opt_.ema, step + 1, opt_.global_batch));
@@ -70,7 +75,8 @@ class CpuEngine final : public StepEngine {
   GanModels& m_;
   CpuStepOps ops_;  // before parts_, which holds a reference to it
   StepParts parts_;
-  std::vector<Tensor> z_;  // one noise batch per critic iteration
+  std::vector<Tensor> z_;    // one noise batch per critic iteration
+  std::vector<Tensor> mix_;  // with a gradient penalty: the interpolation weights of each critic iteration
   Tensor fake_;
 };
 

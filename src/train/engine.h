@@ -68,7 +68,8 @@ class StepEngine {
   // (objective.n_critic), each untouched until wait() returns (the GPU engine uploads them
   // asynchronously). Critic iteration k is batch b = step * n_critic + k of the run: its noise is drawn
   // inside, keyed by (seed, b, shard_first + row) (noise_key; the G update's fresh noise by its own key),
-  // and a GPU's flips by (seed, b, position), so they are the same bits on every backend and rank count
+  // a GPU's flips by (seed, b, position) and a gradient penalty's interpolation weights by (seed, b,
+  // shard_first + row) (fill_penalty_mix), so they are the same bits on every backend and rank count
   // (with n_critic 1, b is the step).
   virtual void submit(std::span<const Tensor> reals, int64_t step) = 0;
   void submit(const Tensor& real, int64_t step) { submit(std::span<const Tensor>(&real, 1), step); }

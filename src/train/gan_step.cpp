@@ -39,15 +39,41 @@ BackwardOptions input_grad_only() {
   return o;
 }
 
+// WGAN-GP's penalty: D at the interpolates of real and fake, its input gradient g (a
+// first backward from ones, no parameter gradients, the graph kept), the penalty's gradient v with
+// respect to g, then the double backward adds d(v . g)/dtheta to D's gradients (the bucketer's hook on
+// this last pass). Lazy regularization scales it by gp_every.
+void penalty_pass(GanStep& s, const Tensor& real, const Tensor& fake, const Tensor& mix,
+                  std::function<void(int64_t)> on_final) {
+  const size_t mark = s.ops.mark();
+  const Tensor mixed = s.ops.interpolate(real, fake, mix);
+  const Tensor scores = s.D.forward(mixed, Mode::train);
+  BackwardOptions first;
+  first.param_grads = false;
+  first.input_grad = true;
+  first.create_graph = true;
+  const Tensor g = s.D.backward(s.ops.ones_like(scores), first);
+  Tensor v = s.ops.buffer_like(g);
+  const float scale = static_cast<float>(s.loss_scale) * static_cast<float>(s.objective.gp_every);
+  s.ops.gradient_penalty(g, s.objective.gp_weight, scale, v, StepScalar::penalty);
+  s.D.backward_of_input_grad(v, parameter_grads(std::move(on_final)));
+  s.ops.release(mark);
+}
+
 }  // namespace
 
-Tensor run_gan_step(GanStep& s, std::span<const Tensor> reals, std::span<const Tensor> zs) {
+Tensor run_gan_step(GanStep& s, std::span<const Tensor> reals, std::span<const Tensor> zs,
+                    std::span<const Tensor> mixes, int64_t first_batch) {
   const int iterations = s.objective.n_critic;
   GT_CHECK(iterations >= 1 && static_cast<int>(reals.size()) == iterations &&
                static_cast<int>(zs.size()) == s.objective.noise_batches(),
            "run_gan_step: {} real batches and {} noise batches for n_critic {}{}", reals.size(), zs.size(), iterations,
            s.objective.fresh_g_noise ? " and fresh G noise" : "");
+  GT_CHECK(s.objective.gp_weight <= 0.f || static_cast<int>(mixes.size()) == iterations,
+           "run_gan_step: {} interpolation weight batches for n_critic {} with a gradient penalty", mixes.size(),
+           iterations);
   const StepScalar reported_real = StepScalar::prob_real, reported_fake = StepScalar::prob_fake;
+  if (s.objective.gp_weight > 0.f) s.ops.zero_scalar(StepScalar::penalty);  // a lazy step may have none
   Tensor fake;
   for (int k = 0; k < iterations; ++k) {
     const bool last = k + 1 == iterations && !s.objective.fresh_g_noise;
@@ -60,9 +86,17 @@ Tensor run_gan_step(GanStep& s, std::span<const Tensor> reals, std::span<const T
     // ranks, D's gradients are summed over them while the second backward runs.
     s.ops.phase(StepPhase::d_forward_backward);
     s.D.zero_grad();
+    // With a penalty on this batch, its pass is D's last backward (the reduction overlaps it).
+    const int64_t batch = first_batch + k;
+    const bool penalty = s.objective.penalty_on(batch);
     d_pass(s, reals[k], LossRole::d_real, StepScalar::loss_real, &reported_real, parameter_grads());
-    s.reduce_d.arm();
-    d_pass(s, fake, LossRole::d_fake, StepScalar::loss_fake, &reported_fake, parameter_grads(s.reduce_d.hook()));
+    if (!penalty) s.reduce_d.arm();
+    d_pass(s, fake, LossRole::d_fake, StepScalar::loss_fake, &reported_fake,
+           parameter_grads(penalty ? std::function<void(int64_t)>() : s.reduce_d.hook()));
+    if (penalty) {
+      s.reduce_d.arm();
+      penalty_pass(s, reals[k], fake, mixes[static_cast<size_t>(k)], s.reduce_d.hook());
+    }
     s.ops.phase(StepPhase::comm_wait);
     s.reduce_d.finish();
     s.ops.phase(StepPhase::optimizer);
@@ -100,7 +134,8 @@ Tensor run_gan_step(GanStep& s, std::span<const Tensor> reals, std::span<const T
 StepResult step_result(const double (&v)[kStepScalars], double scale) {
   auto at = [&v](StepScalar k) { return v[static_cast<int>(k)]; };
   StepResult r;
-  r.d_loss = at(StepScalar::loss_real) * scale + at(StepScalar::loss_fake) * scale;
+  r.d_penalty = at(StepScalar::penalty) * scale;
+  r.d_loss = at(StepScalar::loss_real) * scale + at(StepScalar::loss_fake) * scale + r.d_penalty;
   r.g_loss = at(StepScalar::loss_g) * scale;
   r.d_real = at(StepScalar::prob_real) * scale;
   r.d_fake = at(StepScalar::prob_fake) * scale;

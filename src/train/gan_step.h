@@ -13,10 +13,11 @@ class Communicator;
 class GradientBucketer;
 
 // The step's scalars, written by StepOps on the step's device and read once the step has completed.
-// The step's scalars; grad_norm_d/g: the L2 norm of each network's gradient as its optimizer gets it
-// (summed over the ranks, before clipping), the same on every rank.
-enum class StepScalar : int { loss_real, loss_fake, loss_g, prob_real, prob_fake, grad_norm_d, grad_norm_g };
-constexpr int kStepScalars = 7;
+// grad_norm_d/g: the L2 norm of each network's gradient as its optimizer gets it (summed over the ranks,
+// before clipping), the same on every rank; penalty: the gradient penalty of the step's last critic batch
+// that had one, without the lazy scale (0 when lazy regularization skipped all of the step's batches).
+enum class StepScalar : int { loss_real, loss_fake, loss_g, prob_real, prob_fake, grad_norm_d, grad_norm_g, penalty };
+constexpr int kStepScalars = 8;
 
 // Where a step's time goes (the timing breakdown, docs/formats.md "metrics.jsonl"): run_gan_step marks
 // each part with StepOps::phase. D's passes for the G step count as d_forward_backward; synchronized
@@ -45,6 +46,16 @@ class StepOps {
                         const StepScalar* reported) = 0;
   // The L2 norm of net's flat gradient into `slot` (for the NaN guard and the metrics).
   virtual void grad_norm(Net& net, StepScalar slot) = 0;
+  // WGAN-GP's interpolates: row i is penalty_math::mix(real_i, fake_i, mix[i]), a new buffer like real (mix:
+  // f32 [n] on the device).
+  virtual Tensor interpolate(const Tensor& real, const Tensor& fake, const Tensor& mix) = 0;
+  // Sets one of the step's scalars to 0 (a lazy penalty's slot, in a step whose batches carry none).
+  virtual void zero_scalar(StepScalar slot) = 0;
+  // A buffer shaped and stored like t with every value 1 (the seed of D's input gradient).
+  virtual Tensor ones_like(const Tensor& t) = 0;
+  // The gradient penalty over the rows g_i of g: weight * mean_i (||g_i|| - 1)^2 into `loss` (unscaled), and
+  // dg = scale * d(that)/dg, with d||g_i||/dg_i = 0 where g_i = 0 (torch's norm backward).
+  virtual void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) = 0;
   // From here on the step's time counts to `phase`, until the next call (a step ends with `other`).
   // The CPU's ops time it with the host clock; an engine that does not time phases ignores it.
   virtual void phase(StepPhase phase) { (void)phase; }
@@ -58,6 +69,9 @@ struct GanObjective {
   float clip_critic = 0.f;  // D's weights clamped to [-c, c] after each critic update; 0 = off
   int n_critic = 1;         // D updates per G update, each on its own real batch and noise
   bool fresh_g_noise = false;  // the G update draws its own noise (the WGAN paper); else it reuses the last fakes
+  float gp_weight = 0.f;    // WGAN-GP's lambda: the gradient penalty at interpolates, added to D's loss; 0 = none
+  int gp_every = 1;         // the penalty on critic batches b with b % gp_every == 0 only, scaled by gp_every
+  bool penalty_on(int64_t batch) const { return gp_weight > 0.f && batch % gp_every == 0; }
   LossTerm term(LossRole role) const { return {kind, role, role == LossRole::d_real ? drift : 0.f}; }
   // Noise batches a step takes: one per critic iteration, and the G update's own when fresh_g_noise.
   int noise_batches() const { return n_critic + (fresh_g_noise ? 1 : 0); }
@@ -102,7 +116,12 @@ struct GanStep {
 // classic DCGAN step, the same fakes for both halves), or on G(z_last) of its own noise when
 // objective.fresh_g_noise. Updates G, D, their batch-norm statistics and optimizers; the scalars go to ops
 // (D's are the last critic iteration's). Returns the fakes of the G update (step memory on the device).
-Tensor run_gan_step(GanStep& step, std::span<const Tensor> reals, std::span<const Tensor> zs);
+// With a gradient penalty (objective.gp_weight > 0), mixes[k] holds critic iteration k's interpolation
+// weights (f32 [n] on the device: the engine draws them with fill_penalty_mix, keyed by the run's batch
+// number), and critic iteration k is the run's batch first_batch + k (step * n_critic + k), which decides
+// lazy regularization (GanObjective::penalty_on). Without a penalty mixes may be empty.
+Tensor run_gan_step(GanStep& step, std::span<const Tensor> reals, std::span<const Tensor> zs,
+                    std::span<const Tensor> mixes = {}, int64_t first_batch = 0);
 inline Tensor run_gan_step(GanStep& step, const Tensor& real, const Tensor& z) {
   return run_gan_step(step, std::span<const Tensor>(&real, 1), std::span<const Tensor>(&z, 1));
 }
@@ -110,11 +129,12 @@ inline Tensor run_gan_step(GanStep& step, const Tensor& real, const Tensor& z) {
 // Losses and means of this rank's shard times the loss scale: the sum over the ranks is the global value.
 // With n_critic > 1 the D values are those of the last critic iteration.
 struct StepResult {
-  double d_loss = 0;  // D's objective: BCE(D(x), 1) + BCE(D(G(z)), 0), -D(x) + D(G(z)), or the hinge, plus drift
+  double d_loss = 0;  // D's objective: BCE(D(x), 1) + BCE(D(G(z)), 0), -D(x) + D(G(z)), or the hinge, plus drift and penalty
   double g_loss = 0;  // G's: BCE(D(G(z)), 1) or -D(G(z)), with D after its update
   double d_real = 0;  // mean sigmoid(D(x)) (BCE), or the mean critic score D(x)
   double d_fake = 0;  // the same of D(G(z)), before the D update
   double d_grad_norm = 0, g_grad_norm = 0;  // the whole gradient's norm (not a share): the same on every rank
+  double d_penalty = 0;  // the gradient penalty (part of d_loss) of the step's last critic batch that had one, or 0
   Tensor fake;        // G(z) [N, C, H, W] from this step, where the engine returns it (the CPU's)
 };
 // The step's result from its scalars as StepOps wrote them.

@@ -49,6 +49,7 @@ std::string tensorboard_tag(const std::string& metric) {
       {"d_loss", "loss/d"},           {"g_loss", "loss/g"},
       {"d_real", "d/real"},           {"d_fake", "d/fake"},
       {"d_grad_norm", "grad_norm/d"}, {"g_grad_norm", "grad_norm/g"},
+      {"d_penalty", "loss/d_penalty"},
       {"lr_d", "lr/d"},               {"lr_g", "lr/g"},
       {"images_per_sec", "speed/images_per_s"}, {"epoch", "progress/epoch"},
   };

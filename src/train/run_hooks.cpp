@@ -85,6 +85,7 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
   const int64_t done = step.step, total = step.total_steps;
   d_loss_ += r.d_loss, g_loss_ += r.g_loss, d_real_ += r.d_real, d_fake_ += r.d_fake;
   d_norm_ += r.d_grad_norm, g_norm_ += r.g_grad_norm;
+  d_penalty_ += r.d_penalty;
   ++n_;
   const double n = static_cast<double>(n_);
   // Real images per second: a step reads n_critic batches.
@@ -121,9 +122,11 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
                                                         // the rates the logged step used
                                                         {"lr_g", cfg_.optim_g.lr * lr_factor(cfg_.train, done - 1)},
                                                         {"lr_d", cfg_.optim_d.lr * lr_factor(cfg_.train, done - 1)}};
+  // The gradient penalty, part of d_loss (with lazy regularization: the last critic batch that had one).
+  if (cfg_.loss.gp_weight > 0) values.emplace_back("d_penalty", d_penalty_ / n);
   for (auto& kv : timing_.take_window(n_, window_s)) values.push_back(std::move(kv));
   run_.metrics(done, values);
-  d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = 0, n_ = 0;
+  d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = d_penalty_ = 0, n_ = 0;
   window_ = now;
   return HookVerdict::go_on;
 }

@@ -69,7 +69,7 @@ class LoggingHook final : public TrainHook {
   const Config& cfg_;
   TimingHook& timing_;
   int64_t first_ = 0;
-  double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0;
+  double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0, d_penalty_ = 0;
   int64_t n_ = 0;
   Clock::time_point start_{}, window_{};
 };

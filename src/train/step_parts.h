@@ -15,7 +15,7 @@ struct StepSettings {
   double loss_scale = 1.0;        // this rank's share of the global batch (GanStep::loss_scale)
   int64_t bucket_elems = 1 << 20; // gradients per all-reduce bucket
   bool sync_bn = false;           // batch norm over the global batch (comm sums the per-channel values)
-  GanObjective objective{};       // loss family, drift, weight clipping, critic iterations
+  GanObjective objective{};       // loss family, drift, weight clipping, critic iterations, gradient penalty
 };
 
 // G and D are the engine's networks (the host models themselves on the CPU, their GPU twins on a GPU);

@@ -156,13 +156,14 @@ GlobalResult global_result(StepResult r, Communicator& comm) {
   const double checked[GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_grad_norm, r.g_grad_norm};
   int64_t flags[GlobalResult::kChecked];
   // The step's one collective carries the count of ranks with a non-finite value along with the sums.
-  double v[4 + GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_real, r.d_fake};
-  for (int k = 0; k < GlobalResult::kChecked; ++k) v[4 + k] = flags[k] = !std::isfinite(checked[k]);
-  comm.all_reduce(v, 4 + GlobalResult::kChecked, ReduceOp::sum);
-  r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3];
+  constexpr int kSums = 5;
+  double v[kSums + GlobalResult::kChecked] = {r.d_loss, r.g_loss, r.d_real, r.d_fake, r.d_penalty};
+  for (int k = 0; k < GlobalResult::kChecked; ++k) v[kSums + k] = flags[k] = !std::isfinite(checked[k]);
+  comm.all_reduce(v, kSums + GlobalResult::kChecked, ReduceOp::sum);
+  r.d_loss = v[0], r.g_loss = v[1], r.d_real = v[2], r.d_fake = v[3], r.d_penalty = v[4];
   g.r = r;
   bool any = false;
-  for (int k = 0; k < GlobalResult::kChecked; ++k) any = any || v[4 + k] > 0;
+  for (int k = 0; k < GlobalResult::kChecked; ++k) any = any || v[kSums + k] > 0;
   if (!any) return g;
   // Rare: name the ranks (every rank sees the same counts, so every rank takes this second collective).
   std::vector<int64_t> all(static_cast<size_t>(GlobalResult::kChecked * comm.world_size()));
@@ -292,6 +293,13 @@ std::string describe_objective(const Config& cfg) {
   std::string s = fmt::format("objective: {}", choice_name(cfg.loss.objective));
   if (cfg.loss.drift > 0) s += fmt::format(" + drift {} * D(x)^2", cfg.loss.drift);
   if (cfg.loss.clip_critic > 0) s += fmt::format(" | D's weights clamped to +-{}", cfg.loss.clip_critic);
+  if (cfg.loss.gp_weight > 0)
+    s += fmt::format(" + gradient penalty {} * (||grad D(x_hat)|| - 1)^2{}", cfg.loss.gp_weight,
+                     cfg.loss.gp_every > 1 ? fmt::format(" every {} critic batches (x{})", cfg.loss.gp_every,
+                                                         cfg.loss.gp_every)
+                                           : "");
+  if (cfg.model.d_norm != CriticNormChoice::batch)
+    s += fmt::format(" | critic normalization {}", choice_name(cfg.model.d_norm));
   s += fmt::format(" | {} D update{} per G update", cfg.train.n_critic, cfg.train.n_critic > 1 ? "s" : "");
   s += cfg.train.g_fresh_noise ? " | the G update on noise of its own" : " | the G update on the last D update's fakes";
   return s;
@@ -308,12 +316,20 @@ GanObjective gan_objective(const Config& cfg) {
   o.clip_critic = cfg.loss.clip_critic;
   o.n_critic = cfg.train.n_critic;
   o.fresh_g_noise = cfg.train.g_fresh_noise;
+  o.gp_weight = cfg.loss.gp_weight;
+  o.gp_every = cfg.loss.gp_every;
   return o;
 }
 
 DcganSpec dcgan_spec(const ModelConfig& m) {
   if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
-  return DcganSpec{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
+  DcganSpec s{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
+  switch (m.d_norm) {
+    case CriticNormChoice::batch: s.d_norm = CriticNorm::batch; break;
+    case CriticNormChoice::layer: s.d_norm = CriticNorm::layer; break;
+    case CriticNormChoice::none: s.d_norm = CriticNorm::none; break;
+  }
+  return s;
 }
 
 int set_cpu_threads(int threads) {

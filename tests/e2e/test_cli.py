@@ -81,7 +81,15 @@ def case_bad_input_exits_2(exe, src, tmp):
     expect_user_error(exe, ["train", "--config", tiny, od, "loss.objective=wasserstein"],
                       ["loss.objective", "nonsaturating", "wgan", "hinge"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "loss.objective=wgan"],
-                      ["loss.objective wgan", "loss.clip_critic > 0"], out)
+                      ["loss.objective wgan", "loss.clip_critic > 0", "loss.gp_weight > 0"], out)
+    # The gradient penalty: a negative weight, a batch-norm critic, clipping and penalty together, a bad norm.
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.gp_weight=-1"], ["loss.gp_weight", ">= 0"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.gp_weight=10"],
+                      ["loss.gp_weight", "batch norm", "model.d_norm"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.gp_weight=10", "model.d_norm=layer",
+                            "loss.clip_critic=0.01"], ["loss.gp_weight", "loss.clip_critic", "set one of them"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "model.d_norm=instance"], ["model.d_norm", "layer"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "loss.gp_every=0"], ["loss.gp_every", ">= 1"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=1"], ["ema.beta", "[0, 1)"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=0.9", "ema.half_life_images=100"],
                       ["ema.beta", "ema.half_life_images", "set one of them"], out)

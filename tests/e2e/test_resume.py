@@ -124,11 +124,14 @@ OBJECTIVES = {
     "hinge": ["loss.objective=hinge", "loss.drift=0.001", "train.n_critic=2"],
     "ema": ["ema.half_life_images=40", "ema.rampup=0.5", "train.n_critic=1"],  # G_ema resumes exactly too
     "lr": ["train.lr_scaling=sqrt", "train.lr_base_batch=2", "train.warmup_steps=9", "train.n_critic=1"],  # mid-warmup
+    # WGAN-GP, lazy: the penalty on every 4th critic batch, so odd steps (the first after the resume at 6) have none.
+    "wgangp": ["loss.objective=wgan", "loss.gp_weight=10", "loss.gp_every=4", "model.d_norm=none", "train.n_critic=2"],
 }
 
 
 def case_exact_resume_objectives(exe, src, tmp):
-    """WGAN (clipping, 3 critic updates, fresh G noise), hinge (drift, 2) and G_ema (half-life, ramp-up): 12 steps
+    """WGAN (clipping, 3 critic updates, fresh G noise), hinge (drift, 2), G_ema (half-life, ramp-up), learning-rate
+    warmup and WGAN-GP (lazy penalty every 4th critic batch, 2 per step): 12 steps
     straight = 6 + stop + 6, bit for bit (G_ema's tensors included).
     A step reads n_critic batches, so the data order after a resume depends on it: the checkpoint counts
     the real images seen, and a resume with another train.n_critic is refused."""
@@ -148,7 +151,8 @@ def case_exact_resume_objectives(exe, src, tmp):
                             f"{name}: {half} + {half}")
         got, ref = runs.metrics(f"{name}_halves"), runs.metrics(f"{name}_straight")
         check([m["step"] for m in got] == list(range(1, steps + 1)), f"{name}: metrics steps {[m['step'] for m in got]}")
-        check(all(g[k] == r_[k] for g, r_ in zip(got, ref) for k in ("d_loss", "g_loss", "d_real", "d_fake")),
+        keys = ("d_loss", "g_loss", "d_real", "d_fake") + (("d_penalty",) if name == "wgangp" else ())
+        check(all(g[k] == r_[k] for g, r_ in zip(got, ref) for k in keys),
               f"{name}: metrics differ from the uninterrupted run")
         import h5py
         with h5py.File(runs.ckpt(f"{name}_straight", steps), "r") as f:

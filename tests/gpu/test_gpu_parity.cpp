@@ -38,6 +38,9 @@
 #include "nn/cpu/kernels.h"
 #include "common/require_gpu.h"
 #include "cuda/optim_gpu.h"
+#include "core/loss_math.h"
+#include "train/cpu_step.h"
+#include "train/gan_step.h"
 #include "train/loss.h"
 #include "train/optim.h"
 
@@ -1046,6 +1049,111 @@ std::vector<Output> run_gan_loss_typed(const Case& c, Rig& rig, uint64_t seed) {
           {"dlogits", dlogits, gd.download(s)}};
 }
 
+// ---- the gradient penalty (cuda/penalty.cu) --------------------------------------------------------------
+
+// dims {N, C, H, W}: LayerNorm2d's forward, backward, tangent and double-backward curvature term, each from
+// the CPU forward's statistics (so each kernel is compared on its own), in any format.
+std::vector<Output> run_layernorm_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const int N = c.dims[0], C = c.dims[1], HW = c.dims[2] * c.dims[3];
+  const size_t n = static_cast<size_t>(N) * C * HW;
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> x = rounded(random_normal(n, seed, 1.f, 2.f), t);
+  const std::vector<float> dy = rounded(random_normal(n, seed + 1), t), tan = rounded(random_normal(n, seed + 2), t);
+  const std::vector<float> delta = rounded(random_normal(n, seed + 3), t);
+  const std::vector<float> w = random_normal(C, seed + 4, 1.f, 0.3f), b = random_normal(C, seed + 5);
+  std::vector<float> y(n), mean(N), rstd(N), dx(n), tangent(n), second(n);
+  std::vector<float> dw(C, 0.25f), db(C, -0.5f), dw2(C, 0.125f);
+  gt::cpu::layernorm2d_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, HW, kEps);
+  gt::cpu::layernorm2d_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), mean.data(), rstd.data(), w.data(),
+                                N, C, HW);
+  gt::cpu::layernorm2d_tangent(tangent.data(), tan.data(), x.data(), mean.data(), rstd.data(), w.data(), N, C, HW);
+  gt::cpu::layernorm2d_second(second.data(), dw2.data(), delta.data(), tan.data(), x.data(), mean.data(), rstd.data(),
+                              w.data(), N, C, HW);
+
+  TypedBuffer gx = typed_device(nchw_to(c, x, N, C, HW), t, s), gdy = typed_device(nchw_to(c, dy, N, C, HW), t, s);
+  TypedBuffer gt_ = typed_device(nchw_to(c, tan, N, C, HW), t, s), gdelta = typed_device(nchw_to(c, delta, N, C, HW), t, s);
+  TypedBuffer gy = typed_poisoned(n, t, s), gdx = typed_poisoned(n, t, s), gtan = typed_poisoned(n, t, s),
+              gsecond = typed_poisoned(n, t, s);
+  auto gw = to_device(w, s), gb = to_device(b, s), gmean = poisoned(N, s), grstd = poisoned(N, s);
+  auto cmean = to_device(mean, s), crstd = to_device(rstd, s);
+  auto gdw = to_device(std::vector<float>(C, 0.25f), s), gdb = to_device(std::vector<float>(C, -0.5f), s);
+  auto gdw2 = to_device(std::vector<float>(C, 0.125f), s);
+  DeviceBuffer<float> ws(2 * static_cast<size_t>(N));
+  gt::cuda::layernorm_forward(gy.data(), gmean.data(), grstd.data(), gx.data(), gw.data(), gb.data(), N, C, HW, kEps,
+                              c.format, s);
+  gt::cuda::layernorm_backward(gdx.data(), gdw.data(), gdb.data(), gdy.data(), gx.data(), cmean.data(), crstd.data(),
+                               gw.data(), N, C, HW, c.format, s);
+  gt::cuda::layernorm_tangent(gtan.data(), gt_.data(), gx.data(), cmean.data(), crstd.data(), gw.data(), N, C, HW,
+                              c.format, s);
+  gt::cuda::layernorm_second(gsecond.data(), gdw2.data(), gdelta.data(), gt_.data(), gx.data(), cmean.data(),
+                             crstd.data(), gw.data(), N, C, HW, c.format, ws.data(), s);
+  return {{"forward", y, download_nchw(c, gy, N, C, HW, s)},
+          {"mean", mean, to_host(gmean, s)},
+          {"rstd", rstd, to_host(grstd, s)},
+          {"backward dx", dx, download_nchw(c, gdx, N, C, HW, s)},
+          {"backward dweight", dw, to_host(gdw, s)},
+          {"backward dbias", db, to_host(gdb, s)},
+          {"tangent", tangent, download_nchw(c, gtan, N, C, HW, s)},
+          {"second dx", second, download_nchw(c, gsecond, N, C, HW, s)},
+          {"second dweight", dw2, to_host(gdw2, s)}};
+}
+
+// dims {n, per}: the interpolation weights (bit for bit the host's draws), the interpolates, and the
+// penalty with its gradient (one zero row: its gradient is 0), in the format's type.
+std::vector<Output> run_penalty_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const int64_t n = c.dims[0], per = c.dims[1];
+  const size_t total = static_cast<size_t>(n * per);
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  std::vector<float> mix(static_cast<size_t>(n));
+  gt::fill_penalty_mix(mix.data(), n, seed, 7, 3);
+  auto gmix = poisoned(static_cast<size_t>(n), s);
+  gt::cuda::fill_penalty_mix(gmix.data(), n, seed, 7, 3, s);
+  const std::vector<float> real = rounded(random_normal(total, seed + 1), t), fake = rounded(random_normal(total, seed + 2), t);
+  std::vector<float> mixed(total);
+  for (size_t i = 0; i < total; ++i) mixed[i] = gt::penalty_math::mix(real[i], fake[i], mix[i / per]);
+  TypedBuffer greal = typed_device(real, t, s), gfake = typed_device(fake, t, s), gmixed = typed_poisoned(total, t, s);
+  auto cmix = to_device(mix, s);
+  gt::cuda::penalty_interpolate(gmixed.data(), greal.data(), gfake.data(), cmix.data(), n, per, t, s);
+  // The penalty on rows of norms around 1, one of them all zero.
+  std::vector<float> g = rounded(random_normal(total, seed + 3, 0.f, 1.f / std::sqrt(static_cast<float>(per))), t);
+  std::fill(g.begin(), g.begin() + per, 0.f);
+  gt::CpuStepOps ops;
+  gt::Tensor gh = gt::Tensor::from({n, per}, g), dg({n, per});
+  ops.gradient_penalty(gh, 10.f, 0.5f, dg, gt::StepScalar::penalty);
+  const float loss = static_cast<float>(ops.scalars()[static_cast<int>(gt::StepScalar::penalty)]);
+  TypedBuffer gg = typed_device(g, t, s), gdg = typed_poisoned(total, t, s);
+  auto gloss = poisoned(1, s);
+  DeviceBuffer<std::byte> ws(gt::cuda::gradient_penalty_workspace_bytes(n));
+  gt::cuda::gradient_penalty(gloss.data(), gdg.data(), gg.data(), n, per, 10.f, 0.5f, t, ws.data(), s);
+  return {{"mix", mix, to_host(gmix, s)},
+          {"interpolate", rounded(mixed, t), gmixed.download(s)},
+          {"penalty", {loss}, to_host(gloss, s)},
+          {"dg", rounded(std::vector<float>(dg.f32(), dg.f32() + dg.numel()), t), gdg.download(s)}};
+}
+
+// dims {n}; variant: tanh or sigmoid. The curvature term dinp += delta * t * f''(x) from the saved output.
+std::vector<Output> run_activation_second_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const auto act = static_cast<Activation>(c.variant);
+  const DataType t = c.format.type;
+  const int64_t n = c.dims[0];
+  const auto s = rig.stream();
+  std::vector<float> y = random_normal(static_cast<size_t>(n), seed, 0.f, 2.f);
+  cpu_activation_forward(act, y.data(), y.data(), n);
+  y = rounded(y, t);
+  const std::vector<float> delta = rounded(random_normal(static_cast<size_t>(n), seed + 1), t);
+  const std::vector<float> tan = rounded(random_normal(static_cast<size_t>(n), seed + 2), t);
+  const std::vector<float> start = rounded(random_normal(static_cast<size_t>(n), seed + 3), t);
+  std::vector<float> dx = start;
+  if (act == Activation::tanh) gt::cpu::tanh_second(dx.data(), delta.data(), tan.data(), y.data(), n);
+  else gt::cpu::sigmoid_second(dx.data(), delta.data(), tan.data(), y.data(), n);
+  TypedBuffer gdx = typed_device(start, t, s), gdelta = typed_device(delta, t, s), gtan = typed_device(tan, t, s),
+              gy = typed_device(y, t, s);
+  gt::cuda::activation_second(gdx.data(), gdelta.data(), gtan.data(), gy.data(), n, act, t, s);
+  return {{"second", rounded(dx, t), gdx.download(s)}};
+}
+
 // ---- the table ------------------------------------------------------------------------------------------
 
 // Tolerances (normalized error): 0 where the GPU performs the CPU's float operations in the CPU's order;
@@ -1182,6 +1290,19 @@ std::vector<Case> cases() {
   for (int v = 0; v < 9; ++v) {
     t.push_back({"gan_loss", run_gan_loss_typed, {1000}, f32, 1e-6, v, ActFormat{}});
     t.push_back({"gan_loss", run_gan_loss_typed, {1024}, b16, 1e-2, v, bf16_nchw});
+  }
+  // The gradient penalty's kernels: layer norm in every format (sums in another order: 1e-5 in f32; bf16
+  // storage 2e-2), the interpolation weights bit for bit, interpolates (the same fmaf) and the penalty.
+  for (const ActFormat& f : {ActFormat{}, f32_nhwc})
+    for (const std::vector<int>& d : {std::vector<int>{4, 16, 8, 8}, std::vector<int>{3, 5, 3, 7}})
+      t.push_back({"layernorm", run_layernorm_typed, d, f32, 1e-5, 0, f});
+  t.push_back({"layernorm", run_layernorm_typed, {4, 16, 8, 8}, b16, 2e-2, 0, bf16_nhwc});
+  t.push_back({"penalty", run_penalty_typed, {12, 3 * 32 * 32}, f32, 1e-6, 0, ActFormat{}});
+  t.push_back({"penalty", run_penalty_typed, {5, 77}, f32, 1e-6, 0, ActFormat{}});
+  t.push_back({"penalty", run_penalty_typed, {12, 3 * 32 * 32}, b16, 1e-2, 0, bf16_nchw});
+  for (Activation a : {Activation::tanh, Activation::sigmoid}) {
+    t.push_back({"activation_second", run_activation_second_typed, {1000}, f32, 1e-6, static_cast<int>(a), ActFormat{}});
+    t.push_back({"activation_second", run_activation_second_typed, {1000}, b16, 1e-2, static_cast<int>(a), bf16_nchw});
   }
   t.push_back({"bce_typed", run_bce_typed, {1000}, b16, 1e-2, 0, bf16_nchw});
   t.push_back({"bce_typed", run_bce_typed, {2500}, b16, 1e-2, 1, bf16_nchw});

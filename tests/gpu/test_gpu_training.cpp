@@ -26,14 +26,19 @@ constexpr int kBatch = 16;
 constexpr int kSteps = 4;
 constexpr uint64_t kSeed = 99;
 
-DcganSpec tiny_spec() { return DcganSpec{16, 16, 16, 32, 3, 0.2f}; }
+DcganSpec tiny_spec(CriticNorm d_norm = CriticNorm::batch) {
+  DcganSpec s{16, 16, 16, 32, 3, 0.2f};
+  s.d_norm = d_norm;
+  return s;
+}
 
 // One pair of host models with their optimizers, as the trainer makes them.
 struct HostModels {
   Sequential G, D;
   std::unique_ptr<Optimizer> opt_g, opt_d;
   GanModels m;
-  explicit HostModels(const std::string& optimizer) : G(make_dcgan_generator(tiny_spec())), D(make_dcgan_discriminator(tiny_spec())) {
+  explicit HostModels(const std::string& optimizer, CriticNorm d_norm = CriticNorm::batch)
+      : G(make_dcgan_generator(tiny_spec())), D(make_dcgan_discriminator(tiny_spec(d_norm))) {
     dcgan_init(G, 0.02f, kSeed, 1);
     dcgan_init(D, 0.02f, kSeed, 2);
     OptimConfig c;
@@ -128,8 +133,9 @@ class GpuTraining : public ::testing::TestWithParam<Case> {
 // kSteps steps of the CPU and the CUDA engine from the same models and batches (n_critic batches a
 // step, batch number step * n_critic + k), then every parameter, buffer, optimizer state and sample.
 // With ema_beta > 0 both engines keep G_ema too, compared at the end like G.
-void compare_engines(const Case& c, const GanObjective& objective, double ema_beta = 0) {
-  HostModels cpu_models(c.optimizer), gpu_models(c.optimizer);
+void compare_engines(const Case& c, const GanObjective& objective, double ema_beta = 0,
+                     CriticNorm d_norm = CriticNorm::batch) {
+  HostModels cpu_models(c.optimizer, d_norm), gpu_models(c.optimizer, d_norm);
   auto comm_cpu = make_local_communicator(), comm_gpu = make_local_communicator();
   EngineOptions cpu_options = options(c, "cpu", objective), gpu_options = options(c, "cuda", objective);
   std::unique_ptr<Sequential> cpu_ema, gpu_ema;
@@ -164,6 +170,8 @@ void compare_engines(const Case& c, const GanObjective& objective, double ema_be
     EXPECT_NEAR(rg.g_loss, rc.g_loss, c.loss_tol * std::abs(rc.g_loss));
     EXPECT_NEAR(rg.d_real, rc.d_real, c.loss_tol * std::abs(rc.d_real) + 1e-6);
     EXPECT_NEAR(rg.d_fake, rc.d_fake, c.loss_tol * std::abs(rc.d_fake) + 1e-6);
+    EXPECT_NEAR(rg.d_penalty, rc.d_penalty, c.loss_tol * std::abs(rc.d_penalty) + 1e-6);
+    if (objective.gp_weight > 0) EXPECT_GT(rc.d_penalty, 0);
     // The NaN guard's gradient norms (one-block l2_norm kernel vs the CPU loop, both summing in double).
     EXPECT_NEAR(rg.d_grad_norm, rc.d_grad_norm, 10 * c.loss_tol * rc.d_grad_norm);
     EXPECT_NEAR(rg.g_grad_norm, rc.g_grad_norm, 10 * c.loss_tol * rc.g_grad_norm);
@@ -221,6 +229,8 @@ struct ObjectiveCase {
   std::string name;
   GanObjective objective;
   double ema_beta = 0;
+  CriticNorm d_norm = CriticNorm::batch;
+  int engine_case = 5;  // the row of cases(): fp32_sgd (NCHW, CUDA graphs) unless a format is the point
 };
 
 class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
@@ -229,9 +239,8 @@ class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
 };
 
 TEST_P(GpuObjectives, StepsMatchTheCpuEngine) {
-  const Case c = cases()[5];  // fp32_sgd: NCHW, CUDA graphs
-  ASSERT_EQ(c.name, "fp32_sgd");
-  compare_engines(c, GetParam().objective, GetParam().ema_beta);
+  const Case c = cases()[static_cast<size_t>(GetParam().engine_case)];
+  compare_engines(c, GetParam().objective, GetParam().ema_beta, GetParam().d_norm);
 }
 
 std::vector<ObjectiveCase> objective_cases() {
@@ -239,10 +248,26 @@ std::vector<ObjectiveCase> objective_cases() {
   wgan.kind = LossKind::wasserstein, wgan.clip_critic = 0.01f, wgan.n_critic = 3, wgan.fresh_g_noise = true;
   hinge.kind = LossKind::hinge, hinge.drift = 0.25f, hinge.n_critic = 2;
   bce.drift = 0.1f, bce.n_critic = 2, bce.fresh_g_noise = true;
+  // WGAN-GP: the penalty's double backward on a layer-norm critic (NCHW with graphs, NHWC, bf16 NHWC) and
+  // on one without normalization with lazy regularization (no graphs: the step changes from batch to batch).
+  GanObjective gp, lazy;
+  gp.kind = LossKind::wasserstein, gp.gp_weight = 10.f, gp.drift = 0.001f, gp.n_critic = 2;
+  lazy.kind = LossKind::wasserstein, lazy.gp_weight = 10.f, lazy.gp_every = 2, lazy.n_critic = 3;
+  auto row = [](const char* name) {
+    const std::vector<Case> all = cases();
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all[i].name == name) return static_cast<int>(i);
+    ADD_FAILURE() << "no engine case " << name;
+    return 0;
+  };
   return {{"wgan_clip_ncritic3_fresh", wgan, 0},
           {"hinge_drift_ncritic2", hinge, 0},
           {"bce_drift_ncritic2_fresh", bce, 0},
-          {"bce_ema", GanObjective{}, 0.9}};
+          {"bce_ema", GanObjective{}, 0.9},
+          {"wgangp_layer_ncritic2", gp, 0, CriticNorm::layer, row("fp32_sgd")},
+          {"wgangp_layer_ncritic2_nhwc", gp, 0, CriticNorm::layer, row("fp32_nhwc")},
+          {"wgangp_layer_ncritic2_bf16", gp, 0, CriticNorm::layer, row("bf16_nhwc")},
+          {"wgangp_none_lazy2", lazy, 0, CriticNorm::none, row("fp32_sgd")}};
 }
 
 INSTANTIATE_TEST_SUITE_P(Objectives, GpuObjectives, ::testing::ValuesIn(objective_cases()),

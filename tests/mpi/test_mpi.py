@@ -356,11 +356,17 @@ def case_invariance_np1_np2_np4(job):
 OBJECTIVES = {
     "wgan": ["loss.objective=wgan", "loss.clip_critic=0.01", "train.g_fresh_noise=true", "train.n_critic=3"],
     "hinge": ["loss.objective=hinge", "loss.drift=0.001", "ema.beta=0.9", "train.n_critic=2"],
+    # The penalty's interpolation weights are keyed by the global sample: the same on 1 and 2 ranks.
+    "wgangp": ["loss.objective=wgan", "loss.gp_weight=10", "model.d_norm=layer", "loss.drift=0.001",
+               "train.n_critic=2"],
+    "wgangp_lazy": ["loss.objective=wgan", "loss.gp_weight=10", "loss.gp_every=2", "model.d_norm=none",
+                    "train.n_critic=3"],
 }
 
 
 def case_objectives_np1_np2(job):
-    """WGAN (clipping, 3 critic updates per step, fresh G noise) and hinge (drift, 2, G_ema) train on 2 ranks the model one process
+    """WGAN (clipping, 3 critic updates per step, fresh G noise), hinge (drift, 2, G_ema) and WGAN-GP (layer-norm
+    critic with drift; no normalization with lazy regularization) train on 2 ranks the model one process
     trains, within 10x what 1 vs 2 threads of one process moves it (the noise floor of summation order)."""
     for name, objective in OBJECTIVES.items():
         n_critic = int(objective[-1].split("=")[1])
@@ -389,14 +395,14 @@ def case_objectives_np1_np2(job):
 
 
 def case_presets_np1_np2(job):
-    """Each preset of config/ (DCGAN, WGAN, hinge at 64x64 RGB) trains 2 steps at reduced widths and batch on 1
+    """Each preset of config/ (DCGAN, WGAN, WGAN-GP, hinge at 64x64 RGB) trains 2 steps at reduced widths and batch on 1
     and on 2 ranks, prints its objective, and ends with finite weights; 1 and 2 ranks agree within 10x the
     1 vs 2 threads floor of one process."""
     import numpy as np
     small = ["model.nz=8", "model.g_width=4", "model.d_width=4", "train.batch_size=8", "data.synthetic_count=64",
              "train.max_steps=2", "log.every_steps=1", "log.sample_every_steps=0", "checkpoint.every_steps=0",
              "run.device=cpu", "run.threads=1"]
-    for preset, objective in [("dcgan", "nonsaturating"), ("wgan", "wgan"), ("hinge", "hinge")]:
+    for preset, objective in [("dcgan", "nonsaturating"), ("wgan", "wgan"), ("wgangp", "wgan"), ("hinge", "hinge")]:
         config = os.path.join(job.src, "config", f"{preset}_celeba64.yaml")
         runs = {}
         for np_, threads in [(1, 1), (1, 2), (2, 1)]:

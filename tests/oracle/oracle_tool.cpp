@@ -1,8 +1,9 @@
-// gt_oracle_tool: runs one DCGAN training step, one step of any objective, or K optimizer steps from an HDF5 input written by the PyTorch oracle tests and writes the results back.
+// gt_oracle_tool: runs one DCGAN training step, one step of any objective, the gradient penalty's double backward, or K optimizer steps from an HDF5 input written by the PyTorch oracle tests and writes the results back.
 //
 // Usage
 //   gt_oracle_tool dcgan-step IN.h5 OUT.h5
 //   gt_oracle_tool gan-step IN.h5 OUT.h5
+//   gt_oracle_tool penalty IN.h5 OUT.h5
 //   gt_oracle_tool optim NAME IN.h5 OUT.h5        (NAME: adam | rmsprop | sgd)
 //
 // Both inputs are checkpoints in gantrain's layout (read with load_checkpoint, so /meta carries the
@@ -34,7 +35,14 @@
 //   /inputs/z       f32 [Z*N, nz], the same way: Z = K noise batches, and one more for the G update
 //                   when train.g_fresh_noise
 // gan-step OUT.h5: /meta, /outputs/step_fake (the last iteration's fakes) and the scalars (D's of the
-//   last critic iteration), /G/params and /D/params after the step
+//   last critic iteration), /G/params and /D/params after the step; with loss.gp_weight > 0 also
+//   /outputs/mix [K*N] (the interpolation weights drawn with run.seed, batch k for iteration k) and
+//   /outputs/d_penalty
+//
+// penalty IN.h5: /meta as dcgan-step (model.d_norm and loss.gp_weight from /meta/config), /D/params,
+//   /inputs/x f32 [N, C, H, W]
+// penalty OUT.h5: /outputs/penalty (gp_weight * mean (||grad_x D(x)|| - 1)^2), /outputs/grad_x, and
+//   /D/grads/<name>: the penalty's gradient with respect to each of D's parameters (double backward)
 //
 // optim IN.h5
 //   /meta           the checkpoint attributes plus the integer attribute `steps` (K)
@@ -52,6 +60,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/rng.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
@@ -113,6 +122,9 @@ DcganSpec read_dcgan_spec(const InputFile& in) {
   s.channels = static_cast<int>(require_meta_int(in, "channels"));
   s.resolution = static_cast<int>(in.ckpt.meta.resolution);
   s.leaky_slope = 0.2f;
+  // D's normalization from model.d_norm of the config text, when there is one.
+  if (!in.ckpt.meta.config_yaml.empty())
+    s.d_norm = dcgan_spec(parse_config(in.ckpt.meta.config_yaml, in.path + ":/meta/config").model).d_norm;
   return s;
 }
 
@@ -210,15 +222,58 @@ int run_gan_step_case(const std::string& in_path, const std::string& out_path) {
   StepOptions options;
   options.objective = objective;
   options.clip_grad_norm = cfg.train.clip_grad_norm;
+  options.seed = cfg.run.seed;
   const StepResult r = gan_train_step(models, reals, zs, options);
 
   Checkpoint out;
   out.meta = in.ckpt.meta;
   write_step_outputs(r, G, D, out.groups);
+  if (objective.gp_weight > 0) {
+    // The interpolation weights the step drew (batch k of step 0 for critic iteration k), for torch to use.
+    Tensor mix({K * N});
+    for (int64_t k = 0; k < K; ++k) fill_penalty_mix(mix.f32() + k * N, N, cfg.run.seed, static_cast<uint64_t>(k), 0);
+    out.groups["outputs"].emplace_back("mix", mix);
+    out.groups["outputs"].emplace_back("d_penalty", scalar_f32(r.d_penalty));
+  }
   save_checkpoint(out_path, out);
   std::printf("gan-step %s n_critic %lld: d_loss %.6g g_loss %.6g D(x) %.6g D(G(z)) %.6g -> %s\n",
               choice_name(cfg.loss.objective), static_cast<long long>(K), r.d_loss, r.g_loss, r.d_real, r.d_fake,
               out_path.c_str());
+  return 0;
+}
+
+// ---- penalty -----------------------------------------------------------------------------------
+// The gradient penalty alone on D at given inputs: D's parameter gradients of loss.gp_weight * mean over
+// the rows of (||grad_x D(x)|| - 1)^2 through the double backward, the input gradient and the penalty.
+int run_penalty(const std::string& in_path, const std::string& out_path) {
+  InputFile in{in_path, load_checkpoint(in_path)};
+  const DcganSpec spec = read_dcgan_spec(in);
+  const Config cfg = parse_config(in.ckpt.meta.config_yaml, in_path + ":/meta/config");
+  const Tensor& x = require_tensor(in, "inputs", "x");
+  const Shape want = {x.ndim() == 4 ? x.dim(0) : -1, spec.channels, spec.resolution, spec.resolution};
+  if (x.dtype() != DType::f32 || x.shape() != want)
+    user_error("{}: /inputs/x is {} but the model expects f32{}", in_path, x.str(), shape_str(want));
+  Sequential D = load_net(false, spec, in);
+  D.zero_grad();
+  CpuStepOps ops;
+  const Tensor scores = D.forward(x, Mode::train);
+  BackwardOptions first;
+  first.param_grads = false;
+  first.input_grad = true;
+  first.create_graph = true;
+  const Tensor g = D.backward(ops.ones_like(scores), first);
+  Tensor v = ops.buffer_like(g);
+  ops.gradient_penalty(g, cfg.loss.gp_weight, 1.f, v, StepScalar::penalty);
+  D.backward_of_input_grad(v, {});
+
+  Checkpoint out;
+  out.meta = in.ckpt.meta;
+  out.groups["outputs"].emplace_back("penalty", scalar_f32(ops.scalars()[static_cast<int>(StepScalar::penalty)]));
+  out.groups["outputs"].emplace_back("grad_x", g.clone());
+  for (const NamedParam& p : D.named_params()) out.groups["D/grads"].emplace_back(p.name, p.param->grad.clone());
+  save_checkpoint(out_path, out);
+  std::printf("penalty: %.6g over %lld samples -> %s\n", ops.scalars()[static_cast<int>(StepScalar::penalty)],
+              static_cast<long long>(x.dim(0)), out_path.c_str());
   return 0;
 }
 
@@ -272,6 +327,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: gt_oracle_tool dcgan-step IN.h5 OUT.h5\n"
                "       gt_oracle_tool gan-step IN.h5 OUT.h5\n"
+               "       gt_oracle_tool penalty IN.h5 OUT.h5\n"
                "       gt_oracle_tool optim adam|rmsprop|sgd IN.h5 OUT.h5\n"
                "(the file layouts are described at the top of tests/oracle/oracle_tool.cpp)\n");
   return 2;
@@ -280,6 +336,7 @@ int usage() {
 int dispatch(const std::vector<std::string>& args) {
   if (args.size() == 3 && args[0] == "dcgan-step") return run_dcgan_step(args[1], args[2]);
   if (args.size() == 3 && args[0] == "gan-step") return run_gan_step_case(args[1], args[2]);
+  if (args.size() == 3 && args[0] == "penalty") return run_penalty(args[1], args[2]);
   if (args.size() == 4 && args[0] == "optim") return run_optim(args[1], args[2], args[3]);
   return usage();
 }

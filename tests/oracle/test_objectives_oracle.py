@@ -9,6 +9,14 @@ Cases (one ctest test each, see tests/oracle/CMakeLists.txt):
                             epsilon * mean(D(x)^2), 2 critic updates, G on the last critic update's fakes
   nonsaturating_drift_ncritic2
                             BCE with logits (the DCGAN objective) with drift, 2 critic updates, fresh G noise
+  wgangp_layernorm_ncritic2 WGAN-GP: the Wasserstein terms plus lambda * mean((||grad D(x_hat)|| - 1)^2) at
+                            x_hat = e x + (1 - e) G(z) (torch autograd with create_graph=True), the drift
+                            term, a layer-norm critic, 2 critic updates
+  wgangp_nonorm_lazy3       WGAN-GP with a critic without normalization and lazy regularization: the
+                            penalty on critic batches 0 and 2 of 3 (gp_every 2), scaled by 2, fresh G noise
+
+The interpolation weights e are gantrain's (the tool writes the ones it drew from run.seed), so both sides
+interpolate the same way.
 
 The reference loop is the WGAN paper's (and pytorch/examples' DCGAN for n_critic 1): critic iteration k
 takes its own real batch and noise; the G update goes through the updated D on fakes of its own noise
@@ -54,7 +62,12 @@ CASES = {
     "hinge_drift_ncritic2": dict(objective="hinge", drift=0.25, clip=0.0, n_critic=2, fresh=False, seed=12),
     "nonsaturating_drift_ncritic2": dict(objective="nonsaturating", drift=0.1, clip=0.0, n_critic=2, fresh=True,
                                          seed=13),
+    "wgangp_layernorm_ncritic2": dict(objective="wgan", drift=0.001, clip=0.0, n_critic=2, fresh=False, seed=14,
+                                      d_norm="layer", gp=10.0, gp_every=1),
+    "wgangp_nonorm_lazy3": dict(objective="wgan", drift=0.0, clip=0.0, n_critic=3, fresh=True, seed=15,
+                                d_norm="none", gp=10.0, gp_every=2),
 }
+RUN_SEED = 7  # run.seed of the tool's config: keys the interpolation weights
 
 
 def term(objective, role, x, drift):
@@ -79,11 +92,20 @@ def reported(objective, x):
     return torch.sigmoid(x).mean().item() if objective == "nonsaturating" else x.mean().item()
 
 
-def reference_step(netG, netD, reals, zs, c):
+def gradient_penalty(netD, real, fake, e, weight):
+    """WGAN-GP's penalty at x_hat = e x + (1 - e) G(z), with the graph kept for the double backward."""
+    e = e.view(-1, 1, 1, 1)
+    x_hat = (e * real + (1 - e) * fake.detach()).requires_grad_(True)
+    (g,) = torch.autograd.grad(netD(x_hat).sum(), x_hat, create_graph=True)
+    return weight * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def reference_step(netG, netD, reals, zs, c, mixes=None):
     """The whole step in torch; returns the scalars (D's of the last critic iteration)."""
     optD = torch.optim.SGD(netD.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
     optG = torch.optim.SGD(netG.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
     n = reals[0].shape[0]
+    penalty_value = 0.0
     for k in range(c["n_critic"]):
         netD.zero_grad()
         out_real = netD(reals[k])
@@ -93,6 +115,10 @@ def reference_step(netG, netD, reals, zs, c):
         out_fake = netD(fake.detach())
         loss_fake = term(c["objective"], "d_fake", out_fake, c["drift"])
         loss_fake.backward()
+        if c.get("gp", 0) > 0 and k % c["gp_every"] == 0:  # lazy: every gp_every-th batch, scaled by it
+            p = gradient_penalty(netD, reals[k], fake, mixes[k], c["gp"])
+            (c["gp_every"] * p).backward()
+            penalty_value = p.item()
         optD.step()
         if c["clip"] > 0:
             with torch.no_grad():
@@ -110,7 +136,9 @@ def reference_step(netG, netD, reals, zs, c):
     size = {"d_real": out_real.detach().abs().mean().item(), "d_fake": out_fake.detach().abs().mean().item(),
             "g_loss": out_g.detach().abs().mean().item()}
     size["d_loss"] = size["d_real"] + size["d_fake"]
-    return {"d_loss": (loss_real + loss_fake).item(), "g_loss": loss_g.item(),
+    size["d_penalty"] = 0.0
+    return {"d_loss": (loss_real + loss_fake).item() + penalty_value, "g_loss": loss_g.item(),
+            "d_penalty": penalty_value,
             "d_real": reported(c["objective"], out_real.detach()), "d_fake": reported(c["objective"], out_fake.detach()),
             "size": size}
 
@@ -118,8 +146,11 @@ def reference_step(netG, netD, reals, zs, c):
 def config_text(c):
     return "\n".join([
         "# written by tests/oracle/test_objectives_oracle.py",
+        "run:", f"  seed: {RUN_SEED}",
+        "model:", f"  d_norm: {c.get('d_norm', 'batch')}",
         "train:", f"  n_critic: {c['n_critic']}", f"  g_fresh_noise: {'true' if c['fresh'] else 'false'}",
         "loss:", f"  objective: {c['objective']}", f"  drift: {float(c['drift'])!r}", f"  clip_critic: {float(c['clip'])!r}",
+        f"  gp_weight: {float(c.get('gp', 0.0))!r}", f"  gp_every: {c.get('gp_every', 1)}",
         "optim:",
         "  g:", "    name: sgd", f"    lr: {SGD['lr']!r}", f"    momentum: {SGD['momentum']!r}",
         "  d:", "    name: sgd", f"    lr: {SGD['lr']!r}", f"    momentum: {SGD['momentum']!r}",
@@ -141,7 +172,7 @@ def compare_to_floor(report, name, ours, ref64, ref32, size=0.0, size_tol=ABS_FL
 def run_case(tool, name, workdir):
     c = CASES[name]
     m = MODEL
-    netG, netD, gen = make_nets(m, c["seed"])
+    netG, netD, gen = make_nets(m, c["seed"], d_norm=c.get("d_norm", "batch"))
     K, N = c["n_critic"], m["batch"]
     Z = K + (1 if c["fresh"] else 0)
     real = torch.rand((K * N, m["channels"], m["resolution"], m["resolution"]), generator=gen) * 2 - 1
@@ -156,20 +187,27 @@ def run_case(tool, name, workdir):
         write_tensors(f, "inputs", {"real": real, "z": z})
         f["meta"].attrs["config"] = config_text(c)
 
+    # Ours first: torch takes the interpolation weights it drew.
+    print(run_tool(tool, ["gan-step", in_path, out_path]).strip())
+    mix = None
+    if c.get("gp", 0) > 0:
+        with h5py.File(out_path, "r") as f:
+            mix = torch.from_numpy(np.array(f["outputs/mix"][()]))
     results = {}
     for dtype in (torch.float64, torch.float32):
         g, d = copy.deepcopy(netG).to(dtype), copy.deepcopy(netD).to(dtype)
         reals = [real[k * N:(k + 1) * N].to(dtype) for k in range(K)]
         zs = [z[k * N:(k + 1) * N].to(dtype) for k in range(Z)]
-        scalars = reference_step(g, d, reals, zs, c)
+        mixes = [mix[k * N:(k + 1) * N].to(dtype) for k in range(K)] if mix is not None else None
+        scalars = reference_step(g, d, reals, zs, c, mixes)
         results[dtype] = (scalars, {"G": g.state_dict(), "D": d.state_dict()})
-    print(run_tool(tool, ["gan-step", in_path, out_path]).strip())
 
     report = Report(f"{name}: {c}")
     (s64, nets64), (s32, nets32) = results[torch.float64], results[torch.float32]
     with h5py.File(out_path, "r") as f:
         ours = read_group(f, "outputs")
-        for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        keys = ("d_loss", "g_loss", "d_real", "d_fake") + (("d_penalty",) if mix is not None else ())
+        for key in keys:
             compare_to_floor(report, f"outputs/{key}", ours[key], np.array([s64[key]]), np.array([s32[key]]),
                              size=s64["size"][key], size_tol=SCALAR_SIZE_TOL)
         for prefix in ("D", "G"):

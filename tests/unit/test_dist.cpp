@@ -412,7 +412,7 @@ class Probe final : public Layer {
   std::string kind() const override { return "Probe"; }
   Shape output_shape(const Shape& in) const override { return in; }
   Tensor forward(const Tensor& x, Mode) override { return x; }
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool) override {
     seen = *counter_;
     return dy;
   }

@@ -52,16 +52,28 @@ void sigmoid_backward(float* dinp, const float* dout, const float* out, int64_t 
   for (int64_t i = 0; i < n; ++i) dinp[i] = sigmoid_grad(dout[i], out[i]);
 }
 
+void tanh_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMinValues)
+  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * (-2.f * out[i] * (1.f - out[i] * out[i]));
+}
+
+void sigmoid_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMinValues)
+  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * (out[i] * (1.f - out[i]) * (1.f - 2.f * out[i]));
+}
+
 }  // namespace cpu
 
 namespace {
 
-// The kernels an activation layer runs, and whether its backward needs the input or the output.
+// The kernels an activation layer runs, whether its backward needs the input or the output, and its
+// curvature term for the double backward (null: piecewise linear, f'' = 0 almost everywhere).
 struct ActivationKernels {
   const char* kind;
   void (*forward)(float* out, const float* in, int64_t n, float slope);
   void (*backward)(float* dinp, const float* dout, const float* saved, int64_t n, float slope);
   bool backward_uses_input;
+  void (*second)(float* dinp, const float* delta, const float* t, const float* out, int64_t n) = nullptr;
 };
 
 class Activation final : public Layer {
@@ -83,11 +95,22 @@ class Activation final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool) override {
     GT_CHECK(saved_.defined(), "{} backward called before forward", k_.kind);
     GT_CHECK(dy.shape() == saved_.shape(), "{} backward got {}, forward saw {}", k_.kind, dy.str(), saved_.str());
     Tensor dx(dy.shape());
     k_.backward(dx.f32(), dy.f32(), saved_.f32(), dy.numel(), slope_);
+    return dx;
+  }
+
+  // J is diagonal, f'(x): the backward's kernel applied to t.
+  Tensor tangent(const Tensor& t) override { return backward(t, false); }
+
+  // dy_bar's part f'(x) dy_bar, plus delta t f''(x) where the activation is curved.
+  Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta) override {
+    if (!k_.second) return dy_bar.defined() ? backward(dy_bar, false) : Tensor();
+    Tensor dx = dy_bar.defined() ? backward(dy_bar, false) : Tensor::zeros(t.shape());
+    k_.second(dx.f32(), delta.f32(), t.f32(), saved_.f32(), t.numel());
     return dx;
   }
 
@@ -103,10 +126,12 @@ const ActivationKernels kRelu{
 const ActivationKernels kLeakyRelu{"LeakyReLU", cpu::leaky_relu_forward, cpu::leaky_relu_backward, true};
 const ActivationKernels kTanh{
     "Tanh", [](float* o, const float* i, int64_t n, float) { cpu::tanh_forward(o, i, n); },
-    [](float* d, const float* g, const float* y, int64_t n, float) { cpu::tanh_backward(d, g, y, n); }, false};
+    [](float* d, const float* g, const float* y, int64_t n, float) { cpu::tanh_backward(d, g, y, n); }, false,
+    cpu::tanh_second};
 const ActivationKernels kSigmoid{
     "Sigmoid", [](float* o, const float* i, int64_t n, float) { cpu::sigmoid_forward(o, i, n); },
-    [](float* d, const float* g, const float* y, int64_t n, float) { cpu::sigmoid_backward(d, g, y, n); }, false};
+    [](float* d, const float* g, const float* y, int64_t n, float) { cpu::sigmoid_backward(d, g, y, n); }, false,
+    cpu::sigmoid_second};
 
 }  // namespace
 

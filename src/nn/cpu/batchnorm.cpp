@@ -313,20 +313,22 @@ class BatchNorm2d final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool param_grads) override {
     GT_CHECK(x_.defined(), "BatchNorm2d backward called before forward");
     GT_CHECK(dy.shape() == x_.shape(), "BatchNorm2d backward got {}, forward saw {}", dy.str(), x_.str());
     const int N = static_cast<int>(x_.dim(0)), HW = static_cast<int>(x_.dim(2) * x_.dim(3));
     Tensor dx(dy.shape());
+    float* dw = param_grads ? weight_.grad.f32() : nullptr;
+    float* db = param_grads ? bias_.grad.f32() : nullptr;
     if (mode_ == Mode::train && reduce_) {
-      cpu::batchnorm2d_backward_train_reduced(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+      cpu::batchnorm2d_backward_train_reduced(dx.f32(), dw, db, dy.f32(), x_.f32(),
                                               mean_.data(), rstd_.data(), weight_.value.f32(), N, channels_, HW,
                                               batch_count_, reduce_);
     } else if (mode_ == Mode::train) {
-      cpu::batchnorm2d_backward_train(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+      cpu::batchnorm2d_backward_train(dx.f32(), dw, db, dy.f32(), x_.f32(),
                                       mean_.data(), rstd_.data(), weight_.value.f32(), N, channels_, HW);
     } else {
-      cpu::batchnorm2d_backward_eval(dx.f32(), weight_.grad.f32(), bias_.grad.f32(), dy.f32(), x_.f32(),
+      cpu::batchnorm2d_backward_eval(dx.f32(), dw, db, dy.f32(), x_.f32(),
                                      running_mean_.value.f32(), running_var_.value.f32(), weight_.value.f32(), N,
                                      channels_, HW, eps_);
     }

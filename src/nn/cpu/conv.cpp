@@ -73,15 +73,33 @@ class Conv2d final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool param_grads) override {
     GT_CHECK(x_.defined(), "Conv2d backward called before forward");
     GT_CHECK(dy.shape() == output_of(geom_), "Conv2d backward got {}, forward produced {}", dy.str(),
              shape_str(output_of(geom_)));
     Tensor dx(input_of(geom_));
     const size_t ws = cpu::conv2d_workspace_floats(geom_);
-    cpu::conv2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
+    cpu::conv2d_backward(dx.f32(), param_grads ? weight_.grad.f32() : nullptr,
+                         param_grads && spec_.bias ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
                          weight_.value.f32(), geom_, cpu::scratch_floats(workspace_, ws), ws);
     return dx;
+  }
+
+  // Linear in x: J t is the convolution of t without the bias, and J does not depend on x.
+  Tensor tangent(const Tensor& t) override {
+    GT_CHECK(t.shape() == input_of(geom_), "Conv2d tangent of {}, forward saw {}", t.str(), shape_str(input_of(geom_)));
+    Tensor y(output_of(geom_));
+    const size_t ws = cpu::conv2d_workspace_floats(geom_);
+    cpu::conv2d_forward(y.f32(), t.f32(), weight_.value.f32(), nullptr, geom_, cpu::scratch_floats(workspace_, ws), ws);
+    return y;
+  }
+
+  // d(delta . conv(t; W))/dW is the weight gradient with t for the input; dy_bar's part is a plain backward.
+  Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta) override {
+    const size_t ws = cpu::conv2d_workspace_floats(geom_);
+    cpu::conv2d_backward(nullptr, weight_.grad.f32(), nullptr, delta.f32(), t.f32(), weight_.value.f32(), geom_,
+                         cpu::scratch_floats(workspace_, ws), ws);
+    return dy_bar.defined() ? backward(dy_bar, true) : Tensor();
   }
 
   std::vector<Param*> params() override {
@@ -129,16 +147,33 @@ class ConvTranspose2d final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool param_grads) override {
     GT_CHECK(x_.defined(), "ConvTranspose2d backward called before forward");
     GT_CHECK(dy.shape() == output_of(geom_), "ConvTranspose2d backward got {}, forward produced {}", dy.str(),
              shape_str(output_of(geom_)));
     Tensor dx(input_of(geom_));
     const size_t ws = cpu::conv_transpose2d_workspace_floats(geom_);
-    cpu::conv_transpose2d_backward(dx.f32(), weight_.grad.f32(), spec_.bias ? bias_.grad.f32() : nullptr,
-                                   dy.f32(), x_.f32(), weight_.value.f32(), geom_,
-                                   cpu::scratch_floats(workspace_, ws), ws);
+    cpu::conv_transpose2d_backward(dx.f32(), param_grads ? weight_.grad.f32() : nullptr,
+                                   param_grads && spec_.bias ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
+                                   weight_.value.f32(), geom_, cpu::scratch_floats(workspace_, ws), ws);
     return dx;
+  }
+
+  Tensor tangent(const Tensor& t) override {
+    GT_CHECK(t.shape() == input_of(geom_), "ConvTranspose2d tangent of {}, forward saw {}", t.str(),
+             shape_str(input_of(geom_)));
+    Tensor y(output_of(geom_));
+    const size_t ws = cpu::conv_transpose2d_workspace_floats(geom_);
+    cpu::conv_transpose2d_forward(y.f32(), t.f32(), weight_.value.f32(), nullptr, geom_,
+                                  cpu::scratch_floats(workspace_, ws), ws);
+    return y;
+  }
+
+  Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta) override {
+    const size_t ws = cpu::conv_transpose2d_workspace_floats(geom_);
+    cpu::conv_transpose2d_backward(nullptr, weight_.grad.f32(), nullptr, delta.f32(), t.f32(), weight_.value.f32(),
+                                   geom_, cpu::scratch_floats(workspace_, ws), ws);
+    return dy_bar.defined() ? backward(dy_bar, true) : Tensor();
   }
 
   std::vector<Param*> params() override {

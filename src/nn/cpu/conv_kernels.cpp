@@ -277,7 +277,8 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dbias) accumulate_channel_sums(dbias, dout, g.batch, g.out_channels, g.out_h * g.out_w);
   if (conv_is_dense(g)) {
     // dweight [OC, patch] += dout [N, OC]^T * in [N, patch]; dinp [N, patch] = dout [N, OC] * weight [OC, patch]
-    sgemm(true, false, g.out_channels, patch, g.batch, 1.f, dout, g.out_channels, in, patch, 1.f, dweight, patch);
+    if (dweight)
+      sgemm(true, false, g.out_channels, patch, g.batch, 1.f, dout, g.out_channels, in, patch, 1.f, dweight, patch);
     if (dinp)
       sgemm(false, false, g.batch, patch, g.out_channels, 1.f, dout, g.out_channels, weight, patch, 0.f, dinp,
             patch);
@@ -287,7 +288,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
   check_workspace(p, workspace_floats);
   const int64_t in_sample = static_cast<int64_t>(g.in_channels) * g.in_h * g.in_w;
   const int64_t out_sample = static_cast<int64_t>(g.out_channels) * p.positions;
-  zero_dweight_partials(p, workspace);
+  if (dweight) zero_dweight_partials(p, workspace);
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
   {
     const ThreadBuffers b = buffers_of(p, workspace, omp_get_thread_num());
@@ -302,7 +303,8 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
         dy = b.gemm;
       }
       // dweight [OC, patch] += dy [OC, cols] * cols [patch, cols]^T
-      sgemm_serial(false, true, g.out_channels, patch, cols, 1.f, dy, cols, b.cols, cols, 1.f, b.dweight, patch);
+      if (dweight)
+        sgemm_serial(false, true, g.out_channels, patch, cols, 1.f, dy, cols, b.cols, cols, 1.f, b.dweight, patch);
       if (dinp) {
         // dcols [patch, cols] = weight [OC, patch]^T * dy [OC, cols], into the now free column buffer
         sgemm_serial(true, false, patch, cols, g.out_channels, 1.f, weight, patch, dy, cols, 0.f, b.cols, cols);
@@ -311,7 +313,7 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
       }
     }
   }
-  reduce_dweight(dweight, p, workspace);
+  if (dweight) reduce_dweight(dweight, p, workspace);
 }
 
 // ---- ConvTranspose2d -----------------------------------------------------------------------------------
@@ -359,7 +361,8 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
   if (dbias) accumulate_channel_sums(dbias, dout, g.batch, g.out_channels, g.out_h * g.out_w);
   if (conv_transpose_is_dense(g)) {
     // dweight [C, patch] += in [N, C]^T * dout [N, patch]; dinp [N, C] = dout [N, patch] * weight [C, patch]^T
-    sgemm(true, false, g.in_channels, patch, g.batch, 1.f, in, g.in_channels, dout, patch, 1.f, dweight, patch);
+    if (dweight)
+      sgemm(true, false, g.in_channels, patch, g.batch, 1.f, in, g.in_channels, dout, patch, 1.f, dweight, patch);
     if (dinp)
       sgemm(false, true, g.batch, g.in_channels, patch, 1.f, dout, patch, weight, patch, 0.f, dinp, g.in_channels);
     return;
@@ -368,7 +371,7 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
   check_workspace(p, workspace_floats);
   const int64_t in_sample = static_cast<int64_t>(g.in_channels) * p.positions;
   const int64_t out_sample = static_cast<int64_t>(g.out_channels) * g.out_h * g.out_w;
-  zero_dweight_partials(p, workspace);
+  if (dweight) zero_dweight_partials(p, workspace);
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
   {
     const ThreadBuffers b = buffers_of(p, workspace, omp_get_thread_num());
@@ -383,7 +386,8 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
         x = b.gemm;
       }
       // dweight [C, patch] += x [C, cols] * dcols [patch, cols]^T
-      sgemm_serial(false, true, g.in_channels, patch, cols, 1.f, x, cols, b.cols, cols, 1.f, b.dweight, patch);
+      if (dweight)
+        sgemm_serial(false, true, g.in_channels, patch, cols, 1.f, x, cols, b.cols, cols, 1.f, b.dweight, patch);
       if (dinp) {
         // dx [C, cols] = weight [C, patch] * dcols [patch, cols]: a conv forward of dout
         float* dx = count == 1 ? dinp + n0 * in_sample : b.gemm;
@@ -392,7 +396,7 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
       }
     }
   }
-  reduce_dweight(dweight, p, workspace);
+  if (dweight) reduce_dweight(dweight, p, workspace);
 }
 
 }  // namespace gt::cpu

@@ -46,13 +46,13 @@ size_t conv_transpose2d_workspace_floats(const ConvGeometry& g);
 // out [N, OC, OH, OW] from in [N, C, H, W].
 void conv2d_forward(float* out, const float* in, const float* weight, const float* bias, const ConvGeometry& g,
                     float* workspace, size_t workspace_floats);
-// Accumulates dweight (+=) and dbias (+=, skipped when null); writes dinp (skipped when null).
+// Accumulates dweight (+=) and dbias (+=), each skipped when null; writes dinp (skipped when null).
 void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                      const float* weight, const ConvGeometry& g, float* workspace, size_t workspace_floats);
 // out [N, OC, OH, OW] from in [N, C, H, W] (H, W the small side): the conv's backward-data, GEMM then col2im.
 void conv_transpose2d_forward(float* out, const float* in, const float* weight, const float* bias,
                               const ConvGeometry& g, float* workspace, size_t workspace_floats);
-// Accumulates dweight/dbias (+=; dbias skipped when null); writes dinp (skipped when null): the data
+// Accumulates dweight/dbias (+=; each skipped when null); writes dinp (skipped when null): the data
 // gradient is a convolution forward of dout.
 void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                                const float* weight, const ConvGeometry& g, float* workspace,
@@ -79,6 +79,21 @@ void batchnorm2d_backward_eval(float* dinp, float* dweight, float* dbias, const 
                                const float* running_mean, const float* running_var, const float* weight,
                                int N, int C, int HW, float eps);
 
+// ---- LayerNorm2d: per sample over [C, HW] (torch.nn.GroupNorm with one group), affine per channel -----------
+// Normalizes each sample with its own mean and biased variance; writes per-sample mean and rstd.
+void layernorm2d_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
+                         const float* bias, int N, int C, int HW, float eps);
+// dinp written (skipped when null); dweight/dbias accumulate (each skipped when null).
+void layernorm2d_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
+                          const float* mean, const float* rstd, const float* weight, int N, int C, int HW);
+// The Jacobian of the forward applied to t: out = weight * rstd * (t - mean(t) - xhat * mean(t * xhat)) per sample.
+void layernorm2d_tangent(float* out, const float* t, const float* in, const float* mean, const float* rstd,
+                         const float* weight, int N, int C, int HW);
+// The curvature terms of the double backward: for phi = sum(delta * tangent(t)) with t and delta fixed,
+// dinp = d(phi)/d(in) (overwritten) and dweight += d(phi)/d(weight).
+void layernorm2d_second(float* dinp, float* dweight, const float* delta, const float* t, const float* in,
+                        const float* mean, const float* rstd, const float* weight, int N, int C, int HW);
+
 // ---- element-wise activations over n values ---------------------------------------------------------
 void relu_forward(float* out, const float* in, int64_t n);
 void relu_backward(float* dinp, const float* dout, const float* out, int64_t n);  // PyTorch: grad where out > 0
@@ -88,10 +103,14 @@ void tanh_forward(float* out, const float* in, int64_t n);
 void tanh_backward(float* dinp, const float* dout, const float* out, int64_t n);
 void sigmoid_forward(float* out, const float* in, int64_t n);
 void sigmoid_backward(float* dinp, const float* dout, const float* out, int64_t n);
+// The curvature term of the double backward (tanh, sigmoid; the others are piecewise linear):
+// dinp += delta * t * f''(x), with f'' taken from the saved output y.
+void tanh_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n);
+void sigmoid_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n);
 
 // ---- Linear: out [N, OUT] = in [N, IN] * weight[OUT, IN]^T + bias ---------------------------------------
 void linear_forward(float* out, const float* in, const float* weight, const float* bias, int N, int IN, int OUT);
-// dweight/dbias accumulate (dbias skipped when null); dinp written (skipped when null).
+// dweight/dbias accumulate (each skipped when null); dinp written (skipped when null).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                      const float* weight, int N, int IN, int OUT);
 

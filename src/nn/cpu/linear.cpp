@@ -20,7 +20,7 @@ void linear_forward(float* out, const float* in, const float* weight, const floa
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
                      const float* weight, int N, int IN, int OUT) {
   // dweight [OUT, IN] += dout[N, OUT]^T * in [N, IN]
-  sgemm(true, false, OUT, IN, N, 1.f, dout, OUT, in, IN, 1.f, dweight, IN);
+  if (dweight) sgemm(true, false, OUT, IN, N, 1.f, dout, OUT, in, IN, 1.f, dweight, IN);
   if (dbias) {
     for (int o = 0; o < OUT; ++o) {
       double s = 0.0;
@@ -71,13 +71,27 @@ class Linear final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool param_grads) override {
     GT_CHECK(x_.defined(), "Linear backward called before forward");
     GT_CHECK(dy.shape() == Shape({x_.dim(0), out_}), "Linear backward got {} for input {}", dy.str(), x_.str());
     Tensor dx(x_.shape());
-    cpu::linear_backward(dx.f32(), weight_.grad.f32(), has_bias_ ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
+    cpu::linear_backward(dx.f32(), param_grads ? weight_.grad.f32() : nullptr,
+                         param_grads && has_bias_ ? bias_.grad.f32() : nullptr, dy.f32(), x_.f32(),
                          weight_.value.f32(), static_cast<int>(x_.dim(0)), in_, out_);
     return dx;
+  }
+
+  Tensor tangent(const Tensor& t) override {
+    GT_CHECK(t.shape() == x_.shape(), "Linear tangent of {}, forward saw {}", t.str(), x_.str());
+    Tensor y({x_.dim(0), out_});
+    cpu::linear_forward(y.f32(), t.f32(), weight_.value.f32(), nullptr, static_cast<int>(x_.dim(0)), in_, out_);
+    return y;
+  }
+
+  Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta) override {
+    cpu::linear_backward(nullptr, weight_.grad.f32(), nullptr, delta.f32(), t.f32(), weight_.value.f32(),
+                         static_cast<int>(x_.dim(0)), in_, out_);
+    return dy_bar.defined() ? backward(dy_bar, true) : Tensor();
   }
 
   std::vector<Param*> params() override {

@@ -34,9 +34,14 @@ class Reshape final : public Layer {
     return x.reshaped(output_shape(x.shape()));
   }
 
-  Tensor backward(const Tensor& dy) override {
+  Tensor backward(const Tensor& dy, bool) override {
     GT_CHECK(!in_shape_.empty(), "Reshape backward called before forward");
     return dy.reshaped(in_shape_);
+  }
+
+  Tensor tangent(const Tensor& t) override { return t.reshaped(output_shape(in_shape_)); }
+  Tensor backward_second(const Tensor& dy_bar, const Tensor&, const Tensor&) override {
+    return dy_bar.defined() ? dy_bar.reshaped(in_shape_) : Tensor();
   }
 
  private:

@@ -69,6 +69,28 @@ class GpuStepOps final : public StepOps {
   void grad_norm(Net& net, StepScalar slot) override {
     cuda::l2_norm(scalars_ + static_cast<int>(slot), net.flat_grads(), net.flat_size(), stream_);
   }
+  Tensor interpolate(const Tensor& real, const Tensor& fake, const Tensor& mix) override {
+    GT_CHECK(real.shape() == fake.shape() && mix.numel() == real.dim(0), "interpolate: real {}, fake {}, mix {}",
+             real.str(), fake.str(), mix.str());
+    Tensor out = buffer_like(real);
+    const int64_t n = real.dim(0);
+    cuda::penalty_interpolate(out.raw(), real.raw(), fake.raw(), mix.f32(), n, real.numel() / n, type_, stream_);
+    return out;
+  }
+  void zero_scalar(StepScalar slot) override {
+    CUDA_CHECK(cudaMemsetAsync(scalars_ + static_cast<int>(slot), 0, sizeof(float), stream_));
+  }
+  Tensor ones_like(const Tensor& t) override {
+    Tensor out = buffer_like(t);
+    cuda::fill_value(out.raw(), t.numel(), 1.f, type_, stream_);
+    return out;
+  }
+  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) override {
+    const int64_t n = g.dim(0);
+    void* ws = arena_.allocate_bytes(cuda::gradient_penalty_workspace_bytes(n));
+    cuda::gradient_penalty(scalars_ + static_cast<int>(loss), dg.raw(), g.raw(), n, g.numel() / n, weight, scale,
+                           type_, ws, stream_);
+  }
   size_t mark() override { return arena_.mark(); }
   void release(size_t mark) override { arena_.rewind(mark); }
   void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
@@ -151,6 +173,7 @@ class GpuEngine final : public StepEngine {
     real_dev_ = DeviceBuffer<std::byte>(static_cast<size_t>(iterations * n * image_numel) * sizeof(float));
     flips_ = DeviceBuffer<uint8_t>(static_cast<size_t>(iterations * n));
     z_ = DeviceBuffer<float>(static_cast<size_t>(opt.objective.noise_batches() * n * opt.nz));
+    if (opt.objective.gp_weight > 0) mix_ = DeviceBuffer<float>(static_cast<size_t>(iterations * n));
     scalars_dev_ = DeviceBuffer<float>(kStepScalars);
     scalars_host_ = pinned_tensor({kStepScalars}, DType::f32);
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
@@ -161,7 +184,14 @@ class GpuEngine final : public StepEngine {
                         D_->backward_bytes(N) +
                         (4 + static_cast<size_t>(iterations)) * static_cast<size_t>(n) * (image_numel + opt.nz) * e +
                         (size_t{64} << 20);
-    const size_t bytes = opt.arena_mb > 0 ? static_cast<size_t>(opt.arena_mb * 1048576.0) : need + need / 4;
+    // A gradient penalty's pass: D at the interpolates with its kept backward, tangents and second pass,
+    // the interpolates, the seed and penalty gradients.
+    const size_t penalty = opt.objective.gp_weight > 0
+                               ? D_->penalty_bytes(N) + 4 * static_cast<size_t>(n) * image_numel * e +
+                                     cuda::gradient_penalty_workspace_bytes(n)
+                               : 0;
+    const size_t bytes =
+        opt.arena_mb > 0 ? static_cast<size_t>(opt.arena_mb * 1048576.0) : need + penalty + (need + penalty) / 4;
     arena_ = std::make_unique<DeviceArena>(bytes);
     G_->set_arena(arena_.get());
     D_->set_arena(arena_.get());
@@ -171,7 +201,8 @@ class GpuEngine final : public StepEngine {
     Communicator& device_comm = dev_comm_ ? *dev_comm_ : comm_;
     parts_ = std::make_unique<StepParts>(host, *G_, *D_, device_comm, *ops_,
                                          opt.step_settings(dev_comm_ != nullptr && opt.sync_bn));
-    use_graphs_ = opt.cuda_graph && comm.world_size() == 1;
+    // Lazy regularization changes the step's work from batch to batch: no graph can replay it.
+    use_graphs_ = opt.cuda_graph && comm.world_size() == 1 && !(opt.objective.gp_weight > 0 && opt.objective.gp_every > 1);
     if (opt.ema_host) {
       // G_ema's average in one device buffer laid out as G's flat parameters, one slot per parameter.
       ema_ = DeviceBuffer<float>(static_cast<size_t>(std::max<int64_t>(G_->flat_size(), 1)));
@@ -236,6 +267,11 @@ class GpuEngine final : public StepEngine {
     for (int k = 0; k < opt_.objective.noise_batches(); ++k)
       fill_noise(z_.data() + k * n * opt_.nz, n, opt_.nz, opt_.seed, noise_key(opt_.objective, step, k),
                  opt_.shard_first, s);
+    if (opt_.objective.gp_weight > 0)
+      for (int k = 0; k < iterations; ++k)
+        cuda::fill_penalty_mix(mix_.data() + k * n, n, opt_.seed, static_cast<uint64_t>(step * iterations + k),
+                               opt_.shard_first, s);
+    first_batch_ = step * iterations;
 
     // G_ema's weight for this step: read by the step's eager EMA call, also when a graph replays.
     if (opt_.ema_host) ema_weight_ = static_cast<float>(ema_one_minus_beta(opt_.ema, step + 1, opt_.global_batch));
@@ -406,7 +442,11 @@ class GpuEngine final : public StepEngine {
               static_cast<int64_t>(N) * opt_.nz, s);
       zs.push_back(Tensor::borrow({N, opt_.nz, 1, 1}, dtype, Device::cuda, z));
     }
-    run_gan_step(parts_->step(), reals, zs);
+    std::vector<Tensor> mixes;
+    if (opt_.objective.gp_weight > 0)
+      for (int k = 0; k < opt_.objective.n_critic; ++k)
+        mixes.push_back(Tensor::borrow({N}, DType::f32, Device::cuda, mix_.data() + static_cast<size_t>(k) * N));
+    run_gan_step(parts_->step(), reals, zs, mixes, first_batch_);
     // G_ema after the G update (its weight changes per step: an eager call, between graph segments).
     if (ema_list_) ctx_->recorder().eager([this] { ema_update(ema_list_->view(), ema_weight_, ctx_->stream()); });
   }
@@ -450,6 +490,8 @@ class GpuEngine final : public StepEngine {
   DeviceBuffer<std::byte> real_dev_;
   DeviceBuffer<uint8_t> flips_;
   DeviceBuffer<float> z_, scalars_dev_;
+  DeviceBuffer<float> mix_;   // with a gradient penalty: each critic iteration's interpolation weights
+  int64_t first_batch_ = 0;  // the batch number of the submitted step's first critic iteration
   DeviceBuffer<float> ema_;                    // G_ema's parameters, laid out as G's flat parameters
   std::unique_ptr<MultiTensorList> ema_list_;  // G's parameters with their averages (null: no G_ema)
   float ema_weight_ = 0.f;                     // this step's 1 - beta
