@@ -32,6 +32,15 @@ DeviceReport query_devices() {
   return r;
 }
 
+size_t free_memory_bytes() {
+  size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return free_bytes;
+}
+
 bool gpu_expected() {
   const char* v = std::getenv("GANTRAIN_EXPECT_GPU");
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;

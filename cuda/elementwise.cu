@@ -89,8 +89,13 @@ constexpr int kBceThreads = 1024;
 
 // out[0] = the mean over n of f(x_i), in double, added in index order as the CPU adds it: each round the
 // block's values go to shared memory and thread 0 adds them in order. Every thread of the block calls it.
+// A step scalar written as `store` says (kernels_typed.h ScalarStore).
+__device__ __forceinline__ void store_scalar(float* out, float v, ScalarStore store) {
+  out[0] = store.accumulate ? out[0] + v * store.weight : v * store.weight;
+}
+
 template <class T, class F>
-__device__ void ordered_mean(float* out, const T* logits, int64_t n, F f) {
+__device__ void ordered_mean(float* out, const T* logits, int64_t n, F f, ScalarStore store = {}) {
   __shared__ double values[kBceThreads];
   double total = 0.0;  // thread 0's
   for (int64_t base = 0; base < n; base += blockDim.x) {
@@ -103,7 +108,7 @@ __device__ void ordered_mean(float* out, const T* logits, int64_t n, F f) {
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[0] = static_cast<float>(total / static_cast<double>(n));
+  if (threadIdx.x == 0) store_scalar(out, static_cast<float>(total / static_cast<double>(n)), store);
 }
 
 // One block: the mean loss summed in double over the block, the gradient per logit (core/loss_math.h,
@@ -128,7 +133,8 @@ __global__ void __launch_bounds__(kBceThreads) bce_kernel(float* loss, float* me
 // reported mean (loss_math::reported).
 template <class T>
 __global__ void __launch_bounds__(kBceThreads) gan_loss_kernel(float* loss, float* reported, T* dlogits,
-                                                               const T* logits, int64_t n, LossTerm term, float scale) {
+                                                               const T* logits, int64_t n, LossTerm term, float scale,
+                                                               ScalarStore store) {
   double sum = 0.0;
   const float count = static_cast<float>(n);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -137,10 +143,10 @@ __global__ void __launch_bounds__(kBceThreads) gan_loss_kernel(float* loss, floa
     if (dlogits) store_f32(dlogits + i, loss_math::dlogit(x, term, scale, count));
   }
   sum = detail::block_sum(sum);
-  if (threadIdx.x == 0) loss[0] = static_cast<float>(sum / static_cast<double>(n));
+  if (threadIdx.x == 0) store_scalar(loss, static_cast<float>(sum / static_cast<double>(n)), store);
   if (!reported) return;  // the same for every thread: no divergent barrier below
   const LossKind kind = term.kind;
-  ordered_mean(reported, logits, n, [kind](double x) { return loss_math::reported(x, kind); });
+  ordered_mean(reported, logits, n, [kind](double x) { return loss_math::reported(x, kind); }, store);
 }
 
 // ---- data --------------------------------------------------------------------------------------------
@@ -343,12 +349,12 @@ void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* l
 }
 
 void gan_loss(float* loss, float* reported, void* dlogits, const void* logits, int64_t n, const LossTerm& term,
-              float scale, DataType type, cudaStream_t stream) {
+              float scale, DataType type, cudaStream_t stream, ScalarStore store) {
   if (n <= 0) return;
   detail::with_type(type, [&](auto t) {
     using T = std::remove_pointer_t<decltype(t)>;
     gan_loss_kernel<T><<<1, kBceThreads, 0, stream>>>(loss, reported, static_cast<T*>(dlogits),
-                                                      static_cast<const T*>(logits), n, term, scale);
+                                                      static_cast<const T*>(logits), n, term, scale, store);
   });
   CUDA_CHECK_LAUNCH();
 }

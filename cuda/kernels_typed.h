@@ -71,6 +71,12 @@ void batchnorm_backward_apply(void* dinp, float* dweight, float* dbias, const do
                               const float* weight, const float* bias, int N, int C, int HW, Activation act,
                               float slope, const ActFormat& fmt, double* workspace, cudaStream_t stream);
 
+// How a kernel writes a step scalar (train/gan_step.h ScalarWrite): out = v * weight, or out += v * weight.
+struct ScalarStore {
+  float weight = 1.f;
+  bool accumulate = false;
+};
+
 // ---- loss -----------------------------------------------------------------------------------------------
 // bce_with_logits of kernels.h over logits stored as `type` (dlogits stored as `type` too, may be null);
 // also writes mean_prob[0] = mean over n of sigmoid(logit) in double (may be null).
@@ -80,7 +86,7 @@ void bce_with_logits(float* loss, float* mean_prob, void* dlogits, const void* l
 // (summed in double), dlogits[i] = loss_math::dlogit (stored as `type`, may be null), reported[0] = the
 // mean of loss_math::reported, added in index order as the CPU adds it (may be null).
 void gan_loss(float* loss, float* reported, void* dlogits, const void* logits, int64_t n, const LossTerm& term,
-              float scale, DataType type, cudaStream_t stream);
+              float scale, DataType type, cudaStream_t stream, ScalarStore store = {});
 
 // ---- the gradient penalty (WGAN-GP) ---------------------------------------------------------------------
 // Each sample is a contiguous block of `per` values in either layout. out = penalty_math::mix(real, fake,
@@ -93,7 +99,7 @@ void add_values(void* dst, const void* src, int64_t n, DataType type, cudaStream
 // loss[0] = weight * mean over the n rows of (||g_i|| - 1)^2 (norms in double, rows added in order) and
 // dg = penalty_math::coefficient(||g_i||, weight, scale, n) * g_i. workspace: gradient_penalty_workspace_bytes(n).
 void gradient_penalty(float* loss, void* dg, const void* g, int64_t n, int64_t per, float weight, float scale,
-                      DataType type, void* workspace, cudaStream_t stream);
+                      DataType type, void* workspace, cudaStream_t stream, ScalarStore store = {});
 size_t gradient_penalty_workspace_bytes(int64_t n);
 // The curvature term of the double backward of tanh and sigmoid (others: nothing to add):
 // dinp += delta * t * f''(x), f'' from the saved output (the CPU's tanh_second, sigmoid_second).

@@ -64,11 +64,12 @@ __global__ void row_norm_kernel(double* norms, float* coefs, const T* g, int64_t
 
 // One block: loss[0] = weight * mean of (norm - 1)^2, the rows added in index order by thread 0 (n is a
 // batch: a few thousand at most).
-__global__ void penalty_value_kernel(float* loss, const double* norms, int64_t n, float weight) {
+__global__ void penalty_value_kernel(float* loss, const double* norms, int64_t n, float weight, ScalarStore store) {
   if (threadIdx.x != 0) return;
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += penalty_math::value(norms[i]);
-  loss[0] = static_cast<float>(static_cast<double>(weight) * s / static_cast<double>(n));
+  const float v = static_cast<float>(static_cast<double>(weight) * s / static_cast<double>(n));
+  loss[0] = store.accumulate ? loss[0] + v * store.weight : v * store.weight;
 }
 
 template <class T>
@@ -264,7 +265,7 @@ void add_values(void* dst, const void* src, int64_t n, DataType type, cudaStream
 }
 
 void gradient_penalty(float* loss, void* dg, const void* g, int64_t n, int64_t per, float weight, float scale,
-                      DataType type, void* workspace, cudaStream_t stream) {
+                      DataType type, void* workspace, cudaStream_t stream, ScalarStore store) {
   if (n <= 0) return;
   double* norms = static_cast<double*>(workspace);
   float* coefs = reinterpret_cast<float*>(norms + n);
@@ -273,7 +274,7 @@ void gradient_penalty(float* loss, void* dg, const void* g, int64_t n, int64_t p
     row_norm_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(norms, coefs, static_cast<const T*>(g), per,
                                                                        weight, scale, n);
     CUDA_CHECK_LAUNCH();
-    penalty_value_kernel<<<1, 32, 0, stream>>>(loss, norms, n, weight);
+    penalty_value_kernel<<<1, 32, 0, stream>>>(loss, norms, n, weight, store);
     CUDA_CHECK_LAUNCH();
     scale_rows_kernel<<<grid_for(n * per), kThreads, 0, stream>>>(static_cast<T*>(dg), static_cast<const T*>(g), coefs,
                                                                   n, per);

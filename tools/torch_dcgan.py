@@ -15,14 +15,21 @@ def stages_for(resolution):
 class Generator(nn.Module):
     """z [N, nz, 1, 1] -> images [N, nc, resolution, resolution] in (-1, 1); ngf is the last hidden width."""
 
-    def __init__(self, nz, ngf, nc, resolution):
+    def __init__(self, nz, ngf, nc, resolution, g_norm="batch"):
+        """g_norm (model.g_norm): batch (BatchNorm2d), layer (GroupNorm(1, C)) or none (biases instead)."""
         super().__init__()
+        if g_norm not in ("batch", "layer", "none"):
+            raise ValueError(f"g_norm must be batch, layer or none, not {g_norm!r}")
         stages = stages_for(resolution)
         width = ngf * 2 ** (stages - 1)
-        layers = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+
+        def block(cin, cout, k, s, p):
+            norm = {"batch": [nn.BatchNorm2d(cout)], "layer": [nn.GroupNorm(1, cout)], "none": []}[g_norm]
+            return [nn.ConvTranspose2d(cin, cout, k, s, p, bias=g_norm == "none"), *norm, nn.ReLU(True)]
+
+        layers = block(nz, width, 4, 1, 0)
         for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
-                       nn.ReLU(True)]
+            layers += block(width, width // 2, 4, 2, 1)
             width //= 2
         layers += [nn.ConvTranspose2d(width, nc, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
@@ -95,6 +102,7 @@ def load_from_checkpoint(path, which="G"):
         net = Discriminator(model["d_width"], model["channels"], model["resolution"],
                             leaky_slope=float(model.get("leaky_slope", 0.2)), d_norm=model.get("d_norm", "batch"))
     else:
-        net = Generator(model["nz"], model["g_width"], model["channels"], model["resolution"])
+        net = Generator(model["nz"], model["g_width"], model["channels"], model["resolution"],
+                        g_norm=model.get("g_norm", "batch"))
     net.load_state_dict(state)
     return net

@@ -18,7 +18,7 @@ enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_sig
 enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
 enum class Objective : uint8_t { nonsaturating, wgan, hinge };  // loss.objective
 enum class LrScaling : uint8_t { none, linear, sqrt };         // train.lr_scaling
-enum class CriticNormChoice : uint8_t { batch, layer, none };  // model.d_norm
+enum class NormChoice : uint8_t { batch, layer, none };  // model.d_norm, model.g_norm
 
 // names[i] is the YAML text of the enum value i.
 template <class E>
@@ -63,7 +63,7 @@ struct ChoiceNames<LrScaling> {
   static constexpr const char* names[] = {"none", "linear", "sqrt"};
 };
 template <>
-struct ChoiceNames<CriticNormChoice> {
+struct ChoiceNames<NormChoice> {
   static constexpr const char* names[] = {"batch", "layer", "none"};
 };
 

@@ -310,7 +310,7 @@ void check_key_combinations(const Config& c, const std::string& source) {
                "0: without one its outputs grow without bound (the WGAN paper clamps its weights to [-0.01, 0.01]; "
                "WGAN-GP penalizes its gradient with weight 10)",
                source);
-  if (c.loss.gp_weight > 0 && c.model.d_norm == CriticNormChoice::batch)
+  if (c.loss.gp_weight > 0 && c.model.d_norm == NormChoice::batch)
     user_error("{}: loss.gp_weight {} needs a critic without batch norm: batch norm mixes the samples, so the "
                "per-sample gradient the penalty constrains is not defined; set model.d_norm to layer (the "
                "WGAN-GP paper's) or none",

@@ -42,7 +42,8 @@ struct ModelConfig {
   int channels = 3;    // 1 | 3
   float leaky_slope = 0.2f;
   float init_std = 0.02f;
-  CriticNormChoice d_norm = CriticNormChoice::batch;  // D's hidden layers: batch norm (DCGAN), layer norm or none
+  NormChoice d_norm = NormChoice::batch;  // D's hidden layers: batch norm (DCGAN), layer norm or none
+  NormChoice g_norm = NormChoice::batch;  // G's hidden layers, the same choices
 };
 
 struct DataConfig {
@@ -69,6 +70,8 @@ struct TrainConfig {
   LrScaling lr_scaling = LrScaling::none;     // optim.*.lr scaled by batch / lr_base_batch (linear) or its root
   int64_t lr_base_batch = 256;                // the batch the configured learning rates are for
   int64_t warmup_steps = 0;                   // learning rates ramp up linearly over this many steps; 0 = none
+  int64_t micro_batch = 0;   // images per forward/backward on a rank; its share is accumulated over them; 0 = planned
+  double memory_mb = 0;      // the plan's budget per rank for a micro-batch's activations; 0 = none (cpu) or measured (cuda)
 };
 
 // The GAN objective (train/gan_step.h GanObjective, core/loss_math.h).

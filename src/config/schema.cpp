@@ -137,10 +137,13 @@ std::vector<KeyDef> build_schema() {
                "Negative slope of D's LeakyReLU activations."});
   k.push_back({"model.init_std", GT_BIND(model.init_std), above(0),
                "Standard deviation of the normal weight init (DCGAN uses 0.02)."});
-  k.push_back({"model.d_norm", GT_BIND(model.d_norm), choices_of<CriticNormChoice>(),
+  k.push_back({"model.d_norm", GT_BIND(model.d_norm), choices_of<NormChoice>(),
                "Normalization of D's hidden layers: batch (DCGAN's BatchNorm2d), layer (per sample over C, H, W "
                "with a per-channel affine, torch.nn.GroupNorm(1, C): the WGAN-GP paper's critic) or none (the "
                "hidden convolutions get a bias instead). A gradient penalty needs layer or none."});
+  k.push_back({"model.g_norm", GT_BIND(model.g_norm), choices_of<NormChoice>(),
+               "Normalization of G's hidden layers: batch (DCGAN's BatchNorm2d), layer (LayerNorm2d) or none (the "
+               "hidden transposed convolutions get a bias instead)."});
   // data
   k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist", "hdf5"}),
                "Training images: synthetic (generated patterns, no files), fashion-mnist (IDX files) or hdf5 "
@@ -191,6 +194,13 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"train.warmup_steps", GT_BIND(train.warmup_steps), at_least(0),
                "Ramp both learning rates up linearly over the first steps: step t (from 0) uses (t + 1) / "
                "warmup_steps of the rate; 0 = none."});
+  k.push_back({"train.micro_batch", GT_BIND(train.micro_batch), at_least(0),
+               "Images per forward and backward pass on a rank: its share of the global batch is split into "
+               "micro-batches whose gradients are accumulated into one update (batch norm: statistics per "
+               "micro-batch). 0 = planned by rank 0 from train.memory_mb (the whole share when it fits)."});
+  k.push_back({"train.memory_mb", GT_BIND(train.memory_mb), at_least(0),
+               "The batch plan's budget per rank, MiB, for one micro-batch's activations and gradients (an "
+               "estimate from the model's shapes); 0 = no limit on the CPU, 80% of the free memory on a GPU."});
   // loss
   k.push_back({"loss.objective", GT_BIND(loss.objective), choices_of<Objective>(),
                "The GAN objective: nonsaturating (BCE with logits, the DCGAN paper's), wgan (D a critic: -D(x) + "

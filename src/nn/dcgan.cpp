@@ -23,13 +23,18 @@ Sequential make_dcgan_generator(const DcganSpec& s) {
   const int stages = upsampling_stages(s);
   Sequential g("main");
   int width = s.g_width << (stages - 1);
-  g.add(make_conv_transpose2d({s.nz, width, 4, 1, 0, false}));
-  g.add(make_batchnorm2d(width));
+  const bool bias = s.g_norm == NormKind::none;
+  auto norm = [&g, &s](int channels) {
+    if (s.g_norm == NormKind::batch) g.add(make_batchnorm2d(channels));
+    if (s.g_norm == NormKind::layer) g.add(make_layernorm2d(channels));
+  };
+  g.add(make_conv_transpose2d({s.nz, width, 4, 1, 0, bias}));
+  norm(width);
   g.add(make_relu());
   for (int i = stages - 1; i >= 1; --i) {
-    g.add(make_conv_transpose2d({width, width / 2, 4, 2, 1, false}));
+    g.add(make_conv_transpose2d({width, width / 2, 4, 2, 1, bias}));
     width /= 2;
-    g.add(make_batchnorm2d(width));
+    norm(width);
     g.add(make_relu());
   }
   g.add(make_conv_transpose2d({width, s.channels, 4, 2, 1, false}));
@@ -44,10 +49,10 @@ Sequential make_dcgan_discriminator(const DcganSpec& s) {
   d.add(make_conv2d({s.channels, width, 4, 2, 1, false}));
   d.add(make_leaky_relu(s.leaky_slope));
   for (int i = 1; i < stages; ++i) {
-    d.add(make_conv2d({width, width * 2, 4, 2, 1, s.d_norm == CriticNorm::none}));
+    d.add(make_conv2d({width, width * 2, 4, 2, 1, s.d_norm == NormKind::none}));
     width *= 2;
-    if (s.d_norm == CriticNorm::batch) d.add(make_batchnorm2d(width));
-    if (s.d_norm == CriticNorm::layer) d.add(make_layernorm2d(width));
+    if (s.d_norm == NormKind::batch) d.add(make_batchnorm2d(width));
+    if (s.d_norm == NormKind::layer) d.add(make_layernorm2d(width));
     d.add(make_leaky_relu(s.leaky_slope));
   }
   d.add(make_conv2d({width, 1, 4, 1, 0, false}));

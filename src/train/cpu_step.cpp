@@ -14,11 +14,10 @@
 namespace gt {
 
 void CpuStepOps::gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
-                          const StepScalar* reported) {
+                          const StepScalar* reported, const ScalarWrite& write) {
   double seen = 0;
-  scalars_[static_cast<int>(loss)] =
-      gt::gan_loss(logits.f32(), logits.numel(), term, dlogits.f32(), scale, reported ? &seen : nullptr);
-  if (reported) scalars_[static_cast<int>(*reported)] = seen;
+  put(loss, gt::gan_loss(logits.f32(), logits.numel(), term, dlogits.f32(), scale, reported ? &seen : nullptr), write);
+  if (reported) put(*reported, seen, write);
 }
 
 void CpuStepOps::grad_norm(Net& net, StepScalar slot) {
@@ -48,7 +47,8 @@ Tensor CpuStepOps::ones_like(const Tensor& t) {
   return out;
 }
 
-void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) {
+void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
+                                  const ScalarWrite& write) {
   const int64_t n = g.dim(0), per = g.numel() / std::max<int64_t>(n, 1);
   const float* gv = g.f32();
   float* d = dg.f32();
@@ -61,7 +61,7 @@ void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Te
     const float coef = penalty_math::coefficient(norm, weight, scale, static_cast<double>(n));
     for (int64_t j = i * per; j < (i + 1) * per; ++j) d[j] = coef * gv[j];
   }
-  scalars_[static_cast<int>(loss)] = static_cast<double>(weight) * sum / static_cast<double>(n);
+  put(loss, static_cast<double>(weight) * sum / static_cast<double>(n), write);
 }
 
 // `other` is outside the named phases (the end of a step, or between steps): not counted here; the
@@ -87,6 +87,7 @@ StepResult gan_train_step(GanModels& m, std::span<const Tensor> reals, std::span
   settings.clip_grad_norm = options.clip_grad_norm;
   settings.loss_scale = options.loss_scale;
   settings.objective = options.objective;
+  settings.accumulation = options.accumulation;
   StepParts parts(m, *m.G, *m.D, *alone, ops, settings);
   std::vector<Tensor> noise;
   for (const Tensor& z : zs) noise.push_back(z.reshaped({z.dim(0), z.dim(1), 1, 1}));

@@ -15,18 +15,23 @@ class CpuStepOps final : public StepOps {
  public:
   Tensor buffer_like(const Tensor& t) override { return Tensor(t.shape(), t.dtype()); }
   void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
-                const StepScalar* reported) override;
+                const StepScalar* reported, const ScalarWrite& write) override;
   void grad_norm(Net& net, StepScalar slot) override;
   Tensor interpolate(const Tensor& real, const Tensor& fake, const Tensor& mix) override;
   Tensor ones_like(const Tensor& t) override;
   void zero_scalar(StepScalar slot) override { scalars_[static_cast<int>(slot)] = 0; }
-  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) override;
+  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
+                        const ScalarWrite& write = {}) override;
   void phase(StepPhase phase) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
   // Seconds spent in each named phase since the last call (host clock), then zeroed; `other` stays 0.
   void take_phase_seconds(double (&seconds)[kStepPhases]);
 
  private:
+  void put(StepScalar slot, double value, const ScalarWrite& write) {
+    double& v = scalars_[static_cast<int>(slot)];
+    v = (write.accumulate ? v : 0.0) + value * static_cast<double>(write.weight);
+  }
   double scalars_[kStepScalars] = {};
   double phase_seconds_[kStepPhases] = {};
   StepPhase current_ = StepPhase::other;
@@ -47,6 +52,7 @@ struct StepOptions {
   GanObjective objective{};    // BCE, one critic iteration: the classic DCGAN step
   uint64_t seed = 0;           // keys the gradient penalty's interpolation weights (fill_penalty_mix)
   int64_t first_batch = 0;     // the run's batch number of the first critic iteration (step * n_critic)
+  int accumulation = 1;        // micro-batches per update (GanStep::accumulation)
 };
 
 // One step of the one GAN step on host models in this process alone (tools, tests): real f32

@@ -85,6 +85,8 @@ class CpuEngine final : public StepEngine {
 std::unique_ptr<StepEngine> make_engine(const EngineOptions& opt, GanModels& host, Communicator& comm) {
   GT_CHECK(opt.local_batch > 0 && opt.global_batch >= opt.local_batch, "engine batch sizes {} of {}",
            opt.local_batch, opt.global_batch);
+  GT_CHECK(opt.micro() >= 1 && opt.local_batch % opt.micro() == 0, "micro-batch {} for a share of {}", opt.micro(),
+           opt.local_batch);
   GT_CHECK(opt.ema.enabled() == (opt.ema_host != nullptr), "ema.* is {} but the engine was given {} host G_ema",
            opt.ema.enabled() ? "on" : "off", opt.ema_host ? "a" : "no");
   if (opt.device == Device::cpu) return std::make_unique<CpuEngine>(opt, host, comm);

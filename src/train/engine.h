@@ -32,6 +32,7 @@ struct EngineOptions {
   int64_t global_batch = 0;  // images per step over all ranks
   int64_t local_batch = 0;   // this rank's share
   int64_t shard_first = 0;   // this rank's first position in the global batch (noise rows are keyed by it)
+  int64_t micro_batch = 0;   // images per forward/backward pass (the large-batch plan); 0 = local_batch
   uint64_t seed = 0;
   float clip_grad_norm = 0;  // 0 = off
   bool flip = false;         // data.flip: with uint8 batches the engine draws the flips (keyed as the loader's)
@@ -46,8 +47,11 @@ struct EngineOptions {
 
   // This rank's share of the global batch, and the step's settings that follow from the options.
   double loss_scale() const { return static_cast<double>(local_batch) / static_cast<double>(global_batch); }
+  int64_t micro() const { return micro_batch > 0 ? micro_batch : local_batch; }
+  int accumulation() const { return static_cast<int>(local_batch / micro()); }
   StepSettings step_settings(bool synchronized_bn) const {
-    return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn, objective};
+    return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn, objective,
+            accumulation()};
   }
 };
 

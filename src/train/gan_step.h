@@ -28,6 +28,13 @@ constexpr int kStepPhases = 6;
 inline constexpr const char* kStepPhaseNames[kStepPhases] = {"g_forward", "d_forward_backward", "g_backward",
                                                              "comm_wait", "optimizer", "other"};
 
+// How a micro-batch's value goes into a step scalar: slot = value * weight, or slot += value * weight
+// (the micro-batches after the first), so the slot ends as the mean over the rank's share.
+struct ScalarWrite {
+  float weight = 1.f;
+  bool accumulate = false;
+};
+
 // What the step needs from a device besides its networks. The CPU engine's are host tensors and
 // doubles; the CUDA engine's are arena memory and device floats read back when the step completes.
 class StepOps {
@@ -41,9 +48,10 @@ class StepOps {
   virtual void release(size_t mark) { (void)mark; }
   // One term of the objective (core/loss_math.h) over every logit: the mean term into `loss` and, unless
   // `reported` is null, the mean of what the step reports as D's output (sigmoid for BCE, the raw score
-  // for a critic) into *reported, both unscaled; dlogits = scale * d(mean term)/d(logit).
+  // for a critic) into *reported, both unscaled, each written as `write` says; dlogits = scale *
+  // d(mean term)/d(logit).
   virtual void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
-                        const StepScalar* reported) = 0;
+                        const StepScalar* reported, const ScalarWrite& write) = 0;
   // The L2 norm of net's flat gradient into `slot` (for the NaN guard and the metrics).
   virtual void grad_norm(Net& net, StepScalar slot) = 0;
   // WGAN-GP's interpolates: row i is penalty_math::mix(real_i, fake_i, mix[i]), a new buffer like real (mix:
@@ -55,7 +63,8 @@ class StepOps {
   virtual Tensor ones_like(const Tensor& t) = 0;
   // The gradient penalty over the rows g_i of g: weight * mean_i (||g_i|| - 1)^2 into `loss` (unscaled), and
   // dg = scale * d(that)/dg, with d||g_i||/dg_i = 0 where g_i = 0 (torch's norm backward).
-  virtual void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) = 0;
+  virtual void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
+                                const ScalarWrite& write) = 0;
   // From here on the step's time counts to `phase`, until the next call (a step ends with `other`).
   // The CPU's ops time it with the host clock; an engine that does not time phases ignores it.
   virtual void phase(StepPhase phase) { (void)phase; }
@@ -107,8 +116,15 @@ struct GanStep {
   // share; summed over the ranks they are the one-process values.
   double loss_scale = 1.0;
   GanObjective objective{};
+  // Micro-batches per critic iteration and per G update (the large-batch plan): each batch's rows split
+  // into this many equal parts whose gradients are accumulated into one update; batch norm normalizes each
+  // part with its own statistics.
+  int accumulation = 1;
 };
 
+// With step.accumulation A > 1 every critic iteration and the G update run over A micro-batches of n / A
+// rows (the G update then makes each micro-batch's fakes again from the last critic iteration's noise, so
+// G's batch-norm running statistics see those forwards too), and the result is the last micro-batch's fakes.
 // One step on this rank's real images and noise (real [n, C, H, W], noise [n, nz, 1, 1], on the device):
 // objective.n_critic real batches and objective.noise_batches() noise batches. Critic iteration k draws
 // G(z_k) and updates D on reals[k] and those fakes (then clamps D's weights when objective.clip_critic >

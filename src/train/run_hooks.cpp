@@ -214,7 +214,8 @@ void CheckpointHook::write(int64_t step) {
   // growing (phase, images into the fade-in) and the large-batch plan (micro-batches per step).
   ck.meta.ints["phase"] = 0;
   ck.meta.ints["fade_images"] = 0;
-  ck.meta.ints["accumulation_steps"] = 1;
+  ck.meta.ints["accumulation_steps"] = in_.large_batch.accumulation;
+  ck.meta.ints["micro_batch"] = in_.large_batch.micro_batch;
   export_state_dict(m_.G, "G/params", ck.groups);
   export_state_dict(m_.D, "D/params", ck.groups);
   if (m_.G_ema) {  // the averaged parameters with G's running statistics

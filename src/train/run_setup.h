@@ -12,6 +12,7 @@
 #include "nn/sequential.h"
 #include "parallel/fault_injection.h"
 #include "train/cpu_step.h"
+#include "train/large_batch.h"
 #include "train/optim.h"
 
 namespace gt {
@@ -23,6 +24,7 @@ struct RunInputs {
   std::unique_ptr<ImageSource> source;
   std::optional<BatchPlan> plan;
   std::optional<FaultPlan> fault;
+  LargeBatchPlan large_batch;  // rank 0's: each rank's share and its micro-batches
   int64_t total_steps = 0;  // planned_steps()
   int64_t dataset_size = 0;
 };

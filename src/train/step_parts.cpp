@@ -10,7 +10,8 @@ StepParts::StepParts(GanModels& host, Net& G, Net& D, Communicator& comm, StepOp
       reduce_d_(comm, D.flat_grads(), D.flat_size(), s.bucket_elems),
       opt_g_(make_net_optimizer(*host.opt_g, *host.G, G)),
       opt_d_(make_net_optimizer(*host.opt_d, *host.D, D)),
-      step_{G, D, *opt_g_, *opt_d_, reduce_g_, reduce_d_, ops, s.clip_grad_norm, s.loss_scale, s.objective} {
+      step_{G, D, *opt_g_, *opt_d_, reduce_g_, reduce_d_, ops, s.clip_grad_norm, s.loss_scale, s.objective,
+            s.accumulation} {
   if (s.sync_bn) {
     G.set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());
     D.set_batch_stats_reducer(sum_over_ranks(comm), comm.world_size());

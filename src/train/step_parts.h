@@ -16,6 +16,7 @@ struct StepSettings {
   int64_t bucket_elems = 1 << 20; // gradients per all-reduce bucket
   bool sync_bn = false;           // batch norm over the global batch (comm sums the per-channel values)
   GanObjective objective{};       // loss family, drift, weight clipping, critic iterations, gradient penalty
+  int accumulation = 1;           // micro-batches per update (GanStep::accumulation)
 };
 
 // G and D are the engine's networks (the host models themselves on the CPU, their GPU twins on a GPU);

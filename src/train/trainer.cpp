@@ -68,7 +68,24 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
     in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
     check_swd_config(cfg.log, in.spec.resolution, in.source->size());
+    // The large-batch plan: rank 0's budget decides (free GPU memory may differ between ranks).
+    Sequential G = make_dcgan_generator(in.spec), D = make_dcgan_discriminator(in.spec);
+    const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
+    double budget = 0;
+    std::string source;
+    if (cfg.train.memory_mb > 0) {
+      budget = cfg.train.memory_mb * 1048576.0;
+      source = fmt::format("train.memory_mb {}", cfg.train.memory_mb);
+    } else if (in.device == Device::cuda && comm.rank() == 0 && cfg.train.micro_batch == 0) {
+#if GANTRAIN_HAVE_CUDA
+      budget = 0.8 * static_cast<double>(cuda::free_memory_bytes());
+      source = fmt::format("80% of rank 0's free GPU memory, {:.0f} MiB", budget / 1048576.0);
+#endif
+    }
+    in.large_batch =
+        plan_large_batch(B, P, cfg.train.micro_batch, comm.rank() == 0 ? budget : 0.0, per_image, source);
   });
+  in.large_batch = agree_large_batch(in.large_batch, comm);
   in.total_steps = planned_steps(cfg.train, in.plan->steps_per_epoch());
   in.dataset_size = in.source->size();
   return in;
@@ -87,6 +104,7 @@ EngineOptions engine_options(const Config& cfg, const Communicator& comm, const 
   e.global_batch = B;
   e.local_batch = B / P;
   e.shard_first = comm.rank() * (B / P);
+  e.micro_batch = in.large_batch.micro_batch;
   e.seed = static_cast<uint64_t>(cfg.run.seed);
   e.clip_grad_norm = cfg.train.clip_grad_norm;
   e.flip = cfg.data.flip;
@@ -247,6 +265,17 @@ Resumed resume_from(const std::string& path, const std::string& config_yaml, con
   r.world_size = ck.meta.world_size;
   auto it = ck.meta.ints.find("nan_rollbacks");
   if (it != ck.meta.ints.end()) r.nan_rollbacks = it->second;
+  // Another batch plan sums the gradients over other micro-batches from here on (and, with batch norm,
+  // normalizes with other statistics): allowed, and said.
+  // (A rank count alone changes the share, not how it is split: no note for one pass each.)
+  auto micro = ck.meta.ints.find("micro_batch"), accumulated = ck.meta.ints.find("accumulation_steps");
+  if (micro != ck.meta.ints.end() && accumulated != ck.meta.ints.end() &&
+      (accumulated->second != in.large_batch.accumulation ||
+       (accumulated->second > 1 && micro->second != in.large_batch.micro_batch)))
+    r.notes.push_back(fmt::format("batch plan changed: the checkpoint's steps accumulated {} micro-batch{} of {}, this "
+                                  "run {} of {} ({} per rank per critic batch)",
+                                  accumulated->second, accumulated->second > 1 ? "es" : "", micro->second,
+                                  in.large_batch.accumulation, in.large_batch.micro_batch, in.large_batch.local_batch));
   return r;
 }
 
@@ -272,6 +301,7 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
            in.plan->steps_per_epoch(), in.total_steps,
            cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
            choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
+  run.line("batch plan: {}", in.large_batch.describe());
   run.line("{}", describe_objective(cfg));
   if (cfg.train.lr_scaling != LrScaling::none || cfg.train.warmup_steps > 0)
     run.line("learning rates: x{:.4g} ({} scaling from batch {} to {}){} | G {:.4g} | D {:.4g} after the warmup",
@@ -298,7 +328,7 @@ std::string describe_objective(const Config& cfg) {
                      cfg.loss.gp_every > 1 ? fmt::format(" every {} critic batches (x{})", cfg.loss.gp_every,
                                                          cfg.loss.gp_every)
                                            : "");
-  if (cfg.model.d_norm != CriticNormChoice::batch)
+  if (cfg.model.d_norm != NormChoice::batch)
     s += fmt::format(" | critic normalization {}", choice_name(cfg.model.d_norm));
   s += fmt::format(" | {} D update{} per G update", cfg.train.n_critic, cfg.train.n_critic > 1 ? "s" : "");
   s += cfg.train.g_fresh_noise ? " | the G update on noise of its own" : " | the G update on the last D update's fakes";
@@ -324,11 +354,16 @@ GanObjective gan_objective(const Config& cfg) {
 DcganSpec dcgan_spec(const ModelConfig& m) {
   if (m.arch != "dcgan") user_error("model.arch '{}' is not supported (dcgan)", m.arch);
   DcganSpec s{m.nz, m.g_width, m.d_width, m.resolution, m.channels, m.leaky_slope};
-  switch (m.d_norm) {
-    case CriticNormChoice::batch: s.d_norm = CriticNorm::batch; break;
-    case CriticNormChoice::layer: s.d_norm = CriticNorm::layer; break;
-    case CriticNormChoice::none: s.d_norm = CriticNorm::none; break;
-  }
+  auto kind = [](NormChoice c) {
+    switch (c) {
+      case NormChoice::layer: return NormKind::layer;
+      case NormChoice::none: return NormKind::none;
+      case NormChoice::batch: break;
+    }
+    return NormKind::batch;
+  };
+  s.d_norm = kind(m.d_norm);
+  s.g_norm = kind(m.g_norm);
   return s;
 }
 

@@ -90,6 +90,12 @@ def case_bad_input_exits_2(exe, src, tmp):
                             "loss.clip_critic=0.01"], ["loss.gp_weight", "loss.clip_critic", "set one of them"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "model.d_norm=instance"], ["model.d_norm", "layer"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "loss.gp_every=0"], ["loss.gp_every", ">= 1"], out)
+    # The large-batch plan: micro-batches that do not split a rank's share, a budget below one image.
+    expect_user_error(exe, ["train", "--config", tiny, od, "train.micro_batch=3"],
+                      ["train.micro_batch 3", "does not divide", "e.g. 2"], out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "train.memory_mb=0.001"], ["train.memory_mb", "one image"],
+                      out)
+    expect_user_error(exe, ["train", "--config", tiny, od, "model.g_norm=instance"], ["model.g_norm", "layer"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=1"], ["ema.beta", "[0, 1)"], out)
     expect_user_error(exe, ["train", "--config", tiny, od, "ema.beta=0.9", "ema.half_life_images=100"],
                       ["ema.beta", "ema.half_life_images", "set one of them"], out)

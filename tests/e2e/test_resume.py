@@ -126,12 +126,14 @@ OBJECTIVES = {
     "lr": ["train.lr_scaling=sqrt", "train.lr_base_batch=2", "train.warmup_steps=9", "train.n_critic=1"],  # mid-warmup
     # WGAN-GP, lazy: the penalty on every 4th critic batch, so odd steps (the first after the resume at 6) have none.
     "wgangp": ["loss.objective=wgan", "loss.gp_weight=10", "loss.gp_every=4", "model.d_norm=none", "train.n_critic=2"],
+    # The large-batch plan: 4 micro-batches of 2 accumulated per update (batch norm per micro-batch).
+    "accumulation": ["train.micro_batch=2", "train.n_critic=2"],
 }
 
 
 def case_exact_resume_objectives(exe, src, tmp):
     """WGAN (clipping, 3 critic updates, fresh G noise), hinge (drift, 2), G_ema (half-life, ramp-up), learning-rate
-    warmup and WGAN-GP (lazy penalty every 4th critic batch, 2 per step): 12 steps
+    warmup, WGAN-GP (lazy penalty every 4th critic batch, 2 per step) and gradient accumulation: 12 steps
     straight = 6 + stop + 6, bit for bit (G_ema's tensors included).
     A step reads n_critic batches, so the data order after a resume depends on it: the checkpoint counts
     the real images seen, and a resume with another train.n_critic is refused."""

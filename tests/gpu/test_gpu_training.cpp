@@ -26,7 +26,7 @@ constexpr int kBatch = 16;
 constexpr int kSteps = 4;
 constexpr uint64_t kSeed = 99;
 
-DcganSpec tiny_spec(CriticNorm d_norm = CriticNorm::batch) {
+DcganSpec tiny_spec(NormKind d_norm = NormKind::batch) {
   DcganSpec s{16, 16, 16, 32, 3, 0.2f};
   s.d_norm = d_norm;
   return s;
@@ -37,7 +37,7 @@ struct HostModels {
   Sequential G, D;
   std::unique_ptr<Optimizer> opt_g, opt_d;
   GanModels m;
-  explicit HostModels(const std::string& optimizer, CriticNorm d_norm = CriticNorm::batch)
+  explicit HostModels(const std::string& optimizer, NormKind d_norm = NormKind::batch)
       : G(make_dcgan_generator(tiny_spec())), D(make_dcgan_discriminator(tiny_spec(d_norm))) {
     dcgan_init(G, 0.02f, kSeed, 1);
     dcgan_init(D, 0.02f, kSeed, 2);
@@ -134,10 +134,11 @@ class GpuTraining : public ::testing::TestWithParam<Case> {
 // step, batch number step * n_critic + k), then every parameter, buffer, optimizer state and sample.
 // With ema_beta > 0 both engines keep G_ema too, compared at the end like G.
 void compare_engines(const Case& c, const GanObjective& objective, double ema_beta = 0,
-                     CriticNorm d_norm = CriticNorm::batch) {
+                     NormKind d_norm = NormKind::batch, int64_t micro_batch = 0) {
   HostModels cpu_models(c.optimizer, d_norm), gpu_models(c.optimizer, d_norm);
   auto comm_cpu = make_local_communicator(), comm_gpu = make_local_communicator();
   EngineOptions cpu_options = options(c, "cpu", objective), gpu_options = options(c, "cuda", objective);
+  cpu_options.micro_batch = gpu_options.micro_batch = micro_batch;
   std::unique_ptr<Sequential> cpu_ema, gpu_ema;
   if (ema_beta > 0) {
     for (auto* slot : {&cpu_ema, &gpu_ema}) {
@@ -229,8 +230,9 @@ struct ObjectiveCase {
   std::string name;
   GanObjective objective;
   double ema_beta = 0;
-  CriticNorm d_norm = CriticNorm::batch;
+  NormKind d_norm = NormKind::batch;
   int engine_case = 5;  // the row of cases(): fp32_sgd (NCHW, CUDA graphs) unless a format is the point
+  int64_t micro_batch = 0;  // the large-batch plan's micro-batch (0: the whole batch in one pass)
 };
 
 class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
@@ -240,7 +242,7 @@ class GpuObjectives : public ::testing::TestWithParam<ObjectiveCase> {
 
 TEST_P(GpuObjectives, StepsMatchTheCpuEngine) {
   const Case c = cases()[static_cast<size_t>(GetParam().engine_case)];
-  compare_engines(c, GetParam().objective, GetParam().ema_beta, GetParam().d_norm);
+  compare_engines(c, GetParam().objective, GetParam().ema_beta, GetParam().d_norm, GetParam().micro_batch);
 }
 
 std::vector<ObjectiveCase> objective_cases() {
@@ -264,10 +266,13 @@ std::vector<ObjectiveCase> objective_cases() {
           {"hinge_drift_ncritic2", hinge, 0},
           {"bce_drift_ncritic2_fresh", bce, 0},
           {"bce_ema", GanObjective{}, 0.9},
-          {"wgangp_layer_ncritic2", gp, 0, CriticNorm::layer, row("fp32_sgd")},
-          {"wgangp_layer_ncritic2_nhwc", gp, 0, CriticNorm::layer, row("fp32_nhwc")},
-          {"wgangp_layer_ncritic2_bf16", gp, 0, CriticNorm::layer, row("bf16_nhwc")},
-          {"wgangp_none_lazy2", lazy, 0, CriticNorm::none, row("fp32_sgd")}};
+          {"wgangp_layer_ncritic2", gp, 0, NormKind::layer, row("fp32_sgd")},
+          {"wgangp_layer_ncritic2_nhwc", gp, 0, NormKind::layer, row("fp32_nhwc")},
+          {"wgangp_layer_ncritic2_bf16", gp, 0, NormKind::layer, row("bf16_nhwc")},
+          {"wgangp_none_lazy2", lazy, 0, NormKind::none, row("fp32_sgd")},
+          // Gradient accumulation: 4 micro-batches of 4 per update (batch norm per micro-batch), with graphs.
+          {"accumulate4_bn", GanObjective{}, 0, NormKind::batch, row("fp32_sgd"), kBatch / 4},
+          {"accumulate2_wgangp_bf16", gp, 0, NormKind::layer, row("bf16_nhwc"), kBatch / 2}};
 }
 
 INSTANTIATE_TEST_SUITE_P(Objectives, GpuObjectives, ::testing::ValuesIn(objective_cases()),

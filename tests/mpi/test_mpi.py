@@ -268,7 +268,8 @@ def compare_metrics(single, multi, what, bound=METRICS_REL):
 
 
 def compare_meta(single, multi, ranks, what):
-    """The checkpoint's /meta describes the global run: only world_size tells the rank count."""
+    """The checkpoint's /meta describes the global run: only world_size tells the rank count, and the batch
+    plan's micro_batch (a rank's pass: its share of the batch when nothing splits it) follows from it."""
     check(int(multi["world_size"]) == ranks, f"{what}: world_size {multi['world_size']}, expected {ranks}")
     def same_run(config):  # the config text, less the run's name
         return "\n".join(line for line in str(config).splitlines() if not line.startswith("  name: "))
@@ -276,6 +277,9 @@ def compare_meta(single, multi, ranks, what):
     for k, v in single.items():
         # The rank count, the wall-clock time of the write, and the digest of a config text that names the run.
         if k in ("world_size", "unix_time", "config_digest"):
+            continue
+        if k == "micro_batch":
+            check(int(multi[k]) * ranks == int(v), f"{what}: /meta micro_batch {multi[k]} on {ranks} ranks, {v} on one")
             continue
         if k == "config":
             check(same_run(multi.get(k)) == same_run(v), f"{what}: /meta config differs beyond run.name")
@@ -392,6 +396,45 @@ def case_objectives_np1_np2(job):
     rel, where = worst_relative_difference(load_h5(job.checkpoint("hinge_single")), load_h5(job.checkpoint("hinge_nodrift")))
     print(f"hinge without drift: worst relative difference {rel:.3g} ({where})")
     check(rel > 100 * INVARIANCE_REL, f"the drift term made no visible difference ({rel:.3g})")
+
+
+def case_accumulation_np1_np2(job):
+    """The large-batch plan: with no batch norm anywhere (G without normalization, a layer-norm critic with
+    the gradient penalty) accumulating micro-batches changes only rounding: micro-batches of 2 on 1 rank (4
+    per update) and on 2 ranks (2 per update) train the model one pass over the batch trains, within 10x the
+    1 vs 2 threads floor. The plan is printed at the start and saved in every checkpoint; with batch norm
+    the statistics are per micro-batch, so the same micro-batches give another model (it must differ)."""
+    nonorm = ["model.g_norm=none", "model.d_norm=layer", "loss.objective=wgan", "loss.gp_weight=10",
+              "train.n_critic=2", *WIRING]
+    runs = {}
+    for name, np_, extra in [("whole", 1, []), ("t2", 1, ["run.threads=2"]), ("micro2_np1", 1, ["train.micro_batch=2"]),
+                             ("micro2_np2", 2, ["train.micro_batch=2"])]:
+        cmd = job.train_args(f"acc_{name}", *nonorm, *extra)
+        r = job.run(job.mpi(np_, *cmd) if np_ > 1 else cmd)
+        check(r.returncode == 0, f"{name}: exit {r.returncode}: {r.stdout}\n{r.stderr}")
+        accumulated = 4 // np_ if "micro2" in name else 1
+        want = (f"{accumulated} micro-batches of 2 accumulated per update (train.micro_batch" if accumulated > 1
+                else "in one pass (no memory budget")
+        check(f"batch plan: batch 8 = {np_} rank" in r.stdout and want in r.stdout, f"{name}: plan line:\n{r.stdout}")
+        meta = load_meta(job.checkpoint(f"acc_{name}"))
+        check(int(meta["accumulation_steps"]) == accumulated and int(meta["micro_batch"]) == (2 if accumulated > 1 else 8 // np_),
+              f"{name}: checkpoint plan {meta['accumulation_steps']} x {meta['micro_batch']}")
+        runs[name] = load_h5(job.checkpoint(f"acc_{name}"))
+    for name in ("micro2_np1", "micro2_np2"):
+        ratio, where, rel, floor = check_within_floor(runs["whole"], runs[name], runs["t2"], name)
+        print(f"{name} vs one pass: per tensor within 10x its 1 vs 2 threads floor; closest: {where} ({rel:.3g}, "
+              f"floor {floor:.3g}, {ratio:.2f} of the bound)")
+    # Batch norm normalizes each micro-batch with its own statistics: not the one-pass model.
+    bn = [*WIRING]
+    for name, extra in [("bn_whole", []), ("bn_micro2", ["train.micro_batch=2"])]:
+        r = job.run(job.train_args(f"acc_{name}", *bn, *extra))
+        check(r.returncode == 0, f"{name}: exit {r.returncode}: {r.stderr}")
+    # (each micro-batch's forward counts in num_batches_tracked: compared on the float tensors)
+    floats = [{k: v for k, v in load_h5(job.checkpoint(f"acc_{n}")).items() if v.dtype.kind == "f"}
+              for n in ("bn_whole", "bn_micro2")]
+    rel, where = worst_relative_difference(*floats)
+    print(f"with batch norm, micro-batches of 2 vs one pass: worst relative difference {rel:.3g} ({where})")
+    check(rel > 100 * INVARIANCE_REL, f"batch norm per micro-batch made no visible difference ({rel:.3g})")
 
 
 def case_presets_np1_np2(job):

@@ -29,8 +29,8 @@
 //   /G/optim, /D/optim     Adam state after the step: /<net>/optim/<kind>/<param>, /<net>/optim/step
 //
 // gan-step IN.h5: as dcgan-step, except
-//   /meta/config    a whole config's YAML text: loss.objective, loss.drift, loss.clip_critic,
-//                   train.n_critic (K), train.clip_grad_norm, optim.g and optim.d
+//   /meta/config    a whole config's YAML text: loss.*, model.d_norm, model.g_norm, train.n_critic (K),
+//                   train.micro_batch (accumulation), train.clip_grad_norm, optim.g and optim.d
 //   /inputs/real    f32 [K*N, C, H, W]: critic iteration k takes rows [k*N, (k+1)*N)
 //   /inputs/z       f32 [Z*N, nz], the same way: Z = K noise batches, and one more for the G update
 //                   when train.g_fresh_noise
@@ -122,9 +122,12 @@ DcganSpec read_dcgan_spec(const InputFile& in) {
   s.channels = static_cast<int>(require_meta_int(in, "channels"));
   s.resolution = static_cast<int>(in.ckpt.meta.resolution);
   s.leaky_slope = 0.2f;
-  // D's normalization from model.d_norm of the config text, when there is one.
-  if (!in.ckpt.meta.config_yaml.empty())
-    s.d_norm = dcgan_spec(parse_config(in.ckpt.meta.config_yaml, in.path + ":/meta/config").model).d_norm;
+  // D's and G's normalization from model.d_norm and model.g_norm of the config text, when there is one.
+  if (!in.ckpt.meta.config_yaml.empty()) {
+    const DcganSpec from_config = dcgan_spec(parse_config(in.ckpt.meta.config_yaml, in.path + ":/meta/config").model);
+    s.d_norm = from_config.d_norm;
+    s.g_norm = from_config.g_norm;
+  }
   return s;
 }
 
@@ -223,6 +226,10 @@ int run_gan_step_case(const std::string& in_path, const std::string& out_path) {
   options.objective = objective;
   options.clip_grad_norm = cfg.train.clip_grad_norm;
   options.seed = cfg.run.seed;
+  // train.micro_batch: the rows of each batch in micro-batches whose gradients accumulate (one rank).
+  options.accumulation = static_cast<int>(cfg.train.micro_batch > 0 ? N / cfg.train.micro_batch : 1);
+  if (cfg.train.micro_batch > 0 && N % cfg.train.micro_batch != 0)
+    user_error("{}: train.micro_batch {} does not divide the batch of {}", in_path, cfg.train.micro_batch, N);
   const StepResult r = gan_train_step(models, reals, zs, options);
 
   Checkpoint out;

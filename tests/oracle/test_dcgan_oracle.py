@@ -307,15 +307,16 @@ def read_optim_group(f, group):
     return out
 
 
-def make_nets(m, seed, d_norm="batch"):
+def make_nets(m, seed, d_norm="batch", g_norm="batch"):
     """The classic DCGAN's G and D for the model dict m (nz, g_width, d_width, channels, resolution), initialized
     from torch's generator seeded `seed`, with perturbed batch-norm buffers; and the generator, seeded
-    seed + 1000, that then draws the test's batches. d_norm: D's normalization (model.d_norm); D's layer-norm
+    seed + 1000, that then draws the test's batches. d_norm, g_norm: D's and G's normalization (model.d_norm,
+    model.g_norm); D's layer-norm
     affines and conv biases (when it has them) are drawn away from their initial 1 and 0, so their gradients
     are tested at general values."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1000)
-    netG = Generator(m["nz"], m["g_width"], m["channels"], m["resolution"])
+    netG = Generator(m["nz"], m["g_width"], m["channels"], m["resolution"], g_norm=g_norm)
     netD = Discriminator(m["d_width"], m["channels"], m["resolution"], d_norm=d_norm)
     netG.apply(dcgan_weights_init)
     netD.apply(dcgan_weights_init)
@@ -327,6 +328,9 @@ def make_nets(m, seed, d_norm="batch"):
                 mod.weight.copy_(1 + 0.2 * torch.randn(mod.weight.shape, generator=gen))
                 mod.bias.copy_(0.2 * torch.randn(mod.bias.shape, generator=gen))
             elif isinstance(mod, torch.nn.Conv2d) and mod.bias is not None:
+                mod.bias.copy_(0.05 * torch.randn(mod.bias.shape, generator=gen))
+        for mod in netG.modules():
+            if isinstance(mod, torch.nn.ConvTranspose2d) and mod.bias is not None:
                 mod.bias.copy_(0.05 * torch.randn(mod.bias.shape, generator=gen))
     return netG, netD, gen
 

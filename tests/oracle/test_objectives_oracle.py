@@ -14,6 +14,11 @@ Cases (one ctest test each, see tests/oracle/CMakeLists.txt):
                             term, a layer-norm critic, 2 critic updates
   wgangp_nonorm_lazy3       WGAN-GP with a critic without normalization and lazy regularization: the
                             penalty on critic batches 0 and 2 of 3 (gp_every 2), scaled by 2, fresh G noise
+  accumulate4_batchnorm     the DCGAN objective with train.micro_batch 2 (4 micro-batches accumulated per
+                            update, K 2) against torch's accumulation loop: batch norm per micro-batch
+  accumulate4_nonorm_whole_batch
+                            WGAN-GP with drift, G without normalization and a layer-norm critic, 4
+                            micro-batches accumulated, against torch's single pass over the whole batch
 
 The interpolation weights e are gantrain's (the tool writes the ones it drew from run.seed), so both sides
 interpolate the same way.
@@ -66,6 +71,14 @@ CASES = {
                                       d_norm="layer", gp=10.0, gp_every=1),
     "wgangp_nonorm_lazy3": dict(objective="wgan", drift=0.0, clip=0.0, n_critic=3, fresh=True, seed=15,
                                 d_norm="none", gp=10.0, gp_every=2),
+    # The large-batch plan: 4 micro-batches of 2 accumulated. With batch norm (statistics per micro-batch)
+    # against torch's accumulation loop; without any (G without norm, a layer-norm critic, the penalty)
+    # against torch's one pass over the whole batch: accumulation must change nothing but rounding.
+    "accumulate4_batchnorm": dict(objective="nonsaturating", drift=0.0, clip=0.0, n_critic=2, fresh=False, seed=16,
+                                  micro=2, torch_micro=2),
+    "accumulate4_nonorm_whole_batch": dict(objective="wgan", drift=0.001, clip=0.0, n_critic=2, fresh=False,
+                                           seed=17, d_norm="layer", g_norm="none", gp=10.0, gp_every=1, micro=2,
+                                           torch_micro=0),
 }
 RUN_SEED = 7  # run.seed of the tool's config: keys the interpolation weights
 
@@ -100,55 +113,76 @@ def gradient_penalty(netD, real, fake, e, weight):
     return weight * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def reference_step(netG, netD, reals, zs, c, mixes=None):
-    """The whole step in torch; returns the scalars (D's of the last critic iteration)."""
+def reference_step(netG, netD, reals, zs, c, mixes=None, micro=0):
+    """The whole step in torch; returns the scalars (D's of the last critic iteration). micro > 0: every
+    critic iteration and the G update accumulate gradients over micro-batches of that many rows (torch's
+    usual accumulation loop: each term a micro-batch mean times its share, batch norm per micro-batch), and
+    the G update makes each micro-batch's fakes again from the last iteration's noise, as gantrain does."""
     optD = torch.optim.SGD(netD.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
     optG = torch.optim.SGD(netG.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
     n = reals[0].shape[0]
+    m = micro or n
+    parts = [slice(j, j + m) for j in range(0, n, m)]
+    share = m / n
     penalty_value = 0.0
     for k in range(c["n_critic"]):
         netD.zero_grad()
-        out_real = netD(reals[k])
-        loss_real = term(c["objective"], "d_real", out_real, c["drift"])
-        loss_real.backward()
-        fake = netG(zs[k].view(n, -1, 1, 1))
-        out_fake = netD(fake.detach())
-        loss_fake = term(c["objective"], "d_fake", out_fake, c["drift"])
-        loss_fake.backward()
-        if c.get("gp", 0) > 0 and k % c["gp_every"] == 0:  # lazy: every gp_every-th batch, scaled by it
-            p = gradient_penalty(netD, reals[k], fake, mixes[k], c["gp"])
-            (c["gp_every"] * p).backward()
-            penalty_value = p.item()
+        loss_real = loss_fake = 0.0
+        d_real = d_fake = size_real = size_fake = 0.0
+        penalized = c.get("gp", 0) > 0 and k % c["gp_every"] == 0  # lazy: every gp_every-th batch, scaled by it
+        if penalized:
+            penalty_value = 0.0
+        for part in parts:
+            out_real = netD(reals[k][part])
+            lr_ = term(c["objective"], "d_real", out_real, c["drift"]) * share
+            lr_.backward()
+            fake = netG(zs[k][part].view(m, -1, 1, 1))
+            out_fake = netD(fake.detach())
+            lf_ = term(c["objective"], "d_fake", out_fake, c["drift"]) * share
+            lf_.backward()
+            if penalized:
+                p = gradient_penalty(netD, reals[k][part], fake, mixes[k][part], c["gp"]) * share
+                (c["gp_every"] * p).backward()
+                penalty_value += p.item()
+            loss_real += lr_.item()
+            loss_fake += lf_.item()
+            d_real += reported(c["objective"], out_real.detach()) * share
+            d_fake += reported(c["objective"], out_fake.detach()) * share
+            size_real += out_real.detach().abs().mean().item() * share
+            size_fake += out_fake.detach().abs().mean().item() * share
         optD.step()
         if c["clip"] > 0:
             with torch.no_grad():
                 for p in netD.parameters():
                     p.clamp_(-c["clip"], c["clip"])
     netG.zero_grad()
-    if c["fresh"]:
-        fake = netG(zs[c["n_critic"]].view(n, -1, 1, 1))
-    out_g = netD(fake)
-    loss_g = term(c["objective"], "g_fake", out_g, c["drift"])
-    loss_g.backward()
+    z_g = zs[c["n_critic"]] if c["fresh"] else zs[c["n_critic"] - 1]
+    loss_g = size_g = 0.0
+    for part in parts:
+        if c["fresh"] or len(parts) > 1:  # else the last critic iteration's fakes, graph and all
+            fake = netG(z_g[part].view(m, -1, 1, 1))
+        out_g = netD(fake)
+        lg_ = term(c["objective"], "g_fake", out_g, c["drift"]) * share
+        lg_.backward()
+        loss_g += lg_.item()
+        size_g += out_g.detach().abs().mean().item() * share
     optG.step()
     # The size of what each scalar sums: a critic's mean score can be far smaller than its scores (they
     # cancel), and its rounding follows the scores, so the scalars' absolute floor is taken from them.
-    size = {"d_real": out_real.detach().abs().mean().item(), "d_fake": out_fake.detach().abs().mean().item(),
-            "g_loss": out_g.detach().abs().mean().item()}
+    size = {"d_real": size_real, "d_fake": size_fake, "g_loss": size_g}
     size["d_loss"] = size["d_real"] + size["d_fake"]
     size["d_penalty"] = 0.0
-    return {"d_loss": (loss_real + loss_fake).item() + penalty_value, "g_loss": loss_g.item(),
-            "d_penalty": penalty_value,
-            "d_real": reported(c["objective"], out_real.detach()), "d_fake": reported(c["objective"], out_fake.detach()),
-            "size": size}
+    return {"d_loss": loss_real + loss_fake + penalty_value, "g_loss": loss_g, "d_penalty": penalty_value,
+            "d_real": d_real, "d_fake": d_fake, "size": size}
 
 
 def config_text(c):
     return "\n".join([
         "# written by tests/oracle/test_objectives_oracle.py",
         "run:", f"  seed: {RUN_SEED}",
-        "model:", f"  d_norm: {c.get('d_norm', 'batch')}",
+        "model:", f"  d_norm: {c.get('d_norm', 'batch')}", f"  g_norm: {c.get('g_norm', 'batch')}",
         "train:", f"  n_critic: {c['n_critic']}", f"  g_fresh_noise: {'true' if c['fresh'] else 'false'}",
+        f"  micro_batch: {c.get('micro', 0)}",
         "loss:", f"  objective: {c['objective']}", f"  drift: {float(c['drift'])!r}", f"  clip_critic: {float(c['clip'])!r}",
         f"  gp_weight: {float(c.get('gp', 0.0))!r}", f"  gp_every: {c.get('gp_every', 1)}",
         "optim:",
@@ -172,7 +206,7 @@ def compare_to_floor(report, name, ours, ref64, ref32, size=0.0, size_tol=ABS_FL
 def run_case(tool, name, workdir):
     c = CASES[name]
     m = MODEL
-    netG, netD, gen = make_nets(m, c["seed"], d_norm=c.get("d_norm", "batch"))
+    netG, netD, gen = make_nets(m, c["seed"], d_norm=c.get("d_norm", "batch"), g_norm=c.get("g_norm", "batch"))
     K, N = c["n_critic"], m["batch"]
     Z = K + (1 if c["fresh"] else 0)
     real = torch.rand((K * N, m["channels"], m["resolution"], m["resolution"]), generator=gen) * 2 - 1
@@ -199,7 +233,7 @@ def run_case(tool, name, workdir):
         reals = [real[k * N:(k + 1) * N].to(dtype) for k in range(K)]
         zs = [z[k * N:(k + 1) * N].to(dtype) for k in range(Z)]
         mixes = [mix[k * N:(k + 1) * N].to(dtype) for k in range(K)] if mix is not None else None
-        scalars = reference_step(g, d, reals, zs, c, mixes)
+        scalars = reference_step(g, d, reals, zs, c, mixes, micro=c.get("torch_micro", 0))
         results[dtype] = (scalars, {"G": g.state_dict(), "D": d.state_dict()})
 
     report = Report(f"{name}: {c}")

@@ -85,6 +85,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.model.leaky_slope, b.model.leaky_slope);
   EXPECT_EQ(a.model.init_std, b.model.init_std);
   EXPECT_EQ(a.model.d_norm, b.model.d_norm);
+  EXPECT_EQ(a.model.g_norm, b.model.g_norm);
   EXPECT_EQ(a.data.source, b.data.source);
   EXPECT_EQ(a.data.path, b.data.path);
   EXPECT_EQ(a.data.synthetic_count, b.data.synthetic_count);
@@ -105,6 +106,8 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.lr_scaling, b.train.lr_scaling);
   EXPECT_EQ(a.train.lr_base_batch, b.train.lr_base_batch);
   EXPECT_EQ(a.train.warmup_steps, b.train.warmup_steps);
+  EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
+  EXPECT_EQ(a.train.memory_mb, b.train.memory_mb);
   EXPECT_EQ(a.loss.objective, b.loss.objective);
   EXPECT_EQ(a.loss.drift, b.loss.drift);
   EXPECT_EQ(a.loss.gp_weight, b.loss.gp_weight);
@@ -136,10 +139,10 @@ Config all_fields_changed() {
   Config c;
   c.run = {"my run: #1", "out/dir with space", 987654321012LL, DeviceChoice::automatic, 3, Precision::bf16,
            LayoutChoice::nhwc, false, 12.5};
-  c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f, CriticNormChoice::layer};
+  c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f, NormChoice::layer, NormChoice::none};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true,
-             LrScaling::sqrt, 96, 17};
+             LrScaling::sqrt, 96, 17, 37, 640.5};
   // loss.clip_critic stays 0: clipping and a penalty together are refused (Config.ClipCriticSetsItsField).
   c.loss = {Objective::hinge, 0.125f, 0.f, 2.5f, 3};
   c.ema = {0.0, 12345.5, 0.03125};
@@ -161,9 +164,9 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 9, data 6, train 14, loss 5, ema 3,
+  // Counted from the structs in config.h and optim.h: run 9, model 10, data 6, train 16, loss 5, ema 3,
   // optim 2 x 8, log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 77u);
+  EXPECT_EQ(schema.size(), 80u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data",       "train", "loss",
                                           "ema", "optim", "log", "checkpoint", "dist"};
@@ -213,12 +216,13 @@ TEST(Config, EveryKeySetsItsOwnField) {
 run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3, precision: bf16,
      layout: nhwc, cuda_graph: false, gpu_arena_mb: 12.5}
 model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels: 1,
-        leaky_slope: 0.1, init_std: 0.333333343267, d_norm: layer}
+        leaky_slope: 0.1, init_std: 0.333333343267, d_norm: layer, g_norm: none}
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
        prefetch_batches: 7, loader_threads: 5}
 train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
         stop_signal: SIGHUP, nan_policy: rollback, nan_max_rollbacks: 9, n_critic: 4,
-        g_fresh_noise: true, lr_scaling: sqrt, lr_base_batch: 96, warmup_steps: 17}
+        g_fresh_noise: true, lr_scaling: sqrt, lr_base_batch: 96, warmup_steps: 17, micro_batch: 37,
+        memory_mb: 640.5}
 loss: {objective: hinge, drift: 0.125, clip_critic: 0, gp_weight: 2.5, gp_every: 3}
 ema: {beta: 0, half_life_images: 12345.5, rampup: 0.03125}
 optim:

@@ -135,7 +135,7 @@ TEST(Penalty, DoubleBackwardOfTheLayerNormCriticMatchesFiniteDifferences) {
   // left out (tests/oracle/test_penalty_oracle.py differentiates this critic in float64 at h = 1e-6).
   std::mt19937 rng(6);
   DcganSpec s{8, 4, 4, 32, 1, 0.2f};
-  s.d_norm = CriticNorm::layer;
+  s.d_norm = NormKind::layer;
   Sequential D = make_dcgan_discriminator(s);
   randomize(D, rng, 0.3f);
   const Tensor x = random_tensor({2, 1, 32, 32}, rng);
@@ -259,7 +259,7 @@ TEST(Penalty, BatchNormCriticIsRefusedByName) {
 
 TEST(Penalty, CriticNormsBuildTheirLayers) {
   DcganSpec s{8, 4, 4, 32, 1, 0.2f};
-  for (CriticNorm norm : {CriticNorm::batch, CriticNorm::layer, CriticNorm::none}) {
+  for (NormKind norm : {NormKind::batch, NormKind::layer, NormKind::none}) {
     s.d_norm = norm;
     Sequential D = make_dcgan_discriminator(s);
     int bn = 0, ln = 0, biases = 0;
@@ -268,9 +268,9 @@ TEST(Penalty, CriticNormsBuildTheirLayers) {
       ln += D.layer(i).kind() == "LayerNorm2d";
       biases += D.layer(i).kind() == "Conv2d" && D.layer(i).attrs().bias;
     }
-    EXPECT_EQ(bn, norm == CriticNorm::batch ? 2 : 0);
-    EXPECT_EQ(ln, norm == CriticNorm::layer ? 2 : 0);
-    EXPECT_EQ(biases, norm == CriticNorm::none ? 2 : 0);  // the hidden convolutions, not the first or last
+    EXPECT_EQ(bn, norm == NormKind::batch ? 2 : 0);
+    EXPECT_EQ(ln, norm == NormKind::layer ? 2 : 0);
+    EXPECT_EQ(biases, norm == NormKind::none ? 2 : 0);  // the hidden convolutions, not the first or last
   }
 }
 

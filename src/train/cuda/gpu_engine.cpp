@@ -85,18 +85,20 @@ class GpuStepOps final : public StepOps {
     cuda::fill_value(out.raw(), t.numel(), 1.f, type_, stream_);
     return out;
   }
-  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss) override {
+  void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
+                        const ScalarWrite& write) override {
     const int64_t n = g.dim(0);
     void* ws = arena_.allocate_bytes(cuda::gradient_penalty_workspace_bytes(n));
     cuda::gradient_penalty(scalars_ + static_cast<int>(loss), dg.raw(), g.raw(), n, g.numel() / n, weight, scale,
-                           type_, ws, stream_);
+                           type_, ws, stream_, {write.weight, write.accumulate});
   }
   size_t mark() override { return arena_.mark(); }
   void release(size_t mark) override { arena_.rewind(mark); }
   void gan_loss(const Tensor& logits, const LossTerm& term, float scale, Tensor& dlogits, StepScalar loss,
-                const StepScalar* reported) override {
+                const StepScalar* reported, const ScalarWrite& write) override {
     cuda::gan_loss(scalars_ + static_cast<int>(loss), reported ? scalars_ + static_cast<int>(*reported) : nullptr,
-                   dlogits.raw(), logits.raw(), logits.numel(), term, scale, type_, stream_);
+                   dlogits.raw(), logits.raw(), logits.numel(), term, scale, type_, stream_,
+                   {write.weight, write.accumulate});
   }
   // The timing breakdown on the device: each mark records an event on the stream where the step enters
   // `phase`. Through the recorder, so a captured step records them at every replay, between its graphs
@@ -178,7 +180,8 @@ class GpuEngine final : public StepEngine {
     scalars_host_ = pinned_tensor({kStepScalars}, DType::f32);
     CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     // The arena: G's activations live through the step; each D pass (forward, backward) is given back.
-    const int N = static_cast<int>(n);
+    // Passes run on micro-batches (the large-batch plan); the step's inputs are the rank's whole share.
+    const int N = static_cast<int>(opt.micro());
     const size_t e = data_type_size(fmt_.type);
     const size_t need = G_->forward_bytes(N) + G_->backward_bytes(N) + 2 * D_->forward_bytes(N) +
                         D_->backward_bytes(N) +
