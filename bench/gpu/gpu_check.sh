@@ -33,7 +33,7 @@
 #   --compile-need S  seconds torch.compile's row needs to be started (default 150)
 #   --batches LIST, --precisions LIST   the performance rows (default 1024 and tf32,bf16; the full sweep,
 #                     128,256,512,1024 and fp32,tf32,bf16, needs a call of its own: --budget 570, timeout 600)
-# Results (the device tool returns at most 8 files; this writes at most 6 with --quick, 4 with --perf, 8 with
+# Results (the device tool returns at most 8 files; this writes at most 6 with --quick, 5 with --perf, 8 with
 # neither, flat, with plain names):
 #   summary.txt   written as each step ends: what passed, failed or was not run, and why (read it first)
 #   check.log     environment, configure, build, the small tests' output, benchmark output
@@ -41,7 +41,8 @@
 #   cudnn_api.log cuDNN's API log (CUDNN_LOGLEVEL_DBG=3) of a rerun of the failed tests, only when a failure
 #                 came from cuDNN (--quick)
 #   bench_gpu_kernels.json     (--quick, when time was left)
-#   torch_side_by_side_<date>_<gpu>_<commit>.json   (--perf: gantrain's and PyTorch's rows, one table)
+#   torch_side_by_side_<date>_<gpu>_<commit>.json   (--perf: gantrain's and PyTorch's rows, one table; a
+#                 second one for the WGAN-GP step, --gp 10 at batch 256, when time was left)
 #   nsys_top_kernels.txt       (--perf, when nsys exists and time was left)
 # Exit status: 0 when the build and every GPU test passed (a skipped test is no pass: GANTRAIN_EXPECT_GPU=1 makes a
 # missing GPU a failure), 1 otherwise; benchmarks never change it, each records its own failure.
@@ -435,6 +436,29 @@ if (( run_perf )); then
   if [[ -z $side_json && -s $throughput_json ]]; then
     cp "$throughput_json" "$results/bench_throughput.json"
     note "  gantrain's rows alone: bench_throughput.json"
+  fi
+
+  # The WGAN-GP step (issue 15: the gradient penalty's double backward against PyTorch's create_graph=True),
+  # at batch 256 in tf32 and bf16 against eager fp32 and AMP bf16: when 70 s are left, before the profile.
+  # (--perf only: the default mode's 8 result files are the device tool's limit.)
+  if [[ $skip_torch == 1 || $mode != perf ]]; then
+    note "torch_side_by_side --gp: skipped ($([[ $skip_torch == 1 ]] && echo --skip-torch || echo 'a --perf call runs it'))"
+  elif (( $(left) < 70 )); then
+    out_of_time "torch_side_by_side --gp"
+  else
+    t=$(step_time 90)
+    start=$SECONDS
+    touch "$build/torch_gp.start"
+    PYTHONUNBUFFERED=1 timeout -k 5 "$t" python3 "$repo/bench/torch_side_by_side/torch_side_by_side.py" \
+      --bench "$build/bench/bench_throughput" --gp 10 --batches 256 --precisions tf32,bf16 \
+      --modes eager_fp32,amp_bf16_cl --warmup 3 --steps 10 --commit "$commit" --results-dir "$results" \
+      --bench-timeout $((t / 2)) --deadline-s $((t - 10)) > "$tmp" 2>&1
+    rc=$?
+    rm -f "$results"/*.tmp
+    gp_json=$(find "$results" -maxdepth 1 -name 'torch_side_by_side_*.json' -newer "$build/torch_gp.start" | head -1)
+    note "torch_side_by_side --gp 10 (WGAN-GP): exit $rc$(timed_out "$rc" "$t") in $((SECONDS - start)) s (${gp_json:+$(basename "$gp_json")})"
+    sed -n '/^ batch mode/,/^wrote/p' "$tmp" | grep -v '^wrote' >> "$summary"
+    cat "$tmp" >> "$log"
   fi
 
   # Where the bf16 step's time goes, by kernel: only when a minute is left.

@@ -3,6 +3,7 @@
 //   bench_throughput [--device cuda] [--config config/dcgan_celeba64.yaml] [--batch 128,256,512,1024]
 //                    [--precision fp32,tf32,bf16] [--layout auto] [--graph on] [--warmup 5] [--steps 20]
 //                    [--peak-tflops bf16=989.4,...] [--commit REV] [--json FILE] [--flops-only]
+//                    [--gp 10] [--micro 64]
 //
 // The model defaults to the reference run's (config/dcgan_celeba64.yaml: nz 100, widths 128, 64x64x3);
 // --config reads another config's model section and --nz/--width/--resolution/... override it. Each
@@ -58,6 +59,8 @@ struct Options {
   uint64_t seed = 1234;
   std::string peak;  // "" = the H100 datasheet on cuda, none on cpu; "X" = X for every precision; "p=X,..."
   std::string commit, json_path;
+  float gp = 0;          // > 0: WGAN-GP's step (critic loss, this penalty weight, a layer-norm critic, Adam (0, 0.9))
+  int64_t micro = 0;     // > 0: micro-batches of this many images, accumulated (the large-batch plan)
   bool flops_only = false;
 };
 
@@ -159,11 +162,12 @@ DcganSpec model_spec(const Options& o, float* init_std) {
 struct HostModels {
   Sequential G, D;
   std::unique_ptr<Optimizer> opt_g, opt_d;
-  HostModels(const DcganSpec& s, float init_std, uint64_t seed)
+  HostModels(const DcganSpec& s, float init_std, uint64_t seed, bool penalty = false)
       : G(make_dcgan_generator(s)), D(make_dcgan_discriminator(s)) {
     dcgan_init(G, init_std, seed, 1);
     dcgan_init(D, init_std, seed, 2);
-    const OptimConfig adam;  // lr 2e-4, betas (0.5, 0.999): the DCGAN settings
+    OptimConfig adam;  // lr 2e-4, betas (0.5, 0.999): the DCGAN settings
+    if (penalty) adam.lr = 1e-4, adam.beta1 = 0.0, adam.beta2 = 0.9;  // the WGAN-GP paper's
     opt_g = make_optimizer(adam, G.named_params());
     opt_d = make_optimizer(adam, D.named_params());
   }
@@ -190,9 +194,13 @@ ThroughputRow time_row(const Options& o, const DcganSpec& spec, float init_std, 
   ThroughputRow row;
   row.precision = precision;
   row.batch = batch;
-  HostModels host(spec, init_std, o.seed);
+  DcganSpec net_spec = spec;
+  if (o.gp > 0) net_spec.d_norm = NormKind::layer;  // a penalty needs a critic without batch norm
+  HostModels host(net_spec, init_std, o.seed, o.gp > 0);
   GanModels models = host.view();
   EngineOptions eo;
+  if (o.gp > 0) eo.objective.kind = LossKind::wasserstein, eo.objective.gp_weight = o.gp;
+  eo.micro_batch = o.micro;
   eo.device = o.device == "cuda" ? Device::cuda : Device::cpu;
   if (!parse_choice(precision, &eo.precision)) user_error("--precision {}: expected fp32, tf32 or bf16", precision);
   if (!parse_choice(o.layout, &eo.layout)) user_error("--layout {}: expected auto, nchw or nhwc", o.layout);
@@ -277,6 +285,14 @@ int run(const Options& o) {
   rep.steps = o.steps;
   rep.seed = o.seed;
   rep.peak_tflops = parse_peaks(o, &rep.peak_source);
+  rep.gp_weight = o.gp;
+  rep.micro_batch = o.micro;
+  if (o.gp > 0) {
+    rep.loss = fmt::format("WGAN-GP: -D(x) + D(G(z)) + {} (||grad D(x_hat)|| - 1)^2, layer-norm critic", o.gp);
+    rep.optimizer = "adam lr 1e-4 betas (0, 0.9)";
+  }
+  for (int64_t b : batches)
+    if (o.micro > 0 && b % o.micro != 0) user_error("--micro {} does not divide --batch {}", o.micro, b);
   {
     HostModels shapes(spec, init_std, o.seed);
     for (int64_t b : batches)
@@ -353,6 +369,10 @@ int main(int argc, char** argv) {
   app.add_option("--commit", o.commit, "revision to record (default: the one compiled in)");
   app.add_option("--json", o.json_path, "write every figure to this JSON file");
   app.add_flag("--flops-only", o.flops_only, "print the model FLOP count per batch and exit (no engine, no device)");
+  app.add_option("--gp", o.gp, "time WGAN-GP's step with this penalty weight (layer-norm critic, Adam (0, 0.9)); no MFU")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--micro", o.micro, "micro-batches of this many images, accumulated per update; no MFU")
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,6 +19,7 @@ double ThroughputRow::median_ms() const {
 }
 
 std::optional<double> ThroughputReport::mfu(const ThroughputRow& r) const {
+  if (!counts_flops()) return std::nullopt;
   const auto it = peak_tflops.find(r.precision);
   if (it == peak_tflops.end() || it->second <= 0) return std::nullopt;
   return r.model_tflops() / it->second;
@@ -62,6 +63,10 @@ void print_flops(const ThroughputReport& rep) {
 void print_table(const ThroughputReport& rep) {
   std::printf("\n# bench_throughput: one DCGAN training step (D on real + fake, G through the updated D; Adam) "
               "via StepEngine, submit to wait on a steady clock\n");
+  if (!rep.counts_flops())
+    std::printf("# the step timed: %s; %s%s (no TFLOP/s or MFU: the FLOP count is the plain DCGAN step's)\n",
+                rep.loss.c_str(), rep.optimizer.c_str(),
+                rep.micro_batch > 0 ? fmt::format("; micro-batches of {}, accumulated", rep.micro_batch).c_str() : "");
   std::printf("# %s %s (%s), commit %s, %s UTC\n", rep.device_kind.c_str(), rep.device_name.c_str(), rep.host.c_str(),
               rep.commit.c_str(), rep.date_utc.c_str());
   std::printf("# model: nz %d, G width %d, D width %d, %dx%dx%d; layout %s, CUDA graph %s, deterministic %s; "
@@ -86,8 +91,9 @@ void print_table(const ThroughputReport& rep) {
     const auto mfu = rep.mfu(r);
     const std::string mfu_text = mfu ? fmt::format("{:.1f}%", 100 * *mfu) : "-";
     const double lo = *std::min_element(r.ms.begin(), r.ms.end()), hi = *std::max_element(r.ms.begin(), r.ms.end());
-    std::printf("%-6s %6lld %10.3f %10.3f %10.3f %11.0f %9.2f %7s %12.1f %9.0f\n", r.precision.c_str(),
-                static_cast<long long>(r.batch), r.median_ms(), lo, hi, r.images_per_s(), r.model_tflops(),
+    const std::string tflops = rep.counts_flops() ? fmt::format("{:.2f}", r.model_tflops()) : "-";
+    std::printf("%-6s %6lld %10.3f %10.3f %10.3f %11.0f %9s %7s %12.1f %9.0f\n", r.precision.c_str(),
+                static_cast<long long>(r.batch), r.median_ms(), lo, hi, r.images_per_s(), tflops.c_str(),
                 mfu_text.c_str(), r.celeba_minutes(), r.device_bytes / 1048576.0);
   }
 }
@@ -109,8 +115,10 @@ void write_json(const ThroughputReport& rep, const std::string& path, bool flops
                  {"timed_steps", rep.steps},
                  {"threads", rep.threads},
                  {"seed", rep.seed},
-                 {"optimizer", "adam lr 2e-4 betas (0.5, 0.999)"},
-                 {"loss", "BCE with logits"}};
+                 {"optimizer", rep.optimizer},
+                 {"loss", rep.loss},
+                 {"gp_weight", rep.gp_weight},
+                 {"micro_batch", rep.micro_batch}};
   nlohmann::json flops = nlohmann::json::array();
   for (const StepFlops& f : rep.flops)
     flops.push_back({{"batch", f.batch}, {"g", net_json(f.g)}, {"d", net_json(f.d)}, {"step_flops", f.step_flops}});
@@ -131,7 +139,7 @@ void write_json(const ThroughputReport& rep, const std::string& path, bool flops
       row["all_ms"] = r.ms;
       row["images_per_s"] = r.images_per_s();
       row["step_flops"] = flops_for(rep, r.batch).step_flops;
-      row["model_tflops"] = r.model_tflops();
+      row["model_tflops"] = rep.counts_flops() ? nlohmann::json(r.model_tflops()) : nlohmann::json(nullptr);
       row["mfu"] = mfu ? nlohmann::json(*mfu) : nlohmann::json(nullptr);
       row["celeba_100_epochs_min"] = r.celeba_minutes();
       row["device_bytes"] = r.device_bytes;

@@ -44,6 +44,12 @@ struct ThroughputReport {
   std::string peak_source;                    // where the peaks come from, printed with them
   std::vector<StepFlops> flops;               // one per batch
   std::vector<ThroughputRow> rows;
+  // The step timed: the DCGAN step by default; with a gradient penalty or micro-batches the objective,
+  // optimizer and plan it used, and MFU is not given (the FLOP count is the DCGAN step's).
+  std::string loss = "BCE with logits", optimizer = "adam lr 2e-4 betas (0.5, 0.999)";
+  float gp_weight = 0;
+  int64_t micro_batch = 0;
+  bool counts_flops() const { return gp_weight <= 0 && micro_batch == 0; }
 
   std::optional<double> mfu(const ThroughputRow& r) const;
 };

@@ -25,7 +25,12 @@ Usage: torch_side_by_side.py --bench build/bench/bench_throughput | --gantrain-j
            [--batches 128,256,512,1024] [--modes ...] [--compile-batches 1024] [--compile-mode MODE]
            [--precisions fp32,tf32,bf16] [--steps 20] [--warmup 5] [--results-dir DIR]
            [--json FILE] [--allow-cpu] [--device auto|cuda|cpu] [--nz 100 --ngf 128 --ndf 128 --res 64]
-           [--deadline-s N] [--compile-need-s 150] [--mode-need-s 20]
+           [--deadline-s N] [--compile-need-s 150] [--mode-need-s 20] [--gp 10]
+
+--gp L times WGAN-GP's step instead, on both sides: the critic loss -D(x) + D(G(z)) plus L times the gradient
+penalty at interpolates (PyTorch: torch.autograd.grad with create_graph=True; gantrain: its double backward), a
+layer-norm critic (GroupNorm(1, C)), Adam lr 1e-4 betas (0, 0.9); torch.compile is skipped (no double
+backward) and no MFU is given (the FLOP count is the DCGAN step's).
 """
 import argparse
 import copy
@@ -77,7 +82,10 @@ def conv_macs(model, input_shape):
 
 
 def step_flops(cfg, batch):
-    """bench_throughput's count: G fwd, D fwd+bwd on real and on fake, D fwd + data-grad bwd for G, G bwd."""
+    """bench_throughput's count: G fwd, D fwd+bwd on real and on fake, D fwd + data-grad bwd for G, G bwd.
+    None for the WGAN-GP step (--gp), whose penalty pass is not counted: no MFU there, images/s only."""
+    if cfg.gp > 0:
+        return None
     g = conv_macs(Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res), (1, cfg.nz, 1, 1))
     d = conv_macs(Discriminator(cfg.ndf, cfg.channels, cfg.res), (1, cfg.channels, cfg.res, cfg.res))
     gf, g1, df, d1 = sum(g) * batch, g[0] * batch, sum(d) * batch, d[0] * batch
@@ -95,11 +103,12 @@ def build_step(mode, cfg, batch, dev):
     bf16 = MODE_MATH[mode] == "bf16"
     fmt = torch.channels_last if bf16 else torch.contiguous_format
     netG = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.res).to(dev)
-    netD = Discriminator(cfg.ndf, cfg.channels, cfg.res).to(dev)
+    penalty = cfg.gp > 0  # WGAN-GP: a layer-norm critic, Adam (0, 0.9), as bench_throughput --gp
+    netD = Discriminator(cfg.ndf, cfg.channels, cfg.res, d_norm="layer" if penalty else "batch").to(dev)
     netG.apply(dcgan_weights_init)
     netD.apply(dcgan_weights_init)
     netG, netD = netG.to(memory_format=fmt), netD.to(memory_format=fmt)
-    adam = {"lr": 2e-4, "betas": (0.5, 0.999)}
+    adam = {"lr": 1e-4, "betas": (0.0, 0.9)} if penalty else {"lr": 2e-4, "betas": (0.5, 0.999)}
     try:  # fused Adam (torch >= 2.0 on CUDA) is PyTorch's fastest; older torch has the plain one
         optG = torch.optim.Adam(netG.parameters(), **adam, fused=cuda)
         optD = torch.optim.Adam(netD.parameters(), **adam, fused=cuda)
@@ -117,6 +126,32 @@ def build_step(mode, cfg, batch, dev):
 
     def ctx():
         return autocast() if autocast else torch.autocast(dev.type, enabled=False)
+
+    def wgangp_step():
+        """WGAN-GP: -D(x) + D(G(z)) + gp (||grad D(x_hat)|| - 1)^2 with create_graph=True, then G on -D(G(z))."""
+        z = torch.randn(batch, cfg.nz, 1, 1, device=dev)
+        netD.zero_grad(set_to_none=True)
+        with ctx():
+            err_real = -D(real).float().mean()
+        err_real.backward()
+        with ctx():
+            fake = G(z)
+            err_fake = D(fake.detach()).float().mean()
+        err_fake.backward()
+        e = torch.rand(batch, 1, 1, 1, device=dev)
+        x_hat = (e * real + (1 - e) * fake.detach()).requires_grad_(True)
+        with ctx():
+            scores = D(x_hat).float()
+        (g,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+        gp = cfg.gp * ((g.float().flatten(1).norm(dim=1) - 1) ** 2).mean()
+        gp.backward()
+        optD.step()
+        netG.zero_grad(set_to_none=True)
+        with ctx():
+            err_g = -D(fake).float().mean()
+        err_g.backward()
+        optG.step()
+        return err_real + err_fake + gp, err_g
 
     def step():
         z = torch.randn(batch, cfg.nz, 1, 1, device=dev)
@@ -136,7 +171,7 @@ def build_step(mode, cfg, batch, dev):
         optG.step()
         return err_real + err_fake, err_g
 
-    return step
+    return wgangp_step if penalty else step
 
 
 def time_mode(mode, cfg, batch, dev):
@@ -166,8 +201,10 @@ def time_mode(mode, cfg, batch, dev):
     return times
 
 
-def unavailable_reason(mode, dev):
+def unavailable_reason(mode, dev, cfg=None):
     """Why a mode cannot run here, or None."""
+    if cfg is not None and cfg.gp > 0 and mode.startswith("compile"):
+        return "unavailable with --gp (torch.compile does not compile a double backward)"
     if mode.startswith("compile") and not hasattr(torch, "compile"):
         return f"unavailable (torch {'.'.join(torch.__version__.split('.')[:2])})"
     if dev.type == "cpu" and MODE_MATH[mode] != "fp32" and mode != "eager_tf32":
@@ -192,7 +229,7 @@ def run_torch(cfg, batches, dev, after_mode=None):
     for mode in cfg.modes:
         for batch in batches:
             row = {"side": "torch", "mode": mode, "batch": batch, "math": MODE_MATH[mode]}
-            reason = unavailable_reason(mode, dev)
+            reason = unavailable_reason(mode, dev, cfg)
             if not reason and mode.startswith("compile") and cfg.compile_batches and batch not in cfg.compile_batches:
                 reason = "skipped (not in --compile-batches)"
             if not reason:
@@ -253,6 +290,8 @@ def run_gantrain(cfg, batches, device, commit, peaks):
                ",".join(precisions), "--nz", str(cfg.nz), "--g-width", str(cfg.ngf), "--d-width", str(cfg.ndf),
                "--resolution", str(cfg.res), "--channels", str(cfg.channels), "--warmup", str(cfg.warmup),
                "--steps", str(cfg.steps), "--commit", commit, "--json", out]
+        if cfg.gp > 0:
+            cmd += ["--gp", str(cfg.gp)]
         if device == "cpu":  # the same thread count as torch's (a CPU test run)
             cmd += ["--threads", str(torch.get_num_threads())]
         if peaks:
@@ -279,9 +318,10 @@ def finish_rows(rows, flops, peaks):
         if "error" in r:
             continue
         ms = statistics.median(r["ms"])
+        f = flops[r["batch"]]
         r.update(median_ms=ms, min_ms=min(r["ms"]), max_ms=max(r["ms"]), images_per_s=r["batch"] / (ms * 1e-3),
-                 step_flops=flops[r["batch"]], model_tflops=flops[r["batch"]] / (ms * 1e-3) / 1e12)
-        r["mfu"] = r["model_tflops"] / peaks[r["math"]] if r["math"] in peaks else None
+                 step_flops=f, model_tflops=f / (ms * 1e-3) / 1e12 if f is not None else None)
+        r["mfu"] = r["model_tflops"] / peaks[r["math"]] if r["math"] in peaks and f is not None else None
     for batch in sorted({r["batch"] for r in rows}):
         timed = [r for r in rows if r["batch"] == batch and r["side"] == "torch" and "error" not in r]
         best = max(timed, key=lambda r: r["images_per_s"]) if timed else None
@@ -349,6 +389,9 @@ def parse_args():
                     help="with --deadline-s: seconds torch.compile's mode needs to start (compile + autotune + timing)")
     ap.add_argument("--mode-need-s", type=float, default=20,
                     help="with --deadline-s: seconds an eager or AMP mode needs to start")
+    ap.add_argument("--gp", type=float, default=0,
+                    help="time WGAN-GP's step instead (this penalty weight, create_graph=True, layer-norm critic); "
+                         "gantrain's side runs bench_throughput --gp; no MFU")
     ap.add_argument("--results-dir", default=os.path.join(REPO, "bench", "results"))
     ap.add_argument("--json", default="", help="write here instead of <results-dir>/torch_side_by_side_<date>_<gpu>_<commit>.json")
     cfg = ap.parse_args()
@@ -415,8 +458,10 @@ def main():
               f"commit {commit}, {date.isoformat(timespec='seconds')}",
               f"DCGAN nz {cfg.nz}, ngf {cfg.ngf}, ndf {cfg.ndf}, {cfg.res}x{cfg.res}x{cfg.channels}; "
               f"{cfg.warmup} warm-up steps, median of {cfg.steps}",
-              "step FLOPs = 2 * (3 Gf - G1 + 8 Df - 2 D1) (docs/performance.md); "
-              f"{flops[batches[0]] / batches[0] / 1e9:.3f} GFLOP per image",
+              ("step FLOPs = 2 * (3 Gf - G1 + 8 Df - 2 D1) (docs/performance.md); "
+               f"{flops[batches[0]] / batches[0] / 1e9:.3f} GFLOP per image") if cfg.gp <= 0 else
+              (f"WGAN-GP step: critic loss + {cfg.gp:g} * gradient penalty (create_graph=True), layer-norm critic, "
+               "Adam (0, 0.9); no FLOP count (no MFU)"),
               f"MFU peaks: {peaks or 'none'} ({peak_source})",
               "vs fastest torch: images/s over the fastest PyTorch mode's at the same batch"]
     print("\n".join("# " + h for h in header), flush=True)
@@ -429,13 +474,14 @@ def main():
         rows = copy.deepcopy(torch_rows) + copy.deepcopy(g_rows)
         # The two FLOP counts (hooks here, layer walk in bench_throughput) must agree, or MFU means two things.
         flops_agree = None
-        if g_doc is not None:
+        if g_doc is not None and cfg.gp <= 0:
             theirs = {f["batch"]: f["step_flops"] for f in g_doc["flop_count"]["per_batch"]}
             flops_agree = all(theirs.get(b) == flops[b] for b in batches)
             if not flops_agree and complete:
                 print(f"WARNING: FLOP counts differ: torch hooks {flops}, bench_throughput {theirs}")
         finish_rows(rows, flops, peaks)
-        doc = {"benchmark": "torch_side_by_side dcgan_train_step", "date": date.isoformat(timespec="seconds"),
+        doc = {"benchmark": "torch_side_by_side " + ("wgangp_train_step" if cfg.gp > 0 else "dcgan_train_step"),
+               "gp_weight": cfg.gp, "date": date.isoformat(timespec="seconds"),
                "device": name, "host": os.uname().nodename, "commit": commit, "torch_version": torch.__version__,
                "cudnn_version": torch.backends.cudnn.version() if device == "cuda" else None,
                "model": {"nz": cfg.nz, "ngf": cfg.ngf, "ndf": cfg.ndf, "resolution": cfg.res, "channels": cfg.channels},
