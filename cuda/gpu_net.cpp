@@ -269,6 +269,10 @@ void GpuNet::refresh_packed_weights() {
   }
 }
 
+const void* GpuNet::conv_weight(const Op& op) const {
+  return packed_buf_.data() ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+}
+
 void GpuNet::zero_grad() {
   if (param_count_) CUDA_CHECK(cudaMemsetAsync(grads_, 0, static_cast<size_t>(param_count_) * sizeof(float), ctx_.stream()));
 }
@@ -414,11 +418,10 @@ void GpuNet::conv_weight_grad(Op& op, const void* dy, const void* x, int N) {
 
 const void* GpuNet::tangent_op(Op& op, const void* t, void* out, int N, DeviceArena& arena) {
   cudaStream_t s = ctx_.stream();
-  const bool packing = packed_buf_.data() != nullptr;
   switch (op.kind) {
     case OpKind::conv:
     case OpKind::conv_t: {
-      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      const void* w = conv_weight(op);
       if (op.kind == OpKind::conv)
         conv_.conv2d_forward(out, t, w, nullptr, op.geometry(N));
       else
@@ -521,11 +524,10 @@ void GpuNet::forward_op(Op& op, const void* x, void* y, int N, Mode mode, Device
   op.x = x;
   op.y = y;
   op.trained = mode == Mode::train;
-  const bool packing = packed_buf_.data() != nullptr;
   switch (op.kind) {
     case OpKind::conv:
     case OpKind::conv_t: {
-      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      const void* w = conv_weight(op);
       const float* b = op.b_off >= 0 ? params_ + op.b_off : nullptr;
       if (op.kind == OpKind::conv)
         conv_.conv2d_forward(y, x, w, b, op.geometry(N));
@@ -627,7 +629,7 @@ void GpuNet::backward_op(Op& op, const void* dy, void* dx, int N, bool param_gra
   switch (op.kind) {
     case OpKind::conv:
     case OpKind::conv_t: {
-      const void* w = packing ? static_cast<const void*>(packed_buf_.data() + op.packed_off) : params_ + op.w_off;
+      const void* w = conv_weight(op);
       // f32 NCHW accumulates straight into the master gradient; other formats write the packed gradient
       // and add it, unpacked, into the f32 one.
       void* dw = nullptr;

@@ -98,6 +98,8 @@ class GpuNet final : public Net {
   // dx (when not null). Returns whether dx was written (false: zero).
   bool second_op(Op& op, const void* adjoint, const void* t, const void* delta, void* dx, int N, DeviceArena& arena);
   void conv_weight_grad(Op& op, const void* dy, const void* x, int N);
+  // What a convolution reads as its weight: the packed copy (bf16 or NHWC), or the f32 master itself.
+  const void* conv_weight(const Op& op) const;
 
   Sequential& host_;
   GpuContext& ctx_;

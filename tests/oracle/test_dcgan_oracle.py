@@ -499,6 +499,35 @@ def run_sample_case(exe, workdir):
     return report
 
 
+def case_main(doc, cases, run_case, prefix):
+    """The command line of the oracle scripts whose cases all run through gt_oracle_tool (the objectives'
+    and the penalty's): --tool, --keep, --verbose and CASE... or all; each case's report, exit 0 or 1."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool", required=True, help="path of gt_oracle_tool")
+    parser.add_argument("--keep", help="write the HDF5 files here and keep them (default: a temporary folder)")
+    parser.add_argument("--verbose", action="store_true", help="print the table of errors also when passing")
+    parser.add_argument("cases", nargs="+", choices=sorted(cases) + ["all"])
+    args = parser.parse_args()
+    chosen = sorted(cases) if "all" in args.cases else args.cases
+    torch.set_num_threads(TORCH_THREADS)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, h5py {h5py.__version__}")
+    failed = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = args.keep or tmp
+        os.makedirs(workdir, exist_ok=True)
+        for case in chosen:
+            report = run_case(args.tool, case, workdir)
+            if not report.ok() or args.verbose:
+                report.print()
+            if not report.ok():
+                failed.append(case)
+            print(f"{case}: {'PASS' if report.ok() else 'FAIL'} ({len(report.rows)} rows)")
+    if failed:
+        print(f"FAILED: {' '.join(failed)}")
+        return 1
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tool", required=True, help="path of gt_oracle_tool")

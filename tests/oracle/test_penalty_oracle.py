@@ -23,15 +23,13 @@ of its tensor.
 Usage: /usr/bin/python3 test_penalty_oracle.py --tool build/tests/oracle/gt_oracle_tool CASE...
 Exit status: 0 pass, 1 mismatch, 77 skipped (torch/h5py missing; a failure when GANTRAIN_TEST_REQUIRE_ALL=1).
 """
-import argparse
 import copy
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_dcgan_oracle import (Report, make_nets, read_group, run_tool, write_meta,  # noqa: E402
-                               write_tensors, TORCH_THREADS)
+from test_dcgan_oracle import (case_main, Report, make_nets, read_group, run_tool, write_meta,  # noqa: E402
+                               write_tensors)
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -154,30 +152,7 @@ def run_case(tool, name, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tool", required=True, help="path of gt_oracle_tool")
-    parser.add_argument("--keep", help="write the HDF5 files here and keep them (default: a temporary folder)")
-    parser.add_argument("--verbose", action="store_true", help="print the table of errors also when passing")
-    parser.add_argument("cases", nargs="+", choices=sorted(CASES) + ["all"])
-    args = parser.parse_args()
-    cases = sorted(CASES) if "all" in args.cases else args.cases
-    torch.set_num_threads(TORCH_THREADS)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, h5py {h5py.__version__}")
-    failed = []
-    with tempfile.TemporaryDirectory(prefix="gt_penalty_") as tmp:
-        workdir = args.keep or tmp
-        os.makedirs(workdir, exist_ok=True)
-        for case in cases:
-            report = run_case(args.tool, case, workdir)
-            if not report.ok() or args.verbose:
-                report.print()
-            if not report.ok():
-                failed.append(case)
-            print(f"{case}: {'PASS' if report.ok() else 'FAIL'} ({len(report.rows)} rows)")
-    if failed:
-        print(f"FAILED: {' '.join(failed)}")
-        return 1
-    return 0
+    return case_main(__doc__, CASES, run_case, "gt_penalty_")
 
 
 if __name__ == "__main__":
