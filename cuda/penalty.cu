@@ -2,6 +2,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "core/layernorm_math.h"
 #include "core/loss_math.h"
 #include "core/rng.h"
 #include "cuda/kernel_util.cuh"
@@ -83,7 +84,7 @@ template <class T>
 __global__ void activation_second_kernel(T* dinp, const T* delta, const T* t, const T* out, int64_t n, Activation act) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const float y = load_f32(out + i);
-    const float curvature = act == Activation::tanh ? -2.f * y * (1.f - y * y) : y * (1.f - y) * (1.f - 2.f * y);
+    const float curvature = act == Activation::tanh ? tanh_curvature(y) : sigmoid_curvature(y);
     store_f32(dinp + i, load_f32(dinp + i) + load_f32(delta + i) * load_f32(t + i) * curvature);
   }
 }
@@ -143,7 +144,7 @@ __global__ void ln_jacobian_kernel(T* out, const T* t, const T* x, const float* 
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int c = detail::channel_of<L>(j, C, HW);
     const float tv = weight_first ? weight[c] * load_f32(t + base + j) : load_f32(t + base + j);
-    const float v = r * (tv - a - (load_f32(x + base + j) - mu) * r * b);
+    const float v = layernorm_math::jacobian(tv, load_f32(x + base + j), mu, r, a, b);
     store_f32(out + base + j, weight_first ? v : weight[c] * v);
   }
 }
@@ -163,7 +164,7 @@ __global__ void ln_channel_sums_kernel(float* dweight, float* dbias, const T* a,
     const float xhat = (load_f32(x + j) - mean[n]) * rstd[n];
     const float av = load_f32(a + j);
     if (t) {
-      const float xt = rstd[n] * (load_f32(t + j) - ea[n] - (load_f32(x + j) - mean[n]) * rstd[n] * eb[n]);
+      const float xt = layernorm_math::jacobian(load_f32(t + j), load_f32(x + j), mean[n], rstd[n], ea[n], eb[n]);
       sw += static_cast<double>(av) * xt;
     } else {
       sw += static_cast<double>(av) * xhat;
@@ -203,20 +204,20 @@ __global__ void ln_second_kernel(T* dinp, float* ea, float* eb, const T* delta, 
   A = block_sum_all(A);
   E = block_sum_all(E) / m;
   TX = block_sum_all(TX) / m;
-  const double r3 = r * r * r, dphi_dr = S - E * A - 3.0 * r * r * U * V;
+  const double dphi_dr = layernorm_math::dphi_dr(S, E, A, r, U, V);
   double gsum = 0;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int c = detail::channel_of<L>(j, C, HW);
     const double tv = load_f32(t + base + j), cj = static_cast<double>(load_f32(x + base + j)) - mu;
     const double a = static_cast<double>(weight[c]) * load_f32(delta + base + j);
-    gsum += -r3 * (tv * V / m + U * a) - dphi_dr * r3 * cj / m;
+    gsum += layernorm_math::curvature(tv, a, cj, r, m, U, V, dphi_dr);
   }
   const double gmean = block_sum_all(gsum) / m;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
     const int c = detail::channel_of<L>(j, C, HW);
     const double tv = load_f32(t + base + j), cj = static_cast<double>(load_f32(x + base + j)) - mu;
     const double a = static_cast<double>(weight[c]) * load_f32(delta + base + j);
-    store_f32(dinp + base + j, static_cast<float>(-r3 * (tv * V / m + U * a) - dphi_dr * r3 * cj / m - gmean));
+    store_f32(dinp + base + j, static_cast<float>(layernorm_math::curvature(tv, a, cj, r, m, U, V, dphi_dr) - gmean));
   }
   if (threadIdx.x == 0) {
     ea[blockIdx.x] = static_cast<float>(E);

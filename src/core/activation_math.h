@@ -29,4 +29,9 @@ GT_HD float tanh_grad(float dy, float y) { return dy * (1.f - y * y); }
 GT_HD float sigmoid_value(float x) { return 1.f / (1.f + expf(-x)); }
 GT_HD float sigmoid_grad(float dy, float y) { return dy * y * (1.f - y); }
 
+// Second derivatives from the output, for the gradient penalty's double backward (the others are
+// piecewise linear): tanh'' = -2 y (1 - y^2), sigmoid'' = y (1 - y) (1 - 2 y).
+GT_HD float tanh_curvature(float y) { return -2.f * y * (1.f - y * y); }
+GT_HD float sigmoid_curvature(float y) { return y * (1.f - y) * (1.f - 2.f * y); }
+
 }  // namespace gt

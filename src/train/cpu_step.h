@@ -21,7 +21,7 @@ class CpuStepOps final : public StepOps {
   Tensor ones_like(const Tensor& t) override;
   void zero_scalar(StepScalar slot) override { scalars_[static_cast<int>(slot)] = 0; }
   void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
-                        const ScalarWrite& write = {}) override;
+                        const ScalarWrite& write) override;
   void phase(StepPhase phase) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
   // Seconds spent in each named phase since the last call (host clock), then zeroed; `other` stays 0.

@@ -60,15 +60,8 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
   run_agreed(comm, [&] {
     in.spec = dcgan_spec(cfg.model);
     check_backend_for_device(cfg.dist.backend, in.device == Device::cuda, cfg.run.device);
-    if (B % P != 0)
-      user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
-                 "batch, so use a multiple of {} (e.g. {})",
-                 B, P, P, (B + P - 1) / P * P);
-    in.fault = fault_plan_from_env(process_env());
-    in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
-    in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
-    check_swd_config(cfg.log, in.spec.resolution, in.source->size());
-    // The large-batch plan: rank 0's budget decides (free GPU memory may differ between ranks).
+    // The large-batch plan, first (a batch that does not divide over the ranks stops here): rank 0's budget
+    // decides (free GPU memory may differ between ranks).
     Sequential G = make_dcgan_generator(in.spec), D = make_dcgan_discriminator(in.spec);
     const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
     double budget = 0;
@@ -84,6 +77,10 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     }
     in.large_batch =
         plan_large_batch(B, P, cfg.train.micro_batch, comm.rank() == 0 ? budget : 0.0, per_image, source);
+    in.fault = fault_plan_from_env(process_env());
+    in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
+    in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
+    check_swd_config(cfg.log, in.spec.resolution, in.source->size());
   });
   in.large_batch = agree_large_batch(in.large_batch, comm);
   in.total_steps = planned_steps(cfg.train, in.plan->steps_per_epoch());

@@ -1121,7 +1121,7 @@ std::vector<Output> run_penalty_typed(const Case& c, Rig& rig, uint64_t seed) {
   std::fill(g.begin(), g.begin() + per, 0.f);
   gt::CpuStepOps ops;
   gt::Tensor gh = gt::Tensor::from({n, per}, g), dg({n, per});
-  ops.gradient_penalty(gh, 10.f, 0.5f, dg, gt::StepScalar::penalty);
+  ops.gradient_penalty(gh, 10.f, 0.5f, dg, gt::StepScalar::penalty, {});
   const float loss = static_cast<float>(ops.scalars()[static_cast<int>(gt::StepScalar::penalty)]);
   TypedBuffer gg = typed_device(g, t, s), gdg = typed_poisoned(total, t, s);
   auto gloss = poisoned(1, s);

@@ -172,7 +172,9 @@ void compare_engines(const Case& c, const GanObjective& objective, double ema_be
     EXPECT_NEAR(rg.d_real, rc.d_real, c.loss_tol * std::abs(rc.d_real) + 1e-6);
     EXPECT_NEAR(rg.d_fake, rc.d_fake, c.loss_tol * std::abs(rc.d_fake) + 1e-6);
     EXPECT_NEAR(rg.d_penalty, rc.d_penalty, c.loss_tol * std::abs(rc.d_penalty) + 1e-6);
-    if (objective.gp_weight > 0) EXPECT_GT(rc.d_penalty, 0);
+    if (objective.gp_weight > 0) {
+      EXPECT_GT(rc.d_penalty, 0);  // every step of these cases has a penalized critic batch
+    }
     // The NaN guard's gradient norms (one-block l2_norm kernel vs the CPU loop, both summing in double).
     EXPECT_NEAR(rg.d_grad_norm, rc.d_grad_norm, 10 * c.loss_tol * rc.d_grad_norm);
     EXPECT_NEAR(rg.g_grad_norm, rc.g_grad_norm, 10 * c.loss_tol * rc.g_grad_norm);

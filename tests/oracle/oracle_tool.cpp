@@ -270,7 +270,7 @@ int run_penalty(const std::string& in_path, const std::string& out_path) {
   first.create_graph = true;
   const Tensor g = D.backward(ops.ones_like(scores), first);
   Tensor v = ops.buffer_like(g);
-  ops.gradient_penalty(g, cfg.loss.gp_weight, 1.f, v, StepScalar::penalty);
+  ops.gradient_penalty(g, cfg.loss.gp_weight, 1.f, v, StepScalar::penalty, {});
   D.backward_of_input_grad(v, {});
 
   Checkpoint out;

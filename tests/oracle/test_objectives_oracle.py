@@ -189,13 +189,19 @@ def config_text(c):
     ]) + "\n"
 
 
+def floor_bound(ref64, ref32, size=0.0, size_tol=ABS_FLOOR):
+    """A tensor's bound: FLOOR_MULTIPLE times float32 torch's error against float64, plus ABS_FLOOR of its
+    largest value (or size_tol of `size`); with that floor and largest value."""
+    floor = float(np.max(np.abs(ref32 - ref64))) if ref64.size else 0.0
+    ref_max = float(np.max(np.abs(ref64))) if ref64.size else 0.0
+    return FLOOR_MULTIPLE * floor + max(ABS_FLOOR * ref_max, size_tol * size), floor, ref_max
+
+
 def compare_to_floor(report, name, ours, ref64, ref32, size=0.0, size_tol=ABS_FLOOR):
     """size (with size_tol): the magnitude the value's rounding follows when that exceeds the value itself."""
     ours = np.asarray(ours, np.float64).reshape(ref64.shape)
     err = float(np.max(np.abs(ours - ref64))) if ref64.size else 0.0
-    floor = float(np.max(np.abs(ref32 - ref64))) if ref64.size else 0.0
-    ref_max = float(np.max(np.abs(ref64))) if ref64.size else 0.0
-    bound = FLOOR_MULTIPLE * floor + max(ABS_FLOOR * ref_max, size_tol * size)
+    bound, floor, ref_max = floor_bound(ref64, ref32, size, size_tol)
     ok = bool(np.all(np.isfinite(ours))) and err <= bound
     report.add(name, tuple(ref64.shape), err, ref_max, err / max(ref_max, 1e-30), bound, ok,
                f"float32 torch {floor:.1e}")

@@ -16,9 +16,9 @@ Cases (one ctest test each, see tests/oracle/CMakeLists.txt):
   layer_norm   the DCGAN critic with LayerNorm2d (torch.nn.GroupNorm(1, C)), affines drawn away from 1 and 0
   no_norm      the DCGAN critic without normalization (its hidden convolutions carry biases)
 
-Tolerance, per tensor: our error against float64 autograd within FLOOR_MULTIPLE times float32 torch's own
-error plus ABS_FLOOR times the tensor's largest value; each finite-difference entry within the same bound
-of its tensor.
+Tolerance, per tensor (test_objectives_oracle.py's floor_bound): our error against float64 autograd within
+8 times float32 torch's own error plus 1e-6 of the tensor's largest value; each finite-difference entry
+within the same bound of its tensor.
 
 Usage: /usr/bin/python3 test_penalty_oracle.py --tool build/tests/oracle/gt_oracle_tool CASE...
 Exit status: 0 pass, 1 mismatch, 77 skipped (torch/h5py missing; a failure when GANTRAIN_TEST_REQUIRE_ALL=1).
@@ -33,9 +33,8 @@ from test_dcgan_oracle import (case_main, Report, make_nets, read_group, run_too
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from test_objectives_oracle import compare_to_floor, floor_bound  # noqa: E402
 
-FLOOR_MULTIPLE = 8.0
-ABS_FLOOR = 1e-6
 FD_ENTRIES = 24  # finite-difference entries per case, spread over D's parameters
 
 MODEL = dict(resolution=32, channels=3, nz=16, g_width=8, d_width=8)
@@ -91,21 +90,6 @@ def finite_differences(netD, x, weight, entries, gen):
     return out
 
 
-def bound_of(ref64, ref32):
-    floor = float(np.max(np.abs(ref32 - ref64))) if ref64.size else 0.0
-    ref_max = float(np.max(np.abs(ref64))) if ref64.size else 0.0
-    return FLOOR_MULTIPLE * floor + ABS_FLOOR * ref_max, floor, ref_max
-
-
-def compare(report, name, ours, ref64, ref32):
-    ours = np.asarray(ours, np.float64).reshape(ref64.shape)
-    bound, floor, ref_max = bound_of(ref64, ref32)
-    err = float(np.max(np.abs(ours - ref64))) if ref64.size else 0.0
-    ok = bool(np.all(np.isfinite(ours))) and err <= bound
-    report.add(name, tuple(ref64.shape), err, ref_max, err / max(ref_max, 1e-30), bound, ok,
-               f"float32 torch {floor:.1e}")
-
-
 def run_case(tool, name, workdir):
     c = CASES[name]
     m = MODEL
@@ -129,17 +113,17 @@ def run_case(tool, name, workdir):
     with h5py.File(out_path, "r") as f:
         outputs = read_group(f, "outputs")
         ours = read_group(f, "D/grads")
-    compare(report, "penalty", outputs["penalty"], np.array([p64]), np.array([p32]))
-    compare(report, "grad_x", outputs["grad_x"], g64.numpy(), g32.numpy().astype(np.float64))
+    compare_to_floor(report, "penalty", outputs["penalty"], np.array([p64]), np.array([p32]))
+    compare_to_floor(report, "grad_x", outputs["grad_x"], g64.numpy(), g32.numpy().astype(np.float64))
     for key, ref in grads64.items():
         if key not in ours:
             report.missing(f"D/grads/{key}", "not in our output")
             continue
-        compare(report, f"autograd D/grads/{key}", ours[key], ref.numpy(), grads32[key].numpy().astype(np.float64))
+        compare_to_floor(report, f"autograd D/grads/{key}", ours[key], ref.numpy(), grads32[key].numpy().astype(np.float64))
     # Finite differences of the exact (float64) penalty, entry by entry, each within its tensor's bound.
     for key, i, fd in finite_differences(netD, x, c["gp_weight"], FD_ENTRIES, gen):
         ref64, ref32 = grads64[key].numpy(), grads32[key].numpy().astype(np.float64)
-        bound, floor, ref_max = bound_of(ref64, ref32)
+        bound, floor, ref_max = floor_bound(ref64, ref32)
         ours_i = float(np.asarray(ours[key]).reshape(-1)[i])
         err = abs(ours_i - fd)
         report.add(f"finite difference {key}[{i}]", "-", err, abs(fd), err / max(abs(fd), 1e-30), bound,

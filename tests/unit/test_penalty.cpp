@@ -55,7 +55,7 @@ double penalty_value(Sequential& D, const Tensor& x, float weight, Tensor* v_out
   o.create_graph = v_out != nullptr;
   const Tensor g = D.backward(ops.ones_like(scores), o);
   Tensor v = ops.buffer_like(g);
-  ops.gradient_penalty(g, weight, 1.f, v, StepScalar::penalty);
+  ops.gradient_penalty(g, weight, 1.f, v, StepScalar::penalty, {});
   if (v_out) *v_out = v;
   return ops.scalars()[static_cast<int>(StepScalar::penalty)];
 }
@@ -217,7 +217,7 @@ TEST(Penalty, OpsInterpolateAndPenalize) {
   // Rows of norm 5 and 0: penalty 2 * mean(16, 1) = 17; the zero row has a zero gradient (torch's).
   const Tensor g = Tensor::from({2, 2}, {3.f, 4.f, 0.f, 0.f});
   Tensor dg({2, 2});
-  ops.gradient_penalty(g, 2.f, 0.5f, dg, StepScalar::penalty);
+  ops.gradient_penalty(g, 2.f, 0.5f, dg, StepScalar::penalty, {});
   EXPECT_DOUBLE_EQ(ops.scalars()[static_cast<int>(StepScalar::penalty)], 17.0);
   // d/dg of 0.5 * 2 * mean (||g|| - 1)^2 = 0.5 * 2 * 2 (5 - 1) / 5 * g / 2 = 0.8 g.
   EXPECT_FLOAT_EQ(dg.f32()[0], 0.8f * 3.f);

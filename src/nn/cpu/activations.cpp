@@ -54,12 +54,12 @@ void sigmoid_backward(float* dinp, const float* dout, const float* out, int64_t 
 
 void tanh_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMinValues)
-  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * (-2.f * out[i] * (1.f - out[i] * out[i]));
+  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * tanh_curvature(out[i]);
 }
 
 void sigmoid_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMinValues)
-  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * (out[i] * (1.f - out[i]) * (1.f - 2.f * out[i]));
+  for (int64_t i = 0; i < n; ++i) dinp[i] += delta[i] * t[i] * sigmoid_curvature(out[i]);
 }
 
 }  // namespace cpu

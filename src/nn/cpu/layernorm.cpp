@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "core/layernorm_math.h"
 #include "nn/cpu/kernels.h"
 #include "nn/cpu/scratch.h"
 #include "nn/layers.h"
@@ -74,7 +75,7 @@ void normalize_jacobian(float* out, const float* t, const float* x, float mu, fl
   for (int c = 0; c < C; ++c)
     for (int i = 0; i < HW; ++i) {
       const int64_t j = static_cast<int64_t>(c) * HW + i;
-      const float v = r * (tv(c, j) - a - (x[j] - mu) * r * b);
+      const float v = layernorm_math::jacobian(tv(c, j), x[j], mu, r, a, b);
       out[j] = weight_first ? v : weight[c] * v;
     }
 }
@@ -128,14 +129,14 @@ void layernorm2d_second(float* dinp, float* dweight, const float* delta, const f
       }
     U /= m;
     E /= m;
-    const double r3 = r * r * r, dphi_dr = S - E * A - 3.0 * r * r * U * V;
+    const double dphi_dr = layernorm_math::dphi_dr(S, E, A, r, U, V);
     float* g = dinp + n * M;
     double gsum = 0;
     for (int c = 0; c < C; ++c)
       for (int i = 0; i < HW; ++i) {
         const int64_t j = static_cast<int64_t>(c) * HW + i;
         const double a = static_cast<double>(weight[c]) * d[j], cj = x[j] - mu;
-        const double v = -r3 * (tt[j] * V / m + U * a) - dphi_dr * r3 * cj / m;
+        const double v = layernorm_math::curvature(tt[j], a, cj, r, m, U, V, dphi_dr);
         g[j] = static_cast<float>(v);
         gsum += v;
       }
@@ -150,7 +151,7 @@ void layernorm2d_second(float* dinp, float* dweight, const float* delta, const f
       }
       const float ea = static_cast<float>(st / m), eb = static_cast<float>(stx / m);
       float* o = xhat_t.data() + n * M;
-      for (int64_t j = 0; j < M; ++j) o[j] = rstd[n] * (tt[j] - ea - (x[j] - mean[n]) * rstd[n] * eb);
+      for (int64_t j = 0; j < M; ++j) o[j] = layernorm_math::jacobian(tt[j], x[j], mean[n], rstd[n], ea, eb);
     }
   }
   if (dweight) channel_sums(dweight, nullptr, delta, in, mean, rstd, xhat_t.data(), N, C, HW);
