@@ -348,6 +348,11 @@ def case_time_limit_signal(jobs):
         f = jobs.c.job(jid)
         return f.get("Restarts") == "1" or f.get("JobState") not in ("PENDING", "RUNNING")
     jobs.c.wait_for(requeued_or_ended, 150, f"job {jid} to be signalled and requeued")
+    # Slurm can change the job's state before the batch script's last lines reach the output file: give
+    # them up to 30 s (a job that was never signalled still fails the check below).
+    deadline = time.time() + 30
+    while time.time() < deadline and "requeueing job" not in jobs.output(jid):
+        time.sleep(0.5)
     out = jobs.output(jid)
     m = re.search(r"stopping after step (\d+) with a checkpoint", out)
     check(jobs.c.job(jid).get("Restarts") == "1" and "USR1 received" in out and m and "requeueing job" in out,
