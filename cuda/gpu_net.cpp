@@ -16,7 +16,9 @@
 namespace gt::cuda {
 namespace {
 
-enum class OpKind { conv, conv_t, bn, ln, act, linear, reshape };
+// pixelnorm, upsample, avgpool, mbstd: the Progressive GAN layers (their kernels take f32 NCHW; other formats
+// convert around them).
+enum class OpKind { conv, conv_t, bn, ln, act, linear, reshape, pixelnorm, upsample, avgpool, mbstd };
 
 Activation activation_of(const std::string& kind) {
   if (kind == "ReLU") return Activation::relu;
@@ -47,6 +49,35 @@ Chw chw_of(const Shape& per_sample) {
   return r;
 }
 
+// The Progressive GAN ops' kernels (kernels.h) read and write f32 NCHW: in the engine's own f32 NCHW the
+// activations are used as they are, in any other format through f32 NCHW copies from the arena (the caller
+// marks and rewinds it around the op).
+struct F32Nchw {
+  const ActFormat& fmt;
+  DeviceArena& arena;
+  cudaStream_t stream;
+
+  bool native() const { return fmt == ActFormat{}; }
+  // src (per-sample shape `shape`, N samples) as f32 NCHW.
+  const float* in(const void* src, int N, const Shape& shape) const {
+    if (native()) return static_cast<const float*>(src);
+    const Chw c = chw_of(shape);
+    float* d = arena.allocate<float>(static_cast<size_t>(N) * shape_numel(shape));
+    convert_activations(d, ActFormat{}, src, fmt, N, c.c, c.h, c.w, stream);
+    return d;
+  }
+  // Where to write a result bound for dst: dst itself, or an f32 NCHW copy that store() converts into dst.
+  float* out(void* dst, int N, const Shape& shape) const {
+    if (native()) return static_cast<float*>(dst);
+    return arena.allocate<float>(static_cast<size_t>(N) * shape_numel(shape));
+  }
+  void store(void* dst, const float* v, int N, const Shape& shape) const {
+    if (native()) return;
+    const Chw c = chw_of(shape);
+    convert_activations(dst, fmt, v, ActFormat{}, N, c.c, c.h, c.w, stream);
+  }
+};
+
 }  // namespace
 
 struct GpuNet::Op {
@@ -71,6 +102,9 @@ struct GpuNet::Op {
   DeviceBuffer<double> sums;  // 4C: this rank's backward sums (g, g*xmu), then their all-reduced copies
   float* ln_mean = nullptr;   // LayerNorm2d: the last forward's per-sample statistics (arena memory)
   float* ln_rstd = nullptr;
+  // PixelNorm: the last forward's rnorm [N*HW]; MinibatchStddev: its mean and sigma [N/group, C*HW] (arena memory).
+  float* saved0 = nullptr;
+  float* saved1 = nullptr;
   bool trained = false;       // the last forward was in train mode
   // Saved by forward for backward.
   const void* x = nullptr;
@@ -88,6 +122,7 @@ struct GpuNet::Op {
     g.kernel = a.kernel;
     g.stride = a.stride;
     g.padding = a.padding;
+    g.weight_scale = a.weight_scale;
     return g;
   }
 };
@@ -168,6 +203,15 @@ GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, Co
       op->kind = OpKind::linear;
     } else if (kind == "Reshape") {
       op->kind = OpKind::reshape;
+    } else if (kind == "PixelNorm") {
+      op->kind = OpKind::pixelnorm;
+    } else if (kind == "Upsample2x") {
+      op->kind = OpKind::upsample;
+    } else if (kind == "AvgPool2x") {
+      op->kind = OpKind::avgpool;
+    } else if (kind == "MinibatchStddev") {
+      op->kind = OpKind::mbstd;
+      if (op->a.group < 1) user_error("layer {} (MinibatchStddev) has a group size of {}", i, op->a.group);
     } else {
       user_error("layer {} ({}) has no GPU implementation; use run.device: cpu", i, kind);
     }
@@ -187,6 +231,10 @@ GpuNet::GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, Co
         break;
       case OpKind::reshape:
         uses.push_back(fmt.layout == Layout::nchw ? BufferUse::view : BufferUse::fresh);
+        break;
+      case OpKind::upsample:
+      case OpKind::avgpool:  // linear maps: their backward needs nothing of the forward
+        uses.push_back(BufferUse::fresh);
         break;
       default:  // conv, batch norm (fused with its activation or not) and Linear keep their input
         uses.push_back(BufferUse::fresh_keeps_input);

@@ -11,6 +11,9 @@ struct ConvGeometry {
   int in_channels = 0, in_h = 0, in_w = 0;
   int out_channels = 0, out_h = 0, out_w = 0;
   int kernel = 1, stride = 1, padding = 0;
+  // Equalized learning rate's runtime weight scale: the call computes with weight_scale * weight, and the
+  // weight gradient it accumulates is that of the stored (unscaled) weight. 1 for a plain convolution.
+  float weight_scale = 1.f;
 };
 
 // Output size of a convolution along one axis, or <= 0 when the input is too small for the kernel.

@@ -31,6 +31,19 @@ struct LayerAttrs {
   float eps = 0.f, momentum = 0.f;  // BatchNorm2d
   float slope = 0.f;                // LeakyReLU
   Shape per_sample_shape;           // Reshape
+  float weight_scale = 1.f;         // Conv2d, ConvTranspose2d, Linear: equalized learning rate's runtime scale
+  int group = 0;                    // MinibatchStddev: samples per group
+};
+
+struct Param;
+struct Buffer;
+struct NamedParam {
+  std::string name;  // "main.0.weight"
+  Param* param;
+};
+struct NamedBuffer {
+  std::string name;  // "main.1.running_mean"
+  Buffer* buffer;
 };
 
 // A layer keeps what its backward needs from the last forward call; forward then backward, in order.
@@ -55,6 +68,10 @@ class Layer {
   virtual Tensor backward_second(const Tensor& dy_bar, const Tensor& t, const Tensor& delta);
   virtual std::vector<Param*> params() { return {}; }
   virtual std::vector<Buffer*> buffers() { return {}; }
+  // params() and buffers() with the names the layer gives them: their local names ("weight"), or for a layer
+  // made of named layers (Fade) "<inner name>.<local name>". A network prefixes them with the layer's own name.
+  virtual std::vector<NamedParam> scoped_params();
+  virtual std::vector<NamedBuffer> scoped_buffers();
   virtual LayerAttrs attrs() const { return {}; }
 };
 

@@ -61,6 +61,10 @@ class Net {
   // Batch norm over the global batch of `world` equal shards: every batch-norm layer sums its
   // per-channel values with reduce (empty: this rank's shard alone).
   virtual void set_batch_stats_reducer(BatchStatsReducer reduce, int world) = 0;
+
+  // The fade-in weight of every Fade layer (Progressive GAN transitions), used from the next forward on. A
+  // network without one ignores it.
+  virtual void set_fade_alpha(float alpha) { (void)alpha; }
 };
 
 }  // namespace gt

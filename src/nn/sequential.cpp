@@ -13,8 +13,11 @@ constexpr int64_t kAlignFloats = 16;  // 64 bytes: where a parameter tensor of i
 int64_t aligned(int64_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 }  // namespace
 
-void Sequential::add(LayerPtr layer) {
+void Sequential::add(LayerPtr layer) { add(std::move(layer), prefix_ + "." + std::to_string(layers_.size())); }
+
+void Sequential::add(LayerPtr layer, std::string name) {
   layers_.push_back(std::move(layer));
+  names_.push_back(std::move(name));
   rebuild_flat();
 }
 
@@ -47,6 +50,18 @@ void Sequential::rebuild_flat() {
     for (size_t k = layers_[i]->params().size(); k > 0; --k) lowest = slots_[--slot].offset;
     lowest_final_[i] = lowest;
   }
+}
+
+std::vector<NamedParam> Layer::scoped_params() {
+  std::vector<NamedParam> out;
+  for (Param* p : params()) out.push_back({p->name, p});
+  return out;
+}
+
+std::vector<NamedBuffer> Layer::scoped_buffers() {
+  std::vector<NamedBuffer> out;
+  for (Buffer* b : buffers()) out.push_back({b->name, b});
+  return out;
 }
 
 Tensor Layer::tangent(const Tensor&) {
@@ -115,18 +130,29 @@ Shape Sequential::output_shape(const Shape& in) const {
   return s;
 }
 
+namespace {
+std::string joined(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+}  // namespace
+
 std::vector<NamedParam> Sequential::named_params() {
   std::vector<NamedParam> out;
   for (size_t i = 0; i < layers_.size(); ++i)
-    for (Param* p : layers_[i]->params()) out.push_back({prefix_ + "." + std::to_string(i) + "." + p->name, p});
+    for (const NamedParam& p : layers_[i]->scoped_params()) out.push_back({joined(names_[i], p.name), p.param});
   return out;
 }
 
 std::vector<NamedBuffer> Sequential::named_buffers() {
   std::vector<NamedBuffer> out;
   for (size_t i = 0; i < layers_.size(); ++i)
-    for (Buffer* b : layers_[i]->buffers()) out.push_back({prefix_ + "." + std::to_string(i) + "." + b->name, b});
+    for (const NamedBuffer& b : layers_[i]->scoped_buffers()) out.push_back({joined(names_[i], b.name), b.buffer});
   return out;
+}
+
+void Sequential::set_fade_alpha(float alpha) {
+  for (auto& l : layers_)
+    if (auto* fade = dynamic_cast<Fade*>(l.get())) fade->set_alpha(alpha);
 }
 
 int64_t Sequential::param_count() const {

@@ -9,23 +9,17 @@
 
 namespace gt {
 
-struct NamedParam {
-  std::string name;  // "main.0.weight"
-  Param* param;
-};
-struct NamedBuffer {
-  std::string name;  // "main.1.running_mean"
-  Buffer* buffer;
-};
-
 // Every parameter's value and gradient is a view into two flat host buffers (each parameter starts
 // on a 64-byte boundary, as a tensor of its own would), so the gradient reduction and the optimizers
 // see one range per network, as on the GPU.
 class Sequential final : public Net {
  public:
   explicit Sequential(std::string prefix = "main") : prefix_(std::move(prefix)) {}
-  // Appends a layer and moves every parameter (values and gradients kept) into the flat buffers.
+  // Appends a layer and moves every parameter (values and gradients kept) into the flat buffers. Its
+  // parameters are named "<prefix>.<index>.<local>"; with a name, "<name>.<local>" (an empty name: the layer's
+  // scoped names alone), so a network that grows (Progressive GAN) keeps each parameter's name.
   void add(LayerPtr layer);
+  void add(LayerPtr layer, std::string name);
   size_t size() const { return layers_.size(); }
   Layer& layer(size_t i) { return *layers_.at(i); }
 
@@ -40,6 +34,7 @@ class Sequential final : public Net {
   int64_t flat_size() const override { return flat_values_.defined() ? flat_values_.numel() : 0; }
   const std::vector<ParamSlot>& param_slots() const override { return slots_; }
   void set_batch_stats_reducer(BatchStatsReducer reduce, int world) override;
+  void set_fade_alpha(float alpha) override;
 
   Shape output_shape(const Shape& in) const;
   std::vector<NamedParam> named_params();
@@ -51,6 +46,7 @@ class Sequential final : public Net {
 
   std::string prefix_;
   std::vector<LayerPtr> layers_;
+  std::vector<std::string> names_;  // per layer: the prefix of its parameters' names
   Tensor flat_values_, flat_grads_;
   std::vector<ParamSlot> slots_;
   std::vector<int64_t> lowest_final_;  // per layer: lowest flat offset whose gradient is final after its backward

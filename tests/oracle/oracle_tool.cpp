@@ -4,6 +4,7 @@
 //   gt_oracle_tool dcgan-step IN.h5 OUT.h5
 //   gt_oracle_tool gan-step IN.h5 OUT.h5
 //   gt_oracle_tool penalty IN.h5 OUT.h5
+//   gt_oracle_tool progan IN.h5 OUT.h5
 //   gt_oracle_tool optim NAME IN.h5 OUT.h5        (NAME: adam | rmsprop | sgd)
 //
 // Both inputs are checkpoints in gantrain's layout (read with load_checkpoint, so /meta carries the
@@ -44,6 +45,14 @@
 // penalty OUT.h5: /outputs/penalty (gp_weight * mean (||grad_x D(x)|| - 1)^2), /outputs/grad_x, and
 //   /D/grads/<name>: the penalty's gradient with respect to each of D's parameters (double backward)
 //
+// progan IN.h5: one phase of the Progressive GAN (nn/progan.h) at /meta resolution r with fade-in weight
+//   /meta alpha; the integer attributes final_resolution, fading (0/1), nz, channels, fmap_base, fmap_max and
+//   mbstd_group complete the ProganSpec; loss.gp_weight from /meta/config. /G/params, /D/params under our names;
+//   /inputs/z f32 [N, nz], /inputs/dy f32 [N, C, r, r] (the gradient handed to G's output), /inputs/x f32 [N, C, r, r].
+// progan OUT.h5: /outputs/fake G(z), /outputs/grad_z and /G/grads/<name> of G's backward from dy;
+//   /outputs/scores D(x) [N], /outputs/grad_x and /D/grads_first/<name> of D's backward from ones;
+//   /outputs/penalty (gp_weight * mean (||grad_x|| - 1)^2) and /D/grads/<name>, its double backward.
+//
 // optim IN.h5
 //   /meta           the checkpoint attributes plus the integer attribute `steps` (K)
 //   /meta/config    YAML text whose optim.g holds lr, beta1, beta2, eps, alpha, momentum, weight_decay
@@ -63,6 +72,7 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
+#include "nn/progan.h"
 #include "train/cpu_step.h"
 #include "train/trainer.h"
 #include "train/model_state.h"
@@ -284,6 +294,70 @@ int run_penalty(const std::string& in_path, const std::string& out_path) {
   return 0;
 }
 
+// ---- progan ------------------------------------------------------------------------------------
+// One phase's G and D: forward, backward and the penalty's double backward, for the torch oracle of the layers.
+int run_progan(const std::string& in_path, const std::string& out_path) {
+  InputFile in{in_path, load_checkpoint(in_path)};
+  ProganSpec spec;
+  spec.resolution = static_cast<int>(require_meta_int(in, "final_resolution"));
+  spec.nz = static_cast<int>(require_meta_int(in, "nz"));
+  spec.channels = static_cast<int>(require_meta_int(in, "channels"));
+  spec.fmap_base = static_cast<int>(require_meta_int(in, "fmap_base"));
+  spec.fmap_max = static_cast<int>(require_meta_int(in, "fmap_max"));
+  spec.mbstd_group = static_cast<int>(require_meta_int(in, "mbstd_group"));
+  const bool fading = require_meta_int(in, "fading") != 0;
+  const int r = static_cast<int>(in.ckpt.meta.resolution);
+  const float alpha = static_cast<float>(in.ckpt.meta.alpha);
+  const Config cfg = parse_config(in.ckpt.meta.config_yaml, in_path + ":/meta/config");
+  const Tensor& z = require_tensor(in, "inputs", "z");
+  const Tensor& dy = require_tensor(in, "inputs", "dy");
+  const Tensor& x = require_tensor(in, "inputs", "x");
+  const Shape image = {x.ndim() == 4 ? x.dim(0) : -1, spec.channels, r, r};
+  if (x.shape() != image || dy.shape() != image || z.shape() != Shape({image[0], spec.nz}))
+    user_error("{}: inputs x {}, dy {} and z {} do not fit the phase's images {} and nz {}", in_path, x.str(), dy.str(),
+               z.str(), shape_str(image), spec.nz);
+
+  Checkpoint out;
+  out.meta = in.ckpt.meta;
+  auto& outputs = out.groups["outputs"];
+
+  Sequential G = make_progan_generator(spec, r, fading);
+  import_state_dict(G, in.ckpt, "G/params", in.path);
+  G.set_fade_alpha(alpha);
+  G.zero_grad();
+  const Tensor fake = G.forward(z.reshaped({z.dim(0), z.dim(1), 1, 1}), Mode::train);
+  const Tensor dz = G.backward(dy, {.param_grads = true, .input_grad = true, .on_final = {}});
+  outputs.emplace_back("fake", fake.clone());
+  outputs.emplace_back("grad_z", dz.reshaped({z.dim(0), z.dim(1)}).clone());
+  for (const NamedParam& p : G.named_params()) out.groups["G/grads"].emplace_back(p.name, p.param->grad.clone());
+
+  Sequential D = make_progan_discriminator(spec, r, fading);
+  import_state_dict(D, in.ckpt, "D/params", in.path);
+  D.set_fade_alpha(alpha);
+  D.zero_grad();
+  CpuStepOps ops;
+  const Tensor scores = D.forward(x, Mode::train);
+  BackwardOptions first;
+  first.input_grad = true;
+  first.create_graph = true;
+  const Tensor g = D.backward(ops.ones_like(scores), first);
+  outputs.emplace_back("scores", scores.reshaped({scores.numel()}).clone());
+  outputs.emplace_back("grad_x", g.clone());
+  for (const NamedParam& p : D.named_params()) out.groups["D/grads_first"].emplace_back(p.name, p.param->grad.clone());
+  D.zero_grad();
+  Tensor v = ops.buffer_like(g);
+  ops.gradient_penalty(g, cfg.loss.gp_weight, 1.f, v, StepScalar::penalty, {});
+  D.backward_of_input_grad(v, {});
+  const double penalty = ops.scalars()[static_cast<int>(StepScalar::penalty)];
+  outputs.emplace_back("penalty", scalar_f32(penalty));
+  for (const NamedParam& p : D.named_params()) out.groups["D/grads"].emplace_back(p.name, p.param->grad.clone());
+  save_checkpoint(out_path, out);
+  std::printf("progan %dx%d%s alpha %.3f: G %lld and D %lld parameters, penalty %.6g -> %s\n", r, r,
+              fading ? " (fading in)" : "", alpha, static_cast<long long>(G.param_count()),
+              static_cast<long long>(D.param_count()), penalty, out_path.c_str());
+  return 0;
+}
+
 // ---- optim -------------------------------------------------------------------------------------
 
 OptimConfig read_optim_config(const InputFile& in, const std::string& name) {
@@ -335,6 +409,7 @@ int usage() {
                "usage: gt_oracle_tool dcgan-step IN.h5 OUT.h5\n"
                "       gt_oracle_tool gan-step IN.h5 OUT.h5\n"
                "       gt_oracle_tool penalty IN.h5 OUT.h5\n"
+               "       gt_oracle_tool progan IN.h5 OUT.h5\n"
                "       gt_oracle_tool optim adam|rmsprop|sgd IN.h5 OUT.h5\n"
                "(the file layouts are described at the top of tests/oracle/oracle_tool.cpp)\n");
   return 2;
@@ -344,6 +419,7 @@ int dispatch(const std::vector<std::string>& args) {
   if (args.size() == 3 && args[0] == "dcgan-step") return run_dcgan_step(args[1], args[2]);
   if (args.size() == 3 && args[0] == "gan-step") return run_gan_step_case(args[1], args[2]);
   if (args.size() == 3 && args[0] == "penalty") return run_penalty(args[1], args[2]);
+  if (args.size() == 3 && args[0] == "progan") return run_progan(args[1], args[2]);
   if (args.size() == 4 && args[0] == "optim") return run_optim(args[1], args[2], args[3]);
   return usage();
 }

@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "nn/dcgan.h"
 #include "nn/layers.h"
+#include "nn/progan.h"
 #include "nn/sequential.h"
 #include "train/cpu_step.h"
 
@@ -140,6 +141,24 @@ TEST(Penalty, DoubleBackwardOfTheLayerNormCriticMatchesFiniteDifferences) {
   randomize(D, rng, 0.3f);
   const Tensor x = random_tensor({2, 1, 32, 32}, rng);
   expect_penalty_gradient_matches_differences(D, x, 1.f, 2e-4, 3e-3);
+}
+
+TEST(Penalty, DoubleBackwardOfTheProganCriticMatchesFiniteDifferences) {
+  // The Progressive GAN critic while its 8x8 block fades in: equalized-LR convolutions and dense layers, the fade,
+  // average pooling and minibatch standard deviation (whose curvature mixes each group's samples).
+  std::mt19937 rng(8);
+  ProganSpec s;
+  s.nz = 4;
+  s.resolution = 8;
+  s.channels = 2;
+  s.fmap_base = 16;  // widths 4 (4x4) and 2 (8x8)
+  s.fmap_max = 4;
+  s.mbstd_group = 2;
+  Sequential D = make_progan_discriminator(s, 8, true);
+  randomize(D, rng, 0.8f);
+  D.set_fade_alpha(0.4f);
+  const Tensor x = random_tensor({4, 2, 8, 8}, rng);
+  expect_penalty_gradient_matches_differences(D, x, 1.f, 1e-3, 3e-3);
 }
 
 TEST(Penalty, LayerNormForwardIsPerSampleAndBackwardMatchesDifferences) {

@@ -10,13 +10,15 @@ namespace gt {
 namespace {
 
 std::string describe(const char* kind, const Conv2dSpec& s) {
-  return fmt::format("{}(in_channels {}, out_channels {}, kernel {}, stride {}, padding {}, bias {})", kind,
-                     s.in_channels, s.out_channels, s.kernel, s.stride, s.padding, s.bias);
+  return fmt::format("{}(in_channels {}, out_channels {}, kernel {}, stride {}, padding {}, bias {}, weight scale {})",
+                     kind, s.in_channels, s.out_channels, s.kernel, s.stride, s.padding, s.bias, s.weight_scale);
 }
 
 const Conv2dSpec& checked(const char* kind, const Conv2dSpec& s) {
-  if (s.in_channels <= 0 || s.out_channels <= 0 || s.kernel <= 0 || s.stride <= 0 || s.padding < 0)
-    user_error("{} needs positive channels, kernel and stride and a non-negative padding", describe(kind, s));
+  if (s.in_channels <= 0 || s.out_channels <= 0 || s.kernel <= 0 || s.stride <= 0 || s.padding < 0 ||
+      !(s.weight_scale > 0.f))
+    user_error("{} needs positive channels, kernel, stride and weight scale and a non-negative padding",
+               describe(kind, s));
   return s;
 }
 
@@ -34,6 +36,7 @@ cpu::ConvGeometry input_geometry(const char* kind, const Conv2dSpec& s, const Sh
   g.kernel = s.kernel;
   g.stride = s.stride;
   g.padding = s.padding;
+  g.weight_scale = s.weight_scale;
   return g;
 }
 
@@ -45,6 +48,7 @@ LayerAttrs conv_attrs(const Conv2dSpec& s) {
   a.stride = s.stride;
   a.padding = s.padding;
   a.bias = s.bias;
+  a.weight_scale = s.weight_scale;
   return a;
 }
 

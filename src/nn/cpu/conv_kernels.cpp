@@ -249,7 +249,7 @@ void conv2d_forward(float* out, const float* in, const float* weight, const floa
   const int patch = g.in_channels * g.kernel * g.kernel;
   if (conv_is_dense(g)) {
     // out [N, OC] = in [N, patch] * weight [OC, patch]^T
-    sgemm(false, true, g.batch, g.out_channels, patch, 1.f, in, patch, weight, patch, 0.f, out, g.out_channels);
+    sgemm(false, true, g.batch, g.out_channels, patch, g.weight_scale, in, patch, weight, patch, 0.f, out, g.out_channels);
     if (bias) add_channel_bias_parallel(out, bias, g.batch, g.out_channels, 1);
     return;
   }
@@ -265,7 +265,7 @@ void conv2d_forward(float* out, const float* in, const float* weight, const floa
            g.out_h, g.out_w);
     // y [OC, cols] = weight [OC, patch] * cols [patch, cols]
     float* y = count == 1 ? out + n0 * out_sample : b.gemm;  // one sample: CNHW is NCHW
-    sgemm_serial(false, false, g.out_channels, cols, patch, 1.f, weight, patch, b.cols, cols, 0.f, y, cols);
+    sgemm_serial(false, false, g.out_channels, cols, patch, g.weight_scale, weight, patch, b.cols, cols, 0.f, y, cols);
     if (count != 1) cnhw_to_nchw(out + n0 * out_sample, b.gemm, count, g.out_channels, p.positions);
     if (bias) add_channel_bias(out + n0 * out_sample, bias, count, g.out_channels, p.positions);
   }
@@ -278,9 +278,9 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (conv_is_dense(g)) {
     // dweight [OC, patch] += dout [N, OC]^T * in [N, patch]; dinp [N, patch] = dout [N, OC] * weight [OC, patch]
     if (dweight)
-      sgemm(true, false, g.out_channels, patch, g.batch, 1.f, dout, g.out_channels, in, patch, 1.f, dweight, patch);
+      sgemm(true, false, g.out_channels, patch, g.batch, g.weight_scale, dout, g.out_channels, in, patch, 1.f, dweight, patch);
     if (dinp)
-      sgemm(false, false, g.batch, patch, g.out_channels, 1.f, dout, g.out_channels, weight, patch, 0.f, dinp,
+      sgemm(false, false, g.batch, patch, g.out_channels, g.weight_scale, dout, g.out_channels, weight, patch, 0.f, dinp,
             patch);
     return;
   }
@@ -304,10 +304,10 @@ void conv2d_backward(float* dinp, float* dweight, float* dbias, const float* dou
       }
       // dweight [OC, patch] += dy [OC, cols] * cols [patch, cols]^T
       if (dweight)
-        sgemm_serial(false, true, g.out_channels, patch, cols, 1.f, dy, cols, b.cols, cols, 1.f, b.dweight, patch);
+        sgemm_serial(false, true, g.out_channels, patch, cols, g.weight_scale, dy, cols, b.cols, cols, 1.f, b.dweight, patch);
       if (dinp) {
         // dcols [patch, cols] = weight [OC, patch]^T * dy [OC, cols], into the now free column buffer
-        sgemm_serial(true, false, patch, cols, g.out_channels, 1.f, weight, patch, dy, cols, 0.f, b.cols, cols);
+        sgemm_serial(true, false, patch, cols, g.out_channels, g.weight_scale, weight, patch, dy, cols, 0.f, b.cols, cols);
         col2im(dinp + n0 * in_sample, b.cols, count, g.in_channels, g.in_h, g.in_w, g.kernel, g.stride,
                g.padding, g.out_h, g.out_w);
       }
@@ -329,7 +329,7 @@ void conv_transpose2d_forward(float* out, const float* in, const float* weight, 
   const int patch = g.out_channels * g.kernel * g.kernel;
   if (conv_transpose_is_dense(g)) {
     // out [N, OC*K*K] = in [N, C] * weight [C, OC*K*K], already NCHW
-    sgemm(false, false, g.batch, patch, g.in_channels, 1.f, in, g.in_channels, weight, patch, 0.f, out, patch);
+    sgemm(false, false, g.batch, patch, g.in_channels, g.weight_scale, in, g.in_channels, weight, patch, 0.f, out, patch);
     if (bias) add_channel_bias_parallel(out, bias, g.batch, g.out_channels, g.out_h * g.out_w);
     return;
   }
@@ -347,7 +347,7 @@ void conv_transpose2d_forward(float* out, const float* in, const float* weight, 
       x = b.gemm;
     }
     // cols [patch, cols] = weight [C, patch]^T * x [C, cols], then scattered onto the output image
-    sgemm_serial(true, false, patch, cols, g.in_channels, 1.f, weight, patch, x, cols, 0.f, b.cols, cols);
+    sgemm_serial(true, false, patch, cols, g.in_channels, g.weight_scale, weight, patch, x, cols, 0.f, b.cols, cols);
     col2im(out + n0 * out_sample, b.cols, count, g.out_channels, g.out_h, g.out_w, g.kernel, g.stride, g.padding,
            g.in_h, g.in_w);
     if (bias) add_channel_bias(out + n0 * out_sample, bias, count, g.out_channels, g.out_h * g.out_w);
@@ -362,9 +362,9 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
   if (conv_transpose_is_dense(g)) {
     // dweight [C, patch] += in [N, C]^T * dout [N, patch]; dinp [N, C] = dout [N, patch] * weight [C, patch]^T
     if (dweight)
-      sgemm(true, false, g.in_channels, patch, g.batch, 1.f, in, g.in_channels, dout, patch, 1.f, dweight, patch);
+      sgemm(true, false, g.in_channels, patch, g.batch, g.weight_scale, in, g.in_channels, dout, patch, 1.f, dweight, patch);
     if (dinp)
-      sgemm(false, true, g.batch, g.in_channels, patch, 1.f, dout, patch, weight, patch, 0.f, dinp, g.in_channels);
+      sgemm(false, true, g.batch, g.in_channels, patch, g.weight_scale, dout, patch, weight, patch, 0.f, dinp, g.in_channels);
     return;
   }
   const ChunkPlan p = conv_transpose_plan(g);
@@ -387,11 +387,11 @@ void conv_transpose2d_backward(float* dinp, float* dweight, float* dbias, const 
       }
       // dweight [C, patch] += x [C, cols] * dcols [patch, cols]^T
       if (dweight)
-        sgemm_serial(false, true, g.in_channels, patch, cols, 1.f, x, cols, b.cols, cols, 1.f, b.dweight, patch);
+        sgemm_serial(false, true, g.in_channels, patch, cols, g.weight_scale, x, cols, b.cols, cols, 1.f, b.dweight, patch);
       if (dinp) {
         // dx [C, cols] = weight [C, patch] * dcols [patch, cols]: a conv forward of dout
         float* dx = count == 1 ? dinp + n0 * in_sample : b.gemm;
-        sgemm_serial(false, false, g.in_channels, cols, patch, 1.f, weight, patch, b.cols, cols, 0.f, dx, cols);
+        sgemm_serial(false, false, g.in_channels, cols, patch, g.weight_scale, weight, patch, b.cols, cols, 0.f, dx, cols);
         if (count != 1) cnhw_to_nchw(dinp + n0 * in_sample, b.gemm, count, g.in_channels, p.positions);
       }
     }

@@ -109,9 +109,40 @@ void tanh_second(float* dinp, const float* delta, const float* t, const float* o
 void sigmoid_second(float* dinp, const float* delta, const float* t, const float* out, int64_t n);
 
 // ---- Linear: out [N, OUT] = in [N, IN] * weight[OUT, IN]^T + bias ---------------------------------------
-void linear_forward(float* out, const float* in, const float* weight, const float* bias, int N, int IN, int OUT);
+// weight_scale multiplies the weight (equalized learning rate); dweight is that of the stored weight.
+void linear_forward(float* out, const float* in, const float* weight, const float* bias, int N, int IN, int OUT,
+                    float weight_scale = 1.f);
 // dweight/dbias accumulate (each skipped when null); dinp written (skipped when null).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* in,
-                     const float* weight, int N, int IN, int OUT);
+                     const float* weight, int N, int IN, int OUT, float weight_scale = 1.f);
+
+// ---- Progressive GAN layers (nn/cpu/progan_kernels.cpp) ---------------------------------------------------
+// PixelNorm over [N, C, HW]: per sample and position y_c = x_c r, r = (mean_c x_c^2 + eps)^-1/2, saved in
+// rnorm [N*HW]. Its Jacobian J t = r t - r^3 x mean_c(x t) is symmetric: pixelnorm_jacobian is both the
+// backward (t = dout) and the tangent. pixelnorm_second: dinp = d(delta . J t)/dx (overwritten).
+void pixelnorm_forward(float* out, float* rnorm, const float* in, int N, int C, int HW, float eps);
+void pixelnorm_jacobian(float* out, const float* t, const float* in, const float* rnorm, int N, int C, int HW);
+void pixelnorm_second(float* dinp, const float* delta, const float* t, const float* in, const float* rnorm, int N,
+                      int C, int HW);
+// Nearest-neighbour upsampling by 2 of [NC, H, W] -> [NC, 2H, 2W]; backward sums each 2x2 block.
+void upsample2x_forward(float* out, const float* in, int NC, int H, int W);
+void upsample2x_backward(float* dinp, const float* dout, int NC, int H, int W);
+// 2x2 average pooling of [NC, H, W] (H, W even) -> [NC, H/2, W/2]; backward spreads dout/4.
+void avgpool2x_forward(float* out, const float* in, int NC, int H, int W);
+void avgpool2x_backward(float* dinp, const float* dout, int NC, int H, int W);
+// Minibatch standard deviation over groups of `group` consecutive samples (N a multiple of group): out
+// [N, C+1, HW] is the input plus one channel holding, for every sample of group g, the mean over [C, HW] of
+// the group's standard deviation sqrt(mean_i (x_i - mu)^2 + eps). mean and sigma [N/group, C*HW] are saved
+// for the backward. mbstd_tangent writes J t [N, C+1, HW]; mbstd_second overwrites dinp with
+// d(delta . J t)/dx.
+void mbstd_forward(float* out, float* mean, float* sigma, const float* in, int N, int C, int HW, int group, float eps);
+void mbstd_backward(float* dinp, const float* dout, const float* in, const float* mean, const float* sigma, int N,
+                    int C, int HW, int group);
+void mbstd_tangent(float* out, const float* t, const float* in, const float* mean, const float* sigma, int N, int C,
+                   int HW, int group);
+void mbstd_second(float* dinp, const float* delta, const float* t, const float* in, const float* mean,
+                  const float* sigma, int N, int C, int HW, int group);
+// The fade-in mix: out = a + alpha (b - a), i.e. (1 - alpha) a + alpha b.
+void lerp_forward(float* out, const float* a, const float* b, float alpha, int64_t n);
 
 }  // namespace gt::cpu
