@@ -216,32 +216,31 @@ struct ConvEngine::Impl {
     CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, fp32() ? CUDNN_FMA_MATH : c.math));
   }
 
-  // y = conv(x, w) * 1 + y * beta (alpha and beta are float for float and bf16 data alike)
-  void forward(Plan& p, const void* x, const void* w, void* y, float beta) {
+  // y = conv(x, w) * scale + y * beta (alpha and beta are float for float and bf16 data alike). scale is the
+  // layer's weight_scale (equalized learning rate): cuDNN's alpha, as the CPU passes it as its GEMMs' alpha.
+  void forward(Plan& p, const void* x, const void* w, void* y, float beta, float scale) {
     const Choice& c = choose(p, Direction::forward);
     set_math(p, c);
-    const float one = 1.f;
-    CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x, p.w, w, p.conv,
+    CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &scale, p.x, x, p.w, w, p.conv,
                                         static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), workspace.data(), c.workspace,
                                         &beta, p.y, y));
   }
 
-  // dx = conv^T(dy, w) + dx * beta
-  void backward_data(Plan& p, const void* w, const void* dy, void* dx, float beta) {
+  // dx = conv^T(dy, w) * scale + dx * beta
+  void backward_data(Plan& p, const void* w, const void* dy, void* dx, float beta, float scale) {
     const Choice& c = choose(p, Direction::backward_data);
     set_math(p, c);
-    const float one = 1.f;
-    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, w, p.y, dy, p.conv,
+    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &scale, p.w, w, p.y, dy, p.conv,
                                              static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), workspace.data(),
                                              c.workspace, &beta, p.x, dx));
   }
 
-  // dw = correlation of x with dy + dw * (accumulate ? 1 : 0)
-  void backward_filter(Plan& p, const void* x, const void* dy, void* dw, bool accumulate) {
+  // dw = correlation of x with dy * scale + dw * (accumulate ? 1 : 0): the gradient of the stored weight
+  void backward_filter(Plan& p, const void* x, const void* dy, void* dw, bool accumulate, float scale) {
     const Choice& c = choose(p, Direction::backward_filter);
     set_math(p, c);
-    const float one = 1.f, beta = accumulate ? 1.f : 0.f;
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x, p.y, dy, p.conv,
+    const float beta = accumulate ? 1.f : 0.f;
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &scale, p.x, x, p.y, dy, p.conv,
                                                static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), workspace.data(),
                                                c.workspace, &beta, p.w, dw));
   }
@@ -277,31 +276,31 @@ const ActFormat& ConvEngine::format() const { return impl_->storage; }
 void ConvEngine::conv2d_forward(void* out, const void* in, const void* weight, const float* bias,
                                 const ConvGeometry& g) {
   Plan& p = impl_->plan(false, g);
-  impl_->forward(p, in, weight, out, 0.f);
+  impl_->forward(p, in, weight, out, 0.f, g.weight_scale);
   if (bias) impl_->add_bias(p, p.y, out, bias, g);
 }
 
 void ConvEngine::conv2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
                                  const void* weight, const ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(false, g);
-  if (dweight) impl_->backward_filter(p, in, dout, dweight, accumulate_dweight);
+  if (dweight) impl_->backward_filter(p, in, dout, dweight, accumulate_dweight, g.weight_scale);
   if (dbias) impl_->accumulate_bias_grad(p, p.y, dout, dbias, g);
-  if (dinp) impl_->backward_data(p, weight, dout, dinp, 0.f);
+  if (dinp) impl_->backward_data(p, weight, dout, dinp, 0.f, g.weight_scale);
 }
 
 void ConvEngine::conv_transpose2d_forward(void* out, const void* in, const void* weight, const float* bias,
                                           const ConvGeometry& g) {
   Plan& p = impl_->plan(true, g);
-  impl_->backward_data(p, weight, in, out, 0.f);
+  impl_->backward_data(p, weight, in, out, 0.f, g.weight_scale);
   if (bias) impl_->add_bias(p, p.x, out, bias, g);
 }
 
 void ConvEngine::conv_transpose2d_backward(void* dinp, void* dweight, float* dbias, const void* dout, const void* in,
                                            const void* weight, const ConvGeometry& g, bool accumulate_dweight) {
   Plan& p = impl_->plan(true, g);
-  if (dweight) impl_->backward_filter(p, dout, in, dweight, accumulate_dweight);
+  if (dweight) impl_->backward_filter(p, dout, in, dweight, accumulate_dweight, g.weight_scale);
   if (dbias) impl_->accumulate_bias_grad(p, p.x, dout, dbias, g);
-  if (dinp) impl_->forward(p, dout, weight, dinp, 0.f);
+  if (dinp) impl_->forward(p, dout, weight, dinp, 0.f, g.weight_scale);
 }
 
 size_t ConvEngine::plans() const { return impl_->plans.size(); }

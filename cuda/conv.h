@@ -13,7 +13,9 @@ namespace gt::cuda {
 // Data is stored in the engine's ActFormat (f32 or bf16, NCHW or NHWC; f32 NCHW by default). Weights
 // are the packed copies pack_conv_weight makes for that format (for f32 NCHW: PyTorch's own layout,
 // Conv2d [OC, C, K, K], ConvTranspose2d [C, OC, K, K]); biases are f32 [OC] or null. The geometry means
-// what it means for the CPU kernels (nn/conv_geometry.h).
+// what it means for the CPU kernels (nn/conv_geometry.h), weight_scale included: every direction computes
+// with weight_scale * weight (cuDNN's alpha) and the weight gradient is that of the stored weight; the bias is
+// not scaled.
 // The first call with a new shape benchmarks cuDNN's algorithms (cudnnFind*, which allocates and
 // synchronizes); later calls with that shape only launch. Run one step before timing or capturing.
 class ConvEngine {

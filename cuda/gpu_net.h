@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/arena.h"
@@ -24,7 +25,11 @@ class GpuNet final : public Net {
   // Mirrors host's layers for inputs of per-sample shape per_sample_in ({nz, 1, 1} for G, {C, H, W} for D).
   // Conv2d/ConvTranspose2d and BatchNorm2d run in fmt; a BatchNorm2d followed by an activation is one fused
   // op; Linear runs in f32 (converted around it in bf16); Reshape is a view (a layout change in NHWC).
-  // A layer kind it does not know is a UserError naming it.
+  // Conv2d, ConvTranspose2d and Linear honour their equalized-learning-rate weight_scale (the library
+  // calls' alpha). PixelNorm, Upsample2x, AvgPool2x and MinibatchStddev run their f32 NCHW kernels
+  // (progan.cu), through f32 NCHW copies in other formats. A Fade is an op whose two branches are op
+  // lists of their own, mixed by a device-side weight (set_fade_alpha). A layer kind it does not know is a
+  // UserError naming it.
   GpuNet(Sequential& host, const Shape& per_sample_in, GpuContext& ctx, ConvEngine& conv, const ActFormat& fmt);
   ~GpuNet();
   GpuNet(const GpuNet&) = delete;
@@ -49,6 +54,10 @@ class GpuNet final : public Net {
   // Synchronized batch norm: sum its per-channel sums (device doubles) with reduce, over world ranks of
   // equal batches.
   void set_batch_stats_reducer(BatchStatsReducer reduce, int world) override;
+  // The fade-in weight of every Fade (and of the host's layers), used from the next forward on. It goes to
+  // device floats the kernels read when they run, so a captured step replays with the current weight; call it
+  // between steps (not while a step is being captured).
+  void set_fade_alpha(float alpha) override;
 
   // Host <-> device: parameters and buffers (PyTorch layout on the host). upload() also packs the weights.
   void upload();
@@ -97,6 +106,28 @@ class GpuNet final : public Net {
   // The op's part of the double backward (Layer::backward_second): parameter gradients, and d(phi)/dx into
   // dx (when not null). Returns whether dx was written (false: zero).
   bool second_op(Op& op, const void* adjoint, const void* t, const void* delta, void* dx, int N, DeviceArena& arena);
+  // The Progressive GAN ops (PixelNorm, Upsample2x, AvgPool2x, MinibatchStddev): forward (keeping their
+  // statistics in the arena), J v for the backward (dy -> dx) or the tangent (t -> J t), and the double
+  // backward's input part.
+  void progan_forward(Op& op, const void* x, void* y, int N, DeviceArena& arena);
+  void progan_jacobian(Op& op, const void* v, void* result, bool tangent, int N, DeviceArena& arena);
+  void progan_second(Op& op, const void* adjoint, const void* t, const void* delta, void* dx, int N,
+                     DeviceArena& arena);
+  size_t saved_bytes(const Op& op, int N) const;
+  // A Fade: its branches' forward, backward, tangent and double backward (the CPU FadeLayer's rules).
+  void fade_forward(Op& op, const void* x, void* y, int N, Mode mode, DeviceArena& arena);
+  void fade_backward(Op& op, const void* dy, void* dx, int N, bool param_grads, DeviceArena& arena);
+  void fade_tangent(Op& op, const void* t, void* out, int N, DeviceArena& arena);
+  bool fade_second(Op& op, const void* adjoint, void* dx, int N, DeviceArena& arena);
+  // Ops for layers [0, count) of a list (the network's, or a Fade branch's), from the input shape [1, ...];
+  // shape becomes the output's. Plans the list's in-place ops.
+  void build_ops(std::vector<std::unique_ptr<Op>>& ops, size_t count, const std::function<Layer&(size_t)>& layer_at,
+                 Shape& shape, const std::function<int64_t(const Param*)>& offset_of, size_t& packed_bytes);
+  int64_t lowest_param_offset(const Op& op) const;  // of its parameters and its branches' (param_count_: none)
+  void for_each_op(const std::function<void(Op&)>& f);  // every op, a Fade's inner ones after it
+  std::pair<size_t, size_t> forward_use(const std::vector<std::unique_ptr<Op>>& ops, int N) const;
+  std::pair<size_t, size_t> backward_use(const std::vector<std::unique_ptr<Op>>& ops, int N) const;
+  size_t tangent_use(const std::vector<std::unique_ptr<Op>>& ops, int N) const;
   void conv_weight_grad(Op& op, const void* dy, const void* x, int N);
   // What a convolution reads as its weight: the packed copy (bf16 or NHWC), or the f32 master itself.
   const void* conv_weight(const Op& op) const;

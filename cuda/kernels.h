@@ -113,6 +113,41 @@ void fill_noise(float* z, int64_t count, int nz, uint64_t seed, uint64_t step, i
 void fill_penalty_mix(float* e, int64_t count, uint64_t seed, uint64_t batch, int64_t first_index,
                       cudaStream_t stream);
 
+// ---- Progressive GAN layers (progan.cu): the CPU's nn/cpu/progan_kernels.cpp, f32 NCHW ---------------------
+// PixelNorm over [N, C, HW]: y_c = x_c r per sample and position, r = (mean_c x_c^2 + eps)^-1/2 into rnorm [N*HW].
+void pixelnorm_forward(float* out, float* rnorm, const float* in, int N, int C, int HW, float eps,
+                       cudaStream_t stream);
+// out = J t = r t - r^3 x mean_c(x t): PixelNorm's backward (t = dout) and its tangent (J is symmetric).
+void pixelnorm_jacobian(float* out, const float* t, const float* in, const float* rnorm, int N, int C, int HW,
+                        cudaStream_t stream);
+// dinp = d(delta . J t)/dx, PixelNorm's curvature term (overwritten).
+void pixelnorm_second(float* dinp, const float* delta, const float* t, const float* in, const float* rnorm, int N,
+                      int C, int HW, cudaStream_t stream);
+// Nearest upsampling by 2, [NC, H, W] -> [NC, 2H, 2W]; its backward sums each 2x2 block of dout (dinp written).
+void upsample2x_forward(float* out, const float* in, int NC, int H, int W, cudaStream_t stream);
+void upsample2x_backward(float* dinp, const float* dout, int NC, int H, int W, cudaStream_t stream);
+// 2x2 average pooling, [NC, H, W] (H, W even) -> [NC, H/2, W/2]; its backward spreads dout / 4 (dinp written).
+void avgpool2x_forward(float* out, const float* in, int NC, int H, int W, cudaStream_t stream);
+void avgpool2x_backward(float* dinp, const float* dout, int NC, int H, int W, cudaStream_t stream);
+// Minibatch stddev over groups of `group` consecutive samples (N a multiple of it): out [N, C+1, HW] is the input
+// plus the group's mean over [C, HW] of sqrt(var + eps); mean and sigma [N/group, C*HW] are saved for the rest.
+void mbstd_forward(float* out, float* mean, float* sigma, const float* in, int N, int C, int HW, int group, float eps,
+                   cudaStream_t stream);
+// dinp [N, C, HW] written from dout [N, C+1, HW].
+void mbstd_backward(float* dinp, const float* dout, const float* in, const float* mean, const float* sigma, int N,
+                    int C, int HW, int group, cudaStream_t stream);
+// out [N, C+1, HW] = J t of t [N, C, HW].
+void mbstd_tangent(float* out, const float* t, const float* in, const float* mean, const float* sigma, int N, int C,
+                   int HW, int group, cudaStream_t stream);
+// dinp = d(delta . J t)/dx, the curvature term (overwritten); delta [N, C+1, HW], t [N, C, HW].
+void mbstd_second(float* dinp, const float* delta, const float* t, const float* in, const float* mean,
+                  const float* sigma, int N, int C, int HW, int group, cudaStream_t stream);
+// The fade-in mix out = a + alpha (b - a) over n values (the CPU's lerp_forward); alpha is a device float, read
+// when the kernel runs (so a replayed CUDA graph takes its current value).
+void lerp_forward(float* out, const float* a, const float* b, const float* alpha, int64_t n, cudaStream_t stream);
+// out = w * in, w = 1 - alpha (branch 0) or alpha (branch 1), alpha a device float: a Fade branch's share.
+void fade_scale(float* out, const float* in, const float* alpha, int branch, int64_t n, cudaStream_t stream);
+
 // ---- multi-tensor updates (optimizers, clipping, EMA) ----------------------------------------------
 // One launch updates every tensor of a list: the list is cut into chunks of kMultiTensorChunk values
 // and each block takes one chunk. The slots live in device memory, uploaded once (optim_gpu.h).

@@ -106,6 +106,13 @@ size_t gradient_penalty_workspace_bytes(int64_t n);
 void activation_second(void* dinp, const void* delta, const void* t, const void* saved_out, int64_t n, Activation act,
                        DataType type, cudaStream_t stream);
 
+// ---- Fade (progan.cu): kernels.h's lerp_forward and fade_scale over values stored as `type` (element-wise:
+// any layout) -------------------------------------------------------------------------------------------------
+void lerp_forward(void* out, const void* a, const void* b, const float* alpha, int64_t n, DataType type,
+                  cudaStream_t stream);
+void fade_scale(void* out, const void* in, const float* alpha, int branch, int64_t n, DataType type,
+                cudaStream_t stream);
+
 // ---- LayerNorm2d: per sample over [C, HW], per-channel affine (the CPU's layernorm2d_* kernels) -------------
 // mean and rstd: N floats each, written by the forward.
 void layernorm_forward(void* out, float* mean, float* rstd, const void* x, const float* weight, const float* bias,

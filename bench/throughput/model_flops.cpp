@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "nn/layers.h"
+
 namespace gt::bench {
 namespace {
 
@@ -33,19 +35,39 @@ std::string layer_label(size_t index, Layer& layer, const Shape& in, const Shape
 
 }  // namespace
 
+namespace {
+
+// One layer's count into r; a Fade (Progressive GAN) counts both of its branches, each from the same input.
+void count_layer(Layer& layer, size_t index, const Shape& in, NetMacs& r) {
+  if (auto* fade = dynamic_cast<Fade*>(&layer)) {
+    for (int b = 0; b < 2; ++b) {
+      Shape shape = in;
+      for (size_t k = 0; k < fade->branch_size(b); ++k) {
+        Layer& inner = fade->branch_layer(b, k);
+        count_layer(inner, index, shape, r);
+        shape = inner.output_shape(shape);
+      }
+    }
+    return;
+  }
+  const Shape out = layer.output_shape(in);
+  const int64_t macs = layer_macs(layer, in, out);
+  if (macs > 0) {
+    if (r.layers.empty()) r.first = macs;
+    r.layers.push_back({layer_label(index, layer, in, out), macs});
+    r.forward += macs;
+  }
+}
+
+}  // namespace
+
 NetMacs count_net_macs(Sequential& net, const Shape& input) {
   NetMacs r;
   Shape shape = input;
   for (size_t i = 0; i < net.size(); ++i) {
     Layer& layer = net.layer(i);
-    const Shape out = layer.output_shape(shape);
-    const int64_t macs = layer_macs(layer, shape, out);
-    if (macs > 0) {
-      if (r.layers.empty()) r.first = macs;
-      r.layers.push_back({layer_label(i, layer, shape, out), macs});
-      r.forward += macs;
-    }
-    shape = out;
+    count_layer(layer, i, shape, r);
+    shape = layer.output_shape(shape);
   }
   return r;
 }

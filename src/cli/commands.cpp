@@ -17,7 +17,10 @@
 #include "io/image.h"
 #include "nn/dcgan.h"
 #include "train/cpu_step.h"
+#include "train/large_batch.h"
 #include "train/model_state.h"
+#include "train/progressive.h"
+#include "train/run_setup.h"
 #include "train/trainer.h"
 
 namespace gt {
@@ -96,10 +99,43 @@ std::string probe_hdf5_kind(const std::string& path) {
   return images == 1 || images == -1 ? "dataset" : "checkpoint";
 }
 
+// `gantrain info --config` of a Progressive GAN: the model, then every phase's resolution, steps, batch, the
+// large-batch plan's micro-batches (on one rank: more ranks split the batch first) and parameter counts.
+int info_progan(const Config& cfg) {
+  const ProganSpec spec = progan_spec(cfg.model);
+  const ProganSchedule schedule = progan_schedule(cfg);
+  const GanObjective objective = gan_objective(cfg);
+  fmt::print("model: progan {}x{}x{} | nz {} | feature maps min({} / r, {}) | minibatch stddev groups of {}\n",
+             spec.channels, spec.resolution, spec.resolution, spec.nz, spec.fmap_base, spec.fmap_max, spec.mbstd_group);
+  fmt::print("{} phases, {} steps, {} real images ({} per phase unit: {})\n", schedule.phases.size(),
+             with_commas(schedule.total_steps()), with_commas(schedule.images_before(schedule.total_steps())),
+             cfg.progan.phase_length, cfg.progan.phase_unit);
+  fmt::print("{:>5}  {:<18} {:>8} {:>12} {:>6} {:>18}  {:>12} {:>12}  {}\n", "phase", "resolution", "steps",
+             "first step", "batch", "micro-batches", "G params", "D params", "lr G / D");
+  const double budget = cfg.train.memory_mb * 1048576.0;
+  for (const ProganPhase& p : schedule.phases) {
+    Sequential G = make_progan_generator(spec, p.resolution, p.fading);
+    Sequential D = make_progan_discriminator(spec, p.resolution, p.fading);
+    const double per_image = step_bytes_per_image(G, D, spec.nz, objective);
+    const LargeBatchPlan plan =
+        plan_large_batch(p.batch, 1, cfg.train.micro_batch, budget, per_image,
+                         fmt::format("train.memory_mb {}", cfg.train.memory_mb), spec.mbstd_group);
+    fmt::print("{:>5}  {:<18} {:>8} {:>12} {:>6} {:>18}  {:>12} {:>12}  {:.4g} / {:.4g}\n", p.index, p.name(),
+               with_commas(p.steps), with_commas(p.first_step), p.batch,
+               fmt::format("{} x {}", plan.accumulation, plan.micro_batch), with_commas(G.param_count()),
+               with_commas(D.param_count()), p.lr_g, p.lr_d);
+  }
+  fmt::print("micro-batches on one rank (\"accumulated x images\"{}); with more ranks each takes batch / ranks first\n",
+             budget > 0 ? fmt::format(", within train.memory_mb {}", cfg.train.memory_mb) : ", no memory budget");
+  fmt::print("{}\n", describe_objective(cfg));
+  return 0;
+}
+
 int cmd_info(const InfoArgs& a) {
   if (a.config.empty() == a.file.empty()) user_error("info takes either --config FILE or a checkpoint/dataset FILE");
   if (!a.config.empty()) {
     const Config cfg = load_config(a.config);
+    if (cfg.model.arch == "progan") return info_progan(cfg);
     const DcganSpec spec = dcgan_spec(cfg.model);
     Sequential G = make_dcgan_generator(spec);
     Sequential D = make_dcgan_discriminator(spec);
@@ -133,6 +169,15 @@ int cmd_info(const InfoArgs& a) {
   fmt::print("  model {} {}x{}x{} | nz {} | widths G {} D {} | batch {}\n", m.arch, m.resolution, m.resolution,
              m.channels, m.nz, m.g_width, m.d_width, cfg.train.batch_size);
   fmt::print("  optim G {} | D {}\n", optimizer_summary(cfg.optim_g), optimizer_summary(cfg.optim_d));
+  if (m.arch == "progan") {
+    auto get = [&ck](const char* key) {
+      auto it = ck.meta.ints.find(key);
+      return it == ck.meta.ints.end() ? int64_t{-1} : it->second;
+    };
+    fmt::print("  progan phase {}: {}x{} {} | alpha {:.4f} | {} images into the fade-in | final {}x{}\n", get("phase"),
+               ck.meta.resolution, ck.meta.resolution, get("fading") == 1 ? "transition" : "stable", ck.meta.alpha,
+               get("fade_images"), m.resolution, m.resolution);
+  }
   for (const auto& [group, tensors] : ck.groups) {
     int64_t n = 0;
     for (const auto& [name, t] : tensors) n += t.numel();
@@ -160,13 +205,14 @@ int cmd_sample(const SampleArgs& a) {
   const Checkpoint ck = load_checkpoint(a.checkpoint);
   const Config cfg = checkpoint_config(ck, a.checkpoint);
   refuse_nonfinite(ck, a.checkpoint, "refusing to sample");
-  const DcganSpec spec = dcgan_spec(cfg.model);
   const std::string group = generator_group(ck, a.checkpoint, a.ema, a.no_ema, false);
-  Sequential G = make_dcgan_generator(spec);
+  Sequential G = make_checkpoint_generator(cfg, ck.meta);
   import_state_dict(G, ck, group, a.checkpoint);
-  Tensor z({a.n, spec.nz});
-  fill_noise(z.f32(), a.n, spec.nz, static_cast<uint64_t>(a.seed), 0, 0);
-  Tensor images = generate(G, z);
+  const int nz = cfg.model.nz;
+  Tensor z({a.n, nz});
+  fill_noise(z.f32(), a.n, nz, static_cast<uint64_t>(a.seed), 0, 0);
+  // A Progressive GAN checkpoint of an earlier phase: its images upsampled to the final resolution.
+  Tensor images = upsample_to(generate(G, z), cfg.model.resolution);
   if (ext == ".png") {
     write_grid_png(a.out, images, std::max(1, static_cast<int>(std::lround(std::sqrt(a.n)))));
   } else {

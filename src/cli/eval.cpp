@@ -16,6 +16,8 @@
 #include "train/cpu_step.h"
 #include "train/model_state.h"
 #include "train/swd_meter.h"
+#include "train/progressive.h"
+#include "train/run_setup.h"
 #include "train/trainer.h"
 
 namespace gt {
@@ -101,16 +103,18 @@ int cmd_eval(const EvalArgs& a) {
     const Checkpoint ck = load_checkpoint(a.checkpoint);
     const Config cfg = checkpoint_config(ck, a.checkpoint);
     refuse_nonfinite(ck, a.checkpoint, "refusing to evaluate it");
-    const DcganSpec spec = dcgan_spec(cfg.model);
-    if (spec.resolution != ri.height || spec.channels != ri.channels)
+    // The images G makes at the model's (final) resolution: a Progressive GAN checkpoint of an earlier phase
+    // has its samples upsampled to it.
+    const int resolution = cfg.model.resolution, channels = cfg.model.channels, nz = cfg.model.nz;
+    if (resolution != ri.height || channels != ri.channels)
       user_error("checkpoint {} makes {} images but dataset {} holds {}; SWD compares images of the same size and "
                  "channels",
-                 a.checkpoint, size_text(spec.resolution, spec.resolution, spec.channels), a.data,
+                 a.checkpoint, size_text(resolution, resolution, channels), a.data,
                  size_text(ri.height, ri.width, ri.channels));
     const std::string group = generator_group(ck, a.checkpoint, a.ema, a.no_ema, a.train_noise);
     const bool ema = group == "G_ema/params";
     check_count();
-    Sequential G = make_dcgan_generator(spec);
+    Sequential G = make_checkpoint_generator(cfg, ck.meta);
     import_state_dict(G, ck, group, a.checkpoint);
     add_dataset_images(reals, real, random_subset(ri.count, a.n, 0, seed), options);
     // The noise of sample --seed S: image i is G(z_i) with z keyed by (seed, step 0, i), in eval mode; with
@@ -118,9 +122,9 @@ int cmd_eval(const EvalArgs& a) {
     const uint64_t noise_step = a.train_noise ? kSwdNoiseStep : 0;
     for (int64_t first = 0; first < a.n; first += kEvalBatch) {
       const int64_t count = std::min(kEvalBatch, a.n - first);
-      Tensor z({count, spec.nz});
-      fill_noise(z.f32(), count, spec.nz, seed, noise_step, first);
-      const Tensor images = generate(G, z);
+      Tensor z({count, nz});
+      fill_noise(z.f32(), count, nz, seed, noise_step, first);
+      const Tensor images = upsample_to(generate(G, z), resolution);
       swd_add_images_f32(others, images.f32(), count, options);
     }
     other_text = fmt::format("{} samples of {} (step {}{}{})", a.n, a.checkpoint, ck.meta.step, ema ? ", G_ema" : "",

@@ -136,6 +136,17 @@ YAML::Node load_single_document(const std::string& text, const std::string& sour
   }
 }
 
+// A YAML list given for a list key ([128, 64, 32]) as the key's comma-separated text.
+YAML::Node joined_list(const YAML::Node& list, const std::string& path, const std::string& where) {
+  std::string text;
+  for (const YAML::Node& item : list) {
+    if (!item.IsScalar())
+      user_error("{}: key {}: expected a list of numbers, got an item that is {}", where, path, node_kind(item));
+    text += (text.empty() ? "" : ", ") + item.Scalar();
+  }
+  return YAML::Node(text);
+}
+
 void collect_map(const YAML::Node& map, const std::string& prefix, const std::string& source,
                  Assignments& out) {
   std::set<std::string> seen;
@@ -148,6 +159,10 @@ void collect_map(const YAML::Node& map, const std::string& prefix, const std::st
     if (!seen.insert(key.Scalar()).second) user_error("{}: key '{}' appears twice", key_at, path);
 
     if (const KeyDef* def = config_detail::find_key(path)) {
+      if (value.IsSequence() && def->rule.list != config_detail::Rule::List::none) {
+        out[path] = {joined_list(value, path, location(source, value.Mark())), location(source, value.Mark())};
+        continue;
+      }
       if (!value.IsScalar() && !value.IsNull())
         user_error("{}: key {}: expected a single value ({}), got {}", location(source, value.Mark()), path,
                    expected_value(*def), node_kind(value));
@@ -205,6 +220,7 @@ void collect_override(const std::string& override_text, Assignments& out) {
       user_error("{}: malformed value for key {}: {}", where, path, e.msg);
     }
   }
+  if (value.IsSequence() && def->rule.list != config_detail::Rule::List::none) value = joined_list(value, path, where);
   if (!value.IsScalar() && !value.IsNull())
     user_error("{}: key {}: expected a single value ({}), got {}", where, path, expected_value(*def),
                node_kind(value));
@@ -310,7 +326,7 @@ void check_key_combinations(const Config& c, const std::string& source) {
                "0: without one its outputs grow without bound (the WGAN paper clamps its weights to [-0.01, 0.01]; "
                "WGAN-GP penalizes its gradient with weight 10)",
                source);
-  if (c.loss.gp_weight > 0 && c.model.d_norm == NormChoice::batch)
+  if (c.loss.gp_weight > 0 && c.model.d_norm == NormChoice::batch && c.model.arch == "dcgan")
     user_error("{}: loss.gp_weight {} needs a critic without batch norm: batch norm mixes the samples, so the "
                "per-sample gradient the penalty constrains is not defined; set model.d_norm to layer (the "
                "WGAN-GP paper's) or none",

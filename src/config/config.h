@@ -1,6 +1,7 @@
 // The run configuration: YAML -> validated struct. Every key, its type, default and range live in one schema table (schema.cpp).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,16 +35,29 @@ struct RunConfig {
 };
 
 struct ModelConfig {
-  std::string arch = "dcgan";
+  std::string arch = "dcgan";  // dcgan | progan
   int nz = 100;
   int g_width = 128;   // ngf
   int d_width = 128;   // ndf
-  int resolution = 64; // 32 | 64 | 128
+  int resolution = 64; // dcgan: 32 | 64 | 128; progan: the final resolution, a power of two from 4 to 1024
   int channels = 3;    // 1 | 3
   float leaky_slope = 0.2f;
   float init_std = 0.02f;
   NormChoice d_norm = NormChoice::batch;  // D's hidden layers: batch norm (DCGAN), layer norm or none
   NormChoice g_norm = NormChoice::batch;  // G's hidden layers, the same choices
+  int fmap_base = 16384;  // progan: feature maps at resolution r are min(fmap_base / r, fmap_max)
+  int fmap_max = 512;
+  int mbstd_group = 4;    // progan: samples per minibatch-standard-deviation group (consecutive global samples)
+};
+
+// Progressive growing (model.arch progan): the phases and their batches (train/progressive.h). The lists are
+// comma-separated numbers, one for every resolution (4x4 up) or a single one for all; empty = the default.
+struct ProganConfig {
+  std::string phase_length = "1000";  // each resolution's transition and stable phase (4x4: stable only)
+  std::string phase_unit = "steps";   // steps | images (real images, as the paper counts)
+  std::string batch = "";             // global batch per resolution; "" = train.batch_size
+  std::string lr = "";                // learning rate of G and D per resolution; "" = optim.g.lr and optim.d.lr
+  bool reset_optimizer = true;        // fresh optimizer state at the start of every phase (the paper's code)
 };
 
 struct DataConfig {
@@ -121,6 +135,7 @@ struct Config {
   DataConfig data;
   TrainConfig train;
   LossConfig loss;
+  ProganConfig progan;
   EmaConfig ema;
   OptimConfig optim_g;  // YAML: optim.g
   OptimConfig optim_d;  // YAML: optim.d
@@ -128,6 +143,10 @@ struct Config {
   CheckpointConfig checkpoint;
   DistConfig dist;
 };
+
+// The numbers of a list key's text ("1000, 2000", e.g. progan.batch): empty for empty text, nullopt when an
+// item is not a positive number (an integer when integers).
+std::optional<std::vector<double>> parse_number_list(const std::string& text, bool integers);
 
 // Loads a YAML file, applies "key.path=value" overrides, validates. Any problem raises UserError
 // naming the file and key (with a did-you-mean for unknown keys).

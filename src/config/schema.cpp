@@ -2,6 +2,7 @@
 #include "config/schema.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cctype>
 #include <cmath>
 #include <fmt/format.h>
@@ -58,6 +59,13 @@ Rule file_name() {
   Rule r;
   r.non_empty = true;
   r.file_name = true;
+  return r;
+}
+
+// A comma-separated list of positive numbers (or integers) in a string key; empty allowed.
+Rule positive_list(bool integers) {
+  Rule r;
+  r.list = integers ? Rule::List::positive_ints : Rule::List::positive_numbers;
   return r;
 }
 
@@ -122,15 +130,18 @@ std::vector<KeyDef> build_schema() {
                "cuda: MiB of device memory for the step's activations and temporaries; 0 = sized from the model "
                "and batch."});
   // model
-  k.push_back({"model.arch", GT_BIND(model.arch), one_of({"dcgan"}),
-               "Model family of G and D."});
+  k.push_back({"model.arch", GT_BIND(model.arch), one_of({"dcgan", "progan"}),
+               "Model family of G and D: dcgan (Radford et al.) or progan (Progressive GAN, Karras et al. 2018: "
+               "grown from 4x4 to model.resolution in the phases of the progan section)."});
   k.push_back({"model.nz", GT_BIND(model.nz), at_least(1), "Length of the latent vector z."});
   k.push_back({"model.g_width", GT_BIND(model.g_width), at_least(1),
                "G's base width (ngf): channels of its last hidden layer, doubled towards the input."});
   k.push_back({"model.d_width", GT_BIND(model.d_width), at_least(1),
                "D's base width (ndf): channels of its first conv layer, doubled towards the output."});
-  k.push_back({"model.resolution", GT_BIND(model.resolution), one_of({"32", "64", "128"}),
-               "Side of the square images in pixels; G and D get one block per doubling."});
+  k.push_back({"model.resolution", GT_BIND(model.resolution),
+               one_of({"4", "8", "16", "32", "64", "128", "256", "512", "1024"}),
+               "Side of the square images in pixels; G and D get one block per doubling. dcgan: 32, 64 or 128; "
+               "progan: the final resolution."});
   k.push_back({"model.channels", GT_BIND(model.channels), one_of({"1", "3"}),
                "Image channels: 1 = greyscale, 3 = RGB."});
   k.push_back({"model.leaky_slope", GT_BIND(model.leaky_slope), unit_fraction(),
@@ -144,6 +155,13 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"model.g_norm", GT_BIND(model.g_norm), choices_of<NormChoice>(),
                "Normalization of G's hidden layers: batch (DCGAN's BatchNorm2d), layer (LayerNorm2d) or none (the "
                "hidden transposed convolutions get a bias instead)."});
+  k.push_back({"model.fmap_base", GT_BIND(model.fmap_base), at_least(1),
+               "progan: feature maps at resolution r are min(fmap_base / r, model.fmap_max) (16384 and 512: the "
+               "paper's 512 up to 32x32, then halving)."});
+  k.push_back({"model.fmap_max", GT_BIND(model.fmap_max), at_least(1), "progan: the most feature maps of a layer."});
+  k.push_back({"model.mbstd_group", GT_BIND(model.mbstd_group), at_least(1),
+               "progan: samples per group of D's minibatch standard deviation, consecutive in the global batch; "
+               "each rank's micro-batch must be a multiple of it."});
   // data
   k.push_back({"data.source", GT_BIND(data.source), one_of({"synthetic", "fashion-mnist", "hdf5"}),
                "Training images: synthetic (generated patterns, no files), fashion-mnist (IDX files) or hdf5 "
@@ -219,6 +237,23 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"loss.gp_every", GT_BIND(loss.gp_every), at_least(1),
                "Lazy regularization: the gradient penalty on every k-th critic batch only, scaled by k (1 = "
                "every batch)."});
+  // progan
+  k.push_back({"progan.phase_length", GT_BIND(progan.phase_length), positive_list(true),
+               "Length of each resolution's phases, 4x4 up: one number for all or one per resolution. Every "
+               "resolution after 4x4 runs a transition (its new block fades in) and then a stable phase of this "
+               "length; 4x4 a stable phase only. Counted in progan.phase_unit."});
+  k.push_back({"progan.phase_unit", GT_BIND(progan.phase_unit), one_of({"steps", "images"}),
+               "What progan.phase_length counts: steps (G updates) or real images (the paper's 600k), rounded up "
+               "to whole steps."});
+  k.push_back({"progan.batch", GT_BIND(progan.batch), positive_list(true),
+               "Global batch per resolution, 4x4 up (one number for all or one per resolution); empty = "
+               "train.batch_size. Each is placed by the large-batch plan (train.micro_batch, train.memory_mb)."});
+  k.push_back({"progan.lr", GT_BIND(progan.lr), positive_list(false),
+               "Learning rate of G and D per resolution, 4x4 up (one for all or one per resolution); empty = "
+               "optim.g.lr and optim.d.lr."});
+  k.push_back({"progan.reset_optimizer", GT_BIND(progan.reset_optimizer), any_value(),
+               "Start every phase with fresh optimizer state (the paper's code); false carries each parameter's "
+               "state over and starts the new block's at zero."});
   // ema
   k.push_back({"ema.beta", GT_BIND(ema.beta), unit_fraction(),
                "Keep G_ema, a moving average of G's weights, with this decay per step: G_ema = beta G_ema + (1 - "
@@ -401,6 +436,9 @@ std::string type_name(const FieldRef& field) {
 }
 
 std::string describe_rule(const Rule& rule) {
+  if (rule.list != Rule::List::none)
+    return fmt::format("a comma-separated list of positive {} (or a YAML list), or empty",
+                       rule.list == Rule::List::positive_ints ? "integers" : "numbers");
   if (rule.choices.size() == 1) return rule.choices.front();
   if (!rule.choices.empty()) return "one of " + fmt::format("{}", fmt::join(rule.choices, ", "));
   if (rule.file_name) return "a non-empty name without '/'";
@@ -445,6 +483,8 @@ std::string check_rule(const FieldRef& field, const Rule& rule) {
     if (rule.non_empty && text.empty()) return "must not be empty";
     if (rule.file_name && (text.find('/') != std::string::npos || text == "." || text == ".."))
       return "must be a single name without '/' (not '.' or '..')";
+    if (rule.list != Rule::List::none && !parse_number_list(text, rule.list == Rule::List::positive_ints))
+      return requirement;
     return "";
   }
   std::optional<double> v = numeric_value(field);
@@ -456,3 +496,36 @@ std::string check_rule(const FieldRef& field, const Rule& rule) {
 }
 
 }  // namespace gt::config_detail
+
+namespace gt {
+
+std::optional<std::vector<double>> parse_number_list(const std::string& text, bool integers) {
+  std::vector<double> out;
+  size_t begin = 0;
+  const std::string space = " \t";
+  if (text.find_first_not_of(space) == std::string::npos) return out;
+  while (begin <= text.size()) {
+    size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(begin, end - begin);
+    const size_t a = item.find_first_not_of(space), b = item.find_last_not_of(space);
+    if (a == std::string::npos) return std::nullopt;
+    item = item.substr(a, b - a + 1);
+    double v = 0;
+    if (integers) {
+      int64_t i = 0;
+      auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), i);
+      if (ec != std::errc() || p != item.data() + item.size()) return std::nullopt;
+      v = static_cast<double>(i);
+    } else {
+      auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+      if (ec != std::errc() || p != item.data() + item.size() || !std::isfinite(v)) return std::nullopt;
+    }
+    if (!(v > 0)) return std::nullopt;
+    out.push_back(v);
+    begin = end + 1;
+  }
+  return out;
+}
+
+}  // namespace gt

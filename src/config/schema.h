@@ -49,6 +49,8 @@ struct Rule {
   std::vector<std::string> choices;  // allowed values as YAML text; empty = no list
   bool non_empty = false;            // strings: must not be ""
   bool file_name = false;            // strings: one path component (no '/', not "." or "..")
+  enum class List : uint8_t { none, positive_ints, positive_numbers };
+  List list = List::none;            // strings: comma-separated numbers (a YAML list is joined into one); may be empty
 };
 
 struct KeyDef {

@@ -84,7 +84,7 @@ void critic_block(const ProganSpec& s, int r, std::vector<NamedLayer>& out) {
 }
 
 void add_all(Sequential& net, std::vector<NamedLayer>& layers) {
-  for (NamedLayer& l : layers) net.add(std::move(l.layer), l.name);
+  net.add_all(std::move(layers));
   layers.clear();
 }
 
@@ -120,13 +120,13 @@ Sequential make_progan_generator(const ProganSpec& s, int r, bool fading) {
     add_all(g, layers);
     return g;
   }
-  add_all(g, layers);
   std::vector<NamedLayer> old_branch, new_branch;
   old_branch.push_back(to_rgb(s, r / 2));
   old_branch.push_back({"", make_upsample2x()});
   generator_block(s, r, new_branch);
   new_branch.push_back(to_rgb(s, r));
-  g.add(make_fade(std::move(old_branch), std::move(new_branch)), "");
+  layers.push_back({"", make_fade(std::move(old_branch), std::move(new_branch))});
+  add_all(g, layers);
   return g;
 }
 
@@ -141,7 +141,7 @@ Sequential make_progan_discriminator(const ProganSpec& s, int r, bool fading) {
     from_rgb(s, r / 2, old_branch);
     from_rgb(s, r, new_branch);
     critic_block(s, r, new_branch);
-    d.add(make_fade(std::move(old_branch), std::move(new_branch)), "");
+    layers.push_back({"", make_fade(std::move(old_branch), std::move(new_branch))});
     x = r / 2;
   } else {
     from_rgb(s, r, layers);

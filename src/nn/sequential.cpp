@@ -21,6 +21,14 @@ void Sequential::add(LayerPtr layer, std::string name) {
   rebuild_flat();
 }
 
+void Sequential::add_all(std::vector<NamedLayer> layers) {
+  for (NamedLayer& l : layers) {
+    layers_.push_back(std::move(l.layer));
+    names_.push_back(std::move(l.name));
+  }
+  rebuild_flat();
+}
+
 void Sequential::rebuild_flat() {
   std::vector<NamedParam> named = named_params();
   slots_.clear();

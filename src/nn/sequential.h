@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "nn/layer.h"
+#include "nn/layers.h"
 #include "nn/net.h"
 
 namespace gt {
@@ -20,6 +21,8 @@ class Sequential final : public Net {
   // scoped names alone), so a network that grows (Progressive GAN) keeps each parameter's name.
   void add(LayerPtr layer);
   void add(LayerPtr layer, std::string name);
+  // Appends layers with their names and rebuilds the flat buffers once (a large network is built in one go).
+  void add_all(std::vector<NamedLayer> layers);
   size_t size() const { return layers_.size(); }
   Layer& layer(size_t i) { return *layers_.at(i); }
 

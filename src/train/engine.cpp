@@ -69,6 +69,11 @@ class CpuEngine final : public StepEngine {
   }
   void sync_to_host() override {}
   void load_from_host() override {}
+  void set_fade_alpha(float alpha) override {
+    m_.G->set_fade_alpha(alpha);
+    m_.D->set_fade_alpha(alpha);
+    if (opt_.ema_host) opt_.ema_host->set_fade_alpha(alpha);
+  }
 
  private:
   EngineOptions opt_;

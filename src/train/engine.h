@@ -96,6 +96,9 @@ class StepEngine {
   }
   // Device memory in use and its peak, in bytes (0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
+  // The fade-in weight of the networks' Fade layers (Progressive GAN transitions) from the next submit() on,
+  // G_ema's included. Networks without one ignore it.
+  virtual void set_fade_alpha(float alpha) { (void)alpha; }
 };
 
 // The noise key of a step's noise batch k: critic iteration k's batch number step * n_critic + k, or

@@ -40,6 +40,13 @@ struct StepInfo {
   int64_t total_steps = 0;  // the planned last step
   int64_t epoch = 0;        // the epoch this step belongs to
   StepResult result;        // losses and means over the global batch, gradient norms (train/gan_step.h)
+  int64_t images = 0;       // real images the step read (its global batch times train.n_critic)
+  double lr_g = 0, lr_d = 0;  // the learning rates the step used
+  // Progressive growing (model.arch progan): the step's phase ("8x8 transition"; empty otherwise), its index,
+  // resolution and fade-in weight.
+  std::string phase;
+  int phase_index = 0, resolution = 0;
+  double alpha = 1;
   bool finite = true;       // every checked value finite on every rank
   std::string nonfinite;    // otherwise: which value, where ("step 7: d_loss is not finite on rank 1")
   StepClock clock;

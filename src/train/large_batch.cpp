@@ -50,7 +50,7 @@ std::string LargeBatchPlan::describe() const {
 }
 
 LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_batch, double budget_bytes,
-                                double bytes_per_image, const std::string& budget_source) {
+                                double bytes_per_image, const std::string& budget_source, int64_t granule) {
   GT_CHECK(world >= 1 && global_batch >= 1, "plan_large_batch: batch {} over {} ranks", global_batch, world);
   if (global_batch % world != 0)
     user_error("train.batch_size {} does not divide over {} ranks: every rank takes an equal share of the global "
@@ -62,6 +62,14 @@ LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_b
   p.local_batch = global_batch / world;
   p.bytes_per_image = bytes_per_image;
   p.budget_bytes = budget_bytes;
+  if (granule > 1 && p.local_batch % granule != 0)
+    user_error("a rank's share of the batch, {} (batch {} over {} rank{}), is not a multiple of model.mbstd_group {}: "
+               "the critic's minibatch standard deviation takes whole groups on every rank",
+               p.local_batch, global_batch, world, world > 1 ? "s" : "", granule);
+  if (micro_batch > 0 && granule > 1 && micro_batch % granule != 0)
+    user_error("train.micro_batch {} is not a multiple of model.mbstd_group {}: every micro-batch must hold whole "
+               "groups of the critic's minibatch standard deviation",
+               micro_batch, granule);
   if (micro_batch > 0) {
     if (p.local_batch % micro_batch != 0) {
       int64_t below = micro_batch;
@@ -78,8 +86,9 @@ LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_b
                  "{}; raise it, or set train.micro_batch",
                  mib(budget_bytes), budget_source, mib(bytes_per_image));
     p.micro_batch = 1;
-    for (int64_t m = p.local_batch; m >= 1; --m)
-      if (p.local_batch % m == 0 && bytes_per_image * static_cast<double>(m) <= budget_bytes) {
+    p.micro_batch = granule;
+    for (int64_t m = p.local_batch; m >= granule; --m)
+      if (p.local_batch % m == 0 && m % granule == 0 && bytes_per_image * static_cast<double>(m) <= budget_bytes) {
         p.micro_batch = m;
         break;
       }

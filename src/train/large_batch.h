@@ -32,9 +32,10 @@ double step_bytes_per_image(Sequential& G, Sequential& D, int nz, const GanObjec
 // train.batch_size otherwise); micro_batch > 0 must divide the share (naming train.micro_batch); with
 // micro_batch 0 the largest divisor of the share whose estimate fits budget_bytes (0: the whole share),
 // and a budget below one image is a UserError naming train.memory_mb. budget_source says where the
-// budget came from, for the plan's line.
+// budget came from, for the plan's line. granule > 1 (ProGAN's minibatch standard deviation groups): the share
+// and every micro-batch must be multiples of it (a UserError naming model.mbstd_group or train.micro_batch).
 LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_batch, double budget_bytes,
-                                double bytes_per_image, const std::string& budget_source);
+                                double bytes_per_image, const std::string& budget_source, int64_t granule = 1);
 
 // Rank 0's plan on every rank (its micro-batch and basis broadcast), so ranks whose budgets differ (free
 // GPU memory) still take the same micro-batches.

@@ -52,6 +52,8 @@ std::string tensorboard_tag(const std::string& metric) {
       {"d_penalty", "loss/d_penalty"},
       {"lr_d", "lr/d"},               {"lr_g", "lr/g"},
       {"images_per_sec", "speed/images_per_s"}, {"epoch", "progress/epoch"},
+      {"phase", "progress/phase"},    {"resolution", "progress/resolution"},
+      {"alpha", "progress/alpha"},
   };
   for (const auto& [key, tag] : kTags)
     if (metric == key) return tag;

@@ -89,7 +89,8 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
   ++n_;
   const double n = static_cast<double>(n_);
   // Real images per second: a step reads n_critic batches.
-  const double ips = n * cfg_.train.batch_size * cfg_.train.n_critic / std::max(seconds_since(window_), 1e-9);
+  images_ += step.images;
+  const double ips = static_cast<double>(images_) / std::max(seconds_since(window_), 1e-9);
   const double eta = seconds_since(start_) / static_cast<double>(std::max<int64_t>(done - first_, 1)) * (total - done);
   const int64_t epoch = step.epoch;
   // On a terminal, every other step redraws one line in place (run_dir.h); the lines below stay in the scrollback.
@@ -98,9 +99,10 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
   const bool probabilities = cfg_.loss.objective == Objective::nonsaturating;
   auto d_out = [probabilities](double v) { return probabilities ? fmt::format("{:.3f}", v) : fmt::format("{:.4g}", v); };
   if (run_.live() && !log_now)
-    run_.status(fmt::format("step {}/{} ({:.0f}%) | epoch {} | {:.0f} img/s | d_loss {:.4f} | g_loss {:.4f} | "
+    run_.status(fmt::format("step {}/{} ({:.0f}%) | epoch {}{} | {:.0f} img/s | d_loss {:.4f} | g_loss {:.4f} | "
                             "D(x) {} | D(G(z)) {} | eta {}",
-                            done, total, 100.0 * done / std::max<int64_t>(total, 1), epoch, ips, d_loss_ / n,
+                            done, total, 100.0 * done / std::max<int64_t>(total, 1), epoch,
+                            step.phase.empty() ? "" : " | " + step.phase, ips, d_loss_ / n,
                             g_loss_ / n, d_out(d_real_ / n), d_out(d_fake_ / n), fmt_duration(eta)),
                 false);
   if (!log_now) return HookVerdict::go_on;
@@ -108,8 +110,10 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
   timing_.close_window_rest();
   const Clock::time_point now = Clock::now();
   const double window_s = std::chrono::duration<double>(now - window_).count();
-  run_.line("step {:>6}/{} | epoch {} | d_loss {:.4f} | g_loss {:.4f} | D(x) {} | D(G(z)) {} | {:.0f} img/s | eta {}",
-            done, total, epoch, d_loss_ / n, g_loss_ / n, d_out(d_real_ / n), d_out(d_fake_ / n), ips,
+  const std::string phase =
+      step.phase.empty() ? "" : fmt::format(" | {}{}", step.phase, step.alpha < 1 ? fmt::format(" alpha {:.3f}", step.alpha) : "");
+  run_.line("step {:>6}/{} | epoch {}{} | d_loss {:.4f} | g_loss {:.4f} | D(x) {} | D(G(z)) {} | {:.0f} img/s | eta {}",
+            done, total, epoch, phase, d_loss_ / n, g_loss_ / n, d_out(d_real_ / n), d_out(d_fake_ / n), ips,
             fmt_duration(eta));
   std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(epoch)},
                                                         {"d_loss", d_loss_ / n},
@@ -120,13 +124,18 @@ HookVerdict LoggingHook::after_step(const StepInfo& step) {
                                                         {"g_grad_norm", g_norm_ / n},
                                                         {"images_per_sec", ips},
                                                         // the rates the logged step used
-                                                        {"lr_g", cfg_.optim_g.lr * lr_factor(cfg_.train, done - 1)},
-                                                        {"lr_d", cfg_.optim_d.lr * lr_factor(cfg_.train, done - 1)}};
+                                                        {"lr_g", step.lr_g},
+                                                        {"lr_d", step.lr_d}};
+  if (!step.phase.empty()) {  // progressive growing: where the logged step stood
+    values.emplace_back("phase", static_cast<double>(step.phase_index));
+    values.emplace_back("resolution", static_cast<double>(step.resolution));
+    values.emplace_back("alpha", step.alpha);
+  }
   // The gradient penalty, part of d_loss (with lazy regularization: the last critic batch that had one).
   if (cfg_.loss.gp_weight > 0) values.emplace_back("d_penalty", d_penalty_ / n);
   for (auto& kv : timing_.take_window(n_, window_s)) values.push_back(std::move(kv));
   run_.metrics(done, values);
-  d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = d_penalty_ = 0, n_ = 0;
+  d_loss_ = g_loss_ = d_real_ = d_fake_ = d_norm_ = g_norm_ = d_penalty_ = 0, n_ = 0, images_ = 0;
   window_ = now;
   return HookVerdict::go_on;
 }
@@ -199,6 +208,10 @@ void CheckpointHook::write(int64_t step) {
   const int64_t batches = step * cfg_.train.n_critic;  // the loader's position: a step reads n_critic batches
   ck.meta.epoch = in_.plan->epoch_of(std::max<int64_t>(batches - 1, 0));
   ck.meta.images_seen = batches * cfg_.train.batch_size;
+  if (in_.progan) {  // per-phase batches: the images count phase by phase
+    ck.meta.images_seen = in_.progan->images_before(step);
+    ck.meta.epoch = in_.dataset_size > 0 ? std::max<int64_t>(ck.meta.images_seen - 1, 0) / in_.dataset_size : 0;
+  }
   ck.meta.world_size = world_size_;
   ck.meta.seed = cfg_.run.seed;
   ck.meta.resolution = in_.spec.resolution;
@@ -214,8 +227,20 @@ void CheckpointHook::write(int64_t step) {
   // growing (phase, images into the fade-in) and the large-batch plan (micro-batches per step).
   ck.meta.ints["phase"] = 0;
   ck.meta.ints["fade_images"] = 0;
-  ck.meta.ints["accumulation_steps"] = in_.large_batch.accumulation;
-  ck.meta.ints["micro_batch"] = in_.large_batch.micro_batch;
+  const LargeBatchPlan& plan = in_.plan_at(std::max<int64_t>(step - 1, 0));
+  ck.meta.ints["accumulation_steps"] = plan.accumulation;
+  ck.meta.ints["micro_batch"] = plan.micro_batch;
+  if (in_.progan) {
+    // The networks' phase (that of the last step) and how far its fade-in has come: the next step's alpha.
+    const ProganPhase& p = in_.progan->phase_after(step);
+    ck.meta.resolution = p.resolution;
+    ck.meta.ints["phase"] = p.index;
+    ck.meta.ints["fading"] = p.fading;
+    ck.meta.ints["final_resolution"] = in_.progan_spec.resolution;
+    const int64_t into = std::clamp<int64_t>(step - p.first_step, 0, p.steps);
+    ck.meta.ints["fade_images"] = p.fading ? into * p.batch * cfg_.train.n_critic : 0;
+    ck.meta.alpha = p.fading ? static_cast<double>(into) / static_cast<double>(p.steps) : 1.0;
+  }
   export_state_dict(m_.G, "G/params", ck.groups);
   export_state_dict(m_.D, "D/params", ck.groups);
   if (m_.G_ema) {  // the averaged parameters with G's running statistics
@@ -258,8 +283,10 @@ double lr_factor(const TrainConfig& train, int64_t step) {
 
 void LrScheduleHook::apply(int64_t step) {
   const double f = lr_factor(cfg_.train, step);
-  m_.opt_g->set_lr(cfg_.optim_g.lr * f);
-  m_.opt_d->set_lr(cfg_.optim_d.lr * f);
+  // Progressive growing: each phase's own rates (progan.lr), under the same scaling and warmup.
+  const ProganPhase* phase = progan_ ? &progan_->phase_at(step) : nullptr;
+  m_.opt_g->set_lr((phase ? phase->lr_g : cfg_.optim_g.lr) * f);
+  m_.opt_d->set_lr((phase ? phase->lr_d : cfg_.optim_d.lr) * f);
 }
 
 // ---- stop conditions ---------------------------------------------------------------------------------

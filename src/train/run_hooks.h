@@ -71,6 +71,7 @@ class LoggingHook final : public TrainHook {
   int64_t first_ = 0;
   double d_loss_ = 0, g_loss_ = 0, d_real_ = 0, d_fake_ = 0, d_norm_ = 0, g_norm_ = 0, d_penalty_ = 0;
   int64_t n_ = 0;
+  int64_t images_ = 0;  // real images read in the window
   Clock::time_point start_{}, window_{};
 };
 
@@ -155,7 +156,9 @@ double lr_factor(const TrainConfig& train, int64_t step);
 // later hooks, does not leave the next step with a stale rate.
 class LrScheduleHook final : public TrainHook {
  public:
-  LrScheduleHook(const Config& cfg, Models& m) : cfg_(cfg), m_(m) {}
+  // progan: the run's phases, whose learning rates replace optim.*.lr (null for dcgan).
+  LrScheduleHook(const Config& cfg, Models& m, const ProganSchedule* progan = nullptr)
+      : cfg_(cfg), m_(m), progan_(progan) {}
   const char* name() const override { return "lr_schedule"; }
   HookRanks ranks() const override { return HookRanks::every; }
   void begin(const RunBegin& run) override { apply(run.first_step); }
@@ -168,6 +171,7 @@ class LrScheduleHook final : public TrainHook {
   void apply(int64_t step);
   const Config& cfg_;
   Models& m_;
+  const ProganSchedule* progan_;
 };
 
 // The stop conditions besides the planned last step (planned_steps: train.max_steps, train.max_images,

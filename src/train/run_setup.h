@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "data/image_source.h"
@@ -14,6 +15,7 @@
 #include "train/cpu_step.h"
 #include "train/large_batch.h"
 #include "train/optim.h"
+#include "train/progressive.h"
 
 namespace gt {
 
@@ -27,6 +29,14 @@ struct RunInputs {
   LargeBatchPlan large_batch;  // rank 0's: each rank's share and its micro-batches
   int64_t total_steps = 0;  // planned_steps()
   int64_t dataset_size = 0;
+  // model.arch progan: the model, its phases and each phase's large-batch plan (large_batch is then the
+  // first phase's); empty for dcgan.
+  std::optional<ProganSchedule> progan;
+  ProganSpec progan_spec;
+  std::vector<LargeBatchPlan> phase_plans;
+  const LargeBatchPlan& plan_at(int64_t step) const {
+    return progan ? phase_plans.at(static_cast<size_t>(progan->phase_at(step).index)) : large_batch;
+  }
 };
 
 // The run's planned last step (a step is one G update, which reads train.n_critic batches):
@@ -49,10 +59,27 @@ struct Models {
 // G, D from the seed; G_ema (when ema.* is on) starts as a copy of G.
 std::unique_ptr<Models> make_models(const Config& cfg, const DcganSpec& spec);
 
+// The host models of a phase from the seed: G and D (progan_init: keyed by name, so any phase's block gets the
+// same initial weights), G_ema a copy of G when ema.* is on, optimizers at the phase's learning rates.
+std::unique_ptr<Models> make_progan_models(const Config& cfg, const ProganSpec& spec, const ProganPhase& phase);
+
+// Grows m to `phase` (or rebuilds it at an earlier one): new networks in which every parameter that the old ones
+// have under the same name keeps its value (G_ema's too) and the others get their initial values (G_ema: G's);
+// optimizers fresh (progan.reset_optimizer) or with each state tensor carried over by name (the new block's at
+// zero) and the step count kept. The learning rates are the phase's.
+void move_to_phase(Models& m, const Config& cfg, const ProganSpec& spec, const ProganPhase& phase);
+
 // Parameters, buffers and optimizer state of a checkpoint into the host models; UserError naming the
 // file and tensor when one is missing or shaped otherwise. G_ema (when on) comes from /G_ema/params,
 // or starts as a copy of G when the checkpoint has none (returns false then).
 bool load_models(Models& m, const Checkpoint& ck, const std::string& source);
+
+// The generator a checkpoint holds, for its config's model: DCGAN's, or the Progressive GAN's at the phase its
+// meta records (resolution, fading) with its fade-in weight. Parameters as built (load them with import_state_dict).
+Sequential make_checkpoint_generator(const Config& cfg, const CheckpointMeta& meta);
+
+// Every parameter of `from` that `to` has under the same name and shape, copied into `to` (a growing network).
+void copy_params_by_name(Sequential& from, Sequential& to);
 
 // G's parameters (or buffers) into G_ema's: the start of the average, and the running statistics a
 // checkpoint's G_ema carries.

@@ -16,12 +16,14 @@
 #include "data/loader.h"
 #include "io/checkpoint.h"
 #include "nn/dcgan.h"
+#include "nn/progan.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
 #include "parallel/fault_injection.h"
 #include "parallel/launch.h"
 #include "train/engine.h"
 #include "train/model_state.h"
+#include "train/progressive.h"
 #include "train/resume.h"
 #include "train/run_dir.h"
 #include "train/run_hooks.h"
@@ -57,13 +59,22 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
   int64_t cuda = wants_cuda(cfg.run.device);
   if (cfg.run.device == DeviceChoice::automatic) comm.all_reduce(&cuda, 1, ReduceOp::min);
   in.device = cuda ? Device::cuda : Device::cpu;
+  const bool progressive = cfg.model.arch == "progan";
   run_agreed(comm, [&] {
-    in.spec = dcgan_spec(cfg.model);
+    if (progressive) {
+      // The final model's sizes travel in in.spec (channels, resolution, nz); the phases in in.progan.
+      in.progan_spec = progan_spec(cfg.model);
+      in.progan = progan_schedule(cfg);
+      in.spec.nz = cfg.model.nz;
+      in.spec.channels = cfg.model.channels;
+      in.spec.resolution = cfg.model.resolution;
+      if (cfg.log.swd_every_steps > 0)
+        user_error("log.swd_every_steps: the SWD hook does not measure a progressive run yet (its images change "
+                   "resolution by phase); set it to 0 and run gantrain eval on the final checkpoint");
+    } else {
+      in.spec = dcgan_spec(cfg.model);
+    }
     check_backend_for_device(cfg.dist.backend, in.device == Device::cuda, cfg.run.device);
-    // The large-batch plan, first (a batch that does not divide over the ranks stops here): rank 0's budget
-    // decides (free GPU memory may differ between ranks).
-    Sequential G = make_dcgan_generator(in.spec), D = make_dcgan_discriminator(in.spec);
-    const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
     double budget = 0;
     std::string source;
     if (cfg.train.memory_mb > 0) {
@@ -75,15 +86,42 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
       source = fmt::format("80% of rank 0's free GPU memory, {:.0f} MiB", budget / 1048576.0);
 #endif
     }
-    in.large_batch =
-        plan_large_batch(B, P, cfg.train.micro_batch, comm.rank() == 0 ? budget : 0.0, per_image, source);
+    // The large-batch plan, first (a batch that does not divide over the ranks stops here): rank 0's budget
+    // decides (free GPU memory may differ between ranks). Progressive growing: one plan per phase, each
+    // micro-batch a multiple of the minibatch-stddev group.
+    if (progressive) {
+      for (const ProganPhase& phase : in.progan->phases) {
+        Sequential G = make_progan_generator(in.progan_spec, phase.resolution, phase.fading);
+        Sequential D = make_progan_discriminator(in.progan_spec, phase.resolution, phase.fading);
+        const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
+        try {
+          in.phase_plans.push_back(plan_large_batch(phase.batch, P, cfg.train.micro_batch,
+                                                    comm.rank() == 0 ? budget : 0.0, per_image, source,
+                                                    in.progan_spec.mbstd_group));
+        } catch (const UserError& e) {
+          user_error("the {} phase (batch {}{}): {}", phase.name(), phase.batch,
+                     cfg.progan.batch.empty() ? " from train.batch_size" : " from progan.batch", e.what());
+        }
+      }
+      in.large_batch = in.phase_plans.front();
+    } else {
+      Sequential G = make_dcgan_generator(in.spec), D = make_dcgan_discriminator(in.spec);
+      const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
+      in.large_batch =
+          plan_large_batch(B, P, cfg.train.micro_batch, comm.rank() == 0 ? budget : 0.0, per_image, source);
+    }
     in.fault = fault_plan_from_env(process_env());
     in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
     in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
     check_swd_config(cfg.log, in.spec.resolution, in.source->size());
   });
   in.large_batch = agree_large_batch(in.large_batch, comm);
+  for (LargeBatchPlan& plan : in.phase_plans) plan = agree_large_batch(plan, comm);
   in.total_steps = planned_steps(cfg.train, in.plan->steps_per_epoch());
+  if (in.progan) {  // the phases' steps; train.max_steps, when set, ends the run earlier
+    in.total_steps = in.progan->total_steps();
+    if (cfg.train.max_steps > 0) in.total_steps = std::min(in.total_steps, cfg.train.max_steps);
+  }
   in.dataset_size = in.source->size();
   return in;
 }
@@ -244,7 +282,8 @@ std::string validate_for_run(const std::string& path, const Config& cfg, const s
   }
   check_continuable(ck, path, config_yaml, in);
   try {
-    std::unique_ptr<Models> scratch = make_models(cfg, in.spec);
+    std::unique_ptr<Models> scratch = in.progan ? make_progan_models(cfg, in.progan_spec, in.progan->phase_after(ck.meta.step))
+                                               : make_models(cfg, in.spec);
     load_models(*scratch, ck, path);
   } catch (const UserError& e) {
     return e.what();
@@ -252,10 +291,13 @@ std::string validate_for_run(const std::string& path, const Config& cfg, const s
   return "";
 }
 
-Resumed resume_from(const std::string& path, const std::string& config_yaml, const RunInputs& in, Models& m) {
+Resumed resume_from(const std::string& path, const Config& cfg, const std::string& config_yaml, const RunInputs& in,
+                    Models& m) {
   const Checkpoint ck = load_checkpoint(path);
   Resumed r;
   r.changes = check_continuable(ck, path, config_yaml, in);
+  // A progressive run's models take the phase of the checkpoint's last step first.
+  if (in.progan) move_to_phase(m, cfg, in.progan_spec, in.progan->phase_after(ck.meta.step));
   if (!load_models(m, ck, path))
     r.notes.push_back(fmt::format("G_ema starts from G: {} has no averaged generator (/G_ema)", path));
   r.step = ck.meta.step;
@@ -266,13 +308,13 @@ Resumed resume_from(const std::string& path, const std::string& config_yaml, con
   // normalizes with other statistics): allowed, and said.
   // (A rank count alone changes the share, not how it is split: no note for one pass each.)
   auto micro = ck.meta.ints.find("micro_batch"), accumulated = ck.meta.ints.find("accumulation_steps");
+  const LargeBatchPlan& plan = in.plan_at(std::max<int64_t>(ck.meta.step - 1, 0));
   if (micro != ck.meta.ints.end() && accumulated != ck.meta.ints.end() &&
-      (accumulated->second != in.large_batch.accumulation ||
-       (accumulated->second > 1 && micro->second != in.large_batch.micro_batch)))
+      (accumulated->second != plan.accumulation || (accumulated->second > 1 && micro->second != plan.micro_batch)))
     r.notes.push_back(fmt::format("batch plan changed: the checkpoint's steps accumulated {} micro-batch{} of {}, this "
                                   "run {} of {} ({} per rank per critic batch)",
                                   accumulated->second, accumulated->second > 1 ? "es" : "", micro->second,
-                                  in.large_batch.accumulation, in.large_batch.micro_batch, in.large_batch.local_batch));
+                                  plan.accumulation, plan.micro_batch, plan.local_batch));
   return r;
 }
 
@@ -292,13 +334,28 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
                ? fmt::format("{} batches read ahead by {} thread{} ({:.1f} MiB at most)", cfg.data.prefetch_batches,
                              loader.threads(), loader.threads() > 1 ? "s" : "", loader.memory_bytes_limit() / 1048576.0)
                : std::string("read on the training thread"));
-  run.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", in.spec.channels, in.spec.resolution,
-           in.spec.resolution, in.spec.nz, m.G.param_count(), m.D.param_count());
-  run.line("plan: batch {} | {} batches per epoch | {} steps{} | optim G {} lr {} | D {} lr {}", cfg.train.batch_size,
-           in.plan->steps_per_epoch(), in.total_steps,
-           cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
-           choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
-  run.line("batch plan: {}", in.large_batch.describe());
+  if (in.progan) {
+    const ProganSpec& ps = in.progan_spec;
+    run.line("model: progan {}x{}x{} nz {} | feature maps min({} / r, {}) | minibatch stddev groups of {} | {} phases, "
+             "{} steps{}",
+             ps.channels, ps.resolution, ps.resolution, ps.nz, ps.fmap_base, ps.fmap_max, ps.mbstd_group,
+             in.progan->phases.size(), in.progan->total_steps(),
+             in.total_steps < in.progan->total_steps() ? fmt::format(" (this run stops at {}: train.max_steps)", in.total_steps)
+                                                       : "");
+    run.line("optim G {} | D {} | {}", choice_name(cfg.optim_g.kind), choice_name(cfg.optim_d.kind),
+             cfg.progan.reset_optimizer ? "fresh optimizer state every phase" : "optimizer state carried across phases");
+    for (const ProganPhase& p : in.progan->phases)
+      run.line("  phase {:>2}: {:<18} steps {}..{} | lr G {:.4g} D {:.4g} | {}", p.index, p.name(), p.first_step,
+               p.first_step + p.steps - 1, p.lr_g, p.lr_d, in.phase_plans[static_cast<size_t>(p.index)].describe());
+  } else {
+    run.line("model: dcgan {}x{}x{} nz {} | G {} params | D {} params", in.spec.channels, in.spec.resolution,
+             in.spec.resolution, in.spec.nz, m.G.param_count(), m.D.param_count());
+    run.line("plan: batch {} | {} batches per epoch | {} steps{} | optim G {} lr {} | D {} lr {}", cfg.train.batch_size,
+             in.plan->steps_per_epoch(), in.total_steps,
+             cfg.train.n_critic > 1 ? fmt::format(" of {} D updates and 1 G update", cfg.train.n_critic) : "",
+             choice_name(cfg.optim_g.kind), cfg.optim_g.lr, choice_name(cfg.optim_d.kind), cfg.optim_d.lr);
+    run.line("batch plan: {}", in.large_batch.describe());
+  }
   run.line("{}", describe_objective(cfg));
   if (cfg.train.lr_scaling != LrScaling::none || cfg.train.warmup_steps > 0)
     run.line("learning rates: x{:.4g} ({} scaling from batch {} to {}){} | G {:.4g} | D {:.4g} after the warmup",
@@ -312,6 +369,65 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
              cfg.ema.beta > 0 ? fmt::format("beta {}", cfg.ema.beta)
                               : fmt::format("half-life {} images{}", cfg.ema.half_life_images,
                                             cfg.ema.rampup > 0 ? fmt::format(", ramp-up {}", cfg.ema.rampup) : ""));
+}
+
+// The engine the hooks hold: the current phase's (progressive growing makes one per phase) behind one
+// reference. For a progressive run it also turns the loader's full-resolution batches into the phase's real
+// images (progan_reals) and G's samples back into full-resolution ones, so every grid of a run has one size.
+class EngineSlot final : public StepEngine {
+ public:
+  EngineSlot(const RunInputs& in) : in_(in) {}
+  void reset(std::unique_ptr<StepEngine> engine) { inner_ = std::move(engine); }
+  // The phase and fade-in weight of the next submit() (progressive runs).
+  void set_phase(const ProganPhase& phase, double alpha) {
+    phase_ = &phase;
+    alpha_ = alpha;
+    inner_->set_fade_alpha(static_cast<float>(alpha));
+  }
+
+  std::string describe() const override { return inner_->describe(); }
+  bool wants_u8_batches() const override { return !in_.progan && inner_->wants_u8_batches(); }
+  Tensor make_batch_buffer(const Shape& shape, DType dtype) override { return inner_->make_batch_buffer(shape, dtype); }
+  using StepEngine::submit;
+  void submit(std::span<const Tensor> reals, int64_t step) override {
+    if (!in_.progan) return inner_->submit(reals, step);
+    GT_CHECK(phase_, "a progressive step without its phase");
+    const int r = phase_->resolution;
+    phase_reals_.resize(reals.size());
+    for (size_t k = 0; k < reals.size(); ++k) {
+      const Shape want = {reals[k].dim(0), reals[k].dim(1), r, r};
+      if (!phase_reals_[k].defined() || phase_reals_[k].shape() != want)
+        phase_reals_[k] = inner_->make_batch_buffer(want, DType::f32);
+      progan_reals(reals[k], phase_reals_[k], phase_->fading, alpha_);
+    }
+    inner_->submit(phase_reals_, step);
+  }
+  StepResult wait() override { return inner_->wait(); }
+  Tensor generate(const Tensor& z) override {
+    Tensor images = inner_->generate(z);
+    return in_.progan ? upsample_to(images, in_.spec.resolution) : images;
+  }
+  void sync_to_host() override { inner_->sync_to_host(); }
+  void load_from_host() override { inner_->load_from_host(); }
+  PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) override { return inner_->take_phase_seconds(seconds); }
+  size_t device_bytes() const override { return inner_->device_bytes(); }
+  void set_fade_alpha(float alpha) override { inner_->set_fade_alpha(alpha); }
+
+ private:
+  const RunInputs& in_;
+  std::unique_ptr<StepEngine> inner_;
+  const ProganPhase* phase_ = nullptr;
+  double alpha_ = 1;
+  std::vector<Tensor> phase_reals_;  // the phase's real images, alive until the next submit()
+};
+
+// The engine options of a progressive phase: its global batch, each rank's share and its micro-batches.
+EngineOptions phase_engine_options(EngineOptions e, const LargeBatchPlan& plan, const Communicator& comm) {
+  e.global_batch = plan.global_batch;
+  e.local_batch = plan.local_batch;
+  e.shard_first = comm.rank() * plan.local_batch;
+  e.micro_batch = plan.micro_batch;
+  return e;
 }
 
 }  // namespace
@@ -400,15 +516,29 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
 
   // run.threads 0: this rank's cores (mpirun may bind it to some), shared with the node's other ranks.
   set_cpu_threads(cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / comm.local_size()));
-  std::unique_ptr<Models> m = make_models(cfg, in.spec);
+  // A progressive run's models start in the phase of the step it continues from (they grow in the loop).
+  std::unique_ptr<Models> m = in.progan ? make_progan_models(cfg, in.progan_spec, in.progan->phase_after(start.step))
+                                        : make_models(cfg, in.spec);
   Resumed resumed;
   if (!start.checkpoint.empty())
-    run_agreed(comm, [&] { resumed = resume_from(start.checkpoint, config_yaml, in, *m); });
+    run_agreed(comm, [&] { resumed = resume_from(start.checkpoint, cfg, config_yaml, in, *m); });
   const int64_t first = resumed.step;
+  // Resumed at the end of a phase: grow into the next one before anything is built on the models.
+  if (in.progan && in.progan->phase_at(first).index != in.progan->phase_after(first).index)
+    move_to_phase(*m, cfg, in.progan_spec, in.progan->phase_at(first));
   GanModels host = m->view();
-  EngineOptions eo = engine_options(cfg, comm, in);
-  eo.ema_host = m->G_ema.get();
-  std::unique_ptr<StepEngine> engine = make_engine(eo, host, comm);
+  const EngineOptions base_options = engine_options(cfg, comm, in);
+  EngineOptions eo = base_options;
+  // The engine of the phase the models are in (progressive), or of the run.
+  int model_phase = in.progan ? in.progan->phase_at(first).index : 0;
+  auto make_phase_engine = [&] {
+    host = m->view();
+    if (in.progan) eo = phase_engine_options(base_options, in.phase_plans[static_cast<size_t>(model_phase)], comm);
+    eo.ema_host = m->G_ema.get();
+    return make_engine(eo, host, comm);
+  };
+  auto engine = std::make_unique<EngineSlot>(in);
+  engine->reset(make_phase_engine());
   // The SWD's real images are read before the loader's threads read the same source.
   std::unique_ptr<SwdMeter> swd;
   if (cfg.log.swd_every_steps > 0)
@@ -416,10 +546,29 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
       swd = std::make_unique<SwdMeter>(cfg.log, static_cast<uint64_t>(cfg.run.seed), *in.source, in.spec.resolution,
                                        in.spec.channels, in.spec.nz, comm);
     });
-  Loader loader(*in.source, loader_options(cfg, comm, *engine, first, in.total_steps));
-  GT_CHECK(loader.shard_size() == eo.local_batch && loader.shard_first() == eo.shard_first,
-           "loader shard {}+{} differs from the engine's {}+{}", loader.shard_first(), loader.shard_size(),
-           eo.shard_first, eo.local_batch);
+  // The loader of the segment that holds `step`: the whole run, or a progressive phase (its own batch, and its
+  // own data order: the seed mixed with the phase).
+  auto segment_end = [&](int64_t step) {
+    if (!in.progan) return in.total_steps;
+    const ProganPhase& p = in.progan->phase_at(step);
+    return std::min(in.total_steps, p.first_step + p.steps);
+  };
+  auto make_loader = [&](int64_t step) {
+    LoaderOptions o = loader_options(cfg, comm, *engine, step, in.total_steps);
+    if (in.progan) {
+      const ProganPhase& p = in.progan->phase_at(step);
+      o.global_batch = p.batch;
+      o.first_step = (step - p.first_step) * cfg.train.n_critic;
+      o.end_step = (segment_end(step) - p.first_step) * cfg.train.n_critic;
+      o.seed = static_cast<uint64_t>(cfg.run.seed) ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(p.index + 1));
+    }
+    auto loader = std::make_unique<Loader>(*in.source, o);
+    GT_CHECK(loader->shard_size() == eo.local_batch && loader->shard_first() == eo.shard_first,
+             "loader shard {}+{} differs from the engine's {}+{}", loader->shard_first(), loader->shard_size(),
+             eo.shard_first, eo.local_batch);
+    return loader;
+  };
+  std::unique_ptr<Loader> loader = make_loader(first);
   const std::vector<std::string> rank_lines =
       preflight(comm, fmt::format("{} (pid {}, local rank {} of {}), {}", comm.host(), getpid(), comm.local_rank(),
                                   comm.local_size(), engine->describe()));
@@ -432,7 +581,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   if (resumed.world_size > 0 && resumed.world_size != comm.world_size())
     run.line("elastic resume: the checkpoint was written by {} ranks, this run has {} (the same global batch {})",
              resumed.world_size, comm.world_size(), cfg.train.batch_size);
-  print_banner(run, cfg, in, comm, *engine, loader, *m, rank_lines);
+  print_banner(run, cfg, in, comm, *engine, *loader, *m, rank_lines);
   // The run's services, as hooks (train/hooks.h), in the order they see each step: timing first (it
   // times every step, an undone one too), the learning rates of the next step, the NaN guard (which may
   // undo the step for the rest), then logging, samples, the SWD, checkpoints, and the stop conditions last.
@@ -441,10 +590,25 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   if (!start.checkpoint.empty()) ledger.last_good = start.checkpoint;
   HookList hooks(comm.rank());
   TimingHook& timing = hooks.add(std::make_unique<TimingHook>(*engine));
-  hooks.add(std::make_unique<LrScheduleHook>(cfg, *m));
+  LrScheduleHook& lr_schedule =
+      hooks.add(std::make_unique<LrScheduleHook>(cfg, *m, in.progan ? &*in.progan : nullptr));
+  bool rebuild_engine = false;  // a rollback gave the models another phase's structure
   hooks.add(std::make_unique<NanGuardHook>(cfg.train, ledger, run, comm, [&](const std::string& path) {
-    run_agreed(comm, [&] { load_models(*m, load_checkpoint(path), path); });
-    engine->load_from_host();
+    run_agreed(comm, [&] {
+      const Checkpoint ck = load_checkpoint(path);
+      const int then = in.progan ? in.progan->phase_after(ck.meta.step).index : model_phase;
+      if (then == model_phase) {
+        load_models(*m, ck, path);
+        return;
+      }
+      // A checkpoint of an earlier phase: its networks, then grown to this phase again (the newer blocks from
+      // their initial weights).
+      move_to_phase(*m, cfg, in.progan_spec, in.progan->phases[static_cast<size_t>(then)]);
+      load_models(*m, ck, path);
+      move_to_phase(*m, cfg, in.progan_spec, in.progan->phases[static_cast<size_t>(model_phase)]);
+      rebuild_engine = true;
+    });
+    if (!rebuild_engine) engine->load_from_host();
   }));
   hooks.add(std::make_unique<LoggingHook>(run, cfg, timing));
   hooks.add(std::make_unique<SampleHook>(run, cfg.log, static_cast<uint64_t>(cfg.run.seed), in.spec.nz, *engine, comm));
@@ -457,28 +621,63 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   // while the engine (a GPU's, asynchronously) reads the other.
   const int n_critic = cfg.train.n_critic;
   std::vector<Tensor> batches[2];
-  for (auto& group : batches)
-    for (int k = 0; k < n_critic; ++k)
-      group.push_back(engine->make_batch_buffer(loader.batch_shape(), loader.batch_dtype()));
+  auto make_batches = [&] {
+    for (auto& group : batches) {
+      group.clear();
+      for (int k = 0; k < n_critic; ++k)
+        group.push_back(engine->make_batch_buffer(loader->batch_shape(), loader->batch_dtype()));
+    }
+  };
+  make_batches();
   auto load_group = [&](std::vector<Tensor>& group) {
-    for (Tensor& b : group) loader.next(b);
+    for (Tensor& b : group) loader->next(b);
   };
   const int64_t total = in.total_steps;
   hooks.begin({first, total});
   if (first < total) load_group(batches[first % 2]);
   int64_t step = first;
+  int64_t end_of_segment = segment_end(first);
   StopReason stopped = StopReason::none;
   while (step < total) {
+    if (in.progan && (step == end_of_segment || rebuild_engine)) {
+      // A new phase: grow the models (every rank alike), then its engine, loader and batches.
+      const ProganPhase& next = in.progan->phase_at(step);
+      engine->sync_to_host();
+      if (next.index != model_phase) move_to_phase(*m, cfg, in.progan_spec, next);
+      model_phase = next.index;
+      engine->reset(make_phase_engine());
+      lr_schedule.begin({step, total});  // the new optimizers take the phase's rates
+      rebuild_engine = false;
+      if (step == end_of_segment) {
+        loader = make_loader(step);
+        make_batches();
+        load_group(batches[step % 2]);
+        end_of_segment = segment_end(step);
+        run.line("phase {}: {} from step {} | G {} params | D {} params | {}", next.index, next.name(), step,
+                 m->G.param_count(), m->D.param_count(), in.phase_plans[static_cast<size_t>(next.index)].describe());
+      }
+    }
     fault_point("step");
     std::vector<Tensor>& group = batches[step % 2];
     inject_fault_if_due(in.fault, comm.rank(), step);
     if (nan_fault_due(in.fault, comm.rank(), step) && group.front().dtype() == DType::f32)
       std::fill_n(group.front().f32(), group.front().numel(), std::numeric_limits<float>::quiet_NaN());
     StepInfo info;
+    if (in.progan) {
+      const ProganPhase& p = in.progan->phase_at(step);
+      info.alpha = in.progan->alpha(step);
+      info.phase = p.name();
+      info.phase_index = p.index;
+      info.resolution = p.resolution;
+      engine->set_phase(p, info.alpha);
+    }
+    info.images = eo.global_batch * n_critic;
+    info.lr_g = m->opt_g->lr();
+    info.lr_d = m->opt_d->lr();
     info.clock.begin = Clock::now();
     engine->submit(group, step);
     info.clock.submitted = Clock::now();
-    if (step + 1 < total) load_group(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
+    if (step + 1 < end_of_segment) load_group(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
     info.clock.loaded = Clock::now();
     const StepResult local = engine->wait();
     info.clock.waited = Clock::now();
@@ -487,7 +686,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     ++step;
     info.step = step;
     info.total_steps = total;
-    info.epoch = in.plan->epoch_of(step * n_critic - 1);  // of the step's last batch
+    info.epoch = in.progan ? (in.progan->images_before(step) - 1) / std::max<int64_t>(in.dataset_size, 1)
+                           : in.plan->epoch_of(step * n_critic - 1);  // of the step's last batch
     info.result = g.r;
     info.finite = g.finite();
     if (!info.finite) info.nonfinite = describe_nonfinite(g, step);
@@ -498,7 +698,9 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
   sum.stopped_by_signal = stopped == StopReason::signal;
   sum.stopped_by_time = stopped == StopReason::time_limit;
   const double seconds = stop.seconds();
-  sum.images_per_second = (step - first) * cfg.train.batch_size * n_critic / std::max(seconds, 1e-9);
+  const int64_t images = in.progan ? in.progan->images_before(step) - in.progan->images_before(first)
+                                   : (step - first) * cfg.train.batch_size * n_critic;
+  sum.images_per_second = static_cast<double>(images) / std::max(seconds, 1e-9);
   engine->sync_to_host();  // every rank: the final checkpoint and the parameter check below read the host models
   hooks.end({first, step, total, stopped});
   const std::vector<int> drifted = ranks_with_other_parameters(comm, m->G, m->D);
@@ -508,7 +710,7 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
              fmt::format("{}", fmt::join(drifted, ", ")));
   run.line("{}: {} steps in {} ({:.0f} img/s, {:.1f} s waiting for data)",
            stopped != StopReason::none ? "stopped" : "done", step - first, fmt_duration(seconds),
-           sum.images_per_second, loader.wait_seconds());
+           sum.images_per_second, loader->wait_seconds());
   if (comm.rank() == 0) run.line("{}", timing.run_summary());
   if (stopped != StopReason::none)
     run.line("to continue, run the same command again (checkpoint.resume auto); exit code {}", 3);

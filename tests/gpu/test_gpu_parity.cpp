@@ -650,9 +650,14 @@ gt::cpu::ConvGeometry conv_geometry(const Case& c, bool transposed) {
   return g;
 }
 
-// Forward, then backward with dweight/dbias accumulating onto random starts, for Conv2d or ConvTranspose2d.
-std::vector<Output> run_conv(const Case& c, Rig& rig, uint64_t seed, bool transposed) {
-  const gt::cpu::ConvGeometry g = conv_geometry(c, transposed);
+// The equalized-learning-rate weight scale of the *_scaled rows: any value not a power of two.
+constexpr float kWeightScale = 0.37f;
+
+// Forward, then backward with dweight/dbias accumulating onto random starts, for Conv2d or ConvTranspose2d,
+// with the geometry's weight_scale (cuDNN's alpha on the GPU, the GEMMs' alpha on the CPU).
+std::vector<Output> run_conv(const Case& c, Rig& rig, uint64_t seed, bool transposed, float scale = 1.f) {
+  gt::cpu::ConvGeometry g = conv_geometry(c, transposed);
+  g.weight_scale = scale;
   const bool with_bias = c.variant == 1;
   const auto s = rig.stream();
   const size_t in_size = static_cast<size_t>(g.batch) * g.in_channels * g.in_h * g.in_w;
@@ -696,13 +701,20 @@ std::vector<Output> run_conv(const Case& c, Rig& rig, uint64_t seed, bool transp
 }
 std::vector<Output> run_conv2d(const Case& c, Rig& rig, uint64_t seed) { return run_conv(c, rig, seed, false); }
 std::vector<Output> run_conv_transpose2d(const Case& c, Rig& rig, uint64_t seed) { return run_conv(c, rig, seed, true); }
+std::vector<Output> run_conv2d_scaled(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv(c, rig, seed, false, kWeightScale);
+}
+std::vector<Output> run_conv_transpose2d_scaled(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv(c, rig, seed, true, kWeightScale);
+}
 
 // Conv2d / ConvTranspose2d in the row's storage format: inputs, weights and output gradients rounded to
 // the storage type for the CPU; weights packed on the device (pack_conv_weight); the packed weight
 // gradient written fresh (accumulate_dweight false) and added to a random f32 start with
 // accumulate_conv_weight_grad, as the GPU network does.
-std::vector<Output> run_conv_typed(const Case& c, Rig& rig, uint64_t seed, bool transposed) {
-  const gt::cpu::ConvGeometry g = conv_geometry(c, transposed);
+std::vector<Output> run_conv_typed(const Case& c, Rig& rig, uint64_t seed, bool transposed, float scale = 1.f) {
+  gt::cpu::ConvGeometry g = conv_geometry(c, transposed);
+  g.weight_scale = scale;
   const ActFormat f = c.format;
   const bool with_bias = c.variant == 1;
   const auto s = rig.stream();
@@ -766,9 +778,15 @@ std::vector<Output> run_conv2d_typed(const Case& c, Rig& rig, uint64_t seed) {
 std::vector<Output> run_conv_transpose2d_typed(const Case& c, Rig& rig, uint64_t seed) {
   return run_conv_typed(c, rig, seed, true);
 }
+std::vector<Output> run_conv2d_scaled_typed(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv_typed(c, rig, seed, false, kWeightScale);
+}
+std::vector<Output> run_conv_transpose2d_scaled_typed(const Case& c, Rig& rig, uint64_t seed) {
+  return run_conv_typed(c, rig, seed, true, kWeightScale);
+}
 
-// dims {N, IN, OUT}; variant 1: with bias.
-std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) {
+// dims {N, IN, OUT}; variant 1: with bias. scale: the weight scale (cuBLAS's alpha; the bias unscaled).
+std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed, float scale) {
   const int N = c.dims[0], IN = c.dims[1], OUT = c.dims[2];
   const bool with_bias = c.variant == 1;
   const auto s = rig.stream();
@@ -778,18 +796,23 @@ std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) {
   std::vector<float> dw = random_normal(w.size(), seed + 4), db = random_normal(OUT, seed + 5);
   auto gdw = to_device(dw, s), gdb = to_device(db, s);
   std::vector<float> out(dout.size()), dinp(in.size());
-  gt::cpu::linear_forward(out.data(), in.data(), w.data(), with_bias ? bias.data() : nullptr, N, IN, OUT);
+  gt::cpu::linear_forward(out.data(), in.data(), w.data(), with_bias ? bias.data() : nullptr, N, IN, OUT, scale);
   gt::cpu::linear_backward(dinp.data(), dw.data(), with_bias ? db.data() : nullptr, dout.data(), in.data(), w.data(),
-                           N, IN, OUT);
+                           N, IN, OUT, scale);
   auto gin = to_device(in, s), gw = to_device(w, s), gbias = to_device(bias, s), gdout = to_device(dout, s);
   auto gout = poisoned(out.size(), s), gdinp = poisoned(in.size(), s);
-  gt::cuda::linear_forward(rig.ctx, gout.data(), gin.data(), gw.data(), with_bias ? gbias.data() : nullptr, N, IN, OUT);
+  gt::cuda::linear_forward(rig.ctx, gout.data(), gin.data(), gw.data(), with_bias ? gbias.data() : nullptr, N, IN, OUT,
+                           scale);
   gt::cuda::linear_backward(rig.ctx, gdinp.data(), gdw.data(), with_bias ? gdb.data() : nullptr, gdout.data(),
-                            gin.data(), gw.data(), N, IN, OUT);
+                            gin.data(), gw.data(), N, IN, OUT, scale);
   std::vector<Output> outputs{{"out", out, to_host(gout, s)}, {"dinp", dinp, to_host(gdinp, s)},
                               {"dweight", dw, to_host(gdw, s)}};
   if (with_bias) outputs.push_back({"dbias", db, to_host(gdb, s)});
   return outputs;
+}
+std::vector<Output> run_linear(const Case& c, Rig& rig, uint64_t seed) { return run_linear(c, rig, seed, 1.f); }
+std::vector<Output> run_linear_scaled(const Case& c, Rig& rig, uint64_t seed) {
+  return run_linear(c, rig, seed, kWeightScale);
 }
 
 // ---- storage formats (kernels_typed.h) --------------------------------------------------------------------
@@ -1154,6 +1177,127 @@ std::vector<Output> run_activation_second_typed(const Case& c, Rig& rig, uint64_
   return {{"second", rounded(dx, t), gdx.download(s)}};
 }
 
+// ---- the Progressive GAN layers (cuda/progan.cu) --------------------------------------------------------------
+
+constexpr float kPixelNormEps = 1e-8f;
+
+// dims {N, C, H, W}: PixelNorm's forward (output and rnorm), its Jacobian as the backward (of dy) and the
+// tangent (of t), and the double backward's curvature term, each from the CPU forward's rnorm (so each kernel
+// is compared on its own).
+std::vector<Output> run_pixelnorm(const Case& c, Rig& rig, uint64_t seed) {
+  const int N = c.dims[0], C = c.dims[1], HW = c.dims[2] * c.dims[3];
+  const size_t n = static_cast<size_t>(N) * C * HW, positions = static_cast<size_t>(N) * HW;
+  const auto s = rig.stream();
+  const std::vector<float> x = random_normal(n, seed, 0.5f, 2.f), dy = random_normal(n, seed + 1);
+  const std::vector<float> tan = random_normal(n, seed + 2), delta = random_normal(n, seed + 3);
+  std::vector<float> y(n), rnorm(positions), dx(n), tangent(n), second(n);
+  gt::cpu::pixelnorm_forward(y.data(), rnorm.data(), x.data(), N, C, HW, kPixelNormEps);
+  gt::cpu::pixelnorm_jacobian(dx.data(), dy.data(), x.data(), rnorm.data(), N, C, HW);
+  gt::cpu::pixelnorm_jacobian(tangent.data(), tan.data(), x.data(), rnorm.data(), N, C, HW);
+  gt::cpu::pixelnorm_second(second.data(), delta.data(), tan.data(), x.data(), rnorm.data(), N, C, HW);
+
+  auto gx = to_device(x, s), gdy = to_device(dy, s), gtan_in = to_device(tan, s), gdelta = to_device(delta, s);
+  auto crnorm = to_device(rnorm, s);
+  auto gy = poisoned(n, s), grnorm = poisoned(positions, s), gdx = poisoned(n, s), gtan = poisoned(n, s),
+       gsecond = poisoned(n, s);
+  gt::cuda::pixelnorm_forward(gy.data(), grnorm.data(), gx.data(), N, C, HW, kPixelNormEps, s);
+  gt::cuda::pixelnorm_jacobian(gdx.data(), gdy.data(), gx.data(), crnorm.data(), N, C, HW, s);
+  gt::cuda::pixelnorm_jacobian(gtan.data(), gtan_in.data(), gx.data(), crnorm.data(), N, C, HW, s);
+  gt::cuda::pixelnorm_second(gsecond.data(), gdelta.data(), gtan_in.data(), gx.data(), crnorm.data(), N, C, HW, s);
+  return {{"forward", y, to_host(gy, s)},
+          {"rnorm", rnorm, to_host(grnorm, s)},
+          {"backward", dx, to_host(gdx, s)},
+          {"tangent", tangent, to_host(gtan, s)},
+          {"second", second, to_host(gsecond, s)}};
+}
+
+// dims {N, C, H, W}; variant 0: Upsample2x, 1: AvgPool2x (H, W even). Forward and backward.
+std::vector<Output> run_resample2x(const Case& c, Rig& rig, uint64_t seed) {
+  const int NC = c.dims[0] * c.dims[1], H = c.dims[2], W = c.dims[3];
+  const bool up = c.variant == 0;
+  const size_t in_n = static_cast<size_t>(NC) * H * W;
+  const size_t out_n = up ? 4 * in_n : static_cast<size_t>(NC) * (H / 2) * (W / 2);
+  const auto s = rig.stream();
+  const std::vector<float> x = random_normal(in_n, seed), dy = random_normal(out_n, seed + 1);
+  std::vector<float> y(out_n), dx(in_n);
+  auto gx = to_device(x, s), gdy = to_device(dy, s);
+  auto gy = poisoned(out_n, s), gdx = poisoned(in_n, s);
+  if (up) {
+    gt::cpu::upsample2x_forward(y.data(), x.data(), NC, H, W);
+    gt::cpu::upsample2x_backward(dx.data(), dy.data(), NC, H, W);
+    gt::cuda::upsample2x_forward(gy.data(), gx.data(), NC, H, W, s);
+    gt::cuda::upsample2x_backward(gdx.data(), gdy.data(), NC, H, W, s);
+  } else {
+    gt::cpu::avgpool2x_forward(y.data(), x.data(), NC, H, W);
+    gt::cpu::avgpool2x_backward(dx.data(), dy.data(), NC, H, W);
+    gt::cuda::avgpool2x_forward(gy.data(), gx.data(), NC, H, W, s);
+    gt::cuda::avgpool2x_backward(gdx.data(), gdy.data(), NC, H, W, s);
+  }
+  return {{"forward", y, to_host(gy, s)}, {"backward", dx, to_host(gdx, s)}};
+}
+
+// dims {N, C, H, W, group}: MinibatchStddev's forward (output, mean, sigma), backward, tangent and
+// double-backward curvature term, the last three from the CPU forward's statistics.
+std::vector<Output> run_mbstd(const Case& c, Rig& rig, uint64_t seed) {
+  const int N = c.dims[0], C = c.dims[1], HW = c.dims[2] * c.dims[3], group = c.dims[4];
+  const float eps = 1e-8f;
+  const size_t n = static_cast<size_t>(N) * C * HW, n_out = static_cast<size_t>(N) * (C + 1) * HW;
+  const size_t stats = static_cast<size_t>(N / group) * C * HW;
+  const auto s = rig.stream();
+  const std::vector<float> x = random_normal(n, seed, 0.3f, 1.5f), dy = random_normal(n_out, seed + 1);
+  const std::vector<float> tan = random_normal(n, seed + 2), delta = random_normal(n_out, seed + 3);
+  std::vector<float> y(n_out), mean(stats), sigma(stats), dx(n), tangent(n_out), second(n);
+  gt::cpu::mbstd_forward(y.data(), mean.data(), sigma.data(), x.data(), N, C, HW, group, eps);
+  gt::cpu::mbstd_backward(dx.data(), dy.data(), x.data(), mean.data(), sigma.data(), N, C, HW, group);
+  gt::cpu::mbstd_tangent(tangent.data(), tan.data(), x.data(), mean.data(), sigma.data(), N, C, HW, group);
+  gt::cpu::mbstd_second(second.data(), delta.data(), tan.data(), x.data(), mean.data(), sigma.data(), N, C, HW, group);
+
+  auto gx = to_device(x, s), gdy = to_device(dy, s), gtan_in = to_device(tan, s), gdelta = to_device(delta, s);
+  auto cmean = to_device(mean, s), csigma = to_device(sigma, s);
+  auto gy = poisoned(n_out, s), gmean = poisoned(stats, s), gsigma = poisoned(stats, s), gdx = poisoned(n, s),
+       gtan = poisoned(n_out, s), gsecond = poisoned(n, s);
+  gt::cuda::mbstd_forward(gy.data(), gmean.data(), gsigma.data(), gx.data(), N, C, HW, group, eps, s);
+  gt::cuda::mbstd_backward(gdx.data(), gdy.data(), gx.data(), cmean.data(), csigma.data(), N, C, HW, group, s);
+  gt::cuda::mbstd_tangent(gtan.data(), gtan_in.data(), gx.data(), cmean.data(), csigma.data(), N, C, HW, group, s);
+  gt::cuda::mbstd_second(gsecond.data(), gdelta.data(), gtan_in.data(), gx.data(), cmean.data(), csigma.data(), N, C,
+                         HW, group, s);
+  return {{"forward", y, to_host(gy, s)},       {"mean", mean, to_host(gmean, s)},
+          {"sigma", sigma, to_host(gsigma, s)}, {"backward", dx, to_host(gdx, s)},
+          {"tangent", tangent, to_host(gtan, s)}, {"second", second, to_host(gsecond, s)}};
+}
+
+// dims {n}: the fade mix a + alpha (b - a) at alpha 0.3 (and 0, 1: a and b exactly), alpha read from a device
+// float, and fade_scale (a Fade branch's share of a gradient: (1 - alpha) x and alpha x) against the CPU
+// Fade's float products; in the row's storage type (bf16: the CPU's float results on the rounded inputs).
+std::vector<Output> run_fade_typed(const Case& c, Rig& rig, uint64_t seed) {
+  const int64_t n = c.dims[0];
+  const size_t count = static_cast<size_t>(n);
+  const DataType t = c.format.type;
+  const auto s = rig.stream();
+  const std::vector<float> a = rounded(random_normal(count, seed), t), b = rounded(random_normal(count, seed + 1), t);
+  TypedBuffer ga = typed_device(a, t, s), gb = typed_device(b, t, s);
+  std::vector<Output> outputs;
+  for (float alpha : {0.3f, 0.f, 1.f}) {
+    std::vector<float> out(count);
+    gt::cpu::lerp_forward(out.data(), a.data(), b.data(), alpha, n);
+    const std::vector<float> alpha_host{alpha};  // lives until the downloads below synchronize
+    auto galpha = to_device(alpha_host, s);
+    TypedBuffer gout = typed_poisoned(count, t, s);
+    gt::cuda::lerp_forward(gout.data(), ga.data(), gb.data(), galpha.data(), n, t, s);
+    outputs.push_back({"lerp " + std::to_string(alpha), rounded(out, t), gout.download(s)});
+    for (int branch : {0, 1}) {
+      const float k = branch == 0 ? 1.f - alpha : alpha;
+      std::vector<float> scaled(count);
+      for (size_t i = 0; i < count; ++i) scaled[i] = k * a[i];
+      TypedBuffer gscaled = typed_poisoned(count, t, s);
+      gt::cuda::fade_scale(gscaled.data(), ga.data(), galpha.data(), branch, n, t, s);
+      outputs.push_back({"fade_scale " + std::to_string(alpha) + " branch " + std::to_string(branch),
+                         rounded(scaled, t), gscaled.download(s)});
+    }
+  }
+  return outputs;
+}
+
 // ---- the table ------------------------------------------------------------------------------------------
 
 // Tolerances (normalized error): 0 where the GPU performs the CPU's float operations in the CPU's order;
@@ -1227,6 +1371,35 @@ std::vector<Case> cases() {
   }
   // bf16 precision keeps dense layers in f32 with TF32 products.
   t.push_back({"linear", run_linear, {64, 100, 300}, b16, 3e-3, 1});
+  // Equalized learning rate: weight_scale kWeightScale in every direction (forward, backward data, backward
+  // filter; the bias unscaled), on a few of the layers above, and the scaled Linear.
+  for (Precision p : {f32, t32}) {
+    const double tol = p == f32 ? 5e-5 : 3e-3;
+    for (size_t i : {size_t{1}, size_t{3}, size_t{4}}) {
+      t.push_back({"conv2d_scaled", run_conv2d_scaled, d_layers[i].dims, p, tol, d_layers[i].bias});
+      t.push_back({"conv_transpose2d_scaled", run_conv_transpose2d_scaled, g_layers[i - 1].dims, p, tol,
+                   g_layers[i - 1].bias});
+    }
+    t.push_back({"conv_transpose2d_scaled", run_conv_transpose2d_scaled, g_layers[4].dims, p, tol, g_layers[4].bias});
+    t.push_back({"linear_scaled", run_linear_scaled, {64, 100, 300}, p, p == f32 ? 1e-5 : 3e-3, 1});
+    t.push_back({"linear_scaled", run_linear_scaled, {7, 33, 5}, p, p == f32 ? 1e-5 : 3e-3, 0});
+  }
+
+  // The Progressive GAN layers: one thread per position (PixelNorm) or value (the rest) with the CPU's
+  // loops and expressions, so bit-identical; MinibatchStddev's group-wide sums are added in double by a
+  // block in another order (1e-6: a last-bit difference after the rounding to float at most).
+  for (const std::vector<int>& d : std::vector<std::vector<int>>{{4, 16, 8, 8}, {3, 5, 3, 7}, {8, 512, 4, 4},
+                                                                  {2, 1, 1, 1}})
+    t.push_back({"pixelnorm", run_pixelnorm, d, f32, 0.0});
+  for (const std::vector<int>& d : std::vector<std::vector<int>>{{4, 16, 8, 8}, {2, 3, 5, 7}, {8, 64, 32, 32},
+                                                                  {1, 1, 1, 1}})
+    t.push_back({"upsample2x", run_resample2x, d, f32, 0.0, 0});
+  for (const std::vector<int>& d : std::vector<std::vector<int>>{{4, 16, 8, 8}, {2, 3, 6, 10}, {8, 64, 32, 32},
+                                                                  {1, 1, 2, 2}})
+    t.push_back({"avgpool2x", run_resample2x, d, f32, 0.0, 1});
+  for (const std::vector<int>& d : std::vector<std::vector<int>>{
+           {8, 16, 4, 4, 4}, {8, 512, 4, 4, 4}, {6, 3, 5, 7, 3}, {4, 8, 8, 8, 2}, {4, 5, 3, 3, 4}, {3, 4, 2, 2, 1}})
+    t.push_back({"mbstd", run_mbstd, d, f32, 1e-6});
 
   // ---- storage formats (kernels_typed.h) ----
   // f32 NHWC rows take the f32 rows' tolerances (the same float math; only sums run in another order);
@@ -1306,6 +1479,11 @@ std::vector<Case> cases() {
   }
   t.push_back({"bce_typed", run_bce_typed, {1000}, b16, 1e-2, 0, bf16_nchw});
   t.push_back({"bce_typed", run_bce_typed, {2500}, b16, 1e-2, 1, bf16_nchw});
+  // The Fade's mix and branch shares (progan.cu): the CPU's float operations, then one rounding in bf16.
+  for (int n : {1, 4099, big}) {
+    t.push_back({"fade", run_fade_typed, {n}, f32, 0.0, 0, ActFormat{}});
+    t.push_back({"fade", run_fade_typed, {n}, b16, 0.0, 0, bf16_nchw});
+  }
 
   // Convolutions in every format: f32 NHWC at fp32 (FMA only), tf32 NHWC, bf16 NCHW and NHWC. The same
   // layers as above; bf16 2e-2 (bf16 inputs are exact for the CPU, so this is output rounding plus
@@ -1318,6 +1496,12 @@ std::vector<Case> cases() {
       t.push_back({"conv2d", run_conv2d_typed, r.dims, fr.precision, tol, r.bias, fr.format});
     for (const ConvRow& r : g_layers)
       t.push_back({"conv_transpose2d", run_conv_transpose2d_typed, r.dims, fr.precision, tol, r.bias, fr.format});
+    t.push_back({"conv2d_scaled", run_conv2d_scaled_typed, d_layers[1].dims, fr.precision, tol, 0, fr.format});
+    t.push_back({"conv2d_scaled", run_conv2d_scaled_typed, d_layers[4].dims, fr.precision, tol, 1, fr.format});
+    t.push_back({"conv_transpose2d_scaled", run_conv_transpose2d_scaled_typed, g_layers[1].dims, fr.precision, tol, 0,
+                 fr.format});
+    t.push_back({"conv_transpose2d_scaled", run_conv_transpose2d_scaled_typed, g_layers[4].dims, fr.precision, tol, 1,
+                 fr.format});
   }
   return t;
 }

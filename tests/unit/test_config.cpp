@@ -86,6 +86,14 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.model.init_std, b.model.init_std);
   EXPECT_EQ(a.model.d_norm, b.model.d_norm);
   EXPECT_EQ(a.model.g_norm, b.model.g_norm);
+  EXPECT_EQ(a.model.fmap_base, b.model.fmap_base);
+  EXPECT_EQ(a.model.fmap_max, b.model.fmap_max);
+  EXPECT_EQ(a.model.mbstd_group, b.model.mbstd_group);
+  EXPECT_EQ(a.progan.phase_length, b.progan.phase_length);
+  EXPECT_EQ(a.progan.phase_unit, b.progan.phase_unit);
+  EXPECT_EQ(a.progan.batch, b.progan.batch);
+  EXPECT_EQ(a.progan.lr, b.progan.lr);
+  EXPECT_EQ(a.progan.reset_optimizer, b.progan.reset_optimizer);
   EXPECT_EQ(a.data.source, b.data.source);
   EXPECT_EQ(a.data.path, b.data.path);
   EXPECT_EQ(a.data.synthetic_count, b.data.synthetic_count);
@@ -139,7 +147,8 @@ Config all_fields_changed() {
   Config c;
   c.run = {"my run: #1", "out/dir with space", 987654321012LL, DeviceChoice::automatic, 3, Precision::bf16,
            LayoutChoice::nhwc, false, 12.5};
-  c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f, NormChoice::layer, NormChoice::none};
+  c.model = {"dcgan", 77, 33, 35, 128, 1, 0.1f, 1.0f / 3.0f, NormChoice::layer, NormChoice::none, 999, 41, 6};
+  c.progan = {"10, 20", "images", "8, 16", "0.5, 0.25", false};
   c.data = {"fashion-mnist", "C:\\data\\\"quoted\"\tpath", 123, true, 7, 5};
   c.train = {4097, 7, 12345, 654321, 1.0 / 7.0, 0.3f, StopSignal::hup, NanPolicy::rollback, 9, 4, true,
              LrScaling::sqrt, 96, 17, 37, 640.5};
@@ -164,12 +173,12 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
-  // Counted from the structs in config.h and optim.h: run 9, model 10, data 6, train 16, loss 5, ema 3,
-  // optim 2 x 8, log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 80u);
+  // Counted from the structs in config.h and optim.h: run 9, model 13, data 6, train 16, loss 5, progan 5,
+  // ema 3, optim 2 x 8, log 6, checkpoint 5, dist 4.
+  EXPECT_EQ(schema.size(), 88u);
   std::set<std::string> paths;
-  const std::set<std::string> sections = {"run", "model", "data",       "train", "loss",
-                                          "ema", "optim", "log", "checkpoint", "dist"};
+  const std::set<std::string> sections = {"run", "model", "data", "train",      "loss", "progan",
+                                          "ema", "optim", "log",  "checkpoint", "dist"};
   const std::set<std::string> types = {"int", "float", "string", "bool"};
   for (const ConfigKeyInfo& key : schema) {
     EXPECT_TRUE(paths.insert(key.path).second) << "duplicate " << key.path;
@@ -216,7 +225,8 @@ TEST(Config, EveryKeySetsItsOwnField) {
 run: {name: "my run: #1", out_dir: out/dir with space, seed: 987654321012, device: auto, threads: 3, precision: bf16,
      layout: nhwc, cuda_graph: false, gpu_arena_mb: 12.5}
 model: {arch: dcgan, nz: 77, g_width: 33, d_width: 35, resolution: 128, channels: 1,
-        leaky_slope: 0.1, init_std: 0.333333343267, d_norm: layer, g_norm: none}
+        leaky_slope: 0.1, init_std: 0.333333343267, d_norm: layer, g_norm: none, fmap_base: 999, fmap_max: 41,
+        mbstd_group: 6}
 data: {source: fashion-mnist, path: "C:\\data\\\"quoted\"\tpath", synthetic_count: 123, flip: true,
        prefetch_batches: 7, loader_threads: 5}
 train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_minutes: 0.14285714285714285, clip_grad_norm: 0.3,
@@ -224,6 +234,7 @@ train: {batch_size: 4097, epochs: 7, max_steps: 12345, max_images: 654321, max_m
         g_fresh_noise: true, lr_scaling: sqrt, lr_base_batch: 96, warmup_steps: 17, micro_batch: 37,
         memory_mb: 640.5}
 loss: {objective: hinge, drift: 0.125, clip_critic: 0, gp_weight: 2.5, gp_every: 3}
+progan: {phase_length: "10, 20", phase_unit: images, batch: [8, 16], lr: [0.5, 0.25], reset_optimizer: false}
 ema: {beta: 0, half_life_images: 12345.5, rampup: 0.03125}
 optim:
   g: {name: rmsprop, lr: 1e-7, beta1: 0.25, beta2: 0.875, eps: 3e-7, alpha: 0.95, momentum: 0.9,
@@ -235,6 +246,24 @@ checkpoint: {resume: "runs/x: y/ckpt_00000001.h5", every_steps: 19, every_minute
 dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5}
 )";
   expect_same_config(parse_config(yaml, "by_hand.yaml"), all_fields_changed());
+}
+
+TEST(Config, ListKeysTakeCommaSeparatedNumbersOrAYamlList) {
+  EXPECT_EQ(parse_config("progan: {batch: [128, 64, 32]}\n", "list.yaml").progan.batch, "128, 64, 32");
+  EXPECT_EQ(parse_config("progan:\n  batch: 128, 64\n", "text.yaml").progan.batch, "128, 64");
+  EXPECT_EQ(parse_config("", "o.yaml", {"progan.lr=[0.001, 0.0005]"}).progan.lr, "0.001, 0.0005");
+  EXPECT_EQ(parse_config("", "o.yaml", {"progan.batch="}).progan.batch, "");
+  EXPECT_EQ(parse_number_list("1000, 2000,4000", true), (std::vector<double>{1000, 2000, 4000}));
+  EXPECT_EQ(parse_number_list(" ", true), std::vector<double>{});
+  EXPECT_FALSE(parse_number_list("1000,,2000", true));
+  EXPECT_FALSE(parse_number_list("1.5", true));
+  EXPECT_TRUE(parse_number_list("1.5", false));
+  EXPECT_FALSE(parse_number_list("0", false));
+  EXPECT_NE(parse_error("progan: {batch: [128, -64]}\n").find("key progan.batch must be a comma-separated list"),
+            std::string::npos);
+  EXPECT_NE(parse_error("progan: {phase_length: 10 steps}\n").find("progan.phase_length"), std::string::npos);
+  EXPECT_NE(parse_error("progan: {lr: [[0.1]]}\n").find("progan.lr"), std::string::npos);
+  EXPECT_NE(parse_error("model: {resolution: 48}\n").find("model.resolution"), std::string::npos);
 }
 
 TEST(Config, ClipCriticSetsItsField) {
@@ -481,7 +510,7 @@ TEST(ConfigErrors, OutOfRangeNamesKeyRuleAndValue) {
   EXPECT_CONTAINS(parse_error("optim:\n  g:\n    lr: 0\n"), "key optim.g.lr must be > 0, got 0");
   EXPECT_CONTAINS(parse_error("optim:\n  d:\n    beta2: 1\n"), "key optim.d.beta2 must be in [0, 1), got 1");
   EXPECT_CONTAINS(parse_error("run:\n  threads: -1\n"), "key run.threads must be >= 0, got -1");
-  EXPECT_CONTAINS(parse_error("model:\n  resolution: 48\n"), "key model.resolution must be one of 32, 64, 128, got 48");
+  EXPECT_CONTAINS(parse_error("model:\n  resolution: 48\n"), "key model.resolution must be one of 4, 8, 16, 32, 64, 128, 256, 512, 1024, got 48");
   EXPECT_CONTAINS(parse_error("model:\n  channels: 2\n"), "key model.channels");
   EXPECT_CONTAINS(parse_error("run:\n  device: gpu\n"), "key run.device must be one of cpu, cuda, auto, got 'gpu'");
   EXPECT_CONTAINS(parse_error("optim:\n  g:\n    name: adamw\n"), "key optim.g.name must be one of adam, rmsprop, sgd");
@@ -564,7 +593,7 @@ TEST(ConfigRoundTrip, OutputIsTheNestedLayoutWithEveryKey) {
   }
   size_t top_level = 0;
   for (auto it = root.begin(); it != root.end(); ++it) ++top_level;
-  EXPECT_EQ(top_level, 10u);  // run, model, data, train, loss, ema, optim, log, checkpoint, dist
+  EXPECT_EQ(top_level, 11u);  // run, model, data, train, loss, progan, ema, optim, log, checkpoint, dist
 }
 
 TEST(ConfigRoundTrip, RandomFloatsAreExact) {

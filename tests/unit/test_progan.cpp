@@ -9,10 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "core/error.h"
 #include "nn/layers.h"
 #include "nn/progan.h"
 #include "nn/sequential.h"
+#include "train/large_batch.h"
+#include "train/progressive.h"
+#include "train/run_setup.h"
 
 namespace gt {
 namespace {
@@ -376,7 +380,9 @@ TEST(ProganNets, InitIsKeyedByNameNotByPhase) {
     if (p.name.find(".weight") != std::string::npos) {
       double ms = 0;
       for (int64_t i = 0; i < a.numel(); ++i) ms += a.f32()[i] * a.f32()[i];
-      if (a.numel() >= 64) EXPECT_NEAR(ms / a.numel(), 1.0, 0.5) << p.name;  // N(0, 1): the runtime scale does the rest
+      if (a.numel() >= 64) {
+        EXPECT_NEAR(ms / a.numel(), 1.0, 0.5) << p.name;  // N(0, 1): the runtime scale does the rest
+      }
     } else {
       EXPECT_EQ(max_abs(a), 0.0) << p.name;
     }
@@ -384,6 +390,124 @@ TEST(ProganNets, InitIsKeyedByNameNotByPhase) {
   Sequential other = make_progan_generator(s, 8, false);
   progan_init(other, 4, 0);
   EXPECT_NE(other.named_params()[0].param->value.f32()[0], early.named_params()[0].param->value.f32()[0]);
+}
+
+// ---- the schedule ------------------------------------------------------------------------------------
+
+Config progan_config(const std::string& progan_yaml) {
+  return parse_config("model: {arch: progan, resolution: 16, nz: 8, fmap_base: 64, fmap_max: 8, mbstd_group: 2}\n"
+                      "train: {batch_size: 8}\n" + progan_yaml,
+                      "progan.yaml");
+}
+
+TEST(ProganSchedule, PhasesFadeInEachNewResolution) {
+  const ProganSchedule s = progan_schedule(progan_config("progan: {phase_length: [4, 6, 10], batch: [8, 4, 2], lr: 0.002}\n"));
+  ASSERT_EQ(s.phases.size(), 5u);  // 4 stable, 8 transition, 8 stable, 16 transition, 16 stable
+  const std::vector<std::string> names = {"4x4 stable", "8x8 transition", "8x8 stable", "16x16 transition",
+                                          "16x16 stable"};
+  const std::vector<int64_t> firsts = {0, 4, 10, 16, 26}, batches = {8, 4, 4, 2, 2};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(s.phases[i].name(), names[i]);
+    EXPECT_EQ(s.phases[i].first_step, firsts[i]);
+    EXPECT_EQ(s.phases[i].batch, batches[i]);
+    EXPECT_EQ(s.phases[i].lr_g, 0.002);
+  }
+  EXPECT_EQ(s.total_steps(), 36);
+  // Alpha: 0 at a transition's first step, (k / steps) at its k-th, 1 in stable phases.
+  EXPECT_EQ(s.alpha(3), 1.0);
+  EXPECT_EQ(s.alpha(4), 0.0);
+  EXPECT_DOUBLE_EQ(s.alpha(7), 0.5);
+  EXPECT_EQ(s.alpha(10), 1.0);
+  EXPECT_DOUBLE_EQ(s.alpha(16 + 9), 0.9);
+  EXPECT_EQ(s.phase_at(9).index, 1);
+  EXPECT_EQ(s.phase_after(10).index, 1);  // the model after step 10 is still the transition's
+  EXPECT_EQ(s.phase_after(0).index, 0);
+  EXPECT_EQ(s.images_before(6), 4 * 8 + 2 * 4);
+  EXPECT_EQ(s.images_before(100), 4 * 8 + 12 * 4 + 20 * 2);
+}
+
+TEST(ProganSchedule, ImagesRoundUpToWholeStepsAndDefaultsApply) {
+  const Config c = progan_config("progan: {phase_length: 20, phase_unit: images}\noptim: {g: {lr: 0.003}}\n");
+  const ProganSchedule s = progan_schedule(c);
+  for (const ProganPhase& p : s.phases) {
+    EXPECT_EQ(p.steps, 3);  // 20 images at batch 8: 3 steps
+    EXPECT_EQ(p.batch, 8);
+    EXPECT_EQ(p.lr_g, 0.003);
+    EXPECT_EQ(p.lr_d, c.optim_d.lr);
+  }
+}
+
+TEST(ProganSchedule, BadListsNameTheirKey) {
+  auto message = [](const std::string& yaml) -> std::string {
+    try {
+      progan_schedule(progan_config(yaml));
+    } catch (const UserError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(message("progan: {batch: [8, 4]}\n").find("progan.batch has 2 values but the run has 3 resolutions"),
+            std::string::npos);
+  EXPECT_NE(message("progan: {phase_length: [1, 2, 3, 4]}\n").find("progan.phase_length"), std::string::npos);
+  EXPECT_THROW(progan_schedule(parse_config("model: {arch: progan, resolution: 16, fmap_base: 8}\n", "x.yaml")),
+               UserError);  // no feature maps at 16x16
+}
+
+TEST(ProganSchedule, BatchPlanKeepsWholeMinibatchStddevGroups) {
+  // A share of 6 with groups of 4 cannot be split; a budget picks the largest multiple of the group that fits.
+  EXPECT_THROW(plan_large_batch(12, 2, 0, 0, 1.0, "", 4), UserError);
+  EXPECT_THROW(plan_large_batch(16, 1, 6, 0, 1.0, "", 2), UserError);  // train.micro_batch 6: not a multiple of 4? of 2 it is
+  const LargeBatchPlan p = plan_large_batch(24, 1, 0, 13.0, 1.0, "budget", 4);
+  EXPECT_EQ(p.micro_batch, 12);
+  EXPECT_EQ(p.accumulation, 2);
+}
+
+TEST(ProganSchedule, GrowingKeepsTrainedWeightsAndStartsTheNewBlockFromItsInit) {
+  Config c = progan_config("progan: {phase_length: 2, reset_optimizer: false}\nema: {beta: 0.9}\n");
+  const ProganSpec spec = progan_spec(c.model);
+  const ProganSchedule s = progan_schedule(c);
+  std::unique_ptr<Models> m = make_progan_models(c, spec, s.phases[0]);
+  for (const NamedParam& p : m->G.named_params()) p.param->value.fill(0.5f);  // "trained"
+  for (const NamedState& st : m->opt_g->state()) st.tensor->fill(0.25f);
+  m->opt_g->set_step_count(7);
+  move_to_phase(*m, c, spec, s.phases[1]);
+  std::unique_ptr<Models> fresh = make_progan_models(c, spec, s.phases[1]);
+  std::map<std::string, Param*> init;
+  for (const NamedParam& p : fresh->G.named_params()) init[p.name] = p.param;
+  for (const NamedParam& p : m->G.named_params()) {
+    const bool old = p.name.rfind("b4.", 0) == 0 || p.name.rfind("torgb4.", 0) == 0;
+    for (int64_t i = 0; i < p.param->value.numel(); ++i)
+      ASSERT_EQ(p.param->value.f32()[i], old ? 0.5f : init.at(p.name)->value.f32()[i]) << p.name;
+  }
+  EXPECT_EQ(m->opt_g->step_count(), 7);  // carried (progan.reset_optimizer false)
+  for (const NamedState& st : m->opt_g->state()) {
+    const bool old = st.name.find("b4.") != std::string::npos || st.name.find("torgb4.") != std::string::npos;
+    EXPECT_EQ(st.tensor->f32()[0], old ? 0.25f : 0.f) << st.name;
+  }
+  ASSERT_TRUE(m->G_ema);
+  EXPECT_EQ(m->G_ema->flat_size(), m->G.flat_size());
+  c.progan.reset_optimizer = true;
+  move_to_phase(*m, c, spec, s.phases[2]);
+  EXPECT_EQ(m->opt_g->step_count(), 0);
+}
+
+TEST(ProganSchedule, RealsArePooledToThePhaseAndFaded) {
+  std::mt19937 rng(9);
+  const Tensor full = random_tensor({2, 3, 16, 16}, rng);
+  Tensor r8({2, 3, 8, 8}), r8_fade({2, 3, 8, 8}), r4({2, 3, 4, 4});
+  progan_reals(full, r8, false, 1.0);
+  progan_reals(full, r4, false, 1.0);
+  // The 8x8 image is the 2x2 mean of the full one; 4x4 the 4x4 mean.
+  EXPECT_NEAR(r8.f32()[0], (full.f32()[0] + full.f32()[1] + full.f32()[16] + full.f32()[17]) / 4, 1e-6);
+  double block = 0;
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 4; ++x) block += full.f32()[y * 16 + x];
+  EXPECT_NEAR(r4.f32()[0], block / 16, 1e-6);
+  // alpha 0: the 4x4 image upsampled; alpha 1: the 8x8 one.
+  progan_reals(full, r8_fade, true, 0.0);
+  EXPECT_NEAR(r8_fade.f32()[1 * 8 + 1], r4.f32()[0], 1e-6);
+  progan_reals(full, r8_fade, true, 1.0);
+  for (int64_t i = 0; i < r8.numel(); ++i) EXPECT_NEAR(r8_fade.f32()[i], r8.f32()[i], 1e-6);
 }
 
 }  // namespace

@@ -145,17 +145,18 @@ class MinibatchStddev final : public Layer {
     a.eps = eps_;
     return a;
   }
+  // Shapes alone (a memory estimate asks with one sample); forward needs whole groups.
   Shape output_shape(const Shape& in) const override {
     check_nchw("MinibatchStddev", in);
-    if (in[0] % group_)
-      user_error("MinibatchStddev with groups of {} cannot take a batch of {} samples: each rank's (micro-)batch must "
-                 "be a multiple of model.mbstd_group",
-                 group_, in[0]);
     return {in[0], in[1] + 1, in[2], in[3]};
   }
 
   Tensor forward(const Tensor& x, Mode) override {
     Tensor y(output_shape(x.shape()));
+    if (x.dim(0) % group_)
+      user_error("MinibatchStddev with groups of {} cannot take a batch of {} samples: each rank's (micro-)batch must "
+                 "be a multiple of model.mbstd_group",
+                 group_, x.dim(0));
     sizes(x.shape());
     const size_t stats = static_cast<size_t>(n_ / group_) * c_ * hw_;
     cpu::mbstd_forward(y.f32(), cpu::scratch_floats(mean_, stats), cpu::scratch_floats(sigma_, stats), x.f32(), n_, c_,

@@ -354,11 +354,19 @@ class GpuEngine final : public StepEngine {
   PhaseClock take_phase_seconds(double (&seconds)[kStepPhases]) override { return ops_->take_phase_seconds(seconds); }
 
   size_t device_bytes() const override { return arena_->high_water(); }
+  // Between steps (GpuNet refuses while a step is captured): the device weight every Fade reads, and the host
+  // networks' (G_ema's generates samples on the host side of sync_to_host).
+  void set_fade_alpha(float alpha) override {
+    G_->set_fade_alpha(alpha);
+    D_->set_fade_alpha(alpha);
+    if (opt_.ema_host) opt_.ema_host->set_fade_alpha(alpha);
+  }
 
  private:
   Shape d_input_shape() const {
     const LayerAttrs a = host_.D->layer(0).attrs();
-    GT_CHECK(a.in_channels > 0, "D's first layer ({}) does not take images", host_.D->layer(0).kind());
+    GT_CHECK(a.in_channels > 0 || host_.D->layer(0).kind() == "Fade", "D's first layer ({}) does not take images",
+             host_.D->layer(0).kind());
     // D takes G's output: [C, H, W] from G's per-sample output shape.
     Shape s = host_.G->output_shape({1, opt_.nz, 1, 1});
     return Shape(s.begin() + 1, s.end());
