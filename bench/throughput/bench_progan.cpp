@@ -44,6 +44,7 @@ struct Options {
   std::string device = "cpu", precision = "tf32", phases = "all", json_path, commit;
   int64_t batch = 0;
   int fmap_base = 0, fmap_max = 0, warmup = 2, steps = 5, threads = 0;
+  bool flops_only = false;  // count each phase's FLOPs at its batch; no engine, no timing
 };
 
 struct PhaseRow {
@@ -52,6 +53,7 @@ struct PhaseRow {
   int64_t g_params = 0, d_params = 0;
   double step_flops = 0;  // model FLOPs of one step at this batch
   std::vector<double> ms;
+  bool timed() const { return !ms.empty(); }
   double median_ms() const {
     std::vector<double> v = ms;
     std::sort(v.begin(), v.end());
@@ -107,6 +109,7 @@ PhaseRow time_phase(const Options& o, const Config& cfg, const ProganSpec& spec,
   row.d_params = m->D.param_count();
   const GanObjective objective = gan_objective(cfg);
   row.step_flops = step_flops(m->G, m->D, spec, phase.resolution, row.batch, objective.gp_weight > 0);
+  if (o.flops_only) return row;
   const double per_image = step_bytes_per_image(m->G, m->D, spec.nz, objective);
   double budget = cfg.train.memory_mb * 1048576.0;
 #if GANTRAIN_HAVE_CUDA
@@ -173,7 +176,7 @@ std::string device_name(const Options& o) {
 
 int run(const Options& o) {
   if (o.device != "cpu" && o.device != "cuda") user_error("--device '{}' is not one of cpu, cuda", o.device);
-  const std::string device = device_name(o);
+  const std::string device = o.flops_only ? "none (--flops-only)" : device_name(o);
   Config cfg = load_config(o.config_path);
   if (cfg.model.arch != "progan") user_error("{}: model.arch is '{}', not progan", o.config_path, cfg.model.arch);
   const bool reduced = o.fmap_base > 0 || o.fmap_max > 0;
@@ -196,17 +199,27 @@ int run(const Options& o) {
   for (int i : which) {
     PhaseRow row = time_phase(o, cfg, spec, schedule.phases[static_cast<size_t>(i)], *comm);
     const double ms = row.median_ms();
-    std::printf("%5d  %-18s %6lld %10s %10.2f %12.1f %12.2f %11.1f %10lld %11.0fs\n", i, row.phase.name().c_str(),
-                static_cast<long long>(row.batch),
-                fmt::format("{} x {}", row.accumulation, row.micro).c_str(), ms, row.batch / (ms / 1000.0),
-                row.step_flops / 1e9, row.step_flops / 1e9 / (ms / 1000.0), static_cast<long long>(row.phase.steps),
-                row.phase_seconds());
+    if (row.timed())
+      std::printf("%5d  %-18s %6lld %10s %10.2f %12.1f %12.2f %11.1f %10lld %11.0fs\n", i, row.phase.name().c_str(),
+                  static_cast<long long>(row.batch),
+                  fmt::format("{} x {}", row.accumulation, row.micro).c_str(), ms, row.batch / (ms / 1000.0),
+                  row.step_flops / 1e9, row.step_flops / 1e9 / (ms / 1000.0), static_cast<long long>(row.phase.steps),
+                  row.phase_seconds());
+    else
+      std::printf("%5d  %-18s %6lld %10s %10s %12s %12.2f %11s %10lld %12s\n", i, row.phase.name().c_str(),
+                  static_cast<long long>(row.batch), "-", "-", "-", row.step_flops / 1e9, "-",
+                  static_cast<long long>(row.phase.steps), "-");
     std::fflush(stdout);
     total_s += row.phase_seconds();
     rows.push_back(std::move(row));
   }
-  std::printf("the %zu phase(s) timed: %.0f s (%.2f h) of training on this device%s\n", rows.size(), total_s,
-              total_s / 3600.0, o.batch > 0 ? " (scaled from --batch to each phase's batch)" : "");
+  double run_flops = 0;
+  for (const PhaseRow& r : rows)
+    run_flops += r.step_flops * static_cast<double>(r.phase.batch) / static_cast<double>(r.batch) * r.phase.steps;
+  std::printf("model FLOPs of the %zu phase(s) at their batches: %.4g PFLOP\n", rows.size(), run_flops / 1e15);
+  if (!o.flops_only)
+    std::printf("the %zu phase(s) timed: %.0f s (%.2f h) of training on this device%s\n", rows.size(), total_s,
+                total_s / 3600.0, o.batch > 0 ? " (scaled from --batch to each phase's batch)" : "");
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
     f << "{\n  \"benchmark\": \"bench_progan\",\n  \"date_utc\": \"" << utc_now() << "\",\n  \"commit\": \""
@@ -225,7 +238,8 @@ int run(const Options& o) {
           r.micro, r.accumulation, r.g_params, r.d_params, r.step_flops, r.median_ms(), r.phase.steps,
           r.phase_seconds(), k + 1 < rows.size() ? "," : "");
     }
-    f << "  ],\n  \"total_seconds\": " << fmt::format("{:.1f}", total_s) << "\n}\n";
+    f << "  ],\n  \"run_flops\": " << fmt::format("{:.6g}", run_flops) << ",\n  \"flops_only\": "
+      << (o.flops_only ? "true" : "false") << ",\n  \"total_seconds\": " << fmt::format("{:.1f}", total_s) << "\n}\n";
   }
   return 0;
 }
@@ -248,6 +262,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "cpu: threads, 0 = all cores")->capture_default_str();
   app.add_option("--json", o.json_path, "write the figures to this JSON file");
   app.add_option("--commit", o.commit, "revision to record (default: the one compiled in)");
+  app.add_flag("--flops-only", o.flops_only, "count each phase's model FLOPs at its batch; no engine, no timing");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
