@@ -274,7 +274,7 @@ note "configure: ok in $((SECONDS - start)) s (CUDA architectures $arch, MPI $mp
 
 # ---- build: only what this call runs ---------------------------------------------------------------
 targets=()
-(( run_tests )) && targets+=(test_cuda_device test_gpu_memory test_gpu_parity test_gpu_training test_gpu_progan_net test_nccl_communicator
+(( run_tests )) && targets+=(test_cuda_device test_gpu_memory test_gpu_parity test_gpu_training test_gpu_progan_net test_gpu_progan_training test_nccl_communicator
                              bench_gpu_kernels gantrain)
 (( run_perf )) && targets+=(bench_throughput)
 [[ $mpi == ON ]] && targets+=(test_mpi_gpu gantrain)
@@ -354,6 +354,7 @@ if (( run_tests )); then
   gtest_step "training steps (test_gpu_training)" 120 "$results/training.log" "$build/tests/gpu/test_gpu_training"
   # The Progressive GAN layers inside GpuNet against the CPU Sequential (forward, backward, double backward).
   gtest_step "progan networks (test_gpu_progan_net)" 45 "$results/progan_net.log" "$build/tests/gpu/test_gpu_progan_net"
+  gtest_step "progan steps (test_gpu_progan_training)" 45 "$results/progan_training.log" "$build/tests/gpu/test_gpu_progan_training"
   # One-rank NCCL and host-staged communicators on device buffers.
   gtest_step test_nccl_communicator 45 "$tmp" "$build/tests/gpu/test_nccl_communicator"
   cat "$tmp" >> "$log"

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "nn/layers.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
 
@@ -11,14 +12,28 @@ namespace gt {
 
 namespace {
 
+// Elements of a layer's outputs for input shape s: a Fade (Progressive GAN) keeps both branches' outputs as well.
+double layer_elements(Layer& layer, const Shape& s) {
+  double total = static_cast<double>(shape_numel(layer.output_shape(s)));
+  if (auto* fade = dynamic_cast<Fade*>(&layer))
+    for (int b = 0; b < 2; ++b) {
+      Shape inner = s;
+      for (size_t k = 0; k < fade->branch_size(b); ++k) {
+        total += layer_elements(fade->branch_layer(b, k), inner);
+        inner = fade->branch_layer(b, k).output_shape(inner);
+      }
+    }
+  return total;
+}
+
 // Elements of every layer output for one input of per-sample shape `in`.
 double activation_elements(Sequential& net, const Shape& per_sample_in) {
   Shape s{1};
   s.insert(s.end(), per_sample_in.begin(), per_sample_in.end());
   double total = static_cast<double>(shape_numel(s));
   for (size_t i = 0; i < net.size(); ++i) {
+    total += layer_elements(net.layer(i), s);
     s = net.layer(i).output_shape(s);
-    total += static_cast<double>(shape_numel(s));
   }
   return total;
 }

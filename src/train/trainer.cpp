@@ -324,7 +324,10 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
   run.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), run.path().string(), engine.describe());
   run.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(),
            loader.shard_size(),
-           P == 1 ? "over the batch" : cfg.dist.sync_bn ? "synchronized over the ranks" : "per rank (dist.sync_bn false)");
+           in.progan ? "none in the model (progan)"
+           : P == 1  ? "over the batch"
+           : cfg.dist.sync_bn ? "synchronized over the ranks"
+                              : "per rank (dist.sync_bn false)");
   if (P > 1)
     for (int r = 0; r < P; ++r) run.line("  rank {}: {}", r, rank_lines[static_cast<size_t>(r)]);
   run.line("data: {}", in.source->describe());
@@ -642,7 +645,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     if (in.progan && (step == end_of_segment || rebuild_engine)) {
       // A new phase: grow the models (every rank alike), then its engine, loader and batches.
       const ProganPhase& next = in.progan->phase_at(step);
-      engine->sync_to_host();
+      // The engine's state onto the host models, unless a rollback has just replaced them with a checkpoint's.
+      if (!rebuild_engine) engine->sync_to_host();
       if (next.index != model_phase) move_to_phase(*m, cfg, in.progan_spec, next);
       model_phase = next.index;
       engine->reset(make_phase_engine());

@@ -3,7 +3,8 @@
 phase): every phase on 1 and on 2 ranks with the resolution, alpha, phase and images seen that each checkpoint records
 checked against the schedule, the two rank counts within a measured noise floor of each other; exact resume in the
 middle of a transition and at a phase boundary; the bad inputs (exit 2 naming the key or file); `gantrain info` on the
-reference preset and on a checkpoint; sampling a checkpoint of an earlier phase."""
+reference preset and on a checkpoint; sampling a checkpoint of an earlier phase; a NaN rollback to a checkpoint of
+the phase before."""
 import json
 import os
 import struct
@@ -38,10 +39,10 @@ class Job:
         self.config = os.path.join(self.src, "config/progan_tiny.yaml")
         self.runs = os.path.join(tmp, "runs")
 
-    def train(self, np, name, *overrides, threads=1, timeout=240):
+    def train(self, np, name, *overrides, threads=1, timeout=240, env=None):
         cmd = [self.exe, "train", "--config", self.config, f"run.out_dir={self.runs}", f"run.name={name}",
                f"run.threads={threads}", *overrides]
-        env = mpirun.environment()
+        env = dict(mpirun.environment(), **(env or {}))
         env["OMP_NUM_THREADS"] = str(threads)
         if np > 1:
             cmd = mpirun.command(self.mpirun, np, *cmd)
@@ -235,7 +236,23 @@ def case_info_and_sample(job):
     check((images[:, :, ::2, ::2] == images[:, :, 1::2, 1::2]).all(), "the 8x8 samples were not upsampled by repetition")
 
 
-CASES = {"phases_np1_np2": case_phases_np1_np2, "resume_in_transition": case_resume_in_transition,
+def case_nan_rollback_across_phases(job):
+    """A NaN in the 8x8 transition (step 8) with train.nan_policy rollback: the newest checkpoint (step 6) holds the 4x4
+    networks; the run reloads it, grows to the transition again (the new block from its initial weights) and
+    finishes with finite weights."""
+    import numpy as np
+    r = job.train(1, "nan", "train.nan_policy=rollback", env={"GANTRAIN_TEST_FAULT": "0:7:nan"})
+    check(r.returncode == 0, f"rollback run: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    check("step 8: d_loss is not finite on rank 0" in r.stdout and "ckpt_00000006.h5 (rollback 1 of at most 3)" in r.stdout,
+          f"no rollback to step 6 in: {r.stdout[-3000:]}")
+    steps = [json.loads(x)["step"] for x in open(os.path.join(job.runs, "nan", "metrics.jsonl")) if "d_loss" in x]
+    check(steps == [s for s in range(2, TOTAL + 1, 2) if s != 8], f"logged steps after the rollback: {steps}")
+    final = checkpoint_tensors(job.ckpt("nan", TOTAL))
+    check(all(np.all(np.isfinite(v)) for v in final.values() if v.dtype.kind == "f"), "non-finite final checkpoint")
+    check(meta(job.ckpt("nan", TOTAL))["resolution"] == 16, "the run did not grow to 16x16 after the rollback")
+
+
+CASES = {"phases_np1_np2": case_phases_np1_np2, "nan_rollback_across_phases": case_nan_rollback_across_phases, "resume_in_transition": case_resume_in_transition,
          "bad_inputs": case_bad_inputs, "info_and_sample": case_info_and_sample}
 
 

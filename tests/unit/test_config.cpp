@@ -277,6 +277,25 @@ TEST(Config, ClipCriticSetsItsField) {
 
 Config load_preset(const std::string& name) { return load_config(kSourceDir + "/config/" + name); }
 
+TEST(ConfigPresets, ReferenceProgressiveGan) {
+  // Shared reference 001's schedule (1,000 steps per phase up to 64x64, 2,000 at 128, 4,000 at 256) with WGAN-GP,
+  // drift 0.001, Adam (1e-3, betas 0 and 0.99) and an EMA of G, at batch 128 in every phase.
+  Config c = load_preset("progan_food101_256.yaml");
+  EXPECT_EQ(c.model.arch, "progan");
+  EXPECT_EQ(c.model.resolution, 256);
+  EXPECT_EQ(c.progan.phase_length, "1000, 1000, 1000, 1000, 1000, 2000, 4000");
+  EXPECT_EQ(c.progan.batch, "128");
+  EXPECT_EQ(c.loss.objective, Objective::wgan);
+  EXPECT_EQ(c.loss.gp_weight, 10.f);
+  EXPECT_EQ(c.loss.drift, 0.001f);
+  EXPECT_EQ(c.optim_g.lr, 1e-3);
+  EXPECT_EQ(c.optim_g.beta1, 0.0);
+  EXPECT_EQ(c.optim_g.beta2, 0.99);
+  EXPECT_TRUE(c.ema.enabled());
+  EXPECT_TRUE(c.progan.reset_optimizer);
+  for (const char* name : {"progan_tiny.yaml", "progan_fashion32.yaml"}) EXPECT_EQ(load_preset(name).model.arch, "progan");
+}
+
 TEST(ConfigPresets, ReferenceDcgan) {
   Config c = load_preset("dcgan_celeba64.yaml");
   EXPECT_EQ(c.model.arch, "dcgan");
