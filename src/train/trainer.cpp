@@ -112,7 +112,15 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     }
     in.fault = fault_plan_from_env(process_env());
     in.source = open_image_source(cfg.data, in.spec.channels, in.spec.resolution, static_cast<uint64_t>(cfg.run.seed));
-    in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
+    if (in.progan) {  // each phase reads its own batches (its loader's epochs); the largest must fit the data
+      for (const ProganPhase& p : in.progan->phases)
+        if (p.batch > in.source->size())
+          user_error("the {} phase's batch {} ({}) is larger than the data set ({} images)", p.name(), p.batch,
+                     cfg.progan.batch.empty() ? "train.batch_size" : "progan.batch", in.source->size());
+      in.plan.emplace(in.source->size(), in.progan->phases.front().batch, static_cast<uint64_t>(cfg.run.seed));
+    } else {
+      in.plan.emplace(in.source->size(), B, static_cast<uint64_t>(cfg.run.seed));
+    }
     check_swd_config(cfg.log, in.spec.resolution, in.source->size());
   });
   in.large_batch = agree_large_batch(in.large_batch, comm);

@@ -200,6 +200,8 @@ def case_bad_inputs(job):
     expect_exit_2(job, "group", ["progan.batch=6"], ["model.mbstd_group 4", "4x4 stable"])
     expect_exit_2(job, "micro", ["train.micro_batch=2"], ["train.micro_batch 2", "model.mbstd_group"])
     expect_exit_2(job, "ranks", ["progan.batch=8"], ["model.mbstd_group 4", "4 ranks"], np=4)
+    expect_exit_2(job, "big", ["progan.batch=[16, 16, 512]"], ["16x16 transition phase's batch 512", "progan.batch",
+                                                             "256 images"])
     small = os.path.join(job.tmp, "small8.h5")
     with h5py.File(small, "w") as f:
         f.create_dataset("images", data=np.zeros((32, 8, 8, 3), np.uint8))
@@ -210,7 +212,7 @@ def case_bad_inputs(job):
 
 def case_info_and_sample(job):
     """gantrain info on the reference preset lists its 13 phases; on a checkpoint it names the phase; sampling a
-    checkpoint of the 8x8 transition gives images at the final 16x16."""
+    checkpoint of the 8x8 transition gives images at the final 16x16, and eval measures their SWD."""
     preset = os.path.join(job.src, "config/progan_food101_256.yaml")
     r = run(job.exe, "info", "--config", preset)
     check(r.returncode == 0, f"info --config failed: {r.stderr}")
@@ -234,6 +236,14 @@ def case_info_and_sample(job):
     check(images.shape == (4, 3, 16, 16), f"samples of shape {images.shape}, expected (4, 3, 16, 16)")
     # Upsampled from 8x8: every 2x2 block holds one value.
     check((images[:, :, ::2, ::2] == images[:, :, 1::2, 1::2]).all(), "the 8x8 samples were not upsampled by repetition")
+    # The SWD of the transition's samples (upsampled to 16x16) against a 16x16 dataset.
+    import h5py
+    import numpy as np
+    data = os.path.join(job.tmp, "d16.h5")
+    with h5py.File(data, "w") as f:
+        f.create_dataset("images", data=np.random.default_rng(0).integers(0, 255, (128, 16, 16, 3), dtype=np.uint8))
+    r = run(job.exe, "eval", "--metric", "swd", "--checkpoint", ck, "--data", data, "--n", "128")
+    check(r.returncode == 0 and "SWDx1e3_16" in r.stdout, f"eval on a transition checkpoint: {r.stdout}{r.stderr}")
 
 
 def case_nan_rollback_across_phases(job):
@@ -252,7 +262,39 @@ def case_nan_rollback_across_phases(job):
     check(meta(job.ckpt("nan", TOTAL))["resolution"] == 16, "the run did not grow to 16x16 after the rollback")
 
 
-CASES = {"phases_np1_np2": case_phases_np1_np2, "nan_rollback_across_phases": case_nan_rollback_across_phases, "resume_in_transition": case_resume_in_transition,
+def case_preset_on_ingested_folder(job):
+    """The reference preset end to end on a folder of generated pictures (Food-101 is not on this machine): ingest
+    --size 256, then every one of its 13 phases for one step at tiny widths on 2 ranks, from 4x4 to 256x256 with the
+    preset's objective, EMA and schedule shape; the last checkpoint holds the 256x256 networks."""
+    import numpy as np
+    sys.path.insert(0, os.path.join(job.src, "tests", "e2e"))
+    from test_cli import png_bytes, write_bytes  # noqa: E402  (tests/e2e/test_cli.py)
+    rng = np.random.default_rng(3)
+    root = os.path.join(job.tmp, "food")
+    yy, xx = np.mgrid[0:300, 0:280]
+    for i in range(16):  # smooth coloured blobs, landscape: the center crop matters
+        cy, cx, rad = rng.integers(60, 240), rng.integers(60, 220), rng.integers(30, 90)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < rad * rad)[..., None] * rng.integers(60, 255, 3)
+        write_bytes(os.path.join(root, f"dish_{i:02d}.png"), png_bytes((blob + 20).clip(0, 255).astype(np.uint8)))
+    data = os.path.join(job.tmp, "food256.h5")
+    r = run(job.exe, "ingest", "--from", root, "--out", data, "--size", "256")
+    check(r.returncode == 0 and "wrote 16 images of 256x256x3" in r.stdout, f"ingest: {r.stdout}{r.stderr}")
+    preset = os.path.join(job.src, "config/progan_food101_256.yaml")
+    cmd = [job.exe, "train", "--config", preset, f"run.out_dir={job.runs}", "run.name=preset", "run.device=cpu",
+           "run.threads=1", "data.source=hdf5", f"data.path={data}", "model.nz=16", "model.fmap_base=256",
+           "model.fmap_max=8", "progan.phase_length=1", "progan.batch=8", "log.every_steps=1",
+           "log.sample_every_steps=0", "checkpoint.every_steps=0", "checkpoint.every_minutes=0"]
+    r = subprocess.run(mpirun.command(job.mpirun, 2, *cmd), capture_output=True, text=True, timeout=240,
+                       env=mpirun.environment())
+    check(r.returncode == 0, f"preset run: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+    check("phase 12: 256x256 stable from step 12" in r.stdout, f"no 256x256 stable phase: {r.stdout[-3000:]}")
+    m = meta(job.ckpt("preset", 13))
+    check(m["resolution"] == 256 and m["phase"] == 12 and m["images_seen"] == 13 * 8, f"final checkpoint: {m}")
+    names = {k.split("/")[2] for k in checkpoint_tensors(job.ckpt("preset", 13)) if k.startswith("G_ema/params/")}
+    check("torgb256.weight" in names and "b256.conv1.weight" in names, f"G_ema lacks the 256x256 block: {sorted(names)}")
+
+
+CASES = {"phases_np1_np2": case_phases_np1_np2, "preset_on_ingested_folder": case_preset_on_ingested_folder, "nan_rollback_across_phases": case_nan_rollback_across_phases, "resume_in_transition": case_resume_in_transition,
          "bad_inputs": case_bad_inputs, "info_and_sample": case_info_and_sample}
 
 
