@@ -2,6 +2,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "core/progan_math.h"
 #include "cuda/kernel_util.cuh"
 #include "cuda/kernels.h"
 #include "cuda/kernels_typed.h"
@@ -15,8 +16,8 @@ using detail::kThreads;
 using detail::load_f32;
 using detail::store_f32;
 
-// Every expression below is the CPU kernel's, operand for operand (the file is compiled with -fmad=false,
-// so nothing is contracted): per-position and per-value loops run in the CPU's order inside one thread, so
+// The per-position and per-value math is the CPU kernels' own (core/progan_math.h, compiled with -fmad=false, so
+// nothing is contracted), each call inside one thread in the CPU's order, so
 // PixelNorm, the resamplings, the fade and the minibatch statistics' mean and sigma are bit-identical. The
 // minibatch statistic's sums over a whole group (of sigma, of the tangent's terms, of an output gradient's
 // added channel) are added in double by a block, in a fixed order of their own: the same value every run,
@@ -30,13 +31,7 @@ __global__ void pixelnorm_forward_kernel(float* out, float* rnorm, const float* 
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < positions;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t n = i / HW, p = i % HW;
-    const float* x = in + n * M + p;
-    double q = 0;
-    for (int c = 0; c < C; ++c) q += static_cast<double>(x[c * HW]) * x[c * HW];
-    const float r = static_cast<float>(1.0 / sqrt(q / C + eps));
-    rnorm[i] = r;
-    float* y = out + n * M + p;
-    for (int c = 0; c < C; ++c) y[c * HW] = x[c * HW] * r;
+    rnorm[i] = progan_math::pixelnorm_forward_at(out + n * M + p, in + n * M + p, C, HW, eps);
   }
 }
 
@@ -46,14 +41,7 @@ __global__ void pixelnorm_jacobian_kernel(float* out, const float* t, const floa
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < positions;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t n = i / HW, p = i % HW;
-    const float* x = in + n * M + p;
-    const float* tt = t + n * M + p;
-    double s = 0;
-    for (int c = 0; c < C; ++c) s += static_cast<double>(x[c * HW]) * tt[c * HW];
-    const float r = rnorm[i];
-    const float k = static_cast<float>(static_cast<double>(r) * r * r * (s / C));
-    float* y = out + n * M + p;
-    for (int c = 0; c < C; ++c) y[c * HW] = r * tt[c * HW] - k * x[c * HW];
+    progan_math::pixelnorm_jacobian_at(out + n * M + p, t + n * M + p, in + n * M + p, rnorm[i], C, HW);
   }
 }
 
@@ -63,20 +51,8 @@ __global__ void pixelnorm_second_kernel(float* dinp, const float* delta, const f
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < positions;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t n = i / HW, p = i % HW;
-    const float* x = in + n * M + p;
-    const float* tt = t + n * M + p;
-    const float* d = delta + n * M + p;
-    double S = 0, D = 0, U = 0;
-    for (int c = 0; c < C; ++c) {
-      S += static_cast<double>(d[c * HW]) * tt[c * HW];
-      D += static_cast<double>(d[c * HW]) * x[c * HW];
-      U += static_cast<double>(x[c * HW]) * tt[c * HW];
-    }
-    U /= C;
-    const double r = rnorm[i], r3 = r * r * r, r5 = r3 * r * r;
-    const double kx = (-r3 * S + 3 * r5 * U * D) / C, kt = -r3 * D / C, kd = -r3 * U;
-    float* g = dinp + n * M + p;
-    for (int c = 0; c < C; ++c) g[c * HW] = static_cast<float>(kx * x[c * HW] + kt * tt[c * HW] + kd * d[c * HW]);
+    progan_math::pixelnorm_second_at(dinp + n * M + p, delta + n * M + p, t + n * M + p, in + n * M + p, rnorm[i], C,
+                                     HW);
   }
 }
 
@@ -167,17 +143,7 @@ __global__ void mbstd_stats_kernel(float* out, float* mean, float* sigma, const 
   const int64_t MO = M + HW;
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < total; k += int64_t{gridDim.x} * blockDim.x) {
     const int64_t g = k / M, j = k % M;
-    double s = 0;
-    for (int i = 0; i < group; ++i) s += in[(g * group + i) * M + j];
-    const float mu = static_cast<float>(s / group);
-    double q = 0;
-    for (int i = 0; i < group; ++i) {
-      const double d = in[(g * group + i) * M + j] - mu;
-      q += d * d;
-    }
-    const float sd = static_cast<float>(sqrt(q / group + eps));
-    mean[k] = mu;
-    sigma[k] = sd;
+    progan_math::mbstd_stats_at(&mean[k], &sigma[k], in + g * group * M + j, group, M, eps);
     for (int i = 0; i < group; ++i) out[(g * group + i) * MO + j] = in[(g * group + i) * M + j];
   }
 }
@@ -208,7 +174,7 @@ __global__ void mbstd_backward_kernel(float* dinp, const float* dout, const floa
     const int64_t n = static_cast<int64_t>(g) * group + e / M, j = e % M;
     const float* x = in + n * M;
     const float* d = dout + n * MO;
-    dinp[n * M + j] = static_cast<float>(d[j] + k * (x[j] - mean[g * M + j]) / sigma[g * M + j]);
+    dinp[n * M + j] = progan_math::mbstd_backward_value(d[j], x[j], mean[g * M + j], sigma[g * M + j], k);
   }
 }
 
@@ -221,7 +187,7 @@ __global__ void mbstd_tangent_stat_kernel(float* out, const float* t, const floa
   double s = 0;
   for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
     const int64_t n = static_cast<int64_t>(g) * group + e / M, j = e % M;
-    s += static_cast<double>(in[n * M + j] - mean[g * M + j]) * t[n * M + j] / sigma[g * M + j];
+    s += progan_math::mbstd_tangent_term(in[n * M + j], mean[g * M + j], t[n * M + j], sigma[g * M + j]);
   }
   const float ts = static_cast<float>(block_sum_all(s) / static_cast<double>(M) / group);
   const int64_t cells = static_cast<int64_t>(group) * HW;
@@ -244,21 +210,10 @@ __global__ void mbstd_second_kernel(float* dinp, const float* delta, const float
                                     const float* mean, const float* sigma, int64_t M, int HW, int group) {
   const int g = blockIdx.y;
   const double K = group_channel_sum(delta, g, group, M, HW) / static_cast<double>(M) / group;
-  for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < M; j += int64_t{gridDim.x} * blockDim.x) {
-    const double mu = mean[g * M + j], sd = sigma[g * M + j];
-    double P = 0, T = 0;
-    for (int i = 0; i < group; ++i) {
-      const int64_t n = static_cast<int64_t>(g) * group + i;
-      P += (in[n * M + j] - mu) * t[n * M + j];
-      T += t[n * M + j];
-    }
-    T /= group;
-    for (int i = 0; i < group; ++i) {
-      const int64_t n = static_cast<int64_t>(g) * group + i;
-      const double d = in[n * M + j] - mu;
-      dinp[n * M + j] = static_cast<float>(K * ((t[n * M + j] - T) / sd - P * d / (group * sd * sd * sd)));
-    }
-  }
+  const int64_t first = static_cast<int64_t>(g) * group * M;
+  for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < M; j += int64_t{gridDim.x} * blockDim.x)
+    progan_math::mbstd_second_at(dinp + first + j, t + first + j, in + first + j, mean[g * M + j], sigma[g * M + j], K,
+                                 group, M);
 }
 
 // ---- fade --------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/progan_math.h"
 #include "nn/cpu/kernels.h"
 
 namespace gt::cpu {
@@ -14,56 +15,29 @@ void pixelnorm_forward(float* out, float* rnorm, const float* in, int N, int C, 
   const int64_t M = static_cast<int64_t>(C) * HW;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n)
-    for (int p = 0; p < HW; ++p) {
-      const float* x = in + n * M + p;
-      double q = 0;
-      for (int c = 0; c < C; ++c) q += static_cast<double>(x[c * HW]) * x[c * HW];
-      const float r = static_cast<float>(1.0 / std::sqrt(q / C + eps));
-      rnorm[static_cast<int64_t>(n) * HW + p] = r;
-      float* y = out + n * M + p;
-      for (int c = 0; c < C; ++c) y[c * HW] = x[c * HW] * r;
-    }
+    for (int p = 0; p < HW; ++p)
+      rnorm[static_cast<int64_t>(n) * HW + p] =
+          progan_math::pixelnorm_forward_at(out + n * M + p, in + n * M + p, C, HW, eps);
 }
 
 void pixelnorm_jacobian(float* out, const float* t, const float* in, const float* rnorm, int N, int C, int HW) {
   const int64_t M = static_cast<int64_t>(C) * HW;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n)
-    for (int p = 0; p < HW; ++p) {
-      const float* x = in + n * M + p;
-      const float* tt = t + n * M + p;
-      double s = 0;
-      for (int c = 0; c < C; ++c) s += static_cast<double>(x[c * HW]) * tt[c * HW];
-      const float r = rnorm[static_cast<int64_t>(n) * HW + p];
-      const float k = static_cast<float>(static_cast<double>(r) * r * r * (s / C));
-      float* y = out + n * M + p;
-      for (int c = 0; c < C; ++c) y[c * HW] = r * tt[c * HW] - k * x[c * HW];
-    }
+    for (int p = 0; p < HW; ++p)
+      progan_math::pixelnorm_jacobian_at(out + n * M + p, t + n * M + p, in + n * M + p,
+                                         rnorm[static_cast<int64_t>(n) * HW + p], C, HW);
 }
 
-// phi = delta . J t = r S - r^3 u D with S = sum delta t, D = sum delta x, u = mean x t; dr/dx_k = -r^3 x_k / C:
-//   dphi/dx_k = -r^3 x_k S / C + 3 r^5 x_k u D / C - r^3 t_k D / C - r^3 u delta_k.
+// progan_math::pixelnorm_second_at derives the curvature term.
 void pixelnorm_second(float* dinp, const float* delta, const float* t, const float* in, const float* rnorm, int N,
                       int C, int HW) {
   const int64_t M = static_cast<int64_t>(C) * HW;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n)
-    for (int p = 0; p < HW; ++p) {
-      const float* x = in + n * M + p;
-      const float* tt = t + n * M + p;
-      const float* d = delta + n * M + p;
-      double S = 0, D = 0, U = 0;
-      for (int c = 0; c < C; ++c) {
-        S += static_cast<double>(d[c * HW]) * tt[c * HW];
-        D += static_cast<double>(d[c * HW]) * x[c * HW];
-        U += static_cast<double>(x[c * HW]) * tt[c * HW];
-      }
-      U /= C;
-      const double r = rnorm[static_cast<int64_t>(n) * HW + p], r3 = r * r * r, r5 = r3 * r * r;
-      const double kx = (-r3 * S + 3 * r5 * U * D) / C, kt = -r3 * D / C, kd = -r3 * U;
-      float* g = dinp + n * M + p;
-      for (int c = 0; c < C; ++c) g[c * HW] = static_cast<float>(kx * x[c * HW] + kt * tt[c * HW] + kd * d[c * HW]);
-    }
+    for (int p = 0; p < HW; ++p)
+      progan_math::pixelnorm_second_at(dinp + n * M + p, delta + n * M + p, t + n * M + p, in + n * M + p,
+                                       rnorm[static_cast<int64_t>(n) * HW + p], C, HW);
 }
 
 // ---- nearest upsampling by 2 and 2x2 average pooling ------------------------------------------------
@@ -131,18 +105,9 @@ void mbstd_forward(float* out, float* mean, float* sigma, const float* in, int N
   for (int g = 0; g < groups; ++g) {
     double total = 0;
     for (int64_t j = 0; j < M; ++j) {
-      double s = 0;
-      for (int i = 0; i < group; ++i) s += in[row(g * group + i, M) + j];
-      const float mu = static_cast<float>(s / group);
-      double q = 0;
-      for (int i = 0; i < group; ++i) {
-        const double d = in[row(g * group + i, M) + j] - mu;
-        q += d * d;
-      }
-      const float sd = static_cast<float>(std::sqrt(q / group + eps));
-      mean[row(g, M) + j] = mu;
-      sigma[row(g, M) + j] = sd;
-      total += sd;
+      progan_math::mbstd_stats_at(&mean[row(g, M) + j], &sigma[row(g, M) + j], in + row(g * group, M) + j, group, M,
+                                  eps);
+      total += sigma[row(g, M) + j];
     }
     const float stat = static_cast<float>(total / static_cast<double>(M));
     for (int i = 0; i < group; ++i) {
@@ -181,7 +146,7 @@ void mbstd_backward(float* dinp, const float* dout, const float* in, const float
       const float* d = dout + row(n, MO);
       float* gx = dinp + row(n, M);
       for (int64_t j = 0; j < M; ++j)
-        gx[j] = static_cast<float>(d[j] + k * (x[j] - mean[row(g, M) + j]) / sigma[row(g, M) + j]);
+        gx[j] = progan_math::mbstd_backward_value(d[j], x[j], mean[row(g, M) + j], sigma[row(g, M) + j], k);
     }
   }
 }
@@ -196,7 +161,8 @@ void mbstd_tangent(float* out, const float* t, const float* in, const float* mea
     for (int i = 0; i < group; ++i) {
       const int n = g * group + i;
       for (int64_t j = 0; j < M; ++j)
-        s += static_cast<double>(in[row(n, M) + j] - mean[row(g, M) + j]) * t[row(n, M) + j] / sigma[row(g, M) + j];
+        s += progan_math::mbstd_tangent_term(in[row(n, M) + j], mean[row(g, M) + j], t[row(n, M) + j],
+                                             sigma[row(g, M) + j]);
     }
     const float ts = static_cast<float>(s / static_cast<double>(M) / group);
     for (int i = 0; i < group; ++i) {
@@ -217,21 +183,9 @@ void mbstd_second(float* dinp, const float* delta, const float* t, const float* 
 #pragma omp parallel for schedule(static)
   for (int g = 0; g < groups; ++g) {
     const double K = group_channel_sum(delta, g, group, M, HW) / static_cast<double>(M) / group;
-    for (int64_t j = 0; j < M; ++j) {
-      const double mu = mean[row(g, M) + j], sd = sigma[row(g, M) + j];
-      double P = 0, T = 0;
-      for (int i = 0; i < group; ++i) {
-        const int n = g * group + i;
-        P += (in[row(n, M) + j] - mu) * t[row(n, M) + j];
-        T += t[row(n, M) + j];
-      }
-      T /= group;
-      for (int i = 0; i < group; ++i) {
-        const int n = g * group + i;
-        const double d = in[row(n, M) + j] - mu;
-        dinp[row(n, M) + j] = static_cast<float>(K * ((t[row(n, M) + j] - T) / sd - P * d / (group * sd * sd * sd)));
-      }
-    }
+    for (int64_t j = 0; j < M; ++j)
+      progan_math::mbstd_second_at(dinp + row(g * group, M) + j, t + row(g * group, M) + j, in + row(g * group, M) + j,
+                                   mean[row(g, M) + j], sigma[row(g, M) + j], K, group, M);
   }
 }
 
