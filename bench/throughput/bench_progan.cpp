@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "core/rng.h"
 #include "core/version.h"
+#include "bench_util.h"
 #include "model_flops.h"
 #include "nn/progan.h"
 #include "parallel/communicator.h"
@@ -149,22 +150,8 @@ PhaseRow time_phase(const Options& o, const Config& cfg, const ProganSpec& spec,
   return row;
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string device_name(const Options& o) {
-  if (o.device == "cpu") {
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);)
-      if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
-    return "unknown CPU";
-  }
+  if (o.device == "cpu") return bench::cpu_model();
 #if GANTRAIN_HAVE_CUDA
   const cuda::DeviceReport dev = cuda::query_devices();
   if (dev.count == 0) user_error("--device cuda: no usable CUDA device on this machine ({})", dev.reason);
@@ -222,7 +209,7 @@ int run(const Options& o) {
                 total_s / 3600.0, o.batch > 0 ? " (scaled from --batch to each phase's batch)" : "");
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
-    f << "{\n  \"benchmark\": \"bench_progan\",\n  \"date_utc\": \"" << utc_now() << "\",\n  \"commit\": \""
+    f << "{\n  \"benchmark\": \"bench_progan\",\n  \"date_utc\": \"" << bench::utc_now() << "\",\n  \"commit\": \""
       << (o.commit.empty() ? git_revision() : o.commit) << "\",\n  \"config\": \"" << o.config_path
       << "\",\n  \"device\": \"" << o.device << "\",\n  \"device_name\": \"" << device << "\",\n  \"threads\": " << threads
       << ",\n  \"precision\": \"" << (o.device == "cuda" ? o.precision : "fp32") << "\",\n  \"fmap_base\": "

@@ -28,6 +28,7 @@
 #include "core/rng.h"
 #include "core/version.h"
 #include "parallel/communicator.h"
+#include "bench_util.h"
 #include "model_flops.h"
 #include "nn/dcgan.h"
 #include "throughput_report.h"
@@ -226,27 +227,6 @@ ThroughputRow time_row(const Options& o, const DcganSpec& spec, float init_std, 
   }
   row.device_bytes = engine->device_bytes();
   return row;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "unknown";
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
 }
 
 // The GPU's name, or a UserError saying why --device cuda cannot run here.

@@ -8,9 +8,21 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
 #include "train/optim.h"
 
 namespace gt::step_compare {
+
+// ||a - b|| / ||b|| over f32 tensors of the same size (||a - b|| when b is zero).
+inline double rel_diff(const Tensor& a, const Tensor& b) {
+  double d = 0, n = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.f32()[i], y = b.f32()[i];
+    d += (x - y) * (x - y);
+    n += y * y;
+  }
+  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
+}
 
 // Adam and RMSProp move an element by about lr (RMSProp by lr / sqrt(1 - alpha) at first) whatever its
 // gradient's size, so a gradient near zero whose sign differs between the engines (summation order, TF32,

@@ -1,4 +1,4 @@
-// What the C++ tests repeat: substring expectations, temporary folders, bit comparison, a body run in a child process, and skips that fail where the test command promises the dependency.
+// What the C++ tests repeat: substring expectations, temporary folders, random tensors, bit comparison, a body run in a child process, and skips that fail where the test command promises the dependency.
 #pragma once
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <random>
 #include <stdexcept>
 #include <string>
 
@@ -33,6 +34,14 @@ namespace gt::test {
 inline bool require_all() {
   const char* v = std::getenv("GANTRAIN_TEST_REQUIRE_ALL");
   return v && std::string(v) == "1";
+}
+
+// A tensor of uniform values in [lo, hi) from rng (the layer tests' inputs and weights).
+inline Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  Tensor t(shape);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
+  return t;
 }
 
 inline bool same_bits(const Tensor& a, const Tensor& b) {

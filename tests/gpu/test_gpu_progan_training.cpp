@@ -27,15 +27,7 @@ Config tiny_config() {
   return load_config(std::string(GT_SOURCE_DIR) + "/config/progan_tiny.yaml", {"progan.batch=8"});
 }
 
-double rel_diff(const Tensor& a, const Tensor& b) {
-  double d = 0, n = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double x = a.f32()[i], y = b.f32()[i];
-    d += (x - y) * (x - y);
-    n += y * y;
-  }
-  return n > 0 ? std::sqrt(d / n) : std::sqrt(d);
-}
+using step_compare::rel_diff;
 
 struct Case {
   std::string name, precision;

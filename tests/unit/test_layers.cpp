@@ -10,19 +10,14 @@
 
 #include "nn/cpu/kernels.h"
 #include "nn/layers.h"
+#include "common/test_util.h"
 
 namespace gt {
 namespace {
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  Tensor t(shape);
-  std::uniform_real_distribution<float> u(lo, hi);
-  float* p = t.f32();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = u(rng);
-  return t;
-}
+using test::random_tensor;
 
 // Values with |v| in [0.2, 1] and random sign: central differences with h <= 0.05 never cross a kink at 0.
 Tensor random_away_from_zero(const Shape& shape, std::mt19937& rng) {

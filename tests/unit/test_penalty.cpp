@@ -13,16 +13,12 @@
 #include "nn/progan.h"
 #include "nn/sequential.h"
 #include "train/cpu_step.h"
+#include "common/test_util.h"
 
 namespace gt {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  Tensor t(shape);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
-  return t;
-}
+using test::random_tensor;
 
 void randomize(Sequential& net, std::mt19937& rng, float scale) {
   for (const NamedParam& p : net.named_params()) {

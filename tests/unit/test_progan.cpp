@@ -17,16 +17,12 @@
 #include "train/large_batch.h"
 #include "train/progressive.h"
 #include "train/run_setup.h"
+#include "common/test_util.h"
 
 namespace gt {
 namespace {
 
-Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
-  Tensor t(shape);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
-  return t;
-}
+using test::random_tensor;
 
 double dot(const Tensor& a, const Tensor& b) {
   double s = 0;
