@@ -282,9 +282,12 @@ double lr_factor(const TrainConfig& train, int64_t step) {
 }
 
 void LrScheduleHook::apply(int64_t step) {
-  const double f = lr_factor(cfg_.train, step);
-  // Progressive growing: each phase's own rates (progan.lr), under the same scaling and warmup.
+  // Progressive growing: each phase's own rates (progan.lr), under the same warmup and the batch scaling of the
+  // phase's batch.
   const ProganPhase* phase = progan_ ? &progan_->phase_at(step) : nullptr;
+  TrainConfig train = cfg_.train;
+  if (phase) train.batch_size = phase->batch;
+  const double f = lr_factor(train, step);
   m_.opt_g->set_lr((phase ? phase->lr_g : cfg_.optim_g.lr) * f);
   m_.opt_d->set_lr((phase ? phase->lr_d : cfg_.optim_d.lr) * f);
 }

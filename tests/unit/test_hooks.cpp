@@ -293,6 +293,33 @@ TEST(Trainer, LearningRatesFollowTheScheduleInTheMetrics) {
   }
 }
 
+TEST(Trainer, ProgressiveLearningRatesArePerPhaseAndScaledByThePhasesBatch) {
+  // config/progan_tiny.yaml: phases of 6 steps, batches 16 (4x4, 8x8) and 8 (16x16); progan.lr per resolution,
+  // linear scaling from a base batch of 8: x2 at batch 16, x1 at batch 8.
+  test::TempDir tmp("gt_test_hooks_progan_lr");
+  Config c = load_config(std::string(GT_SOURCE_DIR) + "/config/progan_tiny.yaml",
+                         {"run.out_dir=" + tmp.path().string(), "run.name=lr", "progan.lr=[0.004, 0.002, 0.001]",
+                          "train.lr_scaling=linear", "train.lr_base_batch=8", "log.every_steps=1",
+                          "log.sample_every_steps=0", "checkpoint.every_steps=0"});
+  const TrainSummary s = train(c);
+  ASSERT_EQ(s.steps, 30);
+  std::ifstream in(s.metrics_path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 30u);
+  auto value = [](const std::string& line, const std::string& key) {
+    const size_t at = line.find("\"" + key + "\":");
+    return at == std::string::npos ? -1.0 : std::stod(line.substr(at + key.size() + 3));
+  };
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const int resolution = i < 6 ? 4 : i < 18 ? 8 : 16;
+    const double want = resolution == 4 ? 0.004 * 2 : resolution == 8 ? 0.002 * 2 : 0.001;
+    EXPECT_EQ(value(lines[i], "resolution"), resolution) << lines[i];
+    EXPECT_NEAR(value(lines[i], "lr_g"), want, 1e-15) << lines[i];
+    EXPECT_NEAR(value(lines[i], "lr_d"), want, 1e-15) << lines[i];
+  }
+}
+
 TEST(Trainer, MaxImagesStopsAfterWholeStepsOfThem) {
   test::TempDir tmp("gt_test_hooks_images");
   Config c = load_config(std::string(GT_SOURCE_DIR) + "/config/tiny.yaml",
