@@ -30,6 +30,13 @@ double ProganSchedule::alpha(int64_t step) const {
   return std::clamp(static_cast<double>(step - p.first_step) / static_cast<double>(p.steps), 0.0, 1.0);
 }
 
+double ProganSchedule::alpha_after(int64_t steps_done) const {
+  const ProganPhase& p = phase_after(steps_done);
+  if (!p.fading) return 1.0;
+  const int64_t into = std::clamp<int64_t>(steps_done - p.first_step, 0, p.steps);
+  return static_cast<double>(into) / static_cast<double>(p.steps);
+}
+
 int64_t ProganSchedule::images_before(int64_t step) const {
   int64_t images = 0;
   for (const ProganPhase& p : phases) {

@@ -34,6 +34,10 @@ struct ProganSchedule {
   // The fade-in weight step `step` uses: in a transition the share of the phase's steps done before it
   // ((step - first_step) / steps: 0 at its first step), 1 elsewhere.
   double alpha(int64_t step) const;
+  // The fade-in weight of the networks after `steps_done` steps, as their checkpoint records it and as samples,
+  // the SWD and `gantrain sample` use it: the share of its phase's steps done ((steps_done - first_step) / steps;
+  // 1 at the end of a transition), 1 in a stable phase.
+  double alpha_after(int64_t steps_done) const;
   // Real images read by the steps before `step`.
   int64_t images_before(int64_t step) const;
 };

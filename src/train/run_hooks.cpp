@@ -239,7 +239,7 @@ void CheckpointHook::write(int64_t step) {
     ck.meta.ints["final_resolution"] = in_.progan_spec.resolution;
     const int64_t into = std::clamp<int64_t>(step - p.first_step, 0, p.steps);
     ck.meta.ints["fade_images"] = p.fading ? into * p.batch * cfg_.train.n_critic : 0;
-    ck.meta.alpha = p.fading ? static_cast<double>(into) / static_cast<double>(p.steps) : 1.0;
+    ck.meta.alpha = in_.progan->alpha_after(step);
   }
   export_state_dict(m_.G, "G/params", ck.groups);
   export_state_dict(m_.D, "D/params", ck.groups);

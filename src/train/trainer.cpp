@@ -68,9 +68,6 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
       in.spec.nz = cfg.model.nz;
       in.spec.channels = cfg.model.channels;
       in.spec.resolution = cfg.model.resolution;
-      if (cfg.log.swd_every_steps > 0)
-        user_error("log.swd_every_steps: the SWD hook does not measure a progressive run yet (its images change "
-                   "resolution by phase); set it to 0 and run gantrain eval on the final checkpoint");
     } else {
       in.spec = dcgan_spec(cfg.model);
     }
@@ -692,6 +689,8 @@ TrainSummary train(const Config& cfg, Communicator& comm) {
     if (step + 1 < end_of_segment) load_group(batches[(step + 1) % 2]);  // while the step runs (on a GPU)
     info.clock.loaded = Clock::now();
     const StepResult local = engine->wait();
+    // The hooks see the networks as a checkpoint of this step records them: the fade-in weight after the step.
+    if (in.progan) engine->set_fade_alpha(static_cast<float>(in.progan->alpha_after(step + 1)));
     info.clock.waited = Clock::now();
     const GlobalResult g = global_result(local, comm);
     info.clock.agreed = Clock::now();

@@ -294,7 +294,30 @@ def case_preset_on_ingested_folder(job):
     check("torgb256.weight" in names and "b256.conv1.weight" in names, f"G_ema lacks the 256x256 block: {sorted(names)}")
 
 
-CASES = {"phases_np1_np2": case_phases_np1_np2, "preset_on_ingested_folder": case_preset_on_ingested_folder, "nan_rollback_across_phases": case_nan_rollback_across_phases, "resume_in_transition": case_resume_in_transition,
+def case_swd_matches_eval(job):
+    """The SWD hook in a progressive run (samples upsampled to 16x16, the networks as their checkpoint records them)
+    equals `gantrain eval --train-noise` on the checkpoints of the same steps: mid-transition (9), at the end of a
+    transition (12) and in a stable phase (30)."""
+    import h5py
+    import numpy as np
+    data = os.path.join(job.tmp, "d16.h5")
+    with h5py.File(data, "w") as f:
+        f.create_dataset("images", data=np.random.default_rng(1).integers(0, 255, (256, 16, 16, 3), dtype=np.uint8))
+    r = job.train(1, "swd", "data.source=hdf5", f"data.path={data}", "log.swd_every_steps=3", "log.swd_images=128",
+                  "log.tensorboard=false")
+    check(r.returncode == 0, f"train failed: {r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    lines = {x["step"]: x for x in map(json.loads, open(os.path.join(job.runs, "swd", "metrics.jsonl"))) if "swd" in x}
+    check(sorted(lines) == list(range(0, TOTAL + 1, 3)), f"swd at steps {sorted(lines)}")
+    for step in (9, 12, TOTAL):
+        e = run(job.exe, "eval", "--metric", "swd", "--checkpoint", job.ckpt("swd", step), "--data", data, "--n", "128",
+                "--seed", "1234", "--train-noise")
+        check(e.returncode == 0, f"eval failed: {e.stdout}{e.stderr}")
+        value = float([line.split()[1] for line in e.stdout.splitlines() if line.startswith("SWDx1e3_avg")][0])
+        print(f"step {step}: training swd {lines[step]['swd']:.4f}, eval {value:.4f}")
+        check(abs(lines[step]["swd"] - value) <= 0.6e-4, f"step {step}: swd {lines[step]['swd']} vs eval's {value}")
+
+
+CASES = {"phases_np1_np2": case_phases_np1_np2, "swd_matches_eval": case_swd_matches_eval, "preset_on_ingested_folder": case_preset_on_ingested_folder, "nan_rollback_across_phases": case_nan_rollback_across_phases, "resume_in_transition": case_resume_in_transition,
          "bad_inputs": case_bad_inputs, "info_and_sample": case_info_and_sample}
 
 

@@ -415,6 +415,9 @@ TEST(ProganSchedule, PhasesFadeInEachNewResolution) {
   EXPECT_DOUBLE_EQ(s.alpha(7), 0.5);
   EXPECT_EQ(s.alpha(10), 1.0);
   EXPECT_DOUBLE_EQ(s.alpha(16 + 9), 0.9);
+  EXPECT_DOUBLE_EQ(s.alpha_after(7), 0.5);   // 3 of the 8x8 transition's 6 steps done
+  EXPECT_EQ(s.alpha_after(10), 1.0);          // the transition done: its networks at the full new block
+  EXPECT_EQ(s.alpha_after(4), 1.0);           // the 4x4 stable phase
   EXPECT_EQ(s.phase_at(9).index, 1);
   EXPECT_EQ(s.phase_after(10).index, 1);  // the model after step 10 is still the transition's
   EXPECT_EQ(s.phase_after(0).index, 0);
