@@ -9,6 +9,7 @@
 #include "core/error.h"
 
 #include "train/model_state.h"
+#include "train/trainer.h"
 
 namespace gt {
 
@@ -88,14 +89,7 @@ std::map<std::string, Param*> params_by_name(Sequential& net) {
 }  // namespace
 
 Sequential make_checkpoint_generator(const Config& cfg, const CheckpointMeta& meta) {
-  if (cfg.model.arch != "progan") {
-    DcganSpec s{cfg.model.nz, cfg.model.g_width, cfg.model.d_width, cfg.model.resolution, cfg.model.channels,
-                cfg.model.leaky_slope};
-    s.g_norm = cfg.model.g_norm == NormChoice::layer  ? NormKind::layer
-               : cfg.model.g_norm == NormChoice::none ? NormKind::none
-                                                      : NormKind::batch;
-    return make_dcgan_generator(s);
-  }
+  if (cfg.model.arch != "progan") return make_dcgan_generator(dcgan_spec(cfg.model));
   auto fading = meta.ints.find("fading");
   Sequential g = make_progan_generator(progan_spec(cfg.model), static_cast<int>(meta.resolution),
                                        fading != meta.ints.end() && fading->second != 0);
