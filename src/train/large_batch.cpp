@@ -116,6 +116,19 @@ LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_b
   return p;
 }
 
+LargeBatchPlan plan_progan_phase(const ProganSpec& spec, const ProganPhase& phase, const GanObjective& objective,
+                                 int world, int64_t micro_batch, double budget_bytes, const std::string& budget_source,
+                                 const std::string& batch_key) {
+  Sequential G = make_progan_generator(spec, phase.resolution, phase.fading);
+  Sequential D = make_progan_discriminator(spec, phase.resolution, phase.fading);
+  const double per_image = step_bytes_per_image(G, D, spec.nz, objective);
+  try {
+    return plan_large_batch(phase.batch, world, micro_batch, budget_bytes, per_image, budget_source, spec.mbstd_group);
+  } catch (const UserError& e) {
+    user_error("the {} phase (batch {} from {}): {}", phase.name(), phase.batch, batch_key, e.what());
+  }
+}
+
 LargeBatchPlan agree_large_batch(const LargeBatchPlan& mine, Communicator& comm) {
   LargeBatchPlan p = mine;
   int64_t v[2] = {mine.micro_batch, static_cast<int64_t>(mine.budget_bytes)};

@@ -5,6 +5,7 @@
 
 #include "nn/sequential.h"
 #include "train/gan_step.h"
+#include "train/progressive.h"
 
 namespace gt {
 
@@ -36,6 +37,12 @@ double step_bytes_per_image(Sequential& G, Sequential& D, int nz, const GanObjec
 // and every micro-batch must be multiples of it (a UserError naming model.mbstd_group or train.micro_batch).
 LargeBatchPlan plan_large_batch(int64_t global_batch, int world, int64_t micro_batch, double budget_bytes,
                                 double bytes_per_image, const std::string& budget_source, int64_t granule = 1);
+
+// The plan of one Progressive GAN phase at its batch: the estimate of its own networks, every micro-batch whole
+// minibatch-stddev groups; a UserError names the phase and batch_key (the key its batch came from).
+LargeBatchPlan plan_progan_phase(const ProganSpec& spec, const ProganPhase& phase, const GanObjective& objective,
+                                 int world, int64_t micro_batch, double budget_bytes, const std::string& budget_source,
+                                 const std::string& batch_key);
 
 // Rank 0's plan on every rank (its micro-batch and basis broadcast), so ranks whose budgets differ (free
 // GPU memory) still take the same micro-batches.

@@ -87,19 +87,10 @@ RunInputs check_inputs(const Config& cfg, Communicator& comm) {
     // decides (free GPU memory may differ between ranks). Progressive growing: one plan per phase, each
     // micro-batch a multiple of the minibatch-stddev group.
     if (progressive) {
-      for (const ProganPhase& phase : in.progan->phases) {
-        Sequential G = make_progan_generator(in.progan_spec, phase.resolution, phase.fading);
-        Sequential D = make_progan_discriminator(in.progan_spec, phase.resolution, phase.fading);
-        const double per_image = step_bytes_per_image(G, D, in.spec.nz, gan_objective(cfg));
-        try {
-          in.phase_plans.push_back(plan_large_batch(phase.batch, P, cfg.train.micro_batch,
-                                                    comm.rank() == 0 ? budget : 0.0, per_image, source,
-                                                    in.progan_spec.mbstd_group));
-        } catch (const UserError& e) {
-          user_error("the {} phase (batch {}{}): {}", phase.name(), phase.batch,
-                     cfg.progan.batch.empty() ? " from train.batch_size" : " from progan.batch", e.what());
-        }
-      }
+      for (const ProganPhase& phase : in.progan->phases)
+        in.phase_plans.push_back(plan_progan_phase(in.progan_spec, phase, gan_objective(cfg), P, cfg.train.micro_batch,
+                                                   comm.rank() == 0 ? budget : 0.0, source,
+                                                   cfg.progan.batch.empty() ? "train.batch_size" : "progan.batch"));
       in.large_batch = in.phase_plans.front();
     } else {
       Sequential G = make_dcgan_generator(in.spec), D = make_dcgan_discriminator(in.spec);
