@@ -72,6 +72,7 @@ class NcclPending final : public StreamCollective {
 
   bool test() override;
   void wait() override;
+  bool order_before_device_work() override;
   cudaEvent_t done_event() const override { return done_; }
 
  private:
@@ -132,6 +133,9 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
   int device() const override { return device_; }
   cudaStream_t stream() const override { return stream_; }
   void set_compute_stream(cudaStream_t stream) override { compute_ = stream; }
+  cudaStream_t compute_stream() const { return compute_; }
+  bool orders_on_device() const override { return true; }
+  void wait_event(cudaEvent_t event, const char* what) override { wait_done(event, what); }
 
   std::string describe() const override {
     return fmt::format("NCCL {} (headers {}) | {} rank{} | rank {} on GPU {} ({}) of {}, local rank {} of {}",
@@ -355,6 +359,12 @@ void NcclPending::wait() {
   if (complete_) return;
   owner_->wait_done(done_, what_);
   complete_ = true;
+}
+
+// The stream waits for the event as recorded now; destroying the event afterwards (this handle's end) is legal.
+bool NcclPending::order_before_device_work() {
+  if (!complete_) CUDA_CHECK(cudaStreamWaitEvent(owner_->compute_stream(), done_, 0));
+  return true;
 }
 
 }  // namespace

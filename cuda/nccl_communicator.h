@@ -20,7 +20,9 @@ class StreamCollective : public PendingCollective {
 // Every collective takes device pointers on device() (a host pointer is refused). Collectives run on the
 // communicator's own stream, after the work already queued on the compute stream (set_compute_stream;
 // the legacy default stream until set), so buffers written there are ready. The blocking calls return
-// once the result is in place; start_all_reduce returns a StreamCollective. Every wait polls the
+// once the result is in place; start_all_reduce returns a StreamCollective, whose order_before_device_work
+// makes the compute stream wait for it with no host wait (the gradient buckets and synchronized batch norm
+// use it, so backward, the optimizer and the next layers are queued while collectives run). Every wait polls the
 // collective and NCCL's asynchronous error state against dist.timeout_s: a failed or vanished peer is
 // an error (the NCCL communicator is then aborted), never a hang. A handle must not outlive its
 // communicator.
@@ -29,6 +31,10 @@ class NcclCommunicator : public Communicator {
   virtual int device() const = 0;             // the CUDA device ordinal this rank uses
   virtual cudaStream_t stream() const = 0;    // where the collectives run
   virtual void set_compute_stream(cudaStream_t stream) = 0;
+  // Waits on the host for an event of the compute stream with this communicator's deadline and error checks:
+  // the wait to use for GPU work that may be waiting for collectives on the device (order_before_device_work),
+  // so that a vanished peer is an error after dist.timeout_s, never a hang. what names it in the error.
+  virtual void wait_event(cudaEvent_t event, const char* what) = 0;
   // One line for the log: NCCL's version (library and headers), ranks, this rank's GPU and node.
   virtual std::string describe() const = 0;
 };

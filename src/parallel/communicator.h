@@ -33,6 +33,11 @@ class PendingCollective {
   virtual ~PendingCollective() = default;
   virtual bool test() = 0;  // lets the library make progress; true once complete
   virtual void wait() = 0;  // blocks until complete (throws RuntimeError after the communicator's timeout)
+  // Makes the work queued next on the compute stream wait for this collective on the device, and returns at
+  // once: true where the communicator can (NCCL: the stream waits for the collective's event; the host's
+  // deadline then applies where it next waits for that stream, NcclCommunicator::wait_event). false where it
+  // cannot (host memory: MPI, local, the staged device communicator): the caller must wait().
+  virtual bool order_before_device_work() { return false; }
 };
 
 // One process's view of the job: rank r of P. A single process is rank 0 of 1 and runs the same code.
@@ -48,6 +53,9 @@ class Communicator {
   virtual std::string host() const = 0;
   // How long a collective may wait for the other ranks before it fails (0 = forever).
   virtual void set_timeout(double seconds) { (void)seconds; }
+  // Whether started collectives can be ordered before later device work without a host wait
+  // (PendingCollective::order_before_device_work): NCCL.
+  virtual bool orders_on_device() const { return false; }
 
   // recv = op over the ranks of send, element-wise; send == recv is the in-place form.
   template <class T>

@@ -41,7 +41,11 @@ void GradientBucketer::finish() {
   armed_ = false;
   if (!active()) return;
   while (next_ < buckets_.size()) start(next_++);
-  for (auto& p : pending_) p->wait();
+  for (auto& p : pending_)
+    if (!p->order_before_device_work()) {
+      p->wait();
+      ++host_waits_;
+    }
   pending_.clear();
 }
 

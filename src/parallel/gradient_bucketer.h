@@ -39,8 +39,12 @@ class GradientBucketer {
     return [this](int64_t lowest) { on_final(lowest); };
   }
   // Starts every bucket backward did not reach and waits for all (dist.timeout_s holds: a vanished
-  // peer is an error, never a hang).
+  // peer is an error, never a hang). With a device communicator (NCCL) the host does not wait: the
+  // compute stream waits for each bucket on the device (PendingCollective::order_before_device_work), so
+  // the optimizer is queued at once and runs when its gradients are summed; the engine's end-of-step wait
+  // carries the deadline.
   void finish();
+  size_t host_waits() const { return host_waits_; }  // buckets finish() waited for on the host, in all
 
   size_t bucket_count() const { return buckets_.size(); }
   std::pair<int64_t, int64_t> bucket_range(size_t b) const { return buckets_.at(b); }  // [begin, end)
@@ -54,6 +58,7 @@ class GradientBucketer {
   std::vector<std::pair<int64_t, int64_t>> buckets_;  // highest first
   std::vector<std::unique_ptr<PendingCollective>> pending_;
   size_t next_ = 0;
+  size_t host_waits_ = 0;
   bool armed_ = false;
 };
 

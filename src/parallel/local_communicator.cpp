@@ -98,6 +98,7 @@ class BorrowedCommunicator final : public Communicator {
   int local_size() const override { return c_.local_size(); }
   std::string host() const override { return c_.host(); }
   void set_timeout(double s) override { c_.set_timeout(s); }
+  bool orders_on_device() const override { return c_.orders_on_device(); }
   void barrier() override { c_.barrier(); }
   [[noreturn]] void abort(int code) override {
     c_.abort(code);

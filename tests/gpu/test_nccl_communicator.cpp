@@ -1,6 +1,7 @@
 // The NCCL communicator with one rank on one GPU, device buffers staged through a host communicator, and dist.backend: nccl's errors; GPU cases skip with the reason.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -243,6 +244,50 @@ TEST_F(NcclOneRank, NonBlockingAllReduceRunsAfterTheComputeStreamAndSignalsItsEv
   EXPECT_EQ(wrong, 0);
   comm().set_compute_stream(nullptr);
   CUDA_CHECK(cudaStreamSynchronize(compute));
+  CUDA_CHECK(cudaStreamDestroy(compute));
+  CUDA_CHECK(cudaFreeHost(host));
+}
+
+// Issue 17's overlap: the bucketer's finish() and synchronized batch norm ask for order_before_device_work, which
+// must return without waiting for the collective (the host goes on queueing the optimizer), while GPU work queued
+// after it still sees the result; the engine's end-of-step wait_event then has the deadline.
+TEST_F(NcclOneRank, OrderedCollectivesDoNotBlockTheHostAndLaterDeviceWorkSeesTheirResult) {
+  const int64_t n = int64_t{64} << 20;  // 256 MiB: an upload of tens of milliseconds ahead of the collective
+  cudaStream_t compute = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+  float* host = nullptr;
+  CUDA_CHECK(cudaMallocHost(&host, static_cast<size_t>(n) * sizeof(float)));
+  for (int64_t i = 0; i < n; ++i) host[i] = static_cast<float>(i % 977);
+  GuardedDeviceArray<float> data(n), out(n), seen(n);  // each starts as 0x5a bytes: no value of i % 977
+  EXPECT_TRUE(comm().orders_on_device());
+  comm().set_compute_stream(compute);
+  cudaEvent_t t0 = nullptr, t1 = nullptr, end = nullptr;
+  for (cudaEvent_t* e : {&t0, &t1}) CUDA_CHECK(cudaEventCreate(e));
+  CUDA_CHECK(cudaEventCreateWithFlags(&end, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(t0, compute));
+  CUDA_CHECK(cudaMemcpyAsync(data.data(), host, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice, compute));
+  CUDA_CHECK(cudaEventRecord(t1, compute));
+  const auto h0 = std::chrono::steady_clock::now();
+  std::unique_ptr<PendingCollective> pending = comm().start_all_reduce(data.data(), out.data(), n, ReduceOp::sum);
+  EXPECT_TRUE(pending->order_before_device_work());
+  const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0).count();
+  pending.reset();  // the handle may go before the collective ends: the stream's wait was recorded
+  // Device work after the collective reads its result: run early, it would copy the 0x5a pattern.
+  CUDA_CHECK(cudaMemcpyAsync(seen.data(), out.data(), static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice,
+                             compute));
+  CUDA_CHECK(cudaEventRecord(end, compute));
+  comm().wait_event(end, "the test's stream");
+  float upload_ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&upload_ms, t0, t1));
+  // The host call returned well before the upload that the collective waits for had finished.
+  EXPECT_LT(host_ms, upload_ms / 2) << "order_before_device_work waited on the host (upload " << upload_ms << " ms)";
+  const std::vector<float> got = seen.download();
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < n; ++i) wrong += got[static_cast<size_t>(i)] != static_cast<float>(i % 977);
+  EXPECT_EQ(wrong, 0) << "device work after the ordered collective did not see its result";
+  EXPECT_TRUE(seen.guard_intact());
+  comm().set_compute_stream(nullptr);
+  for (cudaEvent_t e : {t0, t1, end}) CUDA_CHECK(cudaEventDestroy(e));
   CUDA_CHECK(cudaStreamDestroy(compute));
   CUDA_CHECK(cudaFreeHost(host));
 }

@@ -481,6 +481,80 @@ TEST(GradientBucketer, BucketsStartWhileBackwardRunsAndMoveEveryGradientOnce) {
   EXPECT_EQ(alone.started, 0);
 }
 
+// One of two ranks whose collectives either can be ordered before later device work (NCCL's kind) or must be
+// waited for on the host (MPI's): it counts which way each one went.
+class OrderingWorld final : public Communicator {
+ public:
+  explicit OrderingWorld(bool device) : device_(device) {}
+  std::string backend() const override { return device_ ? "device" : "host"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 2; }
+  std::string host() const override { return "test"; }
+  bool orders_on_device() const override { return device_; }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::_Exit(code); }
+  void all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override { ++blocking; }
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override {
+    ++started;
+    return std::make_unique<Pending>(*this);
+  }
+  void all_gather_bytes(const void*, void*, int64_t, ElemType) override { ADD_FAILURE(); }
+  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
+  int blocking = 0, started = 0, ordered = 0, host_waited = 0;
+
+ private:
+  struct Pending final : PendingCollective {
+    explicit Pending(OrderingWorld& w) : w_(w) {}
+    bool test() override { return false; }
+    void wait() override { ++w_.host_waited; }
+    bool order_before_device_work() override {
+      if (!w_.device_) return false;
+      ++w_.ordered;
+      return true;
+    }
+    OrderingWorld& w_;
+  };
+  bool device_;
+};
+
+TEST(GradientBucketer, DeviceCollectivesAreOrderedOnTheStreamAndHostOnesWaitedFor) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  for (bool device : {true, false}) {
+    OrderingWorld comm(device);
+    GradientBucketer b(comm, D.flat_grads(), D.flat_size(), 1000);
+    ASSERT_GT(b.bucket_count(), 2u);
+    b.arm();
+    b.on_final(D.flat_size() / 2);  // the upper buckets start during backward
+    EXPECT_GT(comm.started, 0);
+    b.finish();
+    const int n = static_cast<int>(b.bucket_count());
+    EXPECT_EQ(comm.started, n);
+    // NCCL's kind: no host wait at all (the engine's end-of-step wait holds the deadline); MPI's: one per bucket.
+    EXPECT_EQ(comm.ordered, device ? n : 0);
+    EXPECT_EQ(comm.host_waited, device ? 0 : n);
+    EXPECT_EQ(static_cast<int>(b.host_waits()), device ? 0 : n);
+  }
+}
+
+TEST(SyncBatchNorm, SumsAreOrderedOnTheDeviceWhereTheCommunicatorCan) {
+  double sums[6] = {1, 2, 3, 4, 5, 6};
+  OrderingWorld device(true), host(false);
+  sum_over_ranks(device)(sums, 6);
+  sum_over_ranks(host)(sums, 6);
+  // NCCL: started and ordered, the host does not wait; MPI and local: the blocking all-reduce as before.
+  EXPECT_EQ(device.started, 1);
+  EXPECT_EQ(device.ordered, 1);
+  EXPECT_EQ(device.host_waited, 0);
+  EXPECT_EQ(device.blocking, 0);
+  EXPECT_EQ(host.blocking, 1);
+  EXPECT_EQ(host.started, 0);
+  // A lent communicator says what the one it lends can do.
+  EXPECT_TRUE(borrow_communicator(device)->orders_on_device());
+  EXPECT_FALSE(borrow_communicator(host)->orders_on_device());
+}
+
 // ---- synchronized batch norm with one rank --------------------------------------------------------
 
 TEST(SyncBatchNorm, IdentityReduceGivesThePlainLayersBits) {

@@ -293,7 +293,14 @@ class GpuEngine final : public StepEngine {
 
   StepResult wait() override {
     GT_CHECK(submitted_, "wait() without submit()");
-    CUDA_CHECK(cudaEventSynchronize(done_));
+    // With NCCL the stream may be waiting for collectives on the device (gradient buckets, synchronized batch
+    // norm): the host waits with the communicator's deadline, so a vanished peer is an error, not a hang.
+#if GANTRAIN_HAVE_NCCL
+    if (nccl_)
+      nccl_->wait_event(done_, "the training step (waiting for its collectives)");
+    else
+#endif
+      CUDA_CHECK(cudaEventSynchronize(done_));
     submitted_ = false;
     ops_->add_phase_times();
     double v[kStepScalars];
@@ -408,6 +415,7 @@ class GpuEngine final : public StepEngine {
       ctx_ = std::make_unique<GpuContext>(go);
       nc->set_compute_stream(ctx_->stream());
       comm_note_ = ", " + nc->describe();
+      nccl_ = nc.get();
       dev_comm_ = std::move(nc);
       device_ = go.device;
       return;
@@ -492,6 +500,9 @@ class GpuEngine final : public StepEngine {
   std::string comm_note_;
   std::unique_ptr<GpuContext> ctx_;
   std::unique_ptr<Communicator> dev_comm_;  // after ctx_: goes first, while its stream still exists
+#if GANTRAIN_HAVE_NCCL
+  NcclCommunicator* nccl_ = nullptr;  // dev_comm_ when it is NCCL's (its deadline-aware event wait)
+#endif
   std::unique_ptr<ConvEngine> conv_;
   std::unique_ptr<GpuNet> G_, D_;
   std::unique_ptr<DeviceArena> arena_;
