@@ -9,13 +9,18 @@ wait (ms_data). Strong scaling keeps the global batch (--batch), weak scaling th
 Efficiency: strong = T(1) / (P T(P)) in step time, weak = images/s(P) / (P images/s(1)).
 
 Models:
+  dcgan64   config/dcgan_celeba64.yaml's DCGAN-64 (the reference model's layers) at widths --width (128 is the
+            reference; 32 by default, so that a CPU runs it in minutes), synthetic images
   dcgan32   config/demo.yaml's DCGAN (32x32 greyscale, widths 32) on synthetic images
   progan16  config/progan_tiny.yaml's 16x16 stable phase (its earlier phases one step each), WGAN-GP
+
+Besides the scaling rows, every per-rank batch that strong scaling uses is also run on one rank ("single" rows):
+the measured single-rank compute at that batch, the input bench/scaling/perf_model.py predicts from.
 
 A machine with fewer cores than the largest P runs oversubscribed: those rows say so ("oversubscribed": true) and are
 kept apart from the fitted ones (a rank then shares a core, so its time is not a scaling measurement).
 
-Usage: bench/scaling/run_scaling.py --exe build/gantrain [--ranks 1,2,4] [--models dcgan32,progan16] [--batch 64]
+Usage: bench/scaling/run_scaling.py --exe build/gantrain [--ranks 1,2,4] [--models dcgan64,progan16] [--batch 64]
                                     [--steps 30] [--warmup 10] [--threads 1] [--out bench/results/scaling_DATE]
 Exit status: 0, 1 when a run failed (its error in the JSON), 2 bad usage.
 """
@@ -36,8 +41,13 @@ import mpirun  # noqa: E402  (tests/common/mpirun.py: the job's arguments and en
 COMPUTE = ["ms_g_forward", "ms_d_forward_backward", "ms_g_backward", "ms_optimizer", "ms_step_other"]
 
 
-def model_args(name, batch, steps):
+def model_args(name, batch, steps, width=32):
     """The train command's config and overrides for a model at a global batch."""
+    if name == "dcgan64":
+        return (os.path.join(SOURCE, "config/dcgan_celeba64.yaml"),
+                ["data.source=synthetic", "data.synthetic_count=4096", f"model.g_width={width}",
+                 f"model.d_width={width}", f"train.batch_size={batch}", f"train.max_steps={steps}",
+                 "train.max_minutes=0", "train.epochs=100"])
     if name == "dcgan32":
         return (os.path.join(SOURCE, "config/demo.yaml"),
                 ["data.source=synthetic", "data.synthetic_count=4096", f"train.batch_size={batch}",
@@ -46,11 +56,11 @@ def model_args(name, batch, steps):
         return (os.path.join(SOURCE, "config/progan_tiny.yaml"),
                 [f"progan.phase_length=[1, 1, {steps}]", f"progan.batch={batch}", f"train.max_steps={3 + steps + steps}",
                  "data.synthetic_count=4096"])
-    raise SystemExit(f"run_scaling.py: unknown model {name!r} (dcgan32, progan16)")
+    raise SystemExit(f"run_scaling.py: unknown model {name!r} (dcgan64, dcgan32, progan16)")
 
 
 def measure(args, model, ranks, batch, tmp):
-    config, overrides = model_args(model, batch, args.steps)
+    config, overrides = model_args(model, batch, args.steps, args.width)
     name = f"{model}_p{ranks}_b{batch}"
     cmd = [args.exe, "train", "--config", config, f"run.out_dir={tmp}", f"run.name={name}", "run.device=" + args.device,
            f"run.threads={args.threads}", "log.every_steps=1", "log.sample_every_steps=0", "log.tensorboard=false",
@@ -61,6 +71,7 @@ def measure(args, model, ranks, batch, tmp):
         cmd = mpirun.command(args.mpirun, ranks, *cmd)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     row = {"model": model, "ranks": ranks, "global_batch": batch, "per_rank_batch": batch // ranks,
+           "width": args.width if model == "dcgan64" else None,
            "oversubscribed": ranks * args.threads > os.cpu_count()}
     if r.returncode != 0:
         row["error"] = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
@@ -85,7 +96,7 @@ def efficiencies(rows):
     for row in rows:
         base = next((b for b in rows if b["model"] == row["model"] and b["kind"] == row["kind"] and b["ranks"] == 1
                      and "error" not in b), None)
-        if base is None or "error" in row:
+        if base is None or "error" in row or row["kind"] == "single":
             continue
         if row["kind"] == "strong":
             row["efficiency"] = base["ms_step"] / (row["ranks"] * row["ms_step"])
@@ -126,13 +137,22 @@ def plot(rows, out_png):
     fig.savefig(out_png, dpi=90)
 
 
+def report_row(row):
+    print(f"{row['model']:9s} {row['kind']:6s} P={row['ranks']} batch {row['global_batch']:5d}: " +
+          (f"{row['images_per_s']:8.1f} img/s, step {row['ms_step']:7.2f} ms (compute "
+           f"{row['ms_compute']:.2f}, exposed comm {row['ms_comm_exposed']:.2f}, data "
+           f"{row['ms_data']:.2f})" + (" [oversubscribed]" if row["oversubscribed"] else "")
+           if "error" not in row else "failed: " + row["error"]), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exe", required=True)
     ap.add_argument("--mpirun", default="mpirun")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--ranks", default="1,2,4")
-    ap.add_argument("--models", default="dcgan32,progan16")
+    ap.add_argument("--models", default="dcgan64,progan16")
+    ap.add_argument("--width", type=int, default=32, help="dcgan64's g_width and d_width (128: the reference)")
     ap.add_argument("--batch", type=int, default=64, help="global batch of strong scaling; weak: this per rank")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
@@ -165,11 +185,15 @@ def main():
                         row["kind"] = kind
                     failed = failed or "error" in row
                     rows.append(row)
-                    print(f"{model:9s} {kind:6s} P={p} batch {batch:5d}: " +
-                          (f"{row['images_per_s']:8.1f} img/s, step {row['ms_step']:7.2f} ms (compute "
-                           f"{row['ms_compute']:.2f}, exposed comm {row['ms_comm_exposed']:.2f}, data "
-                           f"{row['ms_data']:.2f})" + (" [oversubscribed]" if row["oversubscribed"] else "")
-                           if "error" not in row else "failed: " + row["error"]), flush=True)
+                    report_row(row)
+            # One rank at each per-rank batch of the strong rows: the compute the model starts from.
+            for p in ranks:
+                if p > 1 and args.batch % p == 0:
+                    row = measure(args, model, 1, args.batch // p, tmp)
+                    row["kind"] = "single"
+                    failed = failed or "error" in row
+                    rows.append(row)
+                    report_row(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     efficiencies(rows)

@@ -61,6 +61,12 @@ void count_layer(Layer& layer, size_t index, const Shape& in, NetMacs& r) {
 
 }  // namespace
 
+int64_t layer_forward_macs(Layer& layer, const Shape& input) {
+  NetMacs r;
+  count_layer(layer, 0, input, r);
+  return r.forward;
+}
+
 NetMacs count_net_macs(Sequential& net, const Shape& input) {
   NetMacs r;
   Shape shape = input;

@@ -23,6 +23,9 @@ struct NetMacs {
 };
 NetMacs count_net_macs(Sequential& net, const Shape& input);
 
+// Multiply-adds of one layer's forward on input (a Fade: both branches; 0 for layers that are not counted).
+int64_t layer_forward_macs(Layer& layer, const Shape& input);
+
 // One training step (D on real and on fake, G through the updated D), in FLOPs (2 per multiply-add):
 //   G forward                                  Gf
 //   D forward + backward on real               Df + (2 Df - D1)   (no data gradient for the images)
