@@ -26,6 +26,7 @@ ncclDataType_t nccl_type(ElemType t) {
     case ElemType::f64: return ncclFloat64;
     case ElemType::i64: return ncclInt64;
     case ElemType::u8: return ncclUint8;
+    case ElemType::bf16: return ncclBfloat16;
   }
   GT_CHECK(false, "no NCCL type for element type {}", static_cast<int>(t));
 }

@@ -13,6 +13,7 @@ enum class DeviceChoice : uint8_t { cpu, cuda, automatic };    // run.device
 enum class Precision : uint8_t { fp32, tf32, bf16 };           // run.precision (CUDA math)
 enum class LayoutChoice : uint8_t { automatic, nchw, nhwc };   // run.layout (CUDA activations)
 enum class DistBackend : uint8_t { automatic, mpi, local, nccl };  // dist.backend
+enum class ReducePrecision : uint8_t { fp32, bf16 };           // dist.reduce_precision
 enum class OptimizerKind : uint8_t { adam, rmsprop, sgd };     // optim.g.name, optim.d.name
 enum class StopSignal : uint8_t { usr1, usr2, hup, none };     // train.stop_signal (besides TERM and INT)
 enum class NanPolicy : uint8_t { stop, rollback };             // train.nan_policy
@@ -38,6 +39,10 @@ struct ChoiceNames<LayoutChoice> {
 template <>
 struct ChoiceNames<DistBackend> {
   static constexpr const char* names[] = {"auto", "mpi", "local", "nccl"};
+};
+template <>
+struct ChoiceNames<ReducePrecision> {
+  static constexpr const char* names[] = {"fp32", "bf16"};
 };
 template <>
 struct ChoiceNames<OptimizerKind> {

@@ -119,6 +119,7 @@ struct DistConfig {
   bool sync_bn = true;           // batch-norm statistics over the global batch; false = each rank's own
   double bucket_mb = 25;         // gradients all-reduced in buckets of about this many MiB
   double timeout_s = 600;        // a collective waiting longer fails the job; 0 = wait forever
+  ReducePrecision reduce_precision = ReducePrecision::fp32;  // the gradient all-reduce's wire format
 };
 
 // The moving average of G's weights (G_ema), kept on every rank by the engine (train/engine.h).

@@ -312,6 +312,10 @@ std::vector<KeyDef> build_schema() {
   k.push_back({"dist.timeout_s", GT_BIND(dist.timeout_s), at_least(0),
                "A collective that waits longer than this many seconds for the other ranks stops the job with an "
                "error; 0 = wait forever."});
+  k.push_back({"dist.reduce_precision", GT_BIND(dist.reduce_precision), choices_of<ReducePrecision>(),
+               "The gradient all-reduce's wire format: fp32, or bf16 (half the bytes: each bucket is rounded to "
+               "bfloat16, summed in bfloat16 over the ranks and widened back; for runs whose all-reduce is exposed, "
+               "docs/performance.md). One rank moves nothing and rounds nothing."});
   return k;
 }
 

@@ -8,11 +8,13 @@
 
 namespace gt {
 
-enum class ElemType : uint8_t { f32, f64, i64, u8 };
-enum class ReduceOp : uint8_t { sum, avg, max, min };  // avg: floating types only
+// bf16: bfloat16 bit patterns (uint16_t, core/bf16.h), the wire format of dist.reduce_precision bf16; summed
+// only, each addition in float and rounded to bf16 (as NCCL's ncclBfloat16 sum).
+enum class ElemType : uint8_t { f32, f64, i64, u8, bf16 };
+enum class ReduceOp : uint8_t { sum, avg, max, min };  // avg: f32 and f64 only; bf16: sum only
 
 size_t elem_size(ElemType t);
-const char* elem_type_name(ElemType t);  // "float", "double", "int64", "uint8" (nccl-tests' names)
+const char* elem_type_name(ElemType t);  // "float", "double", "int64", "uint8", "bfloat16" (nccl-tests' names)
 const char* reduce_op_name(ReduceOp op);
 
 template <class T>

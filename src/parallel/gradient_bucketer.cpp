@@ -2,14 +2,18 @@
 #include "parallel/gradient_bucketer.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/error.h"
 
 namespace gt {
 
-GradientBucketer::GradientBucketer(Communicator& comm, float* grads, int64_t count, int64_t bucket_elems)
-    : comm_(comm), grads_(grads) {
+GradientBucketer::GradientBucketer(Communicator& comm, float* grads, int64_t count, int64_t bucket_elems,
+                                   GradientWire wire)
+    : comm_(comm), grads_(grads), wire_(std::move(wire)) {
   GT_CHECK(count >= 0 && bucket_elems > 0, "gradient buckets of {} over {} values", bucket_elems, count);
+  GT_CHECK(wire_.type == ElemType::f32 || (wire_.buffer && wire_.pack && wire_.unpack) || count == 0,
+           "a {} gradient wire without its buffer or conversions", elem_type_name(wire_.type));
   GT_CHECK(grads != nullptr || count == 0, "no gradient buffer for {} values", count);
   for (int64_t end = count; end > 0;) {
     const int64_t begin = std::max<int64_t>(end - bucket_elems, 0);
@@ -26,7 +30,13 @@ void GradientBucketer::arm() {
 
 void GradientBucketer::start(size_t b) {
   const auto [begin, end] = buckets_[b];
-  pending_.push_back(comm_.start_all_reduce(grads_ + begin, end - begin, ReduceOp::sum));
+  if (wire_.type == ElemType::f32) {
+    pending_.push_back(comm_.start_all_reduce(grads_ + begin, end - begin, ReduceOp::sum));
+    return;
+  }
+  void* packed = static_cast<char*>(wire_.buffer) + begin * static_cast<int64_t>(elem_size(wire_.type));
+  wire_.pack(grads_ + begin, packed, end - begin);
+  pending_.push_back(comm_.start_all_reduce_bytes(packed, packed, end - begin, wire_.type, ReduceOp::sum));
 }
 
 void GradientBucketer::on_final(int64_t lowest) {
@@ -41,11 +51,17 @@ void GradientBucketer::finish() {
   armed_ = false;
   if (!active()) return;
   while (next_ < buckets_.size()) start(next_++);
-  for (auto& p : pending_)
-    if (!p->order_before_device_work()) {
-      p->wait();
+  for (size_t b = 0; b < pending_.size(); ++b) {  // pending_[b] is bucket b's
+    if (!pending_[b]->order_before_device_work()) {
+      pending_[b]->wait();
       ++host_waits_;
     }
+    if (wire_.type != ElemType::f32) {
+      const auto [begin, end] = buckets_[b];
+      wire_.unpack(static_cast<const char*>(wire_.buffer) + begin * static_cast<int64_t>(elem_size(wire_.type)),
+                   grads_ + begin, end - begin);
+    }
+  }
   pending_.clear();
 }
 

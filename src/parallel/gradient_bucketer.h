@@ -22,9 +22,20 @@ namespace gt {
 //
 // Gradients are summed, not averaged: each rank's loss is already scaled by its share of the global
 // batch (local_n / global_n), so the sum is the gradient of the mean over the global batch.
+//
+// A wire format other than f32 (dist.reduce_precision bf16) packs each bucket into `wire.buffer` as it starts,
+// all-reduces the packed values and unpacks them into the gradients when finish() has them: half the bytes,
+// the gradients rounded to bfloat16 and summed in it. With one rank nothing is packed.
+struct GradientWire {
+  ElemType type = ElemType::f32;  // f32: the gradients themselves go out
+  void* buffer = nullptr;         // count values of `type`, in the memory comm's collectives take
+  std::function<void(const float* from, void* to, int64_t n)> pack;    // in the order of the engine's work
+  std::function<void(const void* from, float* to, int64_t n)> unpack;  // after the bucket's all-reduce
+};
+
 class GradientBucketer {
  public:
-  GradientBucketer(Communicator& comm, float* grads, int64_t count, int64_t bucket_elems);
+  GradientBucketer(Communicator& comm, float* grads, int64_t count, int64_t bucket_elems, GradientWire wire = {});
   GradientBucketer(const GradientBucketer&) = delete;
   GradientBucketer& operator=(const GradientBucketer&) = delete;
 
@@ -55,6 +66,7 @@ class GradientBucketer {
 
   Communicator& comm_;
   float* grads_;
+  GradientWire wire_;
   std::vector<std::pair<int64_t, int64_t>> buckets_;  // highest first
   std::vector<std::unique_ptr<PendingCollective>> pending_;
   size_t next_ = 0;

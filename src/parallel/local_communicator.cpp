@@ -16,6 +16,7 @@ size_t elem_size(ElemType t) {
     case ElemType::f64: return 8;
     case ElemType::i64: return 8;
     case ElemType::u8: return 1;
+    case ElemType::bf16: return 2;
   }
   return 0;
 }
@@ -26,6 +27,7 @@ const char* elem_type_name(ElemType t) {
     case ElemType::f64: return "double";
     case ElemType::i64: return "int64";
     case ElemType::u8: return "uint8";
+    case ElemType::bf16: return "bfloat16";
   }
   return "?";
 }
@@ -52,6 +54,7 @@ void check_args(int64_t count, ElemType t, ReduceOp op) {
   GT_CHECK(count >= 0, "negative element count {}", count);
   GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
            elem_type_name(t));
+  GT_CHECK(op == ReduceOp::sum || t != ElemType::bf16, "bfloat16 values are only summed, not {}", reduce_op_name(op));
 }
 
 class LocalCommunicator final : public Communicator {

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "parallel/communicator.h"
 #include "parallel/launch.h"
@@ -42,8 +43,16 @@ MPI_Datatype mpi_type(ElemType t) {
     case ElemType::f64: return MPI_DOUBLE;
     case ElemType::i64: return MPI_INT64_T;
     case ElemType::u8: return MPI_UINT8_T;
+    case ElemType::bf16: return MPI_UINT16_T;  // summed by bf16_sum_op()
   }
   return MPI_DATATYPE_NULL;
+}
+
+// The sum of bfloat16 bit patterns: each addition in float, rounded to bf16 (NCCL's ncclBfloat16 sum).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const uint16_t* a = static_cast<const uint16_t*>(in);
+  uint16_t* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16_bits(bf16_bits_to_float(a[i]) + bf16_bits_to_float(b[i]));
 }
 
 MPI_Op mpi_op(ReduceOp op) {
@@ -148,7 +157,9 @@ class MpiCommunicator final : public Communicator {
   ~MpiCommunicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Comm_free(&comm_);
+    if (finalized) return;
+    MPI_Comm_free(&comm_);
+    if (bf16_sum_ != MPI_OP_NULL) MPI_Op_free(&bf16_sum_);
   }
 
   std::string backend() const override { return "mpi"; }
@@ -212,6 +223,8 @@ class MpiCommunicator final : public Communicator {
     GT_CHECK(count >= 0, "negative element count {}", count);
     GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
              elem_type_name(t));
+    GT_CHECK(op == ReduceOp::sum || t != ElemType::bf16, "bfloat16 values are only summed, not {}", reduce_op_name(op));
+    const MPI_Op mop = t == ElemType::bf16 ? bf16_sum_op() : mpi_op(op);
     Started started;
     const int64_t esize = static_cast<int64_t>(elem_size(t));
     bool in_place = send == recv;
@@ -227,14 +240,21 @@ class MpiCommunicator final : public Communicator {
       char* out = static_cast<char*>(recv) + off * esize;
       const void* in = in_place ? MPI_IN_PLACE : static_cast<const char*>(send) + off * esize;
       started.reqs.emplace_back();
-      GT_MPI_CHECK(MPI_Iallreduce(in, out, n, mpi_type(t), mpi_op(op), comm_, &started.reqs.back()));
+      GT_MPI_CHECK(MPI_Iallreduce(in, out, n, mpi_type(t), mop, comm_, &started.reqs.back()));
     }
     return started;
+  }
+
+  // The bf16 sum, made on first use.
+  MPI_Op bf16_sum_op() {
+    if (bf16_sum_ == MPI_OP_NULL) GT_MPI_CHECK(MPI_Op_create(&bf16_sum, /*commute=*/1, &bf16_sum_));
+    return bf16_sum_;
   }
 
   double timeout_s_;
   std::string host_;
   std::vector<char> blocking_staging_;
+  MPI_Op bf16_sum_ = MPI_OP_NULL;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
 };

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -66,6 +67,25 @@ void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Te
 
 // `other` is outside the named phases (the end of a step, or between steps): not counted here; the
 // trainer attributes what remains of its step time to it.
+GradientWire CpuStepOps::gradient_wire(int64_t n, ElemType type) {
+  GT_CHECK(type == ElemType::bf16, "the CPU engine packs gradients as bfloat16, not {}", elem_type_name(type));
+  wires_.emplace_back(static_cast<size_t>(n));
+  GradientWire w;
+  w.type = type;
+  w.buffer = wires_.back().data();
+  w.pack = [](const float* from, void* to, int64_t count) {
+    uint16_t* out = static_cast<uint16_t*>(to);
+#pragma omp parallel for simd schedule(static) if (count > (int64_t{1} << 16))
+    for (int64_t i = 0; i < count; ++i) out[i] = float_to_bf16_bits(from[i]);
+  };
+  w.unpack = [](const void* from, float* to, int64_t count) {
+    const uint16_t* in = static_cast<const uint16_t*>(from);
+#pragma omp parallel for simd schedule(static) if (count > (int64_t{1} << 16))
+    for (int64_t i = 0; i < count; ++i) to[i] = bf16_bits_to_float(in[i]);
+  };
+  return w;
+}
+
 void CpuStepOps::phase(StepPhase phase) {
   const auto now = std::chrono::steady_clock::now();
   if (current_ != StepPhase::other)

@@ -23,6 +23,8 @@ class CpuStepOps final : public StepOps {
   void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
                         const ScalarWrite& write) override;
   void phase(StepPhase phase) override;
+  // bf16 packs in host memory (the MPI communicator's), converted on the calling thread.
+  GradientWire gradient_wire(int64_t n, ElemType type) override;
   const double (&scalars() const)[kStepScalars] { return scalars_; }
   // Seconds spent in each named phase since the last call (host clock), then zeroed; `other` stays 0.
   void take_phase_seconds(double (&seconds)[kStepPhases]);
@@ -34,6 +36,7 @@ class CpuStepOps final : public StepOps {
   }
   double scalars_[kStepScalars] = {};
   double phase_seconds_[kStepPhases] = {};
+  std::vector<std::vector<uint16_t>> wires_;  // gradient_wire's buffers
   StepPhase current_ = StepPhase::other;
   std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
 };

@@ -39,6 +39,7 @@ struct EngineOptions {
   double timeout_s = 0;      // dist.timeout_s, for device collectives
   bool sync_bn = true;       // batch norm over the global batch when there are several ranks
   int64_t bucket_bytes = 25 << 20;
+  ElemType reduce_type = ElemType::f32;  // dist.reduce_precision: the gradient all-reduce's wire format
   int nz = 100;
   GanObjective objective{};  // loss.*, train.n_critic: the step's objective and its critic iterations
   EmaConfig ema{};              // G_ema's schedule (ema.*); off unless enabled()
@@ -51,7 +52,7 @@ struct EngineOptions {
   int accumulation() const { return static_cast<int>(local_batch / micro()); }
   StepSettings step_settings(bool synchronized_bn) const {
     return {clip_grad_norm, loss_scale(), std::max<int64_t>(bucket_bytes / 4, 1), synchronized_bn, objective,
-            accumulation()};
+            accumulation(), reduce_type};
   }
 };
 

@@ -6,6 +6,7 @@
 #include "core/loss_math.h"
 #include "core/tensor.h"
 #include "nn/net.h"
+#include "parallel/gradient_bucketer.h"
 
 namespace gt {
 
@@ -65,6 +66,14 @@ class StepOps {
   // dg = scale * d(that)/dg, with d||g_i||/dg_i = 0 where g_i = 0 (torch's norm backward).
   virtual void gradient_penalty(const Tensor& g, float weight, float scale, Tensor& dg, StepScalar loss,
                                 const ScalarWrite& write) = 0;
+  // The gradient all-reduce's wire format for a net of n gradients (dist.reduce_precision): a buffer of n values
+  // of `type` in the memory of the step's communicator, and the conversions on the engine's stream. Kept for the
+  // engine's life. The default (an engine that cannot): f32, the gradients themselves.
+  virtual GradientWire gradient_wire(int64_t n, ElemType type) {
+    (void)n;
+    (void)type;
+    return {};
+  }
   // From here on the step's time counts to `phase`, until the next call (a step ends with `other`).
   // The CPU's ops time it with the host clock; an engine that does not time phases ignores it.
   virtual void phase(StepPhase phase) { (void)phase; }

@@ -17,6 +17,7 @@ struct StepSettings {
   bool sync_bn = false;           // batch norm over the global batch (comm sums the per-channel values)
   GanObjective objective{};       // loss family, drift, weight clipping, critic iterations, gradient penalty
   int accumulation = 1;           // micro-batches per update (GanStep::accumulation)
+  ElemType reduce_type = ElemType::f32;  // the gradient all-reduce's wire format (dist.reduce_precision)
 };
 
 // G and D are the engine's networks (the host models themselves on the CPU, their GPU twins on a GPU);

@@ -142,6 +142,7 @@ EngineOptions engine_options(const Config& cfg, const Communicator& comm, const 
   e.sync_bn = cfg.dist.sync_bn;  // false leaves each rank's batch norm to its shard; rank 0's statistics are saved
   // Gradients summed over the ranks in buckets during backward (with one rank: nothing to do).
   e.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * 1048576.0));
+  e.reduce_type = cfg.dist.reduce_precision == ReducePrecision::bf16 ? ElemType::bf16 : ElemType::f32;
   e.nz = in.spec.nz;
   e.objective = gan_objective(cfg);
   e.ema = cfg.ema;
@@ -318,12 +319,15 @@ void print_banner(RunDirectory& run, const Config& cfg, const RunInputs& in, Com
                   const Loader& loader, Models& m, const std::vector<std::string>& rank_lines) {
   const int P = comm.world_size();
   run.line("gantrain {} ({}) | run {} | {}", version(), git_revision(), run.path().string(), engine.describe());
-  run.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}", P, comm.backend(),
+  run.line("ranks: {} ({} communicator) | {} images per rank per step | batch norm {}{}", P, comm.backend(),
            loader.shard_size(),
            in.progan ? "none in the model (progan)"
            : P == 1  ? "over the batch"
            : cfg.dist.sync_bn ? "synchronized over the ranks"
-                              : "per rank (dist.sync_bn false)");
+                              : "per rank (dist.sync_bn false)",
+           P > 1 ? fmt::format(" | gradients summed in {} buckets of {} MiB", choice_name(cfg.dist.reduce_precision),
+                               cfg.dist.bucket_mb)
+                 : "");
   if (P > 1)
     for (int r = 0; r < P; ++r) run.line("  rank {}: {}", r, rank_lines[static_cast<size_t>(r)]);
   run.line("data: {}", in.source->describe());

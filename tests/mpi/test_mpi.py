@@ -535,6 +535,44 @@ def case_clipping_np1_np2(job):
             check(abs(norm - clip) <= 1e-4 * clip, f"np {np}: {net}'s applied gradient norm {norm:.6g}, clip {clip}")
 
 
+def applied_gradients(path):
+    """D's and G's gradients of the first optimizer step, from the optimizer state (as clipped_norms reads them)."""
+    import numpy as np
+    ck = load_h5(path)
+    d = np.concatenate([v.ravel() for k, v in sorted(ck.items()) if k.startswith("D/optim/momentum_buffer/")])
+    g = np.concatenate([v.ravel() for k, v in sorted(ck.items()) if k.startswith("G/optim/momentum_buffer/")])
+    return d.astype(np.float32), g.astype(np.float32)
+
+
+def case_reduce_bf16_np2(job):
+    """dist.reduce_precision bf16 on 2 ranks: the gradients the first step applied are bfloat16 values (they came
+    back from the bf16 sum; SGD's first momentum buffer is the gradient itself), within a few bf16 roundings (2^-9
+    relative each) of the fp32 all-reduce's, but not equal. D's learning rate is tiny, so that G's gradient,
+    taken through the updated D, differs by G's own rounding only. On one rank nothing moves and nothing is
+    rounded: the same bits as fp32."""
+    import numpy as np
+    one = ["train.max_steps=1", "log.every_steps=1", "log.sample_every_steps=0", "train.clip_grad_norm=0",
+           "optim.g.name=sgd", "optim.g.lr=0.01", "optim.g.momentum=0.9", "optim.d.lr=1e-9"]
+    runs = {}
+    for np_, prec in [(2, "fp32"), (2, "bf16"), (1, "fp32"), (1, "bf16")]:
+        name = f"{prec}_np{np_}"
+        r = job.run(job.mpi(np_, *job.train_args(name, *WIRING, *one, f"dist.reduce_precision={prec}")))
+        check(r.returncode == 0, f"{name} failed: {r.stderr}")
+        runs[name] = applied_gradients(job.checkpoint(name, 1))
+    low_bits = lambda a: int(np.count_nonzero(a.view(np.uint32) & 0xFFFF))  # noqa: E731
+    for net, k in [("D", 0), ("G", 1)]:
+        a, b = runs["bf16_np2"][k], runs["fp32_np2"][k]
+        print(f"{net} gradients: {b.size}, not bf16 values: fp32 all-reduce {low_bits(b)}, bf16 all-reduce {low_bits(a)}")
+        check(low_bits(a) == 0, f"the bf16 all-reduce's {net} gradients are not all bfloat16 values")
+        check(low_bits(b) > b.size // 2, f"the fp32 all-reduce's {net} gradients look rounded to bfloat16")
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        rel = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+        print(f"{net}: |bf16 - fp32| / |fp32| = {rel:.3g} (2^-9 = {2 ** -9:.3g})")
+        check(0 < rel <= 4 * 2 ** -9, f"{net}: bf16 all-reduce {rel:.3g} from fp32, expected (0, {4 * 2 ** -9:.3g}]")
+    for k in range(2):
+        check(np.array_equal(runs["bf16_np1"][k], runs["fp32_np1"][k]), "one rank rounded its gradients to bf16")
+
+
 def expect_agreed_error(job, r, must_contain, name):
     check(r.returncode == 2, f"exit code {r.returncode}, expected 2: {r.stdout}\n{r.stderr}")
     check(count(r.stderr, "gantrain: error:") == 1, f"error not printed exactly once: {r.stderr}")

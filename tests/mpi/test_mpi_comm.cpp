@@ -10,6 +10,7 @@
 
 #include "common/mpi_test_util.h"
 #include "common/test_util.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -79,6 +80,48 @@ TEST(MpiCommunicator, AllReduceEveryTypeOpAndForm) {
       }
       for (ReduceOp op : {ReduceOp::sum, ReduceOp::max, ReduceOp::min}) check_all_reduce<int64_t>(n, op, in_place);
     }
+}
+
+// dist.reduce_precision bf16: bfloat16 sums, each addition in float rounded to bf16 (MPI's user op), the same
+// bits on every rank, the result one of the orders in which the ranks' values can be added.
+TEST(MpiCommunicator, Bf16SumsRoundEachAdditionAndAgree) {
+  const int64_t n = 20011;
+  auto value = [](int r, int64_t i) {
+    Tensor t({1});
+    fill_normal(t.f32(), 1, 0.f, 1.f, 77, RngStream::test, static_cast<uint64_t>(r * 1000003 + i));
+    return float_to_bf16_bits(t.f32()[0] * (i % 7 == 0 ? 1e-3f : 1.f));  // mixed magnitudes: rounding matters
+  };
+  auto add = [](uint16_t a, uint16_t b) { return float_to_bf16_bits(bf16_bits_to_float(a) + bf16_bits_to_float(b)); };
+  for (bool in_place : {true, false}) {
+    std::vector<uint16_t> mine(n), out(n, 0);
+    for (int64_t i = 0; i < n; ++i) mine[static_cast<size_t>(i)] = value(R(), i);
+    uint16_t* recv = in_place ? mine.data() : out.data();
+    comm().start_all_reduce_bytes(mine.data(), recv, n, ElemType::bf16, ReduceOp::sum)->wait();
+    int64_t outside = 0, rounded_away = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t got = recv[i];
+      // Every order of adding the ranks' values, left to right.
+      std::vector<int> order(static_cast<size_t>(P()));
+      std::iota(order.begin(), order.end(), 0);
+      bool found = false;
+      double exact = 0;
+      for (int r = 0; r < P(); ++r) exact += bf16_bits_to_float(value(r, i));
+      do {
+        uint16_t s = value(order[0], i);
+        for (int k = 1; k < P(); ++k) s = add(s, value(order[static_cast<size_t>(k)], i));
+        found = found || s == got;
+      } while (!found && std::next_permutation(order.begin(), order.end()));
+      outside += !found;
+      rounded_away += static_cast<double>(bf16_bits_to_float(got)) != exact;
+    }
+    EXPECT_EQ(outside, 0) << "bf16 sums that no order of rounded additions gives";
+    EXPECT_GT(rounded_away, n / 10) << "the sums were not rounded to bf16 (summed wider?)";
+    std::vector<uint16_t> copy(recv, recv + n), first(copy);
+    comm().broadcast(reinterpret_cast<uint8_t*>(first.data()), 2 * n, 0);
+    EXPECT_EQ(copy, first) << "ranks hold different bf16 sums";
+  }
+  uint16_t x = 0;
+  EXPECT_THROW(comm().start_all_reduce_bytes(&x, &x, 1, ElemType::bf16, ReduceOp::max), RuntimeError);
 }
 
 TEST(MpiCommunicator, NonBlockingAllReducesCompleteInAnyOrder) {
@@ -222,6 +265,42 @@ TEST(GradientBucketer, SumsEveryRanksGradientsInEveryBucketSize) {
 }
 
 // ---- synchronized batch norm ---------------------------------------------------------------------
+
+// The bucketer with a bf16 wire: each rank's gradients rounded to bf16, summed in bf16, widened back.
+TEST(GradientBucketer, Bf16WireSumsTheRoundedGradientsOfEveryRank) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  dcgan_init(D, 0.02f, 9, 2);
+  std::vector<double> exact(static_cast<size_t>(D.flat_size()), 0.0);
+  for (int r = 0; r < P(); ++r) {
+    auto g = grads_for_input(D, r);
+    size_t k = 0;
+    for (auto& t : g)
+      for (float v : t) exact[k++] += v;
+  }
+  CpuStepOps ops;
+  GradientBucketer bucketer(comm(), D.flat_grads(), D.flat_size(), 700, ops.gradient_wire(D.flat_size(), ElemType::bf16));
+  D.zero_grad();
+  Tensor y = D.forward(random_tensor({2, 1, 32, 32}, 100 + R()), Mode::train);
+  bucketer.arm();
+  D.backward(random_tensor(y.shape(), 200 + R()), {.on_final = bucketer.hook()});
+  bucketer.finish();
+  double diff = 0, norm = 0;
+  int64_t not_bf16 = 0;
+  size_t k = 0;
+  for (const NamedParam& p : D.named_params())
+    for (int64_t j = 0; j < p.param->grad.numel(); ++j, ++k) {
+      const float g = p.param->grad.f32()[j];
+      uint32_t bits;
+      std::memcpy(&bits, &g, sizeof bits);
+      not_bf16 += (bits & 0xffffu) != 0;
+      diff += (g - exact[k]) * (g - exact[k]);
+      norm += exact[k] * exact[k];
+    }
+  EXPECT_EQ(not_bf16, 0) << "gradients that did not come back from bfloat16";
+  // Rounding each share and each addition to 8 significant bits: within a few 2^-9 of the exact sums.
+  EXPECT_LT(std::sqrt(diff / norm), 4.0 / 512) << "relative error of the bf16 sums";
+  EXPECT_GT(diff, 0.0);
+}
 
 TEST(SyncBatchNorm, ShardsNormalizeAsTheWholeBatch) {
   const int C = 6, n_per_rank = 2, N = n_per_rank * P();

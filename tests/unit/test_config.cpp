@@ -140,6 +140,7 @@ void expect_same_config(const Config& a, const Config& b) {
   EXPECT_EQ(a.dist.sync_bn, b.dist.sync_bn);
   EXPECT_EQ(a.dist.bucket_mb, b.dist.bucket_mb);
   EXPECT_EQ(a.dist.timeout_s, b.dist.timeout_s);
+  EXPECT_EQ(a.dist.reduce_precision, b.dist.reduce_precision);
 }
 
 // A config where every field differs from its default and from its sibling fields.
@@ -159,7 +160,7 @@ Config all_fields_changed() {
   c.optim_d = {OptimizerKind::sgd, 0.123456789, 0.1, 0.2, 1e-3, 0.5, 0.75, 2.5e-4};
   c.log = {11, 13, 17, true, 29, 31};
   c.checkpoint = {"runs/x: y/ckpt_00000001.h5", 19, 2.25, 23, 0.5};
-  c.dist = {DistBackend::mpi, false, 0.375, 21.5};
+  c.dist = {DistBackend::mpi, false, 0.375, 21.5, ReducePrecision::bf16};
   return c;
 }
 
@@ -174,8 +175,8 @@ TEST(Config, EmptyTextGivesStructDefaults) {
 TEST(Config, SchemaCoversEveryFieldOnce) {
   std::vector<ConfigKeyInfo> schema = config_schema();
   // Counted from the structs in config.h and optim.h: run 9, model 13, data 6, train 16, loss 5, progan 5,
-  // ema 3, optim 2 x 8, log 6, checkpoint 5, dist 4.
-  EXPECT_EQ(schema.size(), 88u);
+  // ema 3, optim 2 x 8, log 6, checkpoint 5, dist 5.
+  EXPECT_EQ(schema.size(), 89u);
   std::set<std::string> paths;
   const std::set<std::string> sections = {"run", "model", "data", "train",      "loss", "progan",
                                           "ema", "optim", "log",  "checkpoint", "dist"};
@@ -190,7 +191,7 @@ TEST(Config, SchemaCoversEveryFieldOnce) {
   }
   for (const char* path : {"run.seed", "model.nz", "data.flip", "train.max_minutes", "train.max_images", "optim.g.lr",
                            "optim.d.weight_decay", "log.sample_count", "log.tensorboard", "checkpoint.every_steps",
-                           "dist.backend", "dist.sync_bn", "dist.bucket_mb", "dist.timeout_s"}) {
+                           "dist.backend", "dist.sync_bn", "dist.bucket_mb", "dist.timeout_s", "dist.reduce_precision"}) {
     EXPECT_TRUE(paths.count(path)) << path;
   }
 }
@@ -243,7 +244,7 @@ optim:
       weight_decay: 2.5e-4}
 log: {every_steps: 11, sample_every_steps: 13, sample_count: 17, swd_every_steps: 29, swd_images: 31}
 checkpoint: {resume: "runs/x: y/ckpt_00000001.h5", every_steps: 19, every_minutes: 2.25, keep_last: 23, keep_every_hours: 0.5}
-dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5}
+dist: {backend: mpi, sync_bn: false, bucket_mb: 0.375, timeout_s: 21.5, reduce_precision: bf16}
 )";
   expect_same_config(parse_config(yaml, "by_hand.yaml"), all_fields_changed());
 }

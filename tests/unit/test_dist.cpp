@@ -2,14 +2,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/fake_env.h"
 #include "common/test_util.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -25,23 +29,6 @@
 
 namespace gt {
 namespace {
-
-EnvLookup fake_env(std::map<std::string, std::string> vars) {
-  auto shared = std::make_shared<std::map<std::string, std::string>>(std::move(vars));
-  return [shared](const char* name) -> const char* {
-    auto it = shared->find(name);
-    return it == shared->end() ? nullptr : it->second.c_str();
-  };
-}
-
-std::string user_error_text(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "(no UserError)";
-}
 
 Tensor random_tensor(const Shape& shape, uint64_t seed) {
   Tensor t(shape);
@@ -108,9 +95,11 @@ TEST(DistBackend, DecidedOnceForTheDevice) {
   EXPECT_CONTAINS(e, "run.device is cpu");
   EXPECT_CONTAINS(user_error_text([] { check_backend_for_device(DistBackend::nccl, false, DeviceChoice::automatic); }),
                   "some rank has no GPU");
-  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::nccl, true, DeviceChoice::cuda); }),
+  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::nccl, true, DeviceChoice::cuda); },
+                            "(no UserError)"),
             "(no UserError)");
-  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::mpi, false, DeviceChoice::cpu); }),
+  EXPECT_EQ(user_error_text([] { check_backend_for_device(DistBackend::mpi, false, DeviceChoice::cpu); },
+                            "(no UserError)"),
             "(no UserError)");
   // Device collectives: NCCL for nccl (or an error saying what is missing), and for auto with one rank
   // per GPU where NCCL is usable; staged through host memory otherwise.
@@ -364,9 +353,12 @@ TEST(Sequential, ParametersLiveInFlatBuffersAndBackwardReportsFinalRanges) {
 
 // A communicator that pretends to be one of two ranks whose non-blocking all-reduces add 1 to every
 // element they cover (and complete at once), so a test sees which elements each bucket moved.
-class PlusOneWorld final : public Communicator {
+// Rank 0 of a pretended world of two on one host: the tests below give it the collectives they need; any
+// other collective is a test failure.
+class FakeTwoRanks : public Communicator {
  public:
-  std::string backend() const override { return "plus-one"; }
+  explicit FakeTwoRanks(std::string backend) : backend_(std::move(backend)) {}
+  std::string backend() const override { return backend_; }
   int rank() const override { return 0; }
   int world_size() const override { return 2; }
   int local_rank() const override { return 0; }
@@ -375,6 +367,16 @@ class PlusOneWorld final : public Communicator {
   void barrier() override {}
   [[noreturn]] void abort(int code) override { std::_Exit(code); }
   void all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override { ADD_FAILURE(); }
+  void all_gather_bytes(const void*, void*, int64_t, ElemType) override { ADD_FAILURE(); }
+  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
+
+ private:
+  std::string backend_;
+};
+
+class PlusOneWorld final : public FakeTwoRanks {
+ public:
+  PlusOneWorld() : FakeTwoRanks("plus-one") {}
   std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
                                                             ReduceOp op) override {
     EXPECT_TRUE(s == r && t == ElemType::f32 && op == ReduceOp::sum);
@@ -383,8 +385,6 @@ class PlusOneWorld final : public Communicator {
     ++started;
     return make_local_communicator()->start_all_reduce_bytes(r, r, 0, t, op);  // a completed handle
   }
-  void all_gather_bytes(const void*, void*, int64_t, ElemType) override { ADD_FAILURE(); }
-  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
   int started = 0;
 };
 
@@ -483,25 +483,15 @@ TEST(GradientBucketer, BucketsStartWhileBackwardRunsAndMoveEveryGradientOnce) {
 
 // One of two ranks whose collectives either can be ordered before later device work (NCCL's kind) or must be
 // waited for on the host (MPI's): it counts which way each one went.
-class OrderingWorld final : public Communicator {
+class OrderingWorld final : public FakeTwoRanks {
  public:
-  explicit OrderingWorld(bool device) : device_(device) {}
-  std::string backend() const override { return device_ ? "device" : "host"; }
-  int rank() const override { return 0; }
-  int world_size() const override { return 2; }
-  int local_rank() const override { return 0; }
-  int local_size() const override { return 2; }
-  std::string host() const override { return "test"; }
+  explicit OrderingWorld(bool device) : FakeTwoRanks(device ? "device" : "host"), device_(device) {}
   bool orders_on_device() const override { return device_; }
-  void barrier() override {}
-  [[noreturn]] void abort(int code) override { std::_Exit(code); }
   void all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override { ++blocking; }
   std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void*, void*, int64_t, ElemType, ReduceOp) override {
     ++started;
     return std::make_unique<Pending>(*this);
   }
-  void all_gather_bytes(const void*, void*, int64_t, ElemType) override { ADD_FAILURE(); }
-  void broadcast_bytes(void*, int64_t, ElemType, int) override { ADD_FAILURE(); }
   int blocking = 0, started = 0, ordered = 0, host_waited = 0;
 
  private:
@@ -536,6 +526,64 @@ TEST(GradientBucketer, DeviceCollectivesAreOrderedOnTheStreamAndHostOnesWaitedFo
     EXPECT_EQ(comm.host_waited, device ? 0 : n);
     EXPECT_EQ(static_cast<int>(b.host_waits()), device ? 0 : n);
   }
+}
+
+TEST(Bf16, RoundsToNearestEvenAsTorchAndCudaDo) {
+  auto bits = [](float f) { return float_to_bf16_bits(f); };
+  EXPECT_EQ(bits(1.f), 0x3f80);
+  EXPECT_EQ(bits(-2.f), 0xc000);
+  EXPECT_EQ(bits(1.f + 1.f / 256), 0x3f80);      // halfway between 1 and 1 + 2^-7: to the even one, 1
+  EXPECT_EQ(bits(1.f + 3.f / 256), 0x3f82);      // halfway between 1 + 2^-7 and 1 + 2^-6: to the even one
+  EXPECT_EQ(bits(1.f + 1.f / 256 + 1.f / 65536), 0x3f81);  // past halfway: up
+  EXPECT_EQ(bits(std::numeric_limits<float>::max()), 0x7f80);  // rounds to infinity
+  EXPECT_EQ(bits(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_TRUE(std::isnan(bf16_bits_to_float(bits(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(bf16_bits_to_float(bits(-std::numeric_limits<float>::signaling_NaN()))));
+  for (float f : {0.f, -0.f, 1.f, 3.140625f, -0x1p-100f, 65280.f}) EXPECT_EQ(bf16_bits_to_float(bits(f)), f) << f;
+}
+
+// One of two ranks whose bf16 all-reduces add an identical second rank's values (in bf16).
+class Bf16TwinWorld final : public FakeTwoRanks {
+ public:
+  Bf16TwinWorld() : FakeTwoRanks("bf16-twin") {}
+  std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* s, void* r, int64_t n, ElemType t,
+                                                            ReduceOp op) override {
+    EXPECT_TRUE(s == r && t == ElemType::bf16 && op == ReduceOp::sum);
+    uint16_t* v = static_cast<uint16_t*>(r);
+    for (int64_t i = 0; i < n; ++i) v[i] = float_to_bf16_bits(2 * bf16_bits_to_float(v[i]));
+    moved += n;
+    return make_local_communicator()->start_all_reduce_bytes(r, r, 0, ElemType::f32, op);  // completed
+  }
+  int64_t moved = 0;
+};
+
+TEST(GradientBucketer, Bf16WirePacksEachBucketAndUnpacksTheSums) {
+  Sequential D = make_dcgan_discriminator(tiny_spec());
+  dcgan_init(D, 0.02f, 4, 2);
+  const Tensor x = random_tensor({2, 1, 32, 32}, 31);
+  Tensor y = D.forward(x, Mode::train);
+  D.zero_grad();
+  D.backward(Tensor::full(y.shape(), 0.5f));
+  const std::vector<float> g(D.flat_grads(), D.flat_grads() + D.flat_size());
+  Bf16TwinWorld comm;
+  CpuStepOps ops;
+  GradientBucketer b(comm, D.flat_grads(), D.flat_size(), 333, ops.gradient_wire(D.flat_size(), ElemType::bf16));
+  b.arm();
+  b.on_final(D.flat_size() / 3);
+  b.finish();
+  EXPECT_EQ(comm.moved, D.flat_size()) << "every gradient once, as bfloat16";
+  int64_t wrong = 0, changed = 0;
+  for (int64_t i = 0; i < D.flat_size(); ++i) {
+    const float want = 2 * bf16_bits_to_float(float_to_bf16_bits(g[static_cast<size_t>(i)]));
+    wrong += D.flat_grads()[i] != want;
+    changed += D.flat_grads()[i] != 2 * g[static_cast<size_t>(i)];
+  }
+  EXPECT_EQ(wrong, 0) << "the sums of the rounded gradients, widened back";
+  EXPECT_GT(changed, D.flat_size() / 2) << "most float gradients are not bfloat16 values";
+  // A wire without its buffer is a bug in the engine.
+  GradientWire broken;
+  broken.type = ElemType::bf16;
+  EXPECT_THROW(GradientBucketer(comm, D.flat_grads(), D.flat_size(), 333, broken), RuntimeError);
 }
 
 TEST(SyncBatchNorm, SumsAreOrderedOnTheDeviceWhereTheCommunicatorCan) {

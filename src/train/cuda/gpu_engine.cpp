@@ -66,6 +66,22 @@ class GpuStepOps final : public StepOps {
   Tensor buffer_like(const Tensor& t) override {
     return Tensor::borrow(t.shape(), t.dtype(), Device::cuda, arena_.allocate_bytes(t.nbytes()));
   }
+  // bf16 packs in device memory (NCCL's, or the staged communicator's), converted on the step's stream in the
+  // order of backward: a bucket is packed after the layers that made its gradients, unpacked after its
+  // all-reduce (ordered on the stream with NCCL), before the optimizer reads it.
+  GradientWire gradient_wire(int64_t n, ElemType type) override {
+    GT_CHECK(type == ElemType::bf16, "the CUDA engine packs gradients as bfloat16, not {}", elem_type_name(type));
+    wires_.emplace_back(static_cast<size_t>(n) * 2);
+    GradientWire w;
+    w.type = type;
+    w.buffer = wires_.back().data();
+    cudaStream_t s = stream_;
+    w.pack = [s](const float* from, void* to, int64_t count) { convert(to, DataType::bf16, from, DataType::f32, count, s); };
+    w.unpack = [s](const void* from, float* to, int64_t count) {
+      convert(to, DataType::f32, from, DataType::bf16, count, s);
+    };
+    return w;
+  }
   void grad_norm(Net& net, StepScalar slot) override {
     cuda::l2_norm(scalars_ + static_cast<int>(slot), net.flat_grads(), net.flat_size(), stream_);
   }
@@ -145,6 +161,7 @@ class GpuStepOps final : public StepOps {
  private:
   DeviceArena& arena_;
   cudaStream_t stream_;
+  std::vector<DeviceBuffer<std::byte>> wires_;  // gradient_wire's buffers
   StepRecorder& recorder_;
   float* scalars_;
   DataType type_;
