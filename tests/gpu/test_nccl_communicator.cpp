@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/fake_env.h"
 #include "common/test_util.h"
 #include "config/config.h"
 #include "core/error.h"
@@ -31,15 +32,6 @@
 
 namespace gt {
 namespace {
-
-std::string user_error_text(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // ---- dist.backend: nccl, with or without a GPU ---------------------------------------------------
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fake_env.h"
 #include "common/test_util.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -18,15 +19,6 @@ using Visible = std::optional<std::vector<std::string>>;
 
 RankDeviceView view(const std::string& host, int local_rank, int devices, Visible visible = std::nullopt) {
   return RankDeviceView{host, NodeProcess{local_rank, devices, std::move(visible)}};
-}
-
-std::string user_error_text(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(GpuPlacement, ViewsSurviveTheirTextForm) {

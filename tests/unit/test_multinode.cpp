@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fake_env.h"
 #include "common/test_util.h"
 #include "parallel/agreement.h"
 #include "parallel/communicator.h"
@@ -26,22 +27,7 @@ constexpr int kGpusPerNode = 8;
 constexpr int kRanks = kNodes * kGpusPerNode;
 const char* const kHosts[kNodes] = {"gpu-a01", "gpu-a02"};
 
-EnvLookup lookup(const Env& vars) {
-  auto shared = std::make_shared<Env>(vars);
-  return [shared](const char* name) -> const char* {
-    auto it = shared->find(name);
-    return it == shared->end() ? nullptr : it->second.c_str();
-  };
-}
-
-std::string user_error_text(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UserError& e) {
-    return e.what();
-  }
-  return "";
-}
+EnvLookup lookup(const Env& vars) { return fake_env(vars); }
 
 // Where rank r runs: block (ranks 0-7 on the first node; srun's default, mpirun --map-by ppr:8:node or slot) or
 // cyclic (srun --distribution=cyclic, mpirun --map-by node: rank r on node r % 2).
