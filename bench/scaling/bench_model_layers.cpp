@@ -132,9 +132,10 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   std::string out = fmt::format(
       "{{\n  \"benchmark\": \"bench_model_layers\",\n  \"commit\": \"{}\",\n  \"config\": \"{}\",\n  \"arch\": \"{}\",\n"
       "  \"bucket_mb\": {},\n  \"bucket_elems\": {},\n  \"sync_bn\": {},\n  \"objective\": \"{}\",\n  \"gp_weight\": {},\n"
-      "  \"n_critic\": {},\n  \"phases\": [",
+      "  \"n_critic\": {},\n  \"sample_every_steps\": {},\n  \"sample_count\": {},\n  \"phases\": [",
       git_revision(), config_path, cfg.model.arch, cfg.dist.bucket_mb, bucket_elems, cfg.dist.sync_bn ? "true" : "false",
-      choice_name(cfg.loss.objective), cfg.loss.gp_weight, cfg.train.n_critic);
+      choice_name(cfg.loss.objective), cfg.loss.gp_weight, cfg.train.n_critic, cfg.log.sample_every_steps,
+      cfg.log.sample_count);
   for (size_t k = 0; k < entries.size(); ++k) {
     const Entry& e = entries[k];
     out += fmt::format(

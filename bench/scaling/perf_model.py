@@ -22,9 +22,10 @@ grid's all-gather of fakes (log.sample_every_steps) is amortized over the steps 
 Usage:
   perf_model.py check   --layers L.json --scaling scaling.json --allreduce allreduce.json [--model dcgan64]
   perf_model.py predict --layers L.json [--profile h100_sxm_ndr] [--precision bf16] [--gpus 8,64,512]
-                        [--batches 1024,2048,4096,8192] [--bucket-mb 25] [--grad-bytes 4] [--no-sync-bn]
-  perf_model.py report  --dcgan L64.json --progan LP.json --check-layers L.json --scaling S.json --allreduce A.json
-                        --out DIR     (everything docs/performance.md quotes: JSON + markdown tables + PNG)
+                        [--batches 1024,2048,4096,8192] [--bucket-mb MB] [--grad-bytes 4] [--no-sync-bn]
+  perf_model.py report  --dcgan L64.json --progan LP.json --check dcgan64=L.json [--check progan16=P.json]
+                        --scaling S.json --allreduce A.json --out DIR
+                        (everything docs/performance.md quotes: JSON, markdown tables, PNG)
 Exit status: 0, 2 bad usage.
 """
 import argparse
@@ -69,6 +70,25 @@ def tree_allreduce(size, p, alpha, bw):
     return 0.0 if p <= 1 else 2 * math.ceil(math.log2(p)) * alpha + 2 * size / bw
 
 
+class MeasuredAllReduce:
+    """All-reduce time by message size from a bench_allreduce table (in place, as the buckets go), interpolated
+    log-log between the measured sizes and extrapolated at the measured bandwidth past the largest."""
+
+    def __init__(self, allreduce_json):
+        self.ranks = allreduce_json.get("ranks_per_node", 2)
+        self.points = sorted((r["bytes"], r["in_place"]["time_us"] * 1e-6) for r in allreduce_json["rows"])
+
+    def __call__(self, size):
+        pts = self.points
+        if size <= pts[0][0]:
+            return pts[0][1]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if size <= x1:
+                f = math.log(size / x0) / math.log(x1 / x0)
+                return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
+        return pts[-1][1] * size / pts[-1][0]
+
+
 class Links:
     """All-reduce and all-gather costs for nodes x gpus_per_node ranks."""
 
@@ -80,9 +100,13 @@ class Links:
     def ranks(self):
         return self.nodes * self.per_node
 
+    measured = None  # a MeasuredAllReduce for this rank count replaces the formulas
+
     def all_reduce(self, size):
         if self.ranks <= 1:
             return 0.0
+        if self.measured is not None:
+            return self.measured(size)
         g, n = self.per_node, self.nodes
         if n == 1:
             return self.launch + min(ring_allreduce(size, g, self.ia, self.ib), tree_allreduce(size, g, self.ia, self.ib))
@@ -297,6 +321,9 @@ def check(layers, scaling, allreduce, model, overlap_modes=(True, False)):
         # Two ranks of a node talk through shared memory: alpha per step and the fitted per-byte time as bandwidth.
         p = r["ranks"]
         links = Links(1, p, fit["alpha"] / 2, 1.0 / fit["beta_s_per_byte"] * 2 * (p - 1) / p if p > 1 else 1.0)
+        table = MeasuredAllReduce(allreduce)
+        if table.ranks == p:  # the measured sizes at this rank count; other counts: the fitted ring
+            links.measured = table
         comp = measured_compute(phase, b, base["ms_compute"])
         row = {"kind": r["kind"], "ranks": p, "per_rank_batch": b, "oversubscribed": r["oversubscribed"],
                "measured_ms": r["ms_step"], "measured_compute_ms": r["ms_compute"],
@@ -309,7 +336,10 @@ def check(layers, scaling, allreduce, model, overlap_modes=(True, False)):
             row[f"predicted_ms_{key}"] = t["step_s"] * 1000
             row[f"predicted_comm_ms_{key}"] = (t["exposed_comm_s"] + t["sync_bn_s"]) * 1000
         row["allreduce_ms"] = t["allreduce_total_s"] * 1000
+        # The communication model alone: this run's own measured compute plus the predicted communication.
+        row["predicted_ms_own_compute"] = r["ms_step"] - r["ms_comm_exposed"] + row["predicted_comm_ms_overlap"]
         row["error_overlap"] = row["predicted_ms_overlap"] / row["measured_ms"] - 1
+        row["error_own_compute"] = row["predicted_ms_own_compute"] / row["measured_ms"] - 1
         row["error_no_overlap"] = row["predicted_ms_no_overlap"] / row["measured_ms"] - 1
         out.append(row)
     return {"model": model, "allreduce_fit": fit, "rows": out}
@@ -317,7 +347,8 @@ def check(layers, scaling, allreduce, model, overlap_modes=(True, False)):
 
 # ----------------------------------------------------------------------------------------------------------------
 # GPU predictions
-def predict_dcgan(layers, profile, precision, gpus, batches, grad_bytes, sync_bn, overlap_modes=(True, False)):
+def predict_dcgan(layers, profile, precision, gpus, batches, grad_bytes, sync_bn, overlap_modes=(True, False),
+                  lookahead=False):
     phase = layers["phases"][0]
     comp = gpu_compute(profile, precision)
     opt = optimizer_seconds(phase, profile)
@@ -336,7 +367,9 @@ def predict_dcgan(layers, profile, precision, gpus, batches, grad_bytes, sync_bn
                    "single_gpu_step_ms": base["step_s"] * 1000}
             for overlap in overlap_modes:
                 t = step_time(phase, b, comp, links, grad_bytes=grad_bytes, overlap=overlap, sync_bn=sync_bn,
-                              optimizer_s=opt)
+                              optimizer_s=opt, lookahead=lookahead and overlap,
+                              sample_every=layers.get("sample_every_steps", 0),
+                              sample_count=layers.get("sample_count", 64))
                 key = "overlap" if overlap else "no_overlap"
                 row[f"step_ms_{key}"] = t["step_s"] * 1000
                 row[f"images_per_s_{key}"] = B / t["step_s"]
@@ -368,14 +401,18 @@ def predict_progan(layers, profile, precision, gpus, grad_bytes, overlap=True):
                           profile["inter_alpha"], profile["inter_bw"], profile["launch"])
             penalty = 4 * sum(comp(2.0 * x["layer"]["macs"] * b, x["layer"], b, "fwd") for x in d)
             base = step_time(phase, b, comp, Links(1, 1, 0, 1), optimizer_s=opt, extra_s=penalty, sync_bn=False)
+            full_penalty = 4 * sum(comp(2.0 * x["layer"]["macs"] * B, x["layer"], B, "fwd") for x in d)
+            one_gpu = step_time(phase, B, comp, Links(1, 1, 0, 1), optimizer_s=opt, extra_s=full_penalty,
+                                sync_bn=False)
             t = step_time(phase, b, comp, links, grad_bytes=grad_bytes, overlap=overlap, sync_bn=False,
-                          optimizer_s=opt, extra_s=penalty)
+                          optimizer_s=opt, extra_s=penalty, sample_every=layers.get("sample_every_steps", 0),
+                          sample_count=layers.get("sample_count", 64))
             rows.append({"phase": phase["name"], "gpus": P, "global_batch": B, "per_gpu_batch": b,
                          "steps": phase["steps"], "step_ms": t["step_s"] * 1000,
                          "single_gpu_same_batch_ms": base["step_s"] * 1000,
                          "weak_efficiency": base["step_s"] / t["step_s"],
                          "exposed_comm_ms": t["exposed_comm_s"] * 1000, "allreduce_ms": t["allreduce_total_s"] * 1000,
-                         "phase_s": t["step_s"] * phase["steps"],
+                         "phase_s": t["step_s"] * phase["steps"], "one_gpu_phase_s": one_gpu["step_s"] * phase["steps"],
                          "grad_mb": (phase["G"]["params"] + phase["D"]["params"]) * grad_bytes / 2**20})
     return rows
 
@@ -396,34 +433,44 @@ def report(args):
     profile = PROFILES[args.profile]
     out = {"profile": dict(profile, key=args.profile), "precision": args.precision}
     md = []
-    # 1. The check.
-    chk = check(load(args.check_layers), load(args.scaling), load(args.allreduce), args.check_model)
-    out["check"] = chk
-    fit = chk["allreduce_fit"]
-    md.append(f"Check ({args.check_model}, CPU ranks; MPI all-reduce fitted from {os.path.basename(args.allreduce)}: "
-              f"latency {fit['alpha'] * 1e6:.2f} us, {1e-9 / fit['beta_s_per_byte']:.2f} GB/s):\n")
+    # 1. The check, one table over the measured models.
+    out["check"] = []
+    rows = []
+    for spec in args.check:
+        model, path = spec.split("=", 1)
+        chk = check(load(path), load(args.scaling), load(args.allreduce), model)
+        out["check"].append(chk)
+        fit = chk["allreduce_fit"]
+        rows += [[model, r["kind"], r["ranks"], r["per_rank_batch"], f"{r['single_rank_step_ms']:.1f}",
+                  f"{r['measured_ms']:.1f}", f"{r['predicted_ms_overlap']:.1f}", f"{r['error_overlap'] * 100:+.0f}%",
+                  f"{r['predicted_ms_own_compute']:.1f}", f"{r['error_own_compute'] * 100:+.0f}%",
+                  f"{r['measured_exposed_ms']:.2f}", f"{r['predicted_comm_ms_overlap']:.2f}",
+                  f"{r['predicted_comm_ms_no_overlap']:.2f}", "yes" if r["oversubscribed"] else "no"]
+                 for r in chk["rows"]]
+    md.append(f"Check on CPU ranks (MPI all-reduce fitted from {os.path.basename(args.allreduce)}: latency "
+              f"{fit['alpha'] * 1e6:.2f} us, {1e-9 / fit['beta_s_per_byte']:.2f} GB/s):\n")
     md.append(md_table(
-        ["scaling", "ranks", "batch/rank", "1-rank step at that batch (ms)", "measured step (ms)",
-         "predicted, overlap (ms)", "predicted, no overlap (ms)", "error (overlap)", "measured exposed comm (ms)",
-         "predicted comm + BN (ms)", "oversubscribed"],
-        [[r["kind"], r["ranks"], r["per_rank_batch"], f"{r['single_rank_step_ms']:.1f}", f"{r['measured_ms']:.1f}",
-          f"{r['predicted_ms_overlap']:.1f}", f"{r['predicted_ms_no_overlap']:.1f}", f"{r['error_overlap'] * 100:+.0f}%",
-          f"{r['measured_exposed_ms']:.2f}", f"{r['predicted_comm_ms_overlap']:.2f}", r["oversubscribed"]]
-         for r in chk["rows"]]))
+        ["model", "scaling", "ranks", "batch/rank", "1-rank step at that batch (ms)", "measured step (ms)",
+         "predicted from the 1-rank compute (ms)", "error", "predicted from this run's compute (ms)", "error",
+         "measured exposed comm (ms)", "predicted comm + BN, overlap (ms)", "no overlap (ms)", "oversubscribed"],
+        rows))
     # 2. DCGAN-64 predictions, as configured and with the changes.
     dc = load(args.dcgan)
     gpus = [int(x) for x in args.gpus.split(",")]
     batches = [int(x) for x in args.batches.split(",")]
-    variants = [("as is: f32 gradients, 25 MiB buckets, sync BN", dc, 4, True)]
-    if args.dcgan_small_buckets:
-        variants.append(("4 MiB buckets", load(args.dcgan_small_buckets), 4, True))
-        variants.append(("4 MiB buckets, bf16 gradients", load(args.dcgan_small_buckets), 2, True))
-        variants.append(("4 MiB buckets, bf16 gradients, BN per GPU", load(args.dcgan_small_buckets), 2, False))
+    mb = args.bucket_mb
+    small = with_bucket_mb(dc, mb)
+    variants = [(f"as configured: fp32 all-reduce, {dc['bucket_mb']:g} MiB buckets, sync BN", dc, 4, True, False),
+                (f"dist.bucket_mb {mb:g}", small, 4, True, False),
+                (f"dist.bucket_mb {mb:g}, dist.reduce_precision bf16", small, 2, True, False),
+                (f"dist.bucket_mb {mb:g}, dist.reduce_precision bf16, dist.sync_bn false", small, 2, False, False),
+                ("the same + G's all-reduce behind the next step's D pass on reals (not implemented)", small, 2,
+                 False, True)]
     out["dcgan"] = []
-    for label, lay, gb, sbn in variants:
-        rows = predict_dcgan(lay, profile, args.precision, gpus, batches, gb, sbn)
+    for label, lay, gb, sbn, ahead in variants:
+        rows = predict_dcgan(lay, profile, args.precision, gpus, batches, gb, sbn, lookahead=ahead)
         out["dcgan"].append({"variant": label, "grad_bytes": gb, "sync_bn": sbn, "bucket_mb": lay["bucket_mb"],
-                             "rows": rows})
+                             "lookahead": ahead, "rows": rows})
         md.append(f"\nDCGAN-64 ({args.precision}), {label}:\n")
         md.append(md_table(
             ["GPUs", "global batch", "per GPU", "1 GPU step (ms)", "step, overlap (ms)", "images/s",
@@ -445,6 +492,25 @@ def report(args):
           f"{r['weak_efficiency'] * 100:.1f}%" if "step_ms" in r else "-",
           f"{r['exposed_comm_ms']:.2f}" if "step_ms" in r else "-", f"{r['grad_mb']:.0f}" if "step_ms" in r else "-",
           f"{r['phase_s']:.0f}" if "step_ms" in r else "-"] for r in prows]))
+    run = []
+    for P in (8, 64):
+        rows_p = [r for r in prows if r["gpus"] == P and "step_ms" in r]
+        one = sum(r["one_gpu_phase_s"] for r in rows_p)
+        many = sum(r["phase_s"] for r in rows_p)
+        run.append([P, f"{one / 3600:.2f}", f"{many / 3600:.3f}", f"{one / many:.1f}", f"{one / (P * many) * 100:.0f}%"])
+    out["progan_run"] = run
+    md.append("\nThe preset's whole run (13 phases at its global batch of 128; strong scaling):\n")
+    md.append(md_table(["GPUs", "1 GPU at batch 128 (h)", "on the GPUs (h)", "speedup", "efficiency"], run))
+    # 4. The collective cost model against the measured MPI all-reduce it was fitted to.
+    ar = load(args.allreduce)
+    fit = fit_allreduce(ar)
+    md.append(f"\nThe all-reduce cost model (alpha + beta S, fitted) against bench_allreduce on 2 CPU ranks "
+              f"({os.path.basename(args.allreduce)}):\n")
+    md.append(md_table(["bytes", "measured in place (us)", "alpha + beta S (us)", "ratio"],
+                       [[f"{r['bytes']:,}", f"{r['in_place']['time_us']:.1f}",
+                         f"{(fit['alpha'] + fit['beta_s_per_byte'] * r['bytes']) * 1e6:.1f}",
+                         f"{(fit['alpha'] + fit['beta_s_per_byte'] * r['bytes']) * 1e6 / r['in_place']['time_us']:.2f}"]
+                        for r in ar["rows"]]))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "perf_model.json"), "w") as f:
         json.dump(out, f, indent=1)
@@ -475,15 +541,16 @@ def plot(out, path):
     axes[0].set_ylabel("weak-scaling efficiency (vs 1 GPU at the same batch/GPU)")
     axes[0].set_title("DCGAN-64, predicted")
     axes[0].legend(fontsize=6)
-    rows = out["check"]["rows"]
-    labels = [f"{r['kind']} P={r['ranks']}" for r in rows]
+    rows = [dict(r, model=c["model"]) for c in out["check"] for r in c["rows"]]
+    labels = [f"{r['model']}\n{r['kind']} P={r['ranks']}" for r in rows]
     x = range(len(rows))
     axes[1].bar([i - 0.2 for i in x], [r["measured_ms"] for r in rows], 0.4, label="measured")
     axes[1].bar([i + 0.2 for i in x], [r["predicted_ms_overlap"] for r in rows], 0.4, label="predicted")
     axes[1].set_xticks(list(x))
     axes[1].set_xticklabels(labels)
-    axes[1].set_ylabel("step (ms)")
-    axes[1].set_title(f"check on CPU ranks ({out['check']['model']})")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("step (ms), log scale")
+    axes[1].set_title("check on CPU ranks")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -505,12 +572,12 @@ def main():
     p.add_argument("--batches", default="1024,2048,4096,8192")
     p.add_argument("--grad-bytes", type=int, default=4, choices=[2, 4])
     p.add_argument("--no-sync-bn", action="store_true")
+    p.add_argument("--bucket-mb", type=float, default=0, help="rebucket (0: the layers file's dist.bucket_mb)")
     r = sub.add_parser("report")
     r.add_argument("--dcgan", required=True)
-    r.add_argument("--dcgan-small-buckets")
+    r.add_argument("--bucket-mb", type=float, default=8, help="the smaller bucket size of the variants")
     r.add_argument("--progan", required=True)
-    r.add_argument("--check-layers", required=True)
-    r.add_argument("--check-model", default="dcgan64")
+    r.add_argument("--check", action="append", required=True, help="MODEL=LAYERS.json, a measured model's layers")
     r.add_argument("--scaling", required=True)
     r.add_argument("--allreduce", required=True)
     r.add_argument("--profile", default="h100_sxm_ndr", choices=sorted(PROFILES))
@@ -524,7 +591,10 @@ def main():
         json.dump(res, sys.stdout, indent=1)
         print()
     elif args.cmd == "predict":
-        rows = predict_dcgan(load(args.layers), PROFILES[args.profile], args.precision,
+        layers = load(args.layers)
+        if args.bucket_mb > 0:
+            layers = with_bucket_mb(layers, args.bucket_mb)
+        rows = predict_dcgan(layers, PROFILES[args.profile], args.precision,
                              [int(x) for x in args.gpus.split(",")], [int(x) for x in args.batches.split(",")],
                              args.grad_bytes, not args.no_sync_bn)
         for row in rows:
