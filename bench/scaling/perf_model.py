@@ -542,12 +542,14 @@ def plot(out, path):
     axes[0].set_title("DCGAN-64, predicted")
     axes[0].legend(fontsize=6)
     rows = [dict(r, model=c["model"]) for c in out["check"] for r in c["rows"]]
-    labels = [f"{r['model']}\n{r['kind']} P={r['ranks']}" for r in rows]
+    labels = [f"{r['model']} {r['kind']} P={r['ranks']}" + (" (over)" if r["oversubscribed"] else "") for r in rows]
     x = range(len(rows))
-    axes[1].bar([i - 0.2 for i in x], [r["measured_ms"] for r in rows], 0.4, label="measured")
-    axes[1].bar([i + 0.2 for i in x], [r["predicted_ms_overlap"] for r in rows], 0.4, label="predicted")
+    axes[1].bar([i - 0.27 for i in x], [r["measured_ms"] for r in rows], 0.27, label="measured")
+    axes[1].bar(list(x), [r["predicted_ms_overlap"] for r in rows], 0.27, label="predicted from the 1-rank compute")
+    axes[1].bar([i + 0.27 for i in x], [r["predicted_ms_own_compute"] for r in rows], 0.27,
+                label="predicted from the run's own compute")
     axes[1].set_xticks(list(x))
-    axes[1].set_xticklabels(labels)
+    axes[1].set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
     axes[1].set_yscale("log")
     axes[1].set_ylabel("step (ms), log scale")
     axes[1].set_title("check on CPU ranks")
