@@ -387,8 +387,8 @@ def predict_progan(layers, profile, precision, gpus, grad_bytes, overlap=True):
     rows = []
     for phase in layers["phases"]:
         opt = optimizer_seconds(phase, profile)
-        # WGAN-GP: the penalty pass is about another D forward, its input-gradient backward and a double backward
-        # (about three D forwards more: docs/performance.md); counted as extra compute of 4 D forwards.
+        # WGAN-GP: the penalty pass costs about five D forwards (the forward on the interpolates, the input-gradient
+        # backward, the tangents and the double backward's weight and data gradients), as bench_progan counts it.
         d = net_passes(phase["D"], 1, comp)
         for P in gpus:
             B = phase["batch"]
@@ -399,9 +399,9 @@ def predict_progan(layers, profile, precision, gpus, grad_bytes, overlap=True):
             b = B // P
             links = Links(max(1, P // g), min(P, g), profile["intra_alpha"], profile["intra_bw"],
                           profile["inter_alpha"], profile["inter_bw"], profile["launch"])
-            penalty = 4 * sum(comp(2.0 * x["layer"]["macs"] * b, x["layer"], b, "fwd") for x in d)
+            penalty = 5 * sum(comp(2.0 * x["layer"]["macs"] * b, x["layer"], b, "fwd") for x in d)
             base = step_time(phase, b, comp, Links(1, 1, 0, 1), optimizer_s=opt, extra_s=penalty, sync_bn=False)
-            full_penalty = 4 * sum(comp(2.0 * x["layer"]["macs"] * B, x["layer"], B, "fwd") for x in d)
+            full_penalty = 5 * sum(comp(2.0 * x["layer"]["macs"] * B, x["layer"], B, "fwd") for x in d)
             one_gpu = step_time(phase, B, comp, Links(1, 1, 0, 1), optimizer_s=opt, extra_s=full_penalty,
                                 sync_bn=False)
             t = step_time(phase, b, comp, links, grad_bytes=grad_bytes, overlap=overlap, sync_bn=False,
