@@ -24,7 +24,7 @@ Usage:
   perf_model.py predict --layers L.json [--profile h100_sxm_ndr] [--precision bf16] [--gpus 8,64,512]
                         [--batches 1024,2048,4096,8192] [--bucket-mb MB] [--grad-bytes 4] [--no-sync-bn]
   perf_model.py report  --dcgan L64.json --progan LP.json --check dcgan64=L.json [--check progan16=P.json]
-                        --scaling S.json --allreduce A.json --out DIR
+                        --scaling S.json --allreduce A.json [--throughput T.json] --out DIR
                         (everything docs/performance.md quotes: JSON, markdown tables, PNG)
 Exit status: 0, 2 bad usage.
 """
@@ -289,6 +289,41 @@ def measured_compute(phase, images, ms_compute):
     return compute
 
 
+def calibrate(profile, precision, layers, throughput):
+    """The profile with `achieved` and `batch_half` fitted to a measured single-GPU step (bench_throughput's JSON on
+    the same model: median step time at each batch of `precision`), least squares in log time over a grid. Returns
+    (profile, rows of measured vs modelled)."""
+    phase = layers["phases"][0]
+    m = throughput["config"]["model"]
+    G0 = phase["G"]["layers"]
+    check_model = (m["resolution"] == phase["resolution"] and m["nz"] == phase["G"]["input"][0]
+                   and sum(l["macs"] for l in G0) > 0)
+    if not check_model:
+        raise SystemExit("perf_model.py: the throughput file's model is not the layers file's")
+    rows = [r for r in throughput["rows"] if r.get("precision") == precision and r.get("median_ms")]
+    if not rows:
+        raise SystemExit(f"perf_model.py: no {precision} rows in the throughput file")
+    best = None
+    for achieved in [x / 100 for x in range(2, 96)]:
+        for half in [0, 1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]:
+            prof = dict(profile, achieved=achieved, batch_half=half)
+            comp = gpu_compute(prof, precision)
+            opt = optimizer_seconds(phase, prof)
+            err = 0.0
+            for r in rows:
+                t = step_time(phase, r["batch"], comp, Links(1, 1, 0, 1), optimizer_s=opt)["step_s"]
+                err += math.log(t * 1000 / r["median_ms"]) ** 2
+            if best is None or err < best[0]:
+                best = (err, prof)
+    prof = best[1]
+    comp = gpu_compute(prof, precision)
+    opt = optimizer_seconds(phase, prof)
+    table = [{"batch": r["batch"], "measured_ms": r["median_ms"],
+              "model_ms": step_time(phase, r["batch"], comp, Links(1, 1, 0, 1), optimizer_s=opt)["step_s"] * 1000}
+             for r in rows]
+    return dict(prof, calibrated_from=throughput.get("device", {}).get("name", "?")), table
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The check against the CPU measurements
 def fit_allreduce(allreduce_json):
@@ -431,8 +466,15 @@ def md_table(header, rows):
 
 def report(args):
     profile = PROFILES[args.profile]
-    out = {"profile": dict(profile, key=args.profile), "precision": args.precision}
     md = []
+    if args.throughput:
+        profile, table = calibrate(profile, args.precision, load(args.dcgan), load(args.throughput))
+        md.append(f"Compute calibrated from {os.path.basename(args.throughput)} ({profile['calibrated_from']}): "
+                  f"{profile['achieved'] * 100:.0f}% of the {args.precision} peak, half of it at "
+                  f"{profile['batch_half']} images per GPU.\n")
+        md.append(md_table(["batch", "measured step (ms)", "model (ms)"],
+                           [[r["batch"], f"{r['measured_ms']:.2f}", f"{r['model_ms']:.2f}"] for r in table]) + "\n")
+    out = {"profile": dict(profile, key=args.profile), "precision": args.precision}
     # 1. The check, one table over the measured models.
     out["check"] = []
     rows = []
@@ -578,6 +620,8 @@ def main():
     r = sub.add_parser("report")
     r.add_argument("--dcgan", required=True)
     r.add_argument("--bucket-mb", type=float, default=8, help="the smaller bucket size of the variants")
+    r.add_argument("--throughput", help="bench_throughput JSON of the --dcgan model on one GPU: replaces the assumed "
+                   "compute rate (docs/performance.md)")
     r.add_argument("--progan", required=True)
     r.add_argument("--check", action="append", required=True, help="MODEL=LAYERS.json, a measured model's layers")
     r.add_argument("--scaling", required=True)

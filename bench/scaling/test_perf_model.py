@@ -89,6 +89,25 @@ def main():
     rows = pm.predict_dcgan(dc, prof, "bf16", [64], [1024, 2048, 4096, 8192], 4, True)
     effs = [r["weak_efficiency_overlap"] for r in rows]
     check(effs == sorted(effs), f"efficiency not rising with the batch: {effs}")
+    # Calibration from a single-GPU throughput measurement: rows made by a known compute model are fitted back
+    # to it; a file of another model is refused.
+    truth = dict(prof, achieved=0.3, batch_half=12)
+    tcomp = pm.gpu_compute(truth, "bf16")
+    topt = pm.optimizer_seconds(ph, truth)
+    fake = {"config": {"model": {"resolution": 64, "nz": 100}}, "device": {"name": "synthetic"},
+            "rows": [{"batch": b, "precision": "bf16",
+                      "median_ms": pm.step_time(ph, b, tcomp, pm.Links(1, 1, 0, 1), optimizer_s=topt)["step_s"] * 1e3}
+                     for b in (16, 64, 256, 1024)]}
+    fitted, table = pm.calibrate(prof, "bf16", dc, fake)
+    check((fitted["achieved"], fitted["batch_half"]) == (0.3, 12), f"calibration found {fitted['achieved']}, "
+          f"{fitted['batch_half']}")
+    check(all(math.isclose(r["model_ms"], r["measured_ms"], rel_tol=1e-9) for r in table), "calibrated model")
+    fake["config"]["model"]["resolution"] = 32
+    try:
+        pm.calibrate(prof, "bf16", dc, fake)
+        check(False, "a throughput file of another model was accepted")
+    except SystemExit as e:
+        check("not the layers file's" in str(e), str(e))
     print(f"perf_model checks passed: 64-GPU weak efficiencies {[round(e, 3) for e in effs]}")
     return 0
 
