@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "bench_util.h"
 #include "model_flops.h"
 #include "nn/dcgan.h"
 #include "nn/layers.h"
@@ -36,27 +37,27 @@ using namespace gt;
 int64_t bn_channels(Layer& layer, const Shape& in) {
   if (auto* fade = dynamic_cast<Fade*>(&layer)) {
     int64_t c = 0;
-    for (int b = 0; b < 2; ++b) {
-      Shape shape = in;
-      for (size_t k = 0; k < fade->branch_size(b); ++k) {
-        c += bn_channels(fade->branch_layer(b, k), shape);
-        shape = fade->branch_layer(b, k).output_shape(shape);
-      }
-    }
+    for_each_branch_layer(*fade, in, [&](Layer& inner, const Shape& s) { c += bn_channels(inner, s); });
     return c;
   }
   return layer.kind() == "BatchNorm2d" ? in[1] : 0;
 }
 
-// Parameter elements in the flat buffer of one entry of net: [begin, end) over its parameters' slots.
-std::pair<int64_t, int64_t> flat_range(Sequential& net, Layer& layer) {
-  std::map<const Param*, std::string> names;
-  for (const NamedParam& p : net.named_params()) names[p.param] = p.name;
-  std::map<std::string, const ParamSlot*> slots;
-  for (const ParamSlot& s : net.param_slots()) slots[s.name] = &s;
+// Each parameter's slot in net's flat buffer (named_params and param_slots list them in the same order).
+std::map<const Param*, const ParamSlot*> slots_of(Sequential& net) {
+  const std::vector<NamedParam> named = net.named_params();
+  const std::vector<ParamSlot>& slots = net.param_slots();
+  GT_CHECK(named.size() == slots.size(), "{} parameters, {} slots", named.size(), slots.size());
+  std::map<const Param*, const ParamSlot*> out;
+  for (size_t i = 0; i < slots.size(); ++i) out[named[i].param] = &slots[i];
+  return out;
+}
+
+// Parameter elements of one entry of a net in its flat buffer: [begin, end) over its parameters' slots.
+std::pair<int64_t, int64_t> flat_range(const std::map<const Param*, const ParamSlot*>& slots, Layer& layer) {
   int64_t lo = -1, hi = -1;
   for (const NamedParam& p : layer.scoped_params()) {
-    const ParamSlot* s = slots.at(names.at(p.param));
+    const ParamSlot* s = slots.at(p.param);
     lo = lo < 0 ? s->offset : std::min(lo, s->offset);
     hi = std::max(hi, s->offset + s->numel);
   }
@@ -66,11 +67,12 @@ std::pair<int64_t, int64_t> flat_range(Sequential& net, Layer& layer) {
 std::string net_json(Sequential& net, const Shape& input, int64_t bucket_elems, const char* indent) {
   std::string out = fmt::format("{{\"input\": [{}, {}, {}], \"flat_size\": {}, \"params\": {}, \"layers\": [",
                                 input[1], input[2], input[3], net.flat_size(), net.param_count());
+  const auto slots = slots_of(net);
   Shape shape = input;
   for (size_t i = 0; i < net.size(); ++i) {
     Layer& layer = net.layer(i);
     const Shape next = layer.output_shape(shape);
-    const auto [lo, hi] = flat_range(net, layer);
+    const auto [lo, hi] = flat_range(slots, layer);
     out += fmt::format(
         "{}\n{}  {{\"index\": {}, \"kind\": \"{}\", \"in_elems\": {}, \"out_elems\": {}, \"macs\": {}, "
         "\"param_begin\": {}, \"param_end\": {}, \"bn_channels\": {}}}",
@@ -108,21 +110,13 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (cfg.model.arch == "progan") {
     const ProganSpec spec = progan_spec(cfg.model);
     const ProganSchedule schedule = progan_schedule(cfg);
+    const std::vector<int> wanted = bench::parse_phases(phases, schedule.phases.size());
     for (const ProganPhase& p : schedule.phases) {
-      if (phases != "all") {
-        bool wanted = false;
-        for (size_t at = 0; at <= phases.size();) {
-          const size_t comma = std::min(phases.find(',', at), phases.size());
-          if (phases.substr(at, comma - at) == std::to_string(p.index)) wanted = true;
-          at = comma + 1;
-        }
-        if (!wanted) continue;
-      }
+      if (std::find(wanted.begin(), wanted.end(), p.index) == wanted.end()) continue;
       keep.push_back(make_progan_models(cfg, spec, p));
       entries.push_back({p.name(), p.resolution, p.fading, p.batch, p.steps, &keep.back()->G, &keep.back()->D,
                          spec.nz, spec.channels});
     }
-    if (entries.empty()) user_error("--phases '{}' names none of the config's {} phases", phases, schedule.phases.size());
   } else {
     const DcganSpec spec = dcgan_spec(cfg.model);
     keep.push_back(make_models(cfg, spec));

@@ -66,29 +66,6 @@ struct PhaseRow {
   }
 };
 
-std::vector<int> parse_phases(const std::string& text, size_t count) {
-  std::vector<int> out;
-  if (text == "all") {
-    for (size_t i = 0; i < count; ++i) out.push_back(static_cast<int>(i));
-    return out;
-  }
-  std::stringstream items(text);
-  for (std::string item; std::getline(items, item, ',');) {
-    size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v < 0) user_error("--phases: '{}' is not 'all' or a list of phase numbers", text);
-    if (static_cast<size_t>(v) >= count) user_error("--phases: the config has phases 0 to {}, not {}", count - 1, v);
-    out.push_back(v);
-  }
-  if (out.empty()) user_error("--phases: '{}' names no phase", text);
-  return out;
-}
-
 // FLOPs of one step: the DCGAN count (bench/throughput/model_flops.h) plus, with a gradient penalty, about five D
 // forwards (the forward on the interpolates, the input-gradient backward, the tangents, the double backward's
 // weight and data gradients).
@@ -171,7 +148,7 @@ int run(const Options& o) {
   if (o.fmap_max > 0) cfg.model.fmap_max = o.fmap_max;
   const ProganSpec spec = progan_spec(cfg.model);
   const ProganSchedule schedule = progan_schedule(cfg);
-  const std::vector<int> which = parse_phases(o.phases, schedule.phases.size());
+  const std::vector<int> which = bench::parse_phases(o.phases, schedule.phases.size());
   const int threads = o.device == "cpu" ? set_cpu_threads(o.threads) : 0;
   auto comm = make_local_communicator();
 

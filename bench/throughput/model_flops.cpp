@@ -40,14 +40,7 @@ namespace {
 // One layer's count into r; a Fade (Progressive GAN) counts both of its branches, each from the same input.
 void count_layer(Layer& layer, size_t index, const Shape& in, NetMacs& r) {
   if (auto* fade = dynamic_cast<Fade*>(&layer)) {
-    for (int b = 0; b < 2; ++b) {
-      Shape shape = in;
-      for (size_t k = 0; k < fade->branch_size(b); ++k) {
-        Layer& inner = fade->branch_layer(b, k);
-        count_layer(inner, index, shape, r);
-        shape = inner.output_shape(shape);
-      }
-    }
+    for_each_branch_layer(*fade, in, [&](Layer& inner, const Shape& s) { count_layer(inner, index, s, r); });
     return;
   }
   const Shape out = layer.output_shape(in);

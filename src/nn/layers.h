@@ -63,6 +63,19 @@ class Fade : public Layer {
 };
 std::unique_ptr<Fade> make_fade(std::vector<NamedLayer> old_branch, std::vector<NamedLayer> new_branch);
 
+// f(inner, its input shape) for every layer of both of fade's branches, old then new, each branch from `in`: the
+// walk of tools that measure layers (FLOPs, activations, batch-norm channels).
+inline void for_each_branch_layer(Fade& fade, const Shape& in, const std::function<void(Layer&, const Shape&)>& f) {
+  for (int b = 0; b < 2; ++b) {
+    Shape shape = in;
+    for (size_t k = 0; k < fade.branch_size(b); ++k) {
+      Layer& inner = fade.branch_layer(b, k);
+      f(inner, shape);
+      shape = inner.output_shape(shape);
+    }
+  }
+}
+
 // When layer is a BatchNorm2d, its training forward and backward add up their per-channel sums over the
 // ranks with reduce, so mean, variance and the backward's sums are those of the global batch (its own
 // parameter gradients stay this rank's share, for the gradient all-reduce). With an identity reduce the

@@ -16,6 +16,9 @@ enum class ReduceOp : uint8_t { sum, avg, max, min };  // avg: f32 and f64 only;
 size_t elem_size(ElemType t);
 const char* elem_type_name(ElemType t);  // "float", "double", "int64", "uint8", "bfloat16" (nccl-tests' names)
 const char* reduce_op_name(ReduceOp op);
+// Every communicator's argument rules for an all-reduce: count >= 0, avg of f32 and f64 only, bf16 summed
+// only (RuntimeError naming the rule).
+void check_reduce_args(int64_t count, ElemType t, ReduceOp op);
 
 template <class T>
 constexpr ElemType elem_type_of() {

@@ -42,6 +42,13 @@ const char* reduce_op_name(ReduceOp op) {
   return "?";
 }
 
+void check_reduce_args(int64_t count, ElemType t, ReduceOp op) {
+  GT_CHECK(count >= 0, "negative element count {}", count);
+  GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
+           elem_type_name(t));
+  GT_CHECK(op == ReduceOp::sum || t != ElemType::bf16, "bfloat16 values are only summed, not {}", reduce_op_name(op));
+}
+
 namespace {
 
 class DoneCollective final : public PendingCollective {
@@ -49,13 +56,6 @@ class DoneCollective final : public PendingCollective {
   bool test() override { return true; }
   void wait() override {}
 };
-
-void check_args(int64_t count, ElemType t, ReduceOp op) {
-  GT_CHECK(count >= 0, "negative element count {}", count);
-  GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
-           elem_type_name(t));
-  GT_CHECK(op == ReduceOp::sum || t != ElemType::bf16, "bfloat16 values are only summed, not {}", reduce_op_name(op));
-}
 
 class LocalCommunicator final : public Communicator {
  public:
@@ -67,7 +67,7 @@ class LocalCommunicator final : public Communicator {
   std::string host() const override { return host_name(); }
 
   void all_reduce_bytes(const void* send, void* recv, int64_t count, ElemType t, ReduceOp op) override {
-    check_args(count, t, op);
+    check_reduce_args(count, t, op);
     if (send != recv && count > 0) std::memmove(recv, send, static_cast<size_t>(count) * elem_size(t));
   }
   std::unique_ptr<PendingCollective> start_all_reduce_bytes(const void* send, void* recv, int64_t count, ElemType t,
@@ -76,11 +76,11 @@ class LocalCommunicator final : public Communicator {
     return std::make_unique<DoneCollective>();
   }
   void all_gather_bytes(const void* send, void* recv, int64_t count, ElemType t) override {
-    check_args(count, t, ReduceOp::sum);
+    check_reduce_args(count, t, ReduceOp::sum);
     if (send != recv && count > 0) std::memmove(recv, send, static_cast<size_t>(count) * elem_size(t));
   }
   void broadcast_bytes(void*, int64_t count, ElemType t, int root) override {
-    check_args(count, t, ReduceOp::sum);
+    check_reduce_args(count, t, ReduceOp::sum);
     GT_CHECK(root == 0, "broadcast from rank {} in a world of 1", root);
   }
   void barrier() override {}

@@ -220,10 +220,7 @@ class MpiCommunicator final : public Communicator {
   // staging: where an in-place input is copied (nullptr: a buffer owned by the returned Started).
   Started start_reduce(const void* send, void* recv, int64_t count, ElemType t, ReduceOp op,
                        std::vector<char>* staging) {
-    GT_CHECK(count >= 0, "negative element count {}", count);
-    GT_CHECK(op != ReduceOp::avg || t == ElemType::f32 || t == ElemType::f64, "avg of {} values is not defined",
-             elem_type_name(t));
-    GT_CHECK(op == ReduceOp::sum || t != ElemType::bf16, "bfloat16 values are only summed, not {}", reduce_op_name(op));
+    check_reduce_args(count, t, op);
     const MPI_Op mop = t == ElemType::bf16 ? bf16_sum_op() : mpi_op(op);
     Started started;
     const int64_t esize = static_cast<int64_t>(elem_size(t));

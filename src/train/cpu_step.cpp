@@ -65,8 +65,6 @@ void CpuStepOps::gradient_penalty(const Tensor& g, float weight, float scale, Te
   put(loss, static_cast<double>(weight) * sum / static_cast<double>(n), write);
 }
 
-// `other` is outside the named phases (the end of a step, or between steps): not counted here; the
-// trainer attributes what remains of its step time to it.
 GradientWire CpuStepOps::gradient_wire(int64_t n, ElemType type) {
   GT_CHECK(type == ElemType::bf16, "the CPU engine packs gradients as bfloat16, not {}", elem_type_name(type));
   wires_.emplace_back(static_cast<size_t>(n));
@@ -86,6 +84,8 @@ GradientWire CpuStepOps::gradient_wire(int64_t n, ElemType type) {
   return w;
 }
 
+// `other` is outside the named phases (the end of a step, or between steps): not counted here; the
+// trainer attributes what remains of its step time to it.
 void CpuStepOps::phase(StepPhase phase) {
   const auto now = std::chrono::steady_clock::now();
   if (current_ != StepPhase::other)

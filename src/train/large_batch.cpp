@@ -16,13 +16,7 @@ namespace {
 double layer_elements(Layer& layer, const Shape& s) {
   double total = static_cast<double>(shape_numel(layer.output_shape(s)));
   if (auto* fade = dynamic_cast<Fade*>(&layer))
-    for (int b = 0; b < 2; ++b) {
-      Shape inner = s;
-      for (size_t k = 0; k < fade->branch_size(b); ++k) {
-        total += layer_elements(fade->branch_layer(b, k), inner);
-        inner = fade->branch_layer(b, k).output_shape(inner);
-      }
-    }
+    for_each_branch_layer(*fade, s, [&](Layer& inner, const Shape& in) { total += layer_elements(inner, in); });
   return total;
 }
 
